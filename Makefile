@@ -1,0 +1,47 @@
+# The two commands of the README:
+#   make run    set up and run the daemon on its built-in defaults
+#   make test   set up and run every check (ruff, mypy, import contracts, pytest)
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: run test check lint typecheck pytest docker images bench clean
+
+$(PY):
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "lightd needs Python 3.11 or newer")'
+	@$(PYTHON) -m venv $(VENV) || { \
+	  echo "python venv support missing; installing python3-venv" >&2; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv && \
+	  $(PYTHON) -m venv $(VENV); }
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+docker:
+	@./deploy/ensure-docker.sh
+
+images: docker
+	@./tests/images/build.sh
+
+run: $(STAMP) docker
+	$(VENV)/bin/lightd serve $(if $(CONFIG),--config $(CONFIG),)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check lightd tests bench
+	$(VENV)/bin/ruff format --check lightd tests bench
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+pytest: $(STAMP) images
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test: $(STAMP) images lint typecheck pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,57 @@
+"""Builds the Quart application over a :class:`~lightd.daemon.Daemon`.
+
+Wires the JSON provider, the guard, the error table, OpenAPI generation and the
+blueprints. It must not hold state of its own.
+"""
+
+from __future__ import annotations
+
+from quart import Quart, Response, request
+from quart_schema import QuartSchema
+
+from lightd import __version__
+from lightd.api.context import EXTENSION_KEY
+from lightd.api.errors import install_error_handlers
+from lightd.api.guard import install_guard
+from lightd.api.jsonprovider import OrjsonProvider
+from lightd.api.request import JsonApiRequest
+from lightd.api.routes import public, remote, system, tokens
+from lightd.daemon import Daemon
+
+
+def _install_cors(app: Quart, daemon: Daemon) -> None:
+    @app.after_request
+    async def _cors(response: Response) -> Response:
+        origin = request.headers.get("Origin")
+        if origin and origin in daemon.settings.server.cors_origins:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Vary"] = "Origin"
+            response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type, Accept"
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST, PUT, PATCH, DELETE"
+        return response
+
+
+def create_app(daemon: Daemon) -> Quart:
+    app = Quart("lightd")
+    app.json = OrjsonProvider(app)
+    app.request_class = JsonApiRequest
+    app.config["MAX_CONTENT_LENGTH"] = daemon.settings.server.max_body_bytes
+    app.config["BODY_TIMEOUT"] = 60
+    app.config["RESPONSE_TIMEOUT"] = None
+    app.extensions[EXTENSION_KEY] = daemon
+    QuartSchema(
+        app,
+        openapi_path="/openapi.json",
+        swagger_ui_path="/docs",
+        redoc_ui_path=None,
+        scalar_ui_path=None,
+        info={"title": "lightd", "version": __version__},
+        security_schemes={"bearer": {"type": "http", "scheme": "bearer"}},
+        security=[{"bearer": []}],
+    )
+    install_guard(app)
+    _install_cors(app, daemon)
+    install_error_handlers(app)
+    for module in (public, tokens, remote, system):
+        app.register_blueprint(module.blueprint)
+    return app

@@ -1,0 +1,89 @@
+"""Authentication and the vendor check for every request, and the request log line.
+
+Every route but the public ones needs ``Authorization: Bearer <master token>`` (compared
+in constant time); then every REST route needs an ``Accept`` header naming the vendor
+media type ``application/vnd.pkglat…``. WebSocket upgrades authenticate with a
+``token`` query parameter instead (browsers cannot set headers) and skip the vendor
+check. This module must never log a token or a query string.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from quart import Quart, Response, g, request, websocket
+
+from lightd.api.context import get_daemon
+from lightd.errors import Forbidden, Unauthorized
+
+log = logging.getLogger("lightd.http")
+
+PUBLIC_PATHS = frozenset({"/api/v1/public/ping", "/healthz", "/readyz"})
+VENDOR_EXEMPT_PATHS = frozenset({"/docs", "/openapi.json"})
+VENDOR_MEDIA_PREFIX = "application/vnd.pkglat"
+
+
+def bearer_token(header: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, or None if malformed."""
+    if not header:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or " " in token:
+        return None
+    return token
+
+
+def accepts_vendor(accept: str | None) -> bool:
+    """True when one media range of ``accept`` is an ``application/vnd.pkglat…`` type."""
+    if not accept:
+        return False
+    for media_range in accept.split(","):
+        media_type = media_range.split(";", 1)[0].strip().lower()
+        if media_type.startswith(VENDOR_MEDIA_PREFIX):
+            return True
+    return False
+
+
+def install_guard(app: Quart) -> None:
+    @app.before_request
+    async def _authenticate() -> None:
+        g.started = time.perf_counter()
+        if request.path in PUBLIC_PATHS:
+            return
+        daemon = get_daemon()
+        if daemon.auth_enabled:
+            token = bearer_token(request.headers.get("Authorization"))
+            if token is None or not daemon.is_master(token):
+                raise Unauthorized()
+        if request.path not in VENDOR_EXEMPT_PATHS and not accepts_vendor(
+            request.headers.get("Accept")
+        ):
+            raise Forbidden()
+
+    @app.after_request
+    async def _log_request(response: Response) -> Response:
+        started = getattr(g, "started", None)
+        duration_ms = (time.perf_counter() - started) * 1000 if started else 0.0
+        log.info(
+            "%s %s %d %.1fms",
+            request.method,
+            request.path,
+            response.status_code,
+            duration_ms,
+            extra={
+                "fields": {
+                    "method": request.method,
+                    "path": request.path,
+                    "status": response.status_code,
+                    "duration_ms": round(duration_ms, 2),
+                }
+            },
+        )
+        return response
+
+    @app.before_websocket
+    async def _websocket_started() -> None:
+        g.started = time.perf_counter()
+        log.info("WS %s", websocket.path, extra={"fields": {"path": websocket.path}})

@@ -1,0 +1,22 @@
+"""Models shared by every blueprint (the error body, plain messages).
+
+Declarations only.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+
+class RequestModel(BaseModel):
+    """Base of request bodies: unknown fields are refused with their name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorBody(BaseModel):
+    error: str
+
+
+class MessageBody(BaseModel):
+    message: str

@@ -1,0 +1,68 @@
+"""``GET /remote/config`` and ``POST /remote/config/reload`` (master token only).
+
+Answers the contract's shape with the effective settings. Must not change settings
+other than through :meth:`Daemon.reload`.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+from quart import Blueprint
+from quart_schema import validate_response
+
+from lightd.api.context import get_daemon
+from lightd.api.routes.common import ErrorBody, MessageBody
+from lightd.errors import ConfigError, InvalidRequest
+
+blueprint = Blueprint("remote", __name__)
+
+
+class ServerView(BaseModel):
+    host: str
+    port: int
+
+
+class AuthorizationView(BaseModel):
+    enabled: bool
+    token: str
+
+
+class RemoteView(BaseModel):
+    enabled: bool
+    url: str
+    token: str
+
+
+class RemoteConfigResponse(BaseModel):
+    version: str
+    server: ServerView
+    authorization: AuthorizationView
+    remote: RemoteView
+
+
+@blueprint.get("/remote/config")
+@validate_response(RemoteConfigResponse)
+async def show() -> RemoteConfigResponse:
+    daemon = get_daemon()
+    settings = daemon.settings
+    return RemoteConfigResponse(
+        version=settings.version,
+        server=ServerView(host=settings.server.host, port=settings.server.port),
+        authorization=AuthorizationView(
+            enabled=settings.authorization.enabled, token=daemon.master.value
+        ),
+        remote=RemoteView(
+            enabled=settings.remote.enabled, url=settings.remote.url, token=settings.remote.token
+        ),
+    )
+
+
+@blueprint.post("/remote/config/reload")
+@validate_response(MessageBody)
+@validate_response(ErrorBody, 400)
+async def reload() -> MessageBody:
+    try:
+        get_daemon().reload()
+    except ConfigError as exc:
+        raise InvalidRequest(f"Configuration not reloaded: {exc.message}") from exc
+    return MessageBody(message="Configuration reloaded successfully")

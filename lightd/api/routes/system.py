@@ -1,0 +1,42 @@
+"""``GET /system``: the daemon's version and the Docker engine's reachability.
+
+Read-only; it must not change anything.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+from quart import Blueprint
+from quart_schema import validate_response
+
+from lightd import __version__
+from lightd.api.context import get_daemon
+
+blueprint = Blueprint("system", __name__)
+
+
+class DockerView(BaseModel):
+    reachable: bool
+    version: str | None
+    api_version: str | None
+    error: str | None
+
+
+class SystemResponse(BaseModel):
+    version: str
+    docker: DockerView
+
+
+@blueprint.get("/system")
+@validate_response(SystemResponse)
+async def show() -> SystemResponse:
+    status = await get_daemon().engine.status()
+    return SystemResponse(
+        version=__version__,
+        docker=DockerView(
+            reachable=status.reachable,
+            version=status.version,
+            api_version=status.api_version,
+            error=status.error,
+        ),
+    )

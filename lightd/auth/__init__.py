@@ -1,0 +1,1 @@
+"""Authentication: the master token, minted tokens and TTL parsing."""

@@ -1,0 +1,155 @@
+"""Settings of lightd: a JSON file, overridden by ``LIGHTD_*`` environment variables.
+
+The sections follow the contract's ``GET /remote/config`` shape (``version``,
+``server``, ``authorization``, ``remote``) plus lightd's own (``storage``, ``docker``,
+``logging``, ``limits``). Settings are built once by :func:`load_settings` and passed
+down; nothing else reads the environment or the file. This module must not start
+anything or touch the disk beyond reading the config file.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from lightd import __version__
+from lightd.errors import ConfigError
+
+CONFIG_ENV = "LIGHTD_CONFIG"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8070, ge=0, le=65535)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    cors_origins: list[str] = Field(default_factory=list)
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+
+
+class AuthorizationSettings(_Section):
+    enabled: bool = True
+    # Empty means: use the token kept in the data folder, generating it on first start.
+    token: str = ""
+
+
+class RemoteSettings(_Section):
+    enabled: bool = False
+    url: str = ""
+    token: str = ""
+
+
+class StorageSettings(_Section):
+    data_dir: Path = Path("var")
+    desired_dir: Path = Path("desired")
+
+
+class DockerSettings(_Section):
+    # None: the environment decides (DOCKER_HOST, else the local socket), as docker.from_env().
+    base_url: str | None = None
+    timeout_seconds: float = Field(default=60.0, gt=0)
+
+
+class LoggingSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["plain", "json"] = "plain"
+
+
+class Settings(BaseSettings):
+    """The whole configuration; see ``deploy/config.example.json``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LIGHTD_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        case_sensitive=False,
+    )
+
+    version: str = __version__
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    authorization: AuthorizationSettings = Field(default_factory=AuthorizationSettings)
+    remote: RemoteSettings = Field(default_factory=RemoteSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    docker: DockerSettings = Field(default_factory=DockerSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file arrives as init kwargs; the environment wins over it.
+        return (env_settings, init_settings)
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a JSON object")
+    return data
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line naming each bad setting, e.g. ``server.port: Input should be ...``."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+        if err["type"] == "extra_forbidden":
+            parts.append(f"{loc}: unknown setting")
+        else:
+            parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def load_settings(config_path: Path | None = None) -> Settings:
+    """Build settings from the file (``config_path`` or ``$LIGHTD_CONFIG``) and environment.
+
+    Raises :class:`ConfigError` with one line naming the problem.
+    """
+    if config_path is None and os.environ.get(CONFIG_ENV):
+        config_path = Path(os.environ[CONFIG_ENV])
+    file_data = _read_file(config_path) if config_path is not None else {}
+    origin = f" (in {config_path} or LIGHTD_* environment)" if config_path else ""
+    try:
+        settings = Settings(**file_data)
+    except ValidationError as exc:
+        raise ConfigError(
+            f"invalid configuration{origin}: {describe_validation_error(exc)}"
+        ) from exc
+    if not settings.authorization.enabled and not _is_loopback(settings.server.host):
+        raise ConfigError(
+            "authorization.enabled = false is only allowed when server.host is a loopback "
+            f"address, not {settings.server.host!r}"
+        )
+    settings.storage.data_dir = settings.storage.data_dir.expanduser().absolute()
+    settings.storage.desired_dir = settings.storage.desired_dir.expanduser().absolute()
+    return settings

@@ -1,0 +1,125 @@
+"""The one exception tree of lightd.
+
+Every module raises these (foreign exceptions are translated at their boundary with
+``raise ... from exc``); ``lightd.api.errors`` maps them to HTTP in one table. This
+module must not know about HTTP, Quart or docker-py.
+
+::
+
+    LightdError
+    ├── InvalidRequest            bad input from a caller               (400)
+    │   ├── InvalidField          one named field is wrong              (400)
+    │   ├── MalformedBody         body is not JSON                      (400)
+    │   └── PathTraversal         a path would leave its volume         (400)
+    ├── Unauthorized              missing or wrong token                (401)
+    ├── Forbidden                 vendor header missing                 (403)
+    ├── NotFound                  a named thing does not exist          (404)
+    ├── Conflict                  the request collides with state       (409)
+    ├── PayloadTooLarge           body over its limit                   (413)
+    ├── InsufficientStorage       the disk is full                      (507)
+    ├── StoreError                a document could not be read/written  (500)
+    ├── ConfigError               the configuration is invalid
+    └── EngineError               anything the Docker engine said
+        ├── EngineUnavailable     transient: unreachable, timeout, 5xx
+        ├── EngineNotFound        the object does not exist
+        │   └── ImageNotFound     the image is absent (and cannot be pulled)
+        ├── EngineConflict        name taken, removal in progress, ...
+        └── EngineRequestError    the engine refused the request (4xx)
+
+Errors carry a message worded for the caller; where the contract gives a wording
+(``Container not found``) the message is exactly that.
+"""
+
+from __future__ import annotations
+
+
+class LightdError(Exception):
+    """Base of every error lightd raises on purpose."""
+
+    message: str = "Internal error"
+
+    def __init__(self, message: str | None = None) -> None:
+        if message is not None:
+            self.message = message
+        super().__init__(self.message)
+
+
+class InvalidRequest(LightdError):
+    message = "Invalid request"
+
+
+class InvalidField(InvalidRequest):
+    """A single field of a request or document is invalid; ``field`` names it."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"Invalid field '{field}': {reason}")
+
+
+class MalformedBody(InvalidRequest):
+    message = "Malformed JSON body"
+
+
+class PathTraversal(InvalidRequest):
+    message = "Invalid path: path traversal detected"
+
+
+class Unauthorized(LightdError):
+    message = "Missing or invalid authorization token"
+
+
+class Forbidden(LightdError):
+    message = "Invalid vendor header"
+
+
+class NotFound(LightdError):
+    message = "Not found"
+
+
+class Conflict(LightdError):
+    message = "Conflict"
+
+
+class PayloadTooLarge(LightdError):
+    message = "Request body too large"
+
+
+class InsufficientStorage(LightdError):
+    message = "Insufficient storage"
+
+
+class StoreError(LightdError):
+    message = "Database operation failed"
+
+
+class ConfigError(LightdError):
+    message = "Invalid configuration"
+
+
+class EngineError(LightdError):
+    """Base of what the Docker adapter raises; ``transient`` says whether a retry may help."""
+
+    message = "Docker engine error"
+    transient = False
+
+
+class EngineUnavailable(EngineError):
+    message = "Docker engine unavailable"
+    transient = True
+
+
+class EngineNotFound(EngineError):
+    message = "Docker object not found"
+
+
+class ImageNotFound(EngineNotFound):
+    message = "Failed to create Docker container: image not found"
+
+
+class EngineConflict(EngineError):
+    message = "Docker engine conflict"
+
+
+class EngineRequestError(EngineError):
+    message = "Docker engine refused the request"
