@@ -59,6 +59,19 @@ class DockerSettings(_Section):
     timeout_seconds: float = Field(default=60.0, gt=0)
 
 
+class ContainersSettings(_Section):
+    install_timeout_seconds: float = Field(default=1800.0, gt=0)
+    crash_backoff_initial_seconds: float = Field(default=10.0, ge=0)
+    crash_backoff_max_seconds: float = Field(default=300.0, ge=0)
+    crash_window_seconds: float = Field(default=600.0, gt=0)
+    crash_max: int = Field(default=5, ge=1)
+    workers: int = Field(default=4, ge=1, le=64)
+    resync_seconds: float = Field(default=30.0, ge=1)
+    # Host folders under which `mount` sources may lie; empty: no extra mounts allowed.
+    allowed_mount_roots: list[Path] = Field(default_factory=list)
+    console_ring_lines: int = Field(default=1000, ge=10, le=100_000)
+
+
 class LoggingSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["plain", "json"] = "plain"
@@ -81,6 +94,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     docker: DockerSettings = Field(default_factory=DockerSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    containers: ContainersSettings = Field(default_factory=ContainersSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -108,6 +108,10 @@ def install_error_handlers(app: Quart) -> None:
     async def _schema(error: RequestSchemaValidationError) -> tuple[Response, int]:
         return error_response(describe_validation(error.validation_error), 400)
 
+    @app.errorhandler(ValidationError)
+    async def _model(error: ValidationError) -> tuple[Response, int]:
+        return error_response(describe_validation(error), 400)
+
     @app.errorhandler(HTTPException)
     async def _http(error: HTTPException) -> tuple[Response, int]:
         status = error.code or 500

@@ -33,8 +33,9 @@ def translate(exc: BaseException) -> EngineError:
         return EngineNotFound(_explanation(exc))
     if isinstance(exc, docker.errors.APIError):
         status = exc.status_code or 0
-        if status == 409:
-            return EngineConflict(_explanation(exc))
+        text = _explanation(exc)
+        if status == 409 or "port is already allocated" in text or "address already in use" in text:
+            return EngineConflict(text)
         if status >= 500 or status == 0:
             return EngineUnavailable(f"Docker engine error: {_explanation(exc)}")
         return EngineRequestError(_explanation(exc))

@@ -1,0 +1,241 @@
+"""Container routes: the contract's ``/containers`` API plus stop, logs and install log.
+
+Each write validates its body and edits the desired document through
+:class:`~lightd.containers.service.ContainerService`; answers come from desired and
+observed state. It must not call the engine to change anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from pydantic import BaseModel
+from quart import Blueprint, Response
+from quart_schema import validate_request, validate_response
+
+from lightd.api.context import get_daemon
+from lightd.api.routes.common import ErrorBody, MessageBody, RequestModel
+from lightd.containers.service import ContainerNotFound
+from lightd.spec.container import ContainerSpec, Limits, PortBinding, Power
+from lightd.spec.ids import is_internal_id
+from lightd.spec.observed import InstallState, ObservedContainer, RuntimeState
+
+blueprint = Blueprint("containers", __name__)
+
+
+class CreateContainerRequest(ContainerSpec):
+    """The contract's create body (with lightd's optional fields); unknown fields are 400."""
+
+
+class CreateContainerResponse(BaseModel):
+    message: str
+    internal_id: str
+    state: str
+
+
+class ContainerView(BaseModel):
+    internal_id: str
+    container_id: str | None
+    volume_id: str
+    image: str
+    startup_command: str
+    start_pattern: str | None
+    install_state: InstallState
+    state: RuntimeState
+    power: Power
+    ports: list[PortBinding]
+    limits: Limits
+    mount: dict[str, str]
+    environment: dict[str, str]
+    last_error: str | None
+    exit_code: int | None
+    install_exit_code: int | None
+    crash_count: int
+    engine_available: bool
+    revision_desired: str | None
+    revision_applied: str | None
+    document_error: str | None
+    created_at: int
+    updated_at: int
+
+
+class ContainerSummary(BaseModel):
+    internal_id: str
+    container_id: str | None
+    install_state: InstallState
+    image: str
+    state: RuntimeState
+
+
+class ContainerList(BaseModel):
+    containers: list[ContainerSummary]
+
+
+class ActionResponse(BaseModel):
+    message: str
+    internal_id: str
+
+
+class ReinstallRequest(RequestModel):
+    image: str | None = None
+    install_script: str | None = None
+
+
+class RebindRequest(RequestModel):
+    ports: list[PortBinding]
+
+
+def _require_id(internal_id: str) -> str:
+    if not is_internal_id(internal_id):
+        raise ContainerNotFound()
+    return internal_id
+
+
+def _view(spec: ContainerSpec, observed: ObservedContainer | None) -> ContainerView:
+    daemon = get_daemon()
+    problem = daemon.containers.problem(spec.internal_id)
+    obs = observed or ObservedContainer(internal_id=spec.internal_id)
+    return ContainerView(
+        internal_id=spec.internal_id,
+        container_id=obs.container_id,
+        volume_id=spec.volume_id,
+        image=spec.image,
+        startup_command=spec.startup_command,
+        start_pattern=spec.start_pattern,
+        install_state=obs.install_state,
+        state=obs.state,
+        power=spec.power,
+        ports=spec.ports,
+        limits=spec.limits,
+        mount=spec.mount,
+        environment=spec.environment,
+        last_error=obs.last_error,
+        exit_code=obs.exit_code,
+        install_exit_code=obs.install_exit_code,
+        crash_count=obs.crash_count,
+        engine_available=obs.engine_available,
+        revision_desired=daemon.containers.digest(spec.internal_id),
+        revision_applied=obs.revision_applied,
+        document_error=str(problem) if problem else None,
+        created_at=int(obs.created_at),
+        updated_at=int(obs.updated_at),
+    )
+
+
+@blueprint.post("/containers")
+@validate_request(CreateContainerRequest)
+@validate_response(CreateContainerResponse)
+@validate_response(ErrorBody, 400)
+@validate_response(ErrorBody, 409)
+async def create(data: CreateContainerRequest) -> CreateContainerResponse:
+    spec = await get_daemon().container_service.create(data.model_dump(exclude_unset=True))
+    return CreateContainerResponse(
+        message="Container creation started", internal_id=spec.internal_id, state="installing"
+    )
+
+
+@blueprint.get("/containers")
+@validate_response(ContainerList)
+async def list_all() -> ContainerList:
+    daemon = get_daemon()
+    items = []
+    for spec in daemon.containers.all():
+        obs = daemon.observed.get(spec.internal_id) or ObservedContainer(
+            internal_id=spec.internal_id
+        )
+        items.append(
+            ContainerSummary(
+                internal_id=spec.internal_id,
+                container_id=obs.container_id,
+                install_state=obs.install_state,
+                image=spec.image,
+                state=obs.state,
+            )
+        )
+    return ContainerList(containers=items)
+
+
+@blueprint.get("/containers/<internal_id>")
+@validate_response(ContainerView)
+@validate_response(ErrorBody, 404)
+async def show(internal_id: str) -> ContainerView:
+    daemon = get_daemon()
+    spec = daemon.container_service.get(_require_id(internal_id))
+    return _view(spec, daemon.observed.get(internal_id))
+
+
+@blueprint.delete("/containers/<internal_id>")
+@validate_response(MessageBody)
+@validate_response(ErrorBody, 404)
+async def delete(internal_id: str) -> MessageBody:
+    await get_daemon().container_service.delete(_require_id(internal_id))
+    return MessageBody(message="Container deleted successfully")
+
+
+def _action(message: str, internal_id: str) -> ActionResponse:
+    return ActionResponse(message=message, internal_id=internal_id)
+
+
+@blueprint.post("/containers/<internal_id>/start")
+@validate_response(ActionResponse)
+@validate_response(ErrorBody, 404)
+async def start(internal_id: str) -> ActionResponse:
+    await get_daemon().container_service.start(_require_id(internal_id))
+    return _action("Container start initiated", internal_id)
+
+
+@blueprint.post("/containers/<internal_id>/stop")
+@validate_response(ActionResponse)
+@validate_response(ErrorBody, 404)
+async def stop(internal_id: str) -> ActionResponse:
+    await get_daemon().container_service.stop(_require_id(internal_id))
+    return _action("Container stop initiated", internal_id)
+
+
+@blueprint.post("/containers/<internal_id>/kill")
+@validate_response(ActionResponse)
+@validate_response(ErrorBody, 404)
+async def kill(internal_id: str) -> ActionResponse:
+    await get_daemon().container_service.kill(_require_id(internal_id))
+    return _action("Container kill initiated", internal_id)
+
+
+@blueprint.post("/containers/<internal_id>/restart")
+@validate_response(ActionResponse)
+@validate_response(ErrorBody, 404)
+async def restart(internal_id: str) -> ActionResponse:
+    await get_daemon().container_service.restart(_require_id(internal_id))
+    return _action("Container restart initiated", internal_id)
+
+
+@blueprint.post("/containers/<internal_id>/reinstall")
+@validate_request(ReinstallRequest)
+@validate_response(ActionResponse)
+@validate_response(ErrorBody, 404)
+async def reinstall(internal_id: str, data: ReinstallRequest) -> ActionResponse:
+    await get_daemon().container_service.reinstall(
+        _require_id(internal_id), image=data.image, install_script=data.install_script
+    )
+    return _action("Container reinstall started", internal_id)
+
+
+@blueprint.post("/containers/<internal_id>/rebind-network")
+@validate_request(RebindRequest)
+@validate_response(ActionResponse)
+@validate_response(ErrorBody, 400)
+@validate_response(ErrorBody, 404)
+async def rebind(internal_id: str, data: RebindRequest) -> ActionResponse:
+    await get_daemon().container_service.rebind(_require_id(internal_id), data.ports)
+    return _action("Network rebinding started", internal_id)
+
+
+@blueprint.get("/containers/<internal_id>/install-log")
+async def install_log(internal_id: str) -> Response:
+    daemon = get_daemon()
+    daemon.container_service.get(_require_id(internal_id))
+    path = daemon.controller.executor.install_log_path(internal_id)
+    try:
+        text = await asyncio.to_thread(path.read_text, "utf-8")
+    except FileNotFoundError:
+        text = ""
+    return Response(text, status=200, content_type="text/plain; charset=utf-8")

@@ -1,0 +1,1 @@
+"""Container documents: reading and writing desired state, admission checks at the door."""

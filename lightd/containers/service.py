@@ -1,0 +1,174 @@
+"""The container API's write path: admission checks, then a desired document, then a hint.
+
+Every change is an edit of ``desired/containers/<id>.json`` followed by a hint to the
+reconciler (the one ingest path). Host-dependent checks live here: the volume exists,
+ports are in the pool and free, cpu fits the host, mounts lie under allowed folders.
+Pool checks and the document write happen under the pool's lock, so two callers can
+never bind one port. It must never call the engine to change anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from lightd.containers.desired import DesiredContainers
+from lightd.errors import Conflict, InvalidField, InvalidRequest, NotFound
+from lightd.spec.container import ContainerSpec, PortBinding, Power
+from lightd.spec.observed import InstallState, ObservedContainer
+
+
+class ContainerNotFound(NotFound):
+    message = "Container not found"
+
+
+class ContainerExists(Conflict):
+    message = "Container already exists"
+
+
+class RebindWhileInstalling(InvalidRequest):
+    message = "Cannot rebind network while container is installing"
+
+
+class VolumeLookup(Protocol):
+    def __call__(self, volume_id: str) -> str: ...  # full id, or raises VolumeNotFound
+
+
+class PoolLike(Protocol):
+    lock: asyncio.Lock
+
+    async def refresh(self) -> None: ...
+
+    def check_bindings(self, ports: Any, *, container: str) -> Any: ...
+
+    async def release_reservations_locked(self, keys: list[tuple[str, int]]) -> None: ...
+
+
+def bindings_of(desired: DesiredContainers) -> Mapping[tuple[str, int, str], str]:
+    """(ip, port, protocol) -> internal_id of every container document."""
+    bound: dict[tuple[str, int, str], str] = {}
+    for spec in desired.all():
+        for binding in spec.ports:
+            bound[(binding.ip, binding.port, binding.protocol)] = spec.internal_id
+    return bound
+
+
+def volume_users(desired: DesiredContainers, volume_id: str) -> list[str]:
+    return [spec.internal_id for spec in desired.all() if spec.volume_id == volume_id]
+
+
+class ContainerService:
+    def __init__(
+        self,
+        *,
+        desired: DesiredContainers,
+        observed: Callable[[str], ObservedContainer | None],
+        pool: PoolLike,
+        resolve_volume: VolumeLookup,
+        hint: Callable[[str], None],
+        allowed_mount_roots: list[Path],
+        host_cpus: int | None = None,
+    ) -> None:
+        self._desired = desired
+        self._observed = observed
+        self._pool = pool
+        self._resolve_volume = resolve_volume
+        self._hint = hint
+        self._allowed_roots = [root.resolve() for root in allowed_mount_roots]
+        self._host_cpus = host_cpus or os.cpu_count() or 1
+
+    def get(self, internal_id: str) -> ContainerSpec:
+        spec = self._desired.get(internal_id)
+        if spec is None:
+            raise ContainerNotFound()
+        return spec
+
+    def _admit(self, spec: ContainerSpec) -> ContainerSpec:
+        full_id = self._resolve_volume(spec.volume_id)
+        if spec.limits.cpu is not None and spec.limits.cpu > self._host_cpus:
+            raise InvalidField(
+                "limits.cpu", f"at most {self._host_cpus} (the host's cores), not {spec.limits.cpu}"
+            )
+        for source in spec.mount:
+            path = Path(source).resolve()
+            if not any(path == root or root in path.parents for root in self._allowed_roots):
+                raise InvalidField(
+                    "mount",
+                    f"{source} is not under an allowed folder (containers.allowed_mount_roots)",
+                )
+        if full_id != spec.volume_id:
+            spec = spec.model_copy(update={"volume_id": full_id})
+        return spec
+
+    async def _write_with_ports(self, spec: ContainerSpec, *, must_be_new: bool) -> None:
+        async with self._pool.lock:
+            await self._pool.refresh()
+            if must_be_new and self._desired.get(spec.internal_id) is not None:
+                raise ContainerExists(f"Container {spec.internal_id} already exists")
+            self._pool.check_bindings(
+                [(p.ip, p.port, p.protocol) for p in spec.ports], container=spec.internal_id
+            )
+            await asyncio.to_thread(self._desired.write, spec)
+            # A binding supersedes a reservation: the panel reserved, then created.
+            await self._pool.release_reservations_locked([(p.ip, p.port) for p in spec.ports])
+        self._hint(spec.internal_id)
+
+    async def create(self, body: dict[str, Any]) -> ContainerSpec:
+        spec = self._admit(ContainerSpec.model_validate(body))
+        await self._write_with_ports(spec, must_be_new=True)
+        return spec
+
+    async def _edit(self, internal_id: str, **changes: Any) -> ContainerSpec:
+        current = self.get(internal_id)
+        updated = ContainerSpec.model_validate({**current.model_dump(), **changes})
+        await asyncio.to_thread(self._desired.write, updated)
+        self._hint(internal_id)
+        return updated
+
+    async def start(self, internal_id: str) -> None:
+        current = self.get(internal_id)
+        observed = self._observed(internal_id)
+        changes: dict[str, Any] = {"power": Power.RUNNING}
+        if observed is not None and observed.gave_up:
+            changes["restart_requested_at"] = time.time()
+        if current.power is Power.RUNNING and "restart_requested_at" not in changes:
+            self._hint(internal_id)
+            return
+        await self._edit(internal_id, **changes)
+
+    async def stop(self, internal_id: str) -> None:
+        await self._edit(internal_id, power=Power.STOPPED)
+
+    async def kill(self, internal_id: str) -> None:
+        await self._edit(internal_id, power=Power.STOPPED, kill_requested_at=time.time())
+
+    async def restart(self, internal_id: str) -> None:
+        await self._edit(internal_id, power=Power.RUNNING, restart_requested_at=time.time())
+
+    async def reinstall(
+        self, internal_id: str, *, image: str | None, install_script: str | None
+    ) -> None:
+        changes: dict[str, Any] = {"reinstall_requested_at": time.time()}
+        if image is not None:
+            changes["image"] = image
+        if install_script is not None:
+            changes["install_script"] = install_script
+        await self._edit(internal_id, **changes)
+
+    async def rebind(self, internal_id: str, ports: list[PortBinding]) -> None:
+        current = self.get(internal_id)
+        observed = self._observed(internal_id)
+        if observed is None or observed.install_state is InstallState.INSTALLING:
+            raise RebindWhileInstalling()
+        updated = ContainerSpec.model_validate({**current.model_dump(), "ports": ports})
+        await self._write_with_ports(updated, must_be_new=False)
+
+    async def delete(self, internal_id: str) -> None:
+        self.get(internal_id)
+        async with self._pool.lock:
+            await asyncio.to_thread(self._desired.remove, internal_id)
+        self._hint(internal_id)

@@ -1,0 +1,1 @@
+"""Convergence: the pure planner, the executor, the workqueue and the controller loop."""

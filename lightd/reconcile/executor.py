@@ -1,0 +1,439 @@
+"""The executor: applies one planned action to the engine and records what it saw.
+
+Side effects live here and only here: engine calls (through the adapter), observed
+state updates, install logs on disk. It must not decide what to do next (that is the
+planner's job); it reports failures as lightd errors for the controller to classify.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from lightd.engine import DockerEngine
+from lightd.engine import containers as ops
+from lightd.errors import EngineError, EngineNotFound, ImageNotFound
+from lightd.reconcile.model import Action, ActionKind, Actual, Role, container_name
+from lightd.reconcile.planner import Policy, resources_of
+from lightd.reconcile.state import ObservedStore
+from lightd.runtime.console import ConsoleHub
+from lightd.spec.container import ContainerSpec, Power
+from lightd.spec.observed import InstallState, RuntimeState
+
+log = logging.getLogger("lightd.executor")
+
+INSTALL_TAIL_LINES = 20
+
+
+class SpecInvalid(Exception):
+    """The spec cannot be applied as it is; wait for it to change."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        super().__init__(message)
+
+
+class Executor:
+    def __init__(
+        self,
+        *,
+        engine: DockerEngine,
+        observed: ObservedStore,
+        consoles: ConsoleHub,
+        policy: Policy,
+        data_dir: Path,
+        interrupted: Callable[[str], asyncio.Event],
+    ) -> None:
+        self._engine = engine
+        self._observed = observed
+        self._consoles = consoles
+        self._policy = policy
+        self._install_dir = data_dir / "install"
+        self._log_dir = data_dir / "state" / "install-logs"
+        self._interrupted = interrupted
+
+    def install_log_path(self, internal_id: str) -> Path:
+        return self._log_dir / f"{internal_id}.log"
+
+    async def apply(
+        self,
+        action: Action,
+        *,
+        internal_id: str,
+        desired: ContainerSpec | None,
+        actual: Actual,
+        volume_path: str | None,
+    ) -> None:
+        log.info(
+            "%s: %s",
+            internal_id,
+            action,
+            extra={"fields": {"container": internal_id, "action": action.kind.value}},
+        )
+        kind = action.kind
+        if kind is ActionKind.FORGET:
+            await self._forget(internal_id)
+            return
+        if kind is ActionKind.REMOVE_INSTALL:
+            if actual.install is not None:
+                await self._engine.run(ops.remove, self._engine.client(), actual.install.id)
+            return
+        if kind is ActionKind.REMOVE_MAIN:
+            await self._remove_main(internal_id, desired, actual)
+            return
+        if kind is ActionKind.REPORT_BLOCKED:
+            await self._observed.update(
+                internal_id, blocked_reason=action.reason, last_error=action.reason
+            )
+            return
+        if kind is ActionKind.MARK_STATE:
+            await self._mark(internal_id, desired, action)
+            return
+        if kind is ActionKind.RECORD_EXIT:
+            await self._record_exit(internal_id, action)
+            return
+        assert desired is not None and volume_path is not None, f"{kind} needs a spec"
+        if kind is ActionKind.ENSURE_IMAGE:
+            await self._ensure_image(internal_id, desired, phase=action.reason)
+        elif kind is ActionKind.SKIP_INSTALL:
+            await self._observed.update(
+                internal_id,
+                install_state=InstallState.READY,
+                install_key=str(action.detail["install_key"]),
+                install_image=desired.image,
+                install_exit_code=None,
+                last_error=None,
+            )
+        elif kind is ActionKind.START_INSTALL:
+            await self._start_install(internal_id, desired, volume_path, action)
+        elif kind is ActionKind.FINISH_INSTALL:
+            assert actual.install is not None
+            await self._finish_install(
+                internal_id, actual.install.id, action.detail.get("exit_code")
+            )
+        elif kind is ActionKind.KILL_INSTALL:
+            assert actual.install is not None
+            await self._engine.run(ops.kill, self._engine.client(), actual.install.id)
+            await self._finish_install(
+                internal_id,
+                actual.install.id,
+                None,
+                error=f"Install timed out after {int(self._policy.install_timeout_seconds)} s",
+            )
+        elif kind is ActionKind.CREATE_MAIN:
+            await self._create_main(internal_id, desired, volume_path, action)
+        elif kind is ActionKind.START_MAIN:
+            await self._start_main(internal_id, desired, actual, action)
+        elif kind is ActionKind.STOP_MAIN:
+            await self._stop_main(internal_id, desired, actual, graceful=True)
+        elif kind is ActionKind.KILL_MAIN:
+            await self._stop_main(internal_id, desired, actual, graceful=False)
+            if "kill_handled" in action.detail:
+                await self._observed.update(internal_id, kill_handled=action.detail["kill_handled"])
+        elif kind is ActionKind.RESTART_MAIN:
+            await self._stop_main(internal_id, desired, actual, graceful=True)
+            fresh = await self._observe_main(internal_id)
+            await self._start_main(internal_id, desired, fresh, action)
+        elif kind is ActionKind.UPDATE_LIMITS:
+            assert actual.main is not None
+            await self._engine.run(
+                ops.update_limits, self._engine.client(), actual.main.id, resources_of(desired)
+            )
+        else:  # pragma: no cover - every kind is handled above
+            raise AssertionError(f"unhandled action {kind}")
+
+    async def _observe_main(self, internal_id: str) -> Actual:
+        client = self._engine.client()
+        main = await self._engine.run(
+            ops.inspect_named, client, container_name(internal_id, Role.MAIN)
+        )
+        return Actual(main=main, install=None)
+
+    async def _ensure_image(self, internal_id: str, desired: ContainerSpec, *, phase: str) -> None:
+        client = self._engine.client()
+        if await self._engine.run(ops.image_present, client, desired.image):
+            return
+        try:
+            await self._engine.run(ops.pull_image, client, desired.image)
+        except EngineError as exc:
+            log.warning("%s: pulling %s failed: %s", internal_id, desired.image, exc.message)
+            if phase == "install":
+                await self._observed.update(
+                    internal_id,
+                    install_state=InstallState.FAILED,
+                    install_image=desired.image,
+                    last_error=ImageNotFound.message,
+                )
+            raise SpecInvalid(ImageNotFound.message) from exc
+        if not await self._engine.run(ops.image_present, client, desired.image):
+            raise SpecInvalid(ImageNotFound.message)
+
+    async def _start_install(
+        self, internal_id: str, desired: ContainerSpec, volume_path: str, action: Action
+    ) -> None:
+        client = self._engine.client()
+        script_dir = self._install_dir / internal_id
+        await asyncio.to_thread(_write_script, script_dir, desired.install_script or "")
+        name = container_name(internal_id, Role.INSTALL)
+        stale = await self._engine.run(ops.inspect_named, client, name)
+        if stale is not None and stale.managed:
+            await self._engine.run(ops.remove, client, stale.id)
+        request = ops.CreateRequest(
+            internal_id=internal_id,
+            role=Role.INSTALL,
+            image=desired.image,
+            entrypoint=["/bin/sh", "-c"],
+            command=[ops.SHELL_PICKER.format(script=f"{ops.INSTALL_SCRIPT_DIR}/install.sh")],
+            volume_path=volume_path,
+            mounts={},
+            extra_binds={str(script_dir): ops.INSTALL_SCRIPT_DIR},
+            ports=[],
+            environment=desired.environment,
+            resources=resources_of(desired),
+            spec_hash=None,
+            stdin=False,
+        )
+        now = time.time()
+        await self._observed.update(
+            internal_id,
+            install_state=InstallState.INSTALLING,
+            install_key=str(action.detail["install_key"]),
+            install_image=desired.image,
+            install_started_at=now,
+            install_exit_code=None,
+            install_output_tail=None,
+            last_error=None,
+            blocked_reason=None,
+        )
+        container_id = await self._engine.run(ops.create, client, request)
+        await self._engine.run(ops.start, client, container_id)
+        self._consoles.ensure(internal_id, container_id=container_id, started_at=None, pattern=None)
+
+    async def _finish_install(
+        self, internal_id: str, container_id: str, exit_code: object, *, error: str | None = None
+    ) -> None:
+        client = self._engine.client()
+        try:
+            output = await self._engine.run(ops.logs, client, container_id)
+        except EngineNotFound:
+            output = b""
+        text = output.decode("utf-8", "replace")
+        path = self.install_log_path(internal_id)
+        await asyncio.to_thread(_write_text, path, text)
+        tail = "\n".join(text.splitlines()[-INSTALL_TAIL_LINES:])
+        await self._engine.run(ops.remove, client, container_id)
+        code = exit_code if isinstance(exit_code, int) else None
+        if error is None and code == 0:
+            await self._observed.update(
+                internal_id,
+                install_state=InstallState.READY,
+                install_exit_code=0,
+                install_output_tail=tail,
+                last_error=None,
+            )
+            return
+        message = error or f"Install script failed with exit code {code}"
+        await self._observed.update(
+            internal_id,
+            install_state=InstallState.FAILED,
+            install_exit_code=code,
+            install_output_tail=tail,
+            last_error=message,
+        )
+
+    async def _create_main(
+        self, internal_id: str, desired: ContainerSpec, volume_path: str, action: Action
+    ) -> None:
+        client = self._engine.client()
+        command = [desired.startup_command] if desired.startup_command else None
+        request = ops.CreateRequest(
+            internal_id=internal_id,
+            role=Role.MAIN,
+            image=desired.image,
+            entrypoint=["/bin/sh", "-c"] if command else None,
+            command=command,
+            volume_path=volume_path,
+            mounts=desired.mount,
+            extra_binds={},
+            ports=[(p.ip, p.port, p.protocol) for p in desired.ports],
+            environment=desired.environment,
+            resources=resources_of(desired),
+            spec_hash=str(action.detail["spec_hash"]),
+            stdin=True,
+        )
+        try:
+            container_id = await self._engine.run(ops.create, client, request)
+        except ImageNotFound as exc:
+            raise SpecInvalid(ImageNotFound.message) from exc
+        await self._observed.update(
+            internal_id,
+            container_id=container_id,
+            spec_hash=request.spec_hash,
+            state=RuntimeState.OFFLINE,
+            blocked_reason=None,
+        )
+
+    async def _start_main(
+        self, internal_id: str, desired: ContainerSpec, actual: Actual, action: Action
+    ) -> None:
+        assert actual.main is not None
+        client = self._engine.client()
+        changes: dict[str, object] = {"stop_requested": False, "last_error": None}
+        if "restart_handled" in action.detail:
+            changes.update(
+                restart_handled=action.detail["restart_handled"],
+                gave_up=False,
+                crash_times=[],
+                crash_count=0,
+            )
+        await self._observed.update(internal_id, state=RuntimeState.STARTING, **changes)
+        await self._engine.run(ops.start, client, actual.main.id)
+        started = await self._engine.run(ops.inspect_named, client, actual.main.id)
+        started_at = started.started_at if started is not None else None
+        state = RuntimeState.STARTING if desired.start_pattern else RuntimeState.RUNNING
+        await self._observed.update(
+            internal_id,
+            state=state,
+            started_at=started_at,
+            container_id=actual.main.id,
+            exit_code=None,
+        )
+        self._consoles.ensure(
+            internal_id,
+            container_id=actual.main.id,
+            started_at=started_at,
+            pattern=desired.start_pattern,
+        )
+
+    async def _stop_main(
+        self, internal_id: str, desired: ContainerSpec | None, actual: Actual, *, graceful: bool
+    ) -> None:
+        main = actual.main
+        if main is None:
+            return
+        client = self._engine.client()
+        await self._observed.update(internal_id, state=RuntimeState.STOPPING, stop_requested=True)
+        if graceful and desired is not None:
+            policy = desired.stop
+            interrupted = self._interrupted(internal_id)
+            interrupted.clear()
+            if policy.command:
+                await self._engine.run(_write_stdin, self._engine, main.id, policy.command)
+            else:
+                await self._engine.run(ops.signal, client, main.id, policy.signal)
+            deadline = time.monotonic() + policy.timeout_seconds
+            while time.monotonic() < deadline:
+                current = await self._engine.run(ops.inspect_named, client, main.id)
+                if current is None or not current.running:
+                    break
+                if interrupted.is_set() and self._kill_wanted(desired, internal_id):
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(interrupted.wait(), timeout=0.25)
+        await self._engine.run(ops.kill, client, main.id)
+        await self._engine.run(ops.wait_exit, client, main.id, timeout=30)
+        final = await self._engine.run(ops.inspect_named, client, main.id)
+        await self._observed.update(
+            internal_id,
+            state=RuntimeState.OFFLINE,
+            exit_code=final.exit_code if final is not None else None,
+        )
+
+    def _kill_wanted(self, desired: ContainerSpec, internal_id: str) -> bool:
+        observed = self._observed.get(internal_id)
+        return (
+            desired.power is Power.STOPPED
+            and desired.kill_requested_at is not None
+            and (observed is None or observed.kill_handled != desired.kill_requested_at)
+        )
+
+    async def _remove_main(
+        self, internal_id: str, desired: ContainerSpec | None, actual: Actual
+    ) -> None:
+        main = actual.main
+        if main is None:
+            return
+        if main.running:
+            await self._stop_main(internal_id, desired, actual, graceful=desired is not None)
+        self._consoles.stop(internal_id)
+        await self._engine.run(ops.remove, self._engine.client(), main.id)
+        if self._observed.get(internal_id) is not None:
+            await self._observed.update(
+                internal_id, container_id=None, spec_hash=None, state=RuntimeState.OFFLINE
+            )
+
+    async def _mark(self, internal_id: str, desired: ContainerSpec | None, action: Action) -> None:
+        changes = dict(action.detail)
+        if changes.pop("state", None) == "adopt":
+            console = self._consoles.watching(internal_id)
+            matched = console is not None and console.matched
+            pattern = desired.start_pattern if desired is not None else None
+            changes["state"] = (
+                RuntimeState.STARTING if pattern and not matched else RuntimeState.RUNNING
+            )
+            changes["engine_available"] = True
+        await self._observed.update(internal_id, **changes)
+
+    async def _record_exit(self, internal_id: str, action: Action) -> None:
+        exit_code = action.detail.get("exit_code")
+        changes: dict[str, object] = {
+            "state": RuntimeState.OFFLINE,
+            "exit_code": exit_code,
+            "engine_available": True,
+            "stop_requested": False,
+        }
+        if action.detail.get("crash"):
+            observed = self._observed.get(internal_id)
+            now = time.time()
+            times = [
+                t
+                for t in (observed.crash_times if observed else [])
+                if now - t <= self._policy.crash_window_seconds
+            ] + [now]
+            changes["crash_times"] = times
+            changes["crash_count"] = (observed.crash_count if observed else 0) + 1
+            if action.detail.get("give_up"):
+                changes["gave_up"] = True
+                changes["last_error"] = (
+                    f"Crashed {len(times)} times within "
+                    f"{int(self._policy.crash_window_seconds)} s; not restarting again "
+                    "(start or restart it to try again)"
+                )
+            else:
+                changes["last_error"] = f"Crashed with exit code {exit_code}"
+        await self._observed.update(internal_id, **changes)
+
+    async def _forget(self, internal_id: str) -> None:
+        self._consoles.forget(internal_id)
+        await asyncio.to_thread(shutil.rmtree, self._install_dir / internal_id, True)
+        path = self.install_log_path(internal_id)
+        await asyncio.to_thread(path.unlink, True)
+        await self._observed.forget(internal_id)
+
+
+def _write_script(folder: Path, script: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / "install.sh"
+    target.write_text(script if script.endswith("\n") else script + "\n", encoding="utf-8")
+    target.chmod(0o755)
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+def _write_stdin(engine: DockerEngine, container_id: str, line: str) -> None:
+    from lightd.engine.streams import attach_stdin
+
+    sock = attach_stdin(engine.client(), container_id)
+    try:
+        raw = getattr(sock, "_sock", sock)
+        raw.sendall(line.encode("utf-8") + b"\n")
+    finally:
+        sock.close()

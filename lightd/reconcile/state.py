@@ -1,0 +1,79 @@
+"""Observed state of every container, kept in memory and persisted under ``state/``.
+
+The reconciler and the runtime watchers are its only writers; listeners (the event hub)
+hear every change. It must not decide anything and must not touch the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import ValidationError
+
+from lightd.spec.observed import ObservedContainer
+from lightd.store import DocumentStore
+
+log = logging.getLogger("lightd.state")
+
+STATE_FOLDER = "state/containers"
+Listener = Callable[[ObservedContainer | None, ObservedContainer | None], None]
+
+
+def _name(internal_id: str) -> str:
+    return f"{STATE_FOLDER}/{internal_id}.json"
+
+
+class ObservedStore:
+    def __init__(self, store: DocumentStore) -> None:
+        self._store = store
+        self._items: dict[str, ObservedContainer] = {}
+        self._listeners: list[Listener] = []
+
+    def load(self) -> None:
+        for name in self._store.names(STATE_FOLDER):
+            try:
+                item = ObservedContainer.model_validate(self._store.read(name))
+            except (ValidationError, Exception) as exc:  # a broken file is rebuilt from the engine
+                log.warning("ignoring unreadable observed state %s: %s", name, exc)
+                continue
+            self._items[item.internal_id] = item
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def get(self, internal_id: str) -> ObservedContainer | None:
+        return self._items.get(internal_id)
+
+    def all(self) -> list[ObservedContainer]:
+        return list(self._items.values())
+
+    async def update(self, internal_id: str, **changes: Any) -> ObservedContainer:
+        old = self._items.get(internal_id)
+        now = time.time()
+        base = old or ObservedContainer(internal_id=internal_id, created_at=now)
+        new = base.model_copy(update={**changes, "updated_at": now})
+        if old is not None and new.model_dump(exclude={"updated_at"}) == old.model_dump(
+            exclude={"updated_at"}
+        ):
+            return old
+        self._items[internal_id] = new
+        await asyncio.to_thread(self._store.write, _name(internal_id), new.model_dump(mode="json"))
+        self._notify(old, new)
+        return new
+
+    async def forget(self, internal_id: str) -> None:
+        old = self._items.pop(internal_id, None)
+        await asyncio.to_thread(self._store.delete, _name(internal_id))
+        if old is not None:
+            self._notify(old, None)
+
+    def _notify(self, old: ObservedContainer | None, new: ObservedContainer | None) -> None:
+        for listener in self._listeners:
+            try:
+                listener(old, new)
+            except Exception:
+                log.exception("state listener failed")

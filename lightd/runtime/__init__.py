@@ -1,0 +1,1 @@
+"""Runtime observation of running containers: console output, start detection, streams."""

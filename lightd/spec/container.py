@@ -1,0 +1,158 @@
+"""The desired container document (``desired/containers/<internal_id>.json``).
+
+It is the contract's ``POST /containers`` body plus the declarative fields that turn
+commands into state (``power``, ``restart_requested_at``, ``reinstall_requested_at``).
+Checks that need the host (volume exists, ports in the pool, cpu count, allowed mount
+folders) live in ``lightd.containers.admission``; this module is pure data and must not
+import asyncio, quart or docker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+from enum import StrEnum
+from typing import Annotated, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from lightd.spec.ids import InternalId
+
+MIN_MEMORY_BYTES = 6 * 1024 * 1024
+
+ImageRef = Annotated[
+    str, StringConstraints(min_length=1, max_length=512, pattern=r"^[A-Za-z0-9][^\s\x00]*$")
+]
+
+
+class Power(StrEnum):
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
+class PortBinding(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ip: str = "0.0.0.0"
+    port: int = Field(ge=1, le=65535)
+    protocol: Literal["tcp", "udp"] = "tcp"
+
+    @field_validator("ip")
+    @classmethod
+    def _ip(cls, value: str) -> str:
+        try:
+            return str(ipaddress.ip_address(value.strip("[]")))
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not an IP address") from exc
+
+
+class Limits(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    memory: int | None = Field(default=None, ge=MIN_MEMORY_BYTES, description="bytes")
+    cpu: float | None = Field(default=None, gt=0, description="cores")
+    swap: int | None = Field(default=None, ge=-1, description="bytes of swap beyond memory")
+    pids: int | None = Field(default=None, ge=16, le=1_000_000)
+
+
+class StopPolicy(BaseModel):
+    """How a graceful stop asks the app to end before it is killed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    signal: str = Field(default="SIGTERM", pattern=r"^SIG[A-Z0-9]+$")
+    command: str | None = Field(default=None, max_length=4096)
+    timeout_seconds: float = Field(default=30.0, ge=0, le=3600)
+
+
+class ContainerSpec(BaseModel):
+    """One container's desired state."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    internal_id: InternalId
+    image: ImageRef
+    volume_id: str = Field(min_length=8, max_length=36, pattern=r"^[0-9a-fA-F-]{8,36}$")
+    startup_command: str = Field(default="", max_length=16384)
+    start_pattern: str | None = Field(default=None, max_length=4096)
+    ports: list[PortBinding] = Field(default_factory=list, max_length=256)
+    limits: Limits = Field(default_factory=Limits)
+    install_script: str | None = Field(default=None, max_length=1024 * 1024)
+    mount: dict[str, str] = Field(default_factory=dict, max_length=64)
+    environment: dict[str, str] = Field(default_factory=dict, max_length=512)
+    power: Power = Power.RUNNING
+    restart_requested_at: float | None = None
+    reinstall_requested_at: float | None = None
+    kill_requested_at: float | None = None
+    stop: StopPolicy = Field(default_factory=StopPolicy)
+
+    @field_validator("start_pattern")
+    @classmethod
+    def _pattern(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from exc
+        return value
+
+    @field_validator("ports")
+    @classmethod
+    def _unique_ports(cls, value: list[PortBinding]) -> list[PortBinding]:
+        seen = set()
+        for binding in value:
+            key = (binding.ip, binding.port, binding.protocol)
+            if key in seen:
+                raise ValueError(f"{binding.ip}:{binding.port}/{binding.protocol} is listed twice")
+            seen.add(key)
+        return value
+
+    @field_validator("mount")
+    @classmethod
+    def _mount(cls, value: dict[str, str]) -> dict[str, str]:
+        for source, target in value.items():
+            if not source.startswith("/") or "\x00" in source or ".." in source.split("/"):
+                raise ValueError(f"mount source {source!r} must be an absolute host path")
+            if not target.startswith("/") or "\x00" in target or ".." in target.split("/"):
+                raise ValueError(f"mount target {target!r} must be an absolute container path")
+            if target.rstrip("/") in ("/home/container", "/mnt/server", ""):
+                raise ValueError(f"mount target {target!r} is reserved for the volume")
+        return value
+
+    @field_validator("environment")
+    @classmethod
+    def _environment(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,255}", key):
+                raise ValueError(f"environment name {key!r} is invalid")
+        return value
+
+    def document(self) -> dict[str, object]:
+        """The JSON form written to disk (defaults included, so files are explicit)."""
+        return self.model_dump(mode="json")
+
+
+def _digest(value: object) -> str:
+    return hashlib.sha256(orjson.dumps(value, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
+def recreate_hash(spec: ContainerSpec, *, volume_path: str) -> str:
+    """Hash of the fields that force a re-create: image, command, ports, mounts, environment."""
+    return _digest(
+        {
+            "image": spec.image,
+            "command": spec.startup_command,
+            "ports": sorted((p.ip, p.port, p.protocol) for p in spec.ports),
+            "volume": volume_path,
+            "mount": spec.mount,
+            "environment": spec.environment,
+        }
+    )
+
+
+def install_key(spec: ContainerSpec) -> str:
+    """Identity of one install: a changed script or a reinstall request runs it again."""
+    return _digest({"script": spec.install_script, "reinstall": spec.reinstall_requested_at})
