@@ -16,6 +16,7 @@ from lightd.auth.tokens import TokenStore
 from lightd.config import Settings, load_settings
 from lightd.engine import DockerEngine
 from lightd.logsetup import set_level
+from lightd.pool import PortPool
 from lightd.store import DocumentStore
 
 log = logging.getLogger("lightd.daemon")
@@ -37,6 +38,7 @@ class Daemon:
             configured=settings.authorization.token, data_dir=data_dir
         )
         self.tokens = TokenStore(self.data)
+        self.ports = PortPool(self.desired)
         self.engine = DockerEngine(settings.docker)
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -53,6 +55,7 @@ class Daemon:
         if swept:
             log.info("removed %d temp files left by an interrupted write", swept)
         await asyncio.to_thread(self.tokens.load)
+        await self.ports.load()
         status = await self.engine.status()
         if status.reachable:
             log.info("docker engine %s answers", status.version)

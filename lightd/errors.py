@@ -10,11 +10,18 @@ module must not know about HTTP, Quart or docker-py.
     ├── InvalidRequest            bad input from a caller               (400)
     │   ├── InvalidField          one named field is wrong              (400)
     │   ├── MalformedBody         body is not JSON                      (400)
-    │   └── PathTraversal         a path would leave its volume         (400)
+    │   ├── PathTraversal         a path would leave its volume         (400)
+    │   ├── PortExists            the ip+port is already in the pool    (400)
+    │   └── PortNotInPool         a binding names an unpooled port      (400)
     ├── Unauthorized              missing or wrong token                (401)
     ├── Forbidden                 vendor header missing                 (403)
     ├── NotFound                  a named thing does not exist          (404)
+    │   ├── PortNotFound          the ip+port is not in the pool        (404)
+    │   └── NoAvailablePorts      no free, bindable port is left        (404)
     ├── Conflict                  the request collides with state       (409)
+    │   ├── PortInUse             reserving a port already in use       (409)
+    │   ├── PortBound             a container binds the port            (409)
+    │   └── PoolDocumentInvalid   ports.json cannot be read as a pool   (409)
     ├── PayloadTooLarge           body over its limit                   (413)
     ├── InsufficientStorage       the disk is full                      (507)
     ├── StoreError                a document could not be read/written  (500)
@@ -65,6 +72,14 @@ class PathTraversal(InvalidRequest):
     message = "Invalid path: path traversal detected"
 
 
+class PortExists(InvalidRequest):
+    message = "Port already exists in pool"
+
+
+class PortNotInPool(InvalidRequest):
+    message = "Invalid port binding: port not in network pool"
+
+
 class Unauthorized(LightdError):
     message = "Missing or invalid authorization token"
 
@@ -77,8 +92,36 @@ class NotFound(LightdError):
     message = "Not found"
 
 
+class PortNotFound(NotFound):
+    message = "Port not found in pool"
+
+
+class NoAvailablePorts(NotFound):
+    message = "No available ports"
+
+
 class Conflict(LightdError):
     message = "Conflict"
+
+
+class PortInUse(Conflict):
+    message = "Port already in use"
+
+
+class PortBound(Conflict):
+    """A container document binds the port; ``container`` is its internal_id."""
+
+    def __init__(self, container: str) -> None:
+        self.container = container
+        super().__init__(f"Port is in use by container {container}")
+
+
+class PoolDocumentInvalid(Conflict):
+    """The pool document cannot be parsed, so lightd refuses to overwrite it."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"Port pool document ports.json is invalid ({reason}); fix it first")
 
 
 class PayloadTooLarge(LightdError):
