@@ -13,13 +13,34 @@ from pathlib import Path
 
 from lightd.auth.master import MasterToken, ensure_master_token, tokens_equal
 from lightd.auth.tokens import TokenStore
-from lightd.config import Settings, load_settings
+from lightd.config import ContainersSettings, Settings, load_settings
+from lightd.containers.desired import DesiredContainers
+from lightd.containers.service import ContainerService, bindings_of
 from lightd.engine import DockerEngine
+from lightd.errors import NotFound
 from lightd.logsetup import set_level
 from lightd.pool import PortPool
+from lightd.reconcile.controller import Controller, ControllerSettings
+from lightd.reconcile.planner import Policy
+from lightd.reconcile.state import ObservedStore
+from lightd.runtime.console import ConsoleHub
 from lightd.store import DocumentStore
 
 log = logging.getLogger("lightd.daemon")
+
+
+def controller_settings(section: ContainersSettings) -> ControllerSettings:
+    return ControllerSettings(
+        workers=section.workers,
+        resync_seconds=section.resync_seconds,
+        policy=Policy(
+            install_timeout_seconds=section.install_timeout_seconds,
+            crash_backoff_initial_seconds=section.crash_backoff_initial_seconds,
+            crash_backoff_max_seconds=section.crash_backoff_max_seconds,
+            crash_window_seconds=section.crash_window_seconds,
+            crash_max=section.crash_max,
+        ),
+    )
 
 
 class Daemon:
@@ -38,9 +59,44 @@ class Daemon:
             configured=settings.authorization.token, data_dir=data_dir
         )
         self.tokens = TokenStore(self.data)
-        self.ports = PortPool(self.desired)
         self.engine = DockerEngine(settings.docker)
+        self.containers = DesiredContainers(self.desired)
+        self.ports = PortPool(self.desired, bindings=lambda: bindings_of(self.containers))
+        self.observed = ObservedStore(self.data)
+        self.consoles = ConsoleHub(
+            self.engine,
+            ring_lines=settings.containers.console_ring_lines,
+            on_match=lambda key, cid: self.controller.on_console_match(key, cid),
+            on_end=lambda key: self.controller.on_console_end(key),
+        )
+        self.controller = Controller(
+            engine=self.engine,
+            desired=self.containers,
+            observed=self.observed,
+            consoles=self.consoles,
+            volume_path=self.volume_path,
+            data_dir=data_dir,
+            settings=controller_settings(settings.containers),
+        )
+        self.container_service = ContainerService(
+            desired=self.containers,
+            observed=self.observed.get,
+            pool=self.ports,
+            resolve_volume=self.resolve_volume,
+            hint=self.controller.hint,
+            allowed_mount_roots=settings.containers.allowed_mount_roots,
+        )
         self._tasks: list[asyncio.Task[None]] = []
+
+    def resolve_volume(self, volume_id: str) -> str:
+        """The full id of an existing volume; raises the contract's 404."""
+        if self.volume_path(volume_id) is None:
+            raise NotFound("Volume not found")
+        return volume_id
+
+    def volume_path(self, volume_id: str) -> str | None:
+        path = self.settings.storage.data_dir / "volumes" / volume_id
+        return str(path) if path.is_dir() else None
 
     def is_master(self, token: str) -> bool:
         return tokens_equal(token, self.master.value)
@@ -61,8 +117,10 @@ class Daemon:
             log.info("docker engine %s answers", status.version)
         else:
             log.warning("docker engine unavailable: %s", status.error)
+        await self.controller.start()
 
     async def stop(self) -> None:
+        await self.controller.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -74,19 +74,19 @@ def parse_document(
         first = exc.errors()[0]
         loc = ".".join(str(part) for part in first["loc"])
         top = str(first["loc"][0]) if first["loc"] else ""
-        line, column = _line_of_key(raw, top) if top else (None, None)
+        where: tuple[int | None, int | None] = _line_of_key(raw, top) if top else (None, None)
         message = first["msg"].removeprefix("Value error, ")
         if first["type"] == "missing":
             message = "field required"
         elif first["type"] == "extra_forbidden":
             message = "unknown field"
-        return DocumentProblem(name, line, column, f"{loc}: {message}")
+        return DocumentProblem(name, where[0], where[1], f"{loc}: {message}")
     if expected_id is not None and spec.internal_id != expected_id:
-        line, column = _line_of_key(raw, "internal_id")
+        key_line, key_column = _line_of_key(raw, "internal_id")
         return DocumentProblem(
             name,
-            line,
-            column,
+            key_line,
+            key_column,
             f"internal_id {spec.internal_id!r} does not match the file name {expected_id!r}",
         )
     return spec

@@ -324,6 +324,21 @@ class PortPool:
                 await self._replace(self._require(chosen[0], chosen[1]), entry)
             return self.view(entry, bound)
 
+    async def release_reservations_locked(self, keys: list[PortKey]) -> None:
+        """Clear ``reserved`` on these ports (a container now binds them).
+
+        The caller holds :attr:`lock`; unknown ports are ignored.
+        """
+        wanted = set(keys)
+        slots = [
+            slot.model_copy(update={"reserved": False})
+            if isinstance(slot, PortEntry) and slot.key in wanted and slot.reserved
+            else slot
+            for slot in self._pool.slots
+        ]
+        if any(new is not old for new, old in zip(slots, self._pool.slots, strict=True)):
+            await self._write(slots)
+
     async def _replace(self, old: PortEntry, new: PortEntry) -> None:
         await self._write([new if slot is old else slot for slot in self._pool.slots])
 

@@ -70,7 +70,8 @@ def crash_delay(count: int, policy: Policy) -> float:
     if count <= 0:
         return 0.0
     return min(
-        policy.crash_backoff_initial_seconds * (2 ** (count - 1)), policy.crash_backoff_max_seconds
+        policy.crash_backoff_initial_seconds * (2.0 ** (count - 1)),
+        policy.crash_backoff_max_seconds,
     )
 
 

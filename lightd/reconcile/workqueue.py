@@ -78,7 +78,7 @@ class WorkQueue:
         """Re-add a failed key with per-key exponential backoff; returns the delay."""
         failures = self._failures.get(key, 0) + 1
         self._failures[key] = failures
-        base = min(self._backoff.initial_seconds * 2 ** (failures - 1), self._backoff.max_seconds)
+        base = min(self._backoff.initial_seconds * 2.0 ** (failures - 1), self._backoff.max_seconds)
         delay = base * (1 + random.uniform(-self._backoff.jitter, self._backoff.jitter))  # noqa: S311
         self.retries += 1
         self.add_after(key, delay)
