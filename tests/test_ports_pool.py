@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from lightd.errors import (
+    InvalidRequest,
     NoAvailablePorts,
     PoolDocumentInvalid,
     PortBound,
@@ -92,6 +93,13 @@ def test_check_bindings_for_container_creation(tmp_path: Path) -> None:
                 pool.check_bindings([(IP, 7012, "tcp")], container="mine")
             with pytest.raises(PortNotInPool):
                 pool.check_bindings([(IP, 7999, "tcp")], container="mine")
+            with pytest.raises(PortNotInPool):
+                pool.check_bindings([("not-an-ip", 7010, "tcp")], container="mine")
+            with pytest.raises(InvalidRequest, match="listed twice"):
+                pool.check_bindings([(IP, 7010, "tcp"), (IP, 7010, "tcp")], container="mine")
+            assert pool.check_bindings([(" 127.0.0.1 ", 7010, "tcp")], container="x") == found
+            with pytest.raises(PortNotInPool, match="not in network pool"):
+                pool.check_bindings([("::ffff:127.0.0.1", 7010, "tcp")], container="mine")
             assert pool.lookup(IP, 7012) == PortEntry(ip=IP, port=7012, protocol="udp")
             assert pool.lookup(IP, 7999) is None
 

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from lightd.errors import (
+    InvalidRequest,
     NoAvailablePorts,
     PoolDocumentInvalid,
     PortBound,
@@ -45,6 +46,7 @@ from lightd.spec.ports import (
     Protocol,
     Slot,
     format_key,
+    normalise_ip,
     parse_pool_bytes,
     pool_document,
 )
@@ -91,7 +93,12 @@ class PoolListing:
 
 
 class PortPool:
-    """The pool: load at start, :meth:`reload` on a hint, change only under :attr:`lock`."""
+    """The pool: load at start, :meth:`reload` on a hint, change only under :attr:`lock`.
+
+    ``bindings`` is called under the lock on every answer, so it must be synchronous and
+    cheap (an in-memory index of container documents, not a disk or engine read). The
+    Daemon may replace it after construction (``daemon.ports.bindings = ...``).
+    """
 
     def __init__(
         self,
@@ -190,16 +197,25 @@ class PortPool:
 
         Every (ip, port, protocol) must be a pool entry with that protocol
         (:class:`PortNotInPool`, 400) and not bound by another container
-        (:class:`PortBound`, 409). A reservation does not block: a panel reserves a
-        port and then creates the container that uses it. Call with :attr:`lock` held
-        after :meth:`refresh`, and write the container document before releasing it.
+        (:class:`PortBound`, 409), and no port may be listed twice. A reservation does
+        not block: a panel reserves a port and then creates the container that uses it.
+        Call with :attr:`lock` held after :meth:`refresh`, and write the container
+        document before releasing it.
         """
         bound = self.bindings()
         found: list[PortEntry] = []
         for ip, port, protocol in ports:
-            entry = self.lookup(ip, port)
+            try:
+                address = normalise_ip(ip)
+            except ValueError:
+                raise PortNotInPool() from None
+            entry = self.lookup(address, port)
             if entry is None or entry.protocol != protocol:
                 raise PortNotInPool()
+            if entry in found:
+                raise InvalidRequest(
+                    f"Invalid port binding: {format_key(entry.key)} is listed twice"
+                )
             owner = bound.get(entry.binding)
             if owner is not None and owner != container:
                 raise PortBound(owner)
