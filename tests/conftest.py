@@ -9,12 +9,22 @@ import httpx
 import pytest
 
 from tests.support.daemon import DaemonProcess
+from tests.support.lab import Lab, new_prefix
+
+# Test-friendly reconciler timings for every daemon the tests start.
+FAST_RECONCILER = {
+    "LIGHTD_CONTAINERS__CRASH_BACKOFF_INITIAL_SECONDS": "1",
+    "LIGHTD_CONTAINERS__CRASH_BACKOFF_MAX_SECONDS": "4",
+    "LIGHTD_CONTAINERS__CRASH_MAX": "3",
+    "LIGHTD_CONTAINERS__INSTALL_TIMEOUT_SECONDS": "8",
+    "LIGHTD_CONTAINERS__RESYNC_SECONDS": "2",
+}
 
 
 @pytest.fixture(scope="session")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
     """The shared daemon: tests using it must not depend on each other's state."""
-    proc = DaemonProcess(tmp_path_factory.mktemp("shared-daemon"))
+    proc = DaemonProcess(tmp_path_factory.mktemp("shared-daemon"), env=dict(FAST_RECONCILER))
     proc.start()
     try:
         yield proc
@@ -31,8 +41,18 @@ def api(daemon: DaemonProcess) -> Iterator[httpx.Client]:
 @pytest.fixture
 def fresh_daemon(tmp_path: Path) -> Iterator[DaemonProcess]:
     """A daemon of this test alone (not started: the test starts it, maybe with a config)."""
-    proc = DaemonProcess(tmp_path / "daemon")
+    proc = DaemonProcess(tmp_path / "daemon", env=dict(FAST_RECONCILER))
     try:
         yield proc
     finally:
         proc.stop(kill=True)
+
+
+@pytest.fixture
+def lab(daemon: DaemonProcess, api: httpx.Client) -> Iterator[Lab]:
+    """Containers, volumes and ports of one test on the shared daemon, removed afterwards."""
+    corner = Lab(daemon, api, new_prefix())
+    try:
+        yield corner
+    finally:
+        corner.cleanup()

@@ -1,0 +1,53 @@
+"""Direct Docker access for tests: inspect and clean up what a test made, by label and name.
+
+Tests use it to check what lightd did (``docker inspect``) and to act behind lightd's
+back; cleanup removes only containers whose names carry the test's own prefix.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import docker
+import docker.errors
+
+TEST_IMAGE = os.environ.get("LIGHTD_TEST_IMAGE", "lightd-test/busybox:latest")
+
+
+@contextmanager
+def client() -> Iterator[docker.DockerClient]:
+    handle = docker.from_env(timeout=60)
+    try:
+        yield handle
+    finally:
+        handle.close()
+
+
+def inspect(name: str) -> dict[str, Any] | None:
+    with client() as c:
+        try:
+            return dict(c.api.inspect_container(name))
+        except docker.errors.NotFound:
+            return None
+
+
+def managed_names(prefix: str) -> list[str]:
+    """Names of lightd-managed containers whose internal_id starts with ``prefix``."""
+    with client() as c:
+        found = c.api.containers(all=True, filters={"label": "io.lightd.managed=true"})
+    names = [str(entry["Names"][0]).lstrip("/") for entry in found]
+    return sorted(name for name in names if name.startswith(f"lightd-{prefix}"))
+
+
+def remove_prefixed(prefix: str) -> None:
+    with client() as c:
+        for entry in c.api.containers(all=True):
+            name = str(entry["Names"][0]).lstrip("/")
+            if name.startswith(f"lightd-{prefix}"):
+                try:
+                    c.api.remove_container(entry["Id"], force=True)
+                except docker.errors.NotFound:
+                    pass
