@@ -2,7 +2,7 @@
 
 The sections follow the contract's ``GET /remote/config`` shape (``version``,
 ``server``, ``authorization``, ``remote``) plus lightd's own (``storage``, ``docker``,
-``logging``, ``limits``). Settings are built once by :func:`load_settings` and passed
+``logging``, ``volumes``). Settings are built once by :func:`load_settings` and passed
 down; nothing else reads the environment or the file. This module must not start
 anything or touch the disk beyond reading the config file.
 """
@@ -59,6 +59,15 @@ class DockerSettings(_Section):
     timeout_seconds: float = Field(default=60.0, gt=0)
 
 
+class VolumeSettings(_Section):
+    """Limits of the volume file routes (``PUT .../files/content`` and archives)."""
+
+    max_upload_bytes: int = Field(default=2 * 1024**3, ge=1)
+    archive_max_total_bytes: int = Field(default=10 * 1024**3, ge=1)
+    archive_max_entries: int = Field(default=100_000, ge=1)
+    archive_max_ratio: float = Field(default=200.0, gt=1)
+
+
 class LoggingSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["plain", "json"] = "plain"
@@ -81,6 +90,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     docker: DockerSettings = Field(default_factory=DockerSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    volumes: VolumeSettings = Field(default_factory=VolumeSettings)
 
     @classmethod
     def settings_customise_sources(

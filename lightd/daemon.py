@@ -15,6 +15,7 @@ from lightd.auth.master import MasterToken, ensure_master_token, tokens_equal
 from lightd.auth.tokens import TokenStore
 from lightd.config import Settings, load_settings
 from lightd.engine import DockerEngine
+from lightd.fs import ArchiveLimits, VolumeManager
 from lightd.logsetup import set_level
 from lightd.store import DocumentStore
 
@@ -38,6 +39,16 @@ class Daemon:
         )
         self.tokens = TokenStore(self.data)
         self.engine = DockerEngine(settings.docker)
+        # users_of: the containers engineer wires it to the container documents.
+        self.volumes = VolumeManager(
+            data_dir / "volumes",
+            meta=self.data,
+            limits=ArchiveLimits(
+                max_total_bytes=settings.volumes.archive_max_total_bytes,
+                max_entries=settings.volumes.archive_max_entries,
+                max_ratio=settings.volumes.archive_max_ratio,
+            ),
+        )
         self._tasks: list[asyncio.Task[None]] = []
 
     def is_master(self, token: str) -> bool:
@@ -50,6 +61,7 @@ class Daemon:
     async def start(self) -> None:
         swept = await asyncio.to_thread(self.data.sweep_temp_files)
         swept += await asyncio.to_thread(self.desired.sweep_temp_files)
+        swept += await asyncio.to_thread(self.volumes.sweep)
         if swept:
             log.info("removed %d temp files left by an interrupted write", swept)
         await asyncio.to_thread(self.tokens.load)
@@ -64,6 +76,7 @@ class Daemon:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        self.volumes.close()
         self.engine.close()
 
     def reload(self) -> Settings:

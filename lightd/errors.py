@@ -10,14 +10,20 @@ module must not know about HTTP, Quart or docker-py.
     ├── InvalidRequest            bad input from a caller               (400)
     │   ├── InvalidField          one named field is wrong              (400)
     │   ├── MalformedBody         body is not JSON                      (400)
-    │   └── PathTraversal         a path would leave its volume         (400)
+    │   ├── PathTraversal         a path would leave its volume         (400)
+    │   └── ArchiveRejected       hostile archive or a limit exceeded   (400)
     ├── Unauthorized              missing or wrong token                (401)
     ├── Forbidden                 vendor header missing                 (403)
     ├── NotFound                  a named thing does not exist          (404)
+    │   ├── VolumeNotFound        ``Volume not found``                  (404)
+    │   └── FileNotFound          ``File not found``                    (404)
     ├── Conflict                  the request collides with state       (409)
+    │   ├── FileExists            the target path is taken              (409)
+    │   └── VolumeInUse           a container document uses the volume  (409)
     ├── PayloadTooLarge           body over its limit                   (413)
     ├── InsufficientStorage       the disk is full                      (507)
     ├── StoreError                a document could not be read/written  (500)
+    ├── FilePermissionDenied      the OS refused a volume file access   (500)
     ├── ConfigError               the configuration is invalid
     └── EngineError               anything the Docker engine said
         ├── EngineUnavailable     transient: unreachable, timeout, 5xx
@@ -65,6 +71,12 @@ class PathTraversal(InvalidRequest):
     message = "Invalid path: path traversal detected"
 
 
+class ArchiveRejected(InvalidRequest):
+    """An archive is hostile or exceeds a limit; the message says which and why."""
+
+    message = "Archive rejected"
+
+
 class Unauthorized(LightdError):
     message = "Missing or invalid authorization token"
 
@@ -77,8 +89,24 @@ class NotFound(LightdError):
     message = "Not found"
 
 
+class VolumeNotFound(NotFound):
+    message = "Volume not found"
+
+
+class FileNotFound(NotFound):
+    message = "File not found"
+
+
 class Conflict(LightdError):
     message = "Conflict"
+
+
+class FileExists(Conflict):
+    message = "File already exists"
+
+
+class VolumeInUse(Conflict):
+    message = "Volume is in use by a container"
 
 
 class PayloadTooLarge(LightdError):
@@ -91,6 +119,12 @@ class InsufficientStorage(LightdError):
 
 class StoreError(LightdError):
     message = "Database operation failed"
+
+
+class FilePermissionDenied(LightdError):
+    """The operating system refused access to a file in a volume (the contract's 500)."""
+
+    message = "Failed to write file: permission denied"
 
 
 class ConfigError(LightdError):
