@@ -25,6 +25,7 @@ from lightd.errors import (
     FileNotFound,
     InvalidRequest,
     LightdError,
+    PathTraversal,
 )
 from lightd.fs.beneath import (
     DIR_FLAGS,
@@ -161,6 +162,13 @@ class AtomicWriter:
                 found = lstat_at(dir_fd, name)
         except FileNotFound:
             return
+        except PathTraversal:
+            raise
+        except InvalidRequest as exc:
+            # A file where a folder of the path should be: the path is taken.
+            raise FileExists(
+                exc.message.replace("Invalid path: ", "A file is in the way: ")
+            ) from exc
         except OSError as exc:
             raise translate(exc, self.parts) from exc
         if found is not None and stat.S_ISDIR(found.st_mode):
