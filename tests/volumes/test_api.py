@@ -73,7 +73,7 @@ def test_unknown_volume_is_404(api: httpx.Client) -> None:
 
 def test_ambiguous_prefix_is_400(api: httpx.Client, daemon: DaemonProcess) -> None:
     root = daemon.data_dir / "volumes"
-    made = [root / "abcdef12-0000-4000-8000-00000000000{}".format(i) for i in (1, 2)]
+    made = [root / f"abcdef12-0000-4000-8000-00000000000{i}" for i in (1, 2)]
     for path in made:
         path.mkdir(parents=True)
     try:
