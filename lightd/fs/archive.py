@@ -523,7 +523,7 @@ def _extract_zip(fd: int, writer: TreeWriter, budget: Budget, report: ExtractRep
                         report.skipped.append(Skipped(name, "symlink target too long"))
                         continue
                     writer.symlink(parts, name, target.decode("utf-8", "surrogateescape"))
-                elif unix_mode and not stat.S_ISREG(unix_mode):
+                elif stat.S_IFMT(unix_mode) not in (0, stat.S_IFREG):
                     report.skipped.append(Skipped(name, "device, FIFO or other special entry"))
                 else:
                     mtime = time.mktime((*member.date_time, 0, 0, -1))
