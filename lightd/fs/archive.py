@@ -25,7 +25,7 @@ import time
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import IO, Literal, cast
+from typing import IO, Literal, TypeVar, cast
 
 from lightd.errors import (
     ArchiveRejected,
@@ -63,6 +63,7 @@ _CODEC = {"tar.gz": "gz", "tar": "", "tar.bz2": "bz2", "tar.xz": "xz"}
 RATIO_FLOOR = 1024 * 1024
 MAX_LINK_TARGET = 4096
 DOS_EPOCH = (1980, 1, 1, 0, 0, 0)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -394,18 +395,21 @@ class TreeWriter:
             self._dirs[parts[:end]] = fd
         return fd
 
-    def _slot(self, parts: Parts, entry: str) -> tuple[int, str]:
-        """The parent descriptor and name for a new non-folder entry (an old one is replaced)."""
+    def _create(self, parts: Parts, entry: str, make: Callable[[int, str], T]) -> T:
+        """Run ``make(parent, name)``; an earlier non-folder entry of that name is replaced."""
         parent = self.dir_fd(parts[:-1], entry)
         name = parts[-1]
-        found = lstat_at(parent, name)
-        if found is not None:
-            if stat.S_ISDIR(found.st_mode):
+        try:
+            return make(parent, name)
+        except FileExistsError:
+            found = lstat_at(parent, name)
+            if found is not None and stat.S_ISDIR(found.st_mode):
                 raise ArchiveRejected(
                     f"Archive entry {entry!r} is refused: a folder has the same name"
-                )
-            os.unlink(name, dir_fd=parent)
-        return parent, name
+                ) from None
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name, dir_fd=parent)
+            return make(parent, name)
 
     def folder(self, parts: Parts, entry: str, mode: int) -> None:
         if not parts:
@@ -416,8 +420,10 @@ class TreeWriter:
     def file(
         self, parts: Parts, entry: str, read: Callable[[int], bytes], mode: int, mtime: float
     ) -> None:
-        parent, name = self._slot(parts, entry)
-        with closing_fd(os.open(name, WRITE_FLAGS, 0o600, dir_fd=parent)) as fd:
+        def make(parent: int, name: str) -> int:
+            return os.open(name, WRITE_FLAGS, 0o600, dir_fd=parent)
+
+        with closing_fd(self._create(parts, entry, make)) as fd:
             while chunk := read(CHUNK):
                 self.budget.add(len(chunk))
                 view = memoryview(chunk)
@@ -431,8 +437,7 @@ class TreeWriter:
         if resolve_link_target(parts, target) is None:
             self.report.skipped.append(Skipped(entry, "symlink points outside the destination"))
             return
-        parent, name = self._slot(parts, entry)
-        os.symlink(target, name, dir_fd=parent)
+        self._create(parts, entry, lambda parent, name: os.symlink(target, name, dir_fd=parent))
 
     def hardlink(self, parts: Parts, entry: str, target: str) -> None:
         try:
@@ -450,8 +455,15 @@ class TreeWriter:
         if found is None or not stat.S_ISREG(found.st_mode):
             self.report.skipped.append(Skipped(entry, "hard link target is not in the archive"))
             return
-        parent, name = self._slot(parts, entry)
-        os.link(source[-1], name, src_dir_fd=source_dir, dst_dir_fd=parent, follow_symlinks=False)
+        # A duplicate: resolving the new entry's folder may evict cached descriptors.
+        with closing_fd(os.dup(source_dir)) as held:
+            self._create(
+                parts,
+                entry,
+                lambda parent, name: os.link(
+                    source[-1], name, src_dir_fd=held, dst_dir_fd=parent, follow_symlinks=False
+                ),
+            )
 
 
 def _usable(parts: Parts, entry: str, report: ExtractReport) -> bool:
@@ -466,7 +478,9 @@ def _extract_tar(
 ) -> None:
     reader = DecompressingReader(fd, kind, check=budget.stream_check)
     try:
-        with tarfile.open(fileobj=cast(IO[bytes], reader), mode="r|", bufsize=CHUNK) as tar:
+        # Not stream mode ("r|"): its buffer copies the rest of a 1 MiB block on every
+        # small read. The reader seeks forward, which is all in-order reading needs.
+        with tarfile.TarFile(fileobj=cast(IO[bytes], reader), mode="r") as tar:
             for member in tar:
                 budget.entry()
                 name = member.name

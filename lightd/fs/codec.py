@@ -11,6 +11,7 @@ volumes or paths: it moves bytes between a descriptor and a file-like object.
 from __future__ import annotations
 
 import bz2
+import io
 import lzma
 import os
 import queue
@@ -300,6 +301,19 @@ class DecompressingReader:
         return item
 
     def tell(self) -> int:
+        return self._offset
+
+    def seek(self, position: int, whence: int = os.SEEK_SET) -> int:
+        """Forward only (skips data): enough for :class:`tarfile.TarFile` reading in order."""
+        if whence == os.SEEK_CUR:
+            position += self._offset
+        elif whence != os.SEEK_SET:
+            raise io.UnsupportedOperation("can only seek from the start or the current position")
+        if position < self._offset:
+            raise io.UnsupportedOperation("cannot seek backwards in a compressed stream")
+        while self._offset < position:
+            if not self.read(min(position - self._offset, CHUNK)):
+                break
         return self._offset
 
     def close(self) -> None:

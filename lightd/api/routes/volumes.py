@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import mimetypes
 import os
 from collections.abc import AsyncIterator
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from quart import Blueprint, Response, request
+from quart import Blueprint, Response, g, request
 from quart_schema import validate_querystring, validate_request, validate_response
 
 from lightd.api.context import get_daemon
@@ -32,6 +33,7 @@ from lightd.fs.paths import Parts, display, parse_path
 blueprint = Blueprint("volumes", __name__)
 
 UPLOAD_CHUNK = 1024 * 1024
+DRAIN_LIMIT = 1024 * 1024
 
 
 # -- models ----------------------------------------------------------------------------
@@ -298,39 +300,70 @@ async def read_file(ref: str, query_args: PathQuery) -> Response:
     return response
 
 
+async def _discard_rest_of_body() -> None:
+    """Read what is left of a refused upload so the connection can serve the next request.
+
+    Past :data:`DRAIN_LIMIT` the answer asks the client to close the connection instead:
+    Hypercorn closes it anyway when a response ends before its request body.
+    """
+    drained = 0
+    with contextlib.suppress(Exception):
+        async for chunk in request.body:
+            drained += len(chunk)
+            if drained > DRAIN_LIMIT:
+                break
+        else:
+            return
+    g.close_connection = True
+
+
+@blueprint.after_request
+async def _close_if_asked(response: Response) -> Response:
+    if g.get("close_connection"):
+        response.headers["Connection"] = "close"
+    return response
+
+
 @blueprint.put("/volumes/<ref>/files/content")
 @validate_querystring(PathQuery)
 @validate_response(PathMessage)
 async def upload_file(ref: str, query_args: PathQuery) -> PathMessage:
-    parts = _required(query_args)
-    daemon = get_daemon()
-    volumes = daemon.volumes
-    limit = daemon.settings.volumes.max_upload_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge()
-    volume = volumes.resolve(ref)
-    root = await volumes.run(Root, volume.path)
+    body_read = False
     try:
-        writer = await volumes.run(ops.AtomicWriter, root, parts)
+        parts = _required(query_args)
+        daemon = get_daemon()
+        volumes = daemon.volumes
+        limit = daemon.settings.volumes.max_upload_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise PayloadTooLarge()
+        volume = volumes.resolve(ref)
+        root = await volumes.run(Root, volume.path)
         try:
-            total = 0
-            pending = bytearray()
-            async for chunk in request.body:
-                total += len(chunk)
-                if total > limit:
-                    raise PayloadTooLarge()
-                pending += chunk
-                if len(pending) >= UPLOAD_CHUNK:
+            writer = await volumes.run(ops.AtomicWriter, root, parts)
+            try:
+                total = 0
+                pending = bytearray()
+                async for chunk in request.body:
+                    total += len(chunk)
+                    if total > limit:
+                        raise PayloadTooLarge()
+                    pending += chunk
+                    if len(pending) >= UPLOAD_CHUNK:
+                        await volumes.run(writer.write, bytes(pending))
+                        pending.clear()
+                body_read = True
+                if pending:
                     await volumes.run(writer.write, bytes(pending))
-                    pending.clear()
-            if pending:
-                await volumes.run(writer.write, bytes(pending))
-            await volumes.run(writer.commit)
-        except BaseException:
-            await volumes.run(writer.abort)
-            raise
-    finally:
-        root.close()
+                await volumes.run(writer.commit)
+            except BaseException:
+                await volumes.run(writer.abort)
+                raise
+        finally:
+            root.close()
+    except Exception:
+        if not body_read:
+            await _discard_rest_of_body()
+        raise
     return PathMessage(message="File uploaded successfully", path=display(parts))
 
 
