@@ -2,7 +2,7 @@
 
 The sections follow the contract's ``GET /remote/config`` shape (``version``,
 ``server``, ``authorization``, ``remote``) plus lightd's own (``storage``, ``docker``,
-``logging``, ``limits``). Settings are built once by :func:`load_settings` and passed
+``logging``, ``volumes``). Settings are built once by :func:`load_settings` and passed
 down; nothing else reads the environment or the file. This module must not start
 anything or touch the disk beyond reading the config file.
 """
@@ -87,6 +87,15 @@ class WebSocketSettings(_Section):
     watch_history: int = Field(default=1000, ge=10)
 
 
+class VolumeSettings(_Section):
+    """Limits of the volume file routes (``PUT .../files/content`` and archives)."""
+
+    max_upload_bytes: int = Field(default=2 * 1024**3, ge=1)
+    archive_max_total_bytes: int = Field(default=10 * 1024**3, ge=1)
+    archive_max_entries: int = Field(default=100_000, ge=1)
+    archive_max_ratio: float = Field(default=200.0, gt=1)
+
+
 class LoggingSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["plain", "json"] = "plain"
@@ -111,6 +120,7 @@ class Settings(BaseSettings):
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     containers: ContainersSettings = Field(default_factory=ContainersSettings)
     websocket: WebSocketSettings = Field(default_factory=WebSocketSettings)
+    volumes: VolumeSettings = Field(default_factory=VolumeSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -17,10 +17,11 @@ from lightd.auth.node import ensure_node_id
 from lightd.auth.tokens import TokenStore
 from lightd.config import ContainersSettings, Settings, load_settings
 from lightd.containers.desired import DesiredContainers
-from lightd.containers.service import ContainerService, bindings_of
+from lightd.containers.service import ContainerService, bindings_of, volume_users
 from lightd.containers.views import container_view
 from lightd.engine import DockerEngine
-from lightd.errors import NotFound
+from lightd.errors import LightdError
+from lightd.fs import ArchiveLimits, VolumeManager
 from lightd.logsetup import set_level
 from lightd.pool import PortPool
 from lightd.reconcile.controller import Controller, ControllerSettings
@@ -112,6 +113,16 @@ class Daemon:
         self.observed.subscribe(self.container_events.on_observed)
         self.observed.subscribe(self._observed_changed)
         self.ports.listeners.append(self.watch.refresh_ports)
+        self.volumes = VolumeManager(
+            data_dir / "volumes",
+            meta=self.data,
+            limits=ArchiveLimits(
+                max_total_bytes=settings.volumes.archive_max_total_bytes,
+                max_entries=settings.volumes.archive_max_entries,
+                max_ratio=settings.volumes.archive_max_ratio,
+            ),
+        )
+        self.volumes.users_of = lambda volume_id: volume_users(self.containers, volume_id)
         self._tasks: list[asyncio.Task[None]] = []
 
     def container_view(self, internal_id: str) -> dict[str, Any] | None:
@@ -154,14 +165,14 @@ class Daemon:
         self.watch.refresh_ports()
 
     def resolve_volume(self, volume_id: str) -> str:
-        """The full id of an existing volume; raises the contract's 404."""
-        if self.volume_path(volume_id) is None:
-            raise NotFound("Volume not found")
-        return volume_id
+        """The full id of an existing volume (a unique prefix works); 404 otherwise."""
+        return self.volumes.resolve(volume_id).id
 
     def volume_path(self, volume_id: str) -> str | None:
-        path = self.settings.storage.data_dir / "volumes" / volume_id
-        return str(path) if path.is_dir() else None
+        try:
+            return str(self.volumes.resolve(volume_id).path)
+        except LightdError:
+            return None
 
     def is_master(self, token: str) -> bool:
         return tokens_equal(token, self.master.value)
@@ -173,6 +184,7 @@ class Daemon:
     async def start(self) -> None:
         swept = await asyncio.to_thread(self.data.sweep_temp_files)
         swept += await asyncio.to_thread(self.desired.sweep_temp_files)
+        swept += await asyncio.to_thread(self.volumes.sweep)
         if swept:
             log.info("removed %d temp files left by an interrupted write", swept)
         await asyncio.to_thread(self.tokens.load)
@@ -199,6 +211,7 @@ class Daemon:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        self.volumes.close()
         self.engine.close()
 
     def reload(self) -> Settings:

@@ -22,9 +22,19 @@ module must not know about HTTP, Quart or docker-py.
     │   ├── PortInUse             reserving a port already in use       (409)
     │   ├── PortBound             a container binds the port            (409)
     │   └── PoolDocumentInvalid   ports.json cannot be read as a pool   (409)
+    │   └── ArchiveRejected       hostile archive or a limit exceeded   (400)
+    ├── Unauthorized              missing or wrong token                (401)
+    ├── Forbidden                 vendor header missing                 (403)
+    ├── NotFound                  a named thing does not exist          (404)
+    │   ├── VolumeNotFound        ``Volume not found``                  (404)
+    │   └── FileNotFound          ``File not found``                    (404)
+    ├── Conflict                  the request collides with state       (409)
+    │   ├── FileExists            the target path is taken              (409)
+    │   └── VolumeInUse           a container document uses the volume  (409)
     ├── PayloadTooLarge           body over its limit                   (413)
     ├── InsufficientStorage       the disk is full                      (507)
     ├── StoreError                a document could not be read/written  (500)
+    ├── FilePermissionDenied      the OS refused a volume file access   (500)
     ├── ConfigError               the configuration is invalid
     └── EngineError               anything the Docker engine said
         ├── EngineUnavailable     transient: unreachable, timeout, 5xx
@@ -80,6 +90,12 @@ class PortNotInPool(InvalidRequest):
     message = "Invalid port binding: port not in network pool"
 
 
+class ArchiveRejected(InvalidRequest):
+    """An archive is hostile or exceeds a limit; the message says which and why."""
+
+    message = "Archive rejected"
+
+
 class Unauthorized(LightdError):
     message = "Missing or invalid authorization token"
 
@@ -98,6 +114,14 @@ class PortNotFound(NotFound):
 
 class NoAvailablePorts(NotFound):
     message = "No available ports"
+
+
+class VolumeNotFound(NotFound):
+    message = "Volume not found"
+
+
+class FileNotFound(NotFound):
+    message = "File not found"
 
 
 class Conflict(LightdError):
@@ -124,6 +148,14 @@ class PoolDocumentInvalid(Conflict):
         super().__init__(f"Port pool document ports.json is invalid ({reason}); fix it first")
 
 
+class FileExists(Conflict):
+    message = "File already exists"
+
+
+class VolumeInUse(Conflict):
+    message = "Volume is in use by a container"
+
+
 class PayloadTooLarge(LightdError):
     message = "Request body too large"
 
@@ -134,6 +166,12 @@ class InsufficientStorage(LightdError):
 
 class StoreError(LightdError):
     message = "Database operation failed"
+
+
+class FilePermissionDenied(LightdError):
+    """The operating system refused access to a file in a volume (the contract's 500)."""
+
+    message = "Failed to write file: permission denied"
 
 
 class ConfigError(LightdError):

@@ -18,6 +18,8 @@ FAST_RECONCILER = {
     "LIGHTD_CONTAINERS__CRASH_MAX": "3",
     "LIGHTD_CONTAINERS__INSTALL_TIMEOUT_SECONDS": "8",
     "LIGHTD_CONTAINERS__RESYNC_SECONDS": "2",
+    # The fan-out test opens 50 watchers on one container (the default allows 30).
+    "LIGHTD_WEBSOCKET__MAX_SOCKETS_PER_CONTAINER": "60",
 }
 
 

@@ -16,7 +16,7 @@ from lightd.api.errors import install_error_handlers
 from lightd.api.guard import install_guard
 from lightd.api.jsonprovider import OrjsonProvider
 from lightd.api.request import JsonApiRequest
-from lightd.api.routes import containers, network, public, remote, system, tokens
+from lightd.api.routes import containers, network, public, remote, system, tokens, volumes
 from lightd.daemon import Daemon
 
 
@@ -35,7 +35,7 @@ def _install_cors(app: Quart, daemon: Daemon) -> None:
 def create_app(daemon: Daemon) -> Quart:
     app = Quart("lightd")
     app.json = OrjsonProvider(app)
-    app.request_class = JsonApiRequest
+    app.request_class = JsonApiRequest.with_upload_limit(daemon.settings.volumes.max_upload_bytes)
     app.config["MAX_CONTENT_LENGTH"] = daemon.settings.server.max_body_bytes
     app.config["BODY_TIMEOUT"] = 60
     app.config["RESPONSE_TIMEOUT"] = None
@@ -53,6 +53,6 @@ def create_app(daemon: Daemon) -> Quart:
     install_guard(app)
     _install_cors(app, daemon)
     install_error_handlers(app)
-    for module in (public, tokens, remote, system, network, containers, ws):
+    for module in (public, tokens, remote, system, network, containers, volumes, ws):
         app.register_blueprint(module.blueprint)
     return app

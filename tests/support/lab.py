@@ -33,9 +33,9 @@ class Lab:
         self.ports: list[int] = []
 
     def volume(self) -> str:
-        vid = str(uuid.uuid4())
-        (self.daemon.data_dir / "volumes" / vid).mkdir(parents=True)
-        return vid
+        answer = self.api.post("/volumes")
+        assert answer.status_code == 201, answer.text
+        return str(answer.json()["volume_id"])
 
     def volume_path(self, volume_id: str) -> str:
         return str(self.daemon.data_dir / "volumes" / volume_id)

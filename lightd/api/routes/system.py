@@ -22,15 +22,25 @@ class DockerView(BaseModel):
     error: str | None
 
 
+class RuntimeView(BaseModel):
+    node_id: str
+    console_readers: int
+    stats_readers: int
+    container_sockets: int
+    watch_sockets: int
+
+
 class SystemResponse(BaseModel):
     version: str
     docker: DockerView
+    runtime: RuntimeView
 
 
 @blueprint.get("/system")
 @validate_response(SystemResponse)
 async def show() -> SystemResponse:
-    status = await get_daemon().engine.status()
+    daemon = get_daemon()
+    status = await daemon.engine.status()
     return SystemResponse(
         version=__version__,
         docker=DockerView(
@@ -38,5 +48,12 @@ async def show() -> SystemResponse:
             version=status.version,
             api_version=status.api_version,
             error=status.error,
+        ),
+        runtime=RuntimeView(
+            node_id=daemon.node_id,
+            console_readers=daemon.consoles.readers(),
+            stats_readers=daemon.stats.readers(),
+            container_sockets=sum(daemon.sockets.values()),
+            watch_sockets=daemon.watch_sockets,
         ),
     )

@@ -1,0 +1,369 @@
+"""File operations inside one volume: list, read, write, mkdir, copy, move, delete, chmod.
+
+Every function takes an open :class:`~lightd.fs.beneath.Root` and parsed parts, and
+reaches its target through the descriptor walk, so no symlink is ever followed: a link
+is listed, moved, copied and deleted as the link itself. Writes and copies go to a
+temporary name in the volume root and are renamed into place, so a failure leaves the
+old content intact. Functions here are blocking (callers run them in threads) and must
+not know about HTTP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import shutil
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+from lightd.errors import (
+    FileExists,
+    FileNotFound,
+    InvalidRequest,
+    LightdError,
+    PathTraversal,
+)
+from lightd.fs.beneath import (
+    DIR_FLAGS,
+    DIR_MODE,
+    FILE_MODE,
+    PATH_FLAGS,
+    READ_FLAGS,
+    Root,
+    closing_fd,
+    lstat_at,
+    translate,
+)
+from lightd.fs.paths import TEMP_PREFIX, Parts, display, is_within
+
+CHUNK = 1024 * 1024
+WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+EntryType = Literal["file", "directory", "symlink"]
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    type: EntryType
+    size: int
+    mode: str
+    modified_at: int
+
+
+def temp_name() -> str:
+    return f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+
+
+def entry_type(mode: int) -> EntryType:
+    if stat.S_ISDIR(mode):
+        return "directory"
+    if stat.S_ISLNK(mode):
+        return "symlink"
+    return "file"
+
+
+def mode_text(mode: int) -> str:
+    return f"{stat.S_IMODE(mode):04o}"
+
+
+@contextlib.contextmanager
+def guarded(parts: Parts, *, writing: bool = True) -> Iterator[None]:
+    """Turn an ``OSError`` raised inside into the lightd error for ``parts``."""
+    try:
+        yield
+    except OSError as exc:
+        raise translate(exc, parts, writing=writing) from exc
+    except RecursionError as exc:
+        raise InvalidRequest(f"Folder tree too deep: {display(parts)}") from exc
+
+
+def stat_of(root: Root, parts: Parts) -> os.stat_result:
+    with guarded(parts, writing=False):
+        found = root.lstat(parts)
+    if found is None:
+        raise FileNotFound()
+    return found
+
+
+# -- listing and reading ---------------------------------------------------------------
+
+
+def list_dir(root: Root, parts: Parts) -> list[Entry]:
+    """Entries of the folder at ``parts``: folders first, then by name."""
+    entries: list[Entry] = []
+    with guarded(parts, writing=False), root.dir(parts) as fd, os.scandir(fd) as found:
+        for item in found:
+            if not parts and item.name.startswith(TEMP_PREFIX):
+                continue
+            try:
+                info = item.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            kind = entry_type(info.st_mode)
+            entries.append(
+                Entry(
+                    name=item.name,
+                    type=kind,
+                    size=0 if kind == "directory" else info.st_size,
+                    mode=mode_text(info.st_mode),
+                    modified_at=int(info.st_mtime),
+                )
+            )
+    entries.sort(key=lambda e: (e.type != "directory", e.name))
+    return entries
+
+
+def open_for_read(root: Root, parts: Parts) -> tuple[int, int]:
+    """A descriptor of the regular file at ``parts`` and its size (the caller closes it)."""
+    with guarded(parts, writing=False), root.parent(parts) as (dir_fd, name):
+        fd = os.open(name, READ_FLAGS, dir_fd=dir_fd)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise InvalidRequest(f"Invalid path: {display(parts)} is not a file")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, info.st_size
+
+
+def read_chunk(fd: int, remaining: int) -> bytes:
+    return os.read(fd, min(CHUNK, remaining))
+
+
+# -- writing ---------------------------------------------------------------------------
+
+
+class AtomicWriter:
+    """A new file written under a temporary name in the volume root, renamed on commit.
+
+    Until :meth:`commit` the target is untouched; :meth:`abort` (or a crash, and the
+    sweep at the next start) removes the temporary file.
+    """
+
+    def __init__(self, root: Root, parts: Parts) -> None:
+        self.root = root
+        self.parts = parts
+        self._check_target()
+        self.temp = temp_name()
+        with guarded(parts):
+            self.fd = os.open(self.temp, WRITE_FLAGS, FILE_MODE, dir_fd=root.fd)
+        self.written = 0
+
+    def _check_target(self) -> None:
+        try:
+            with self.root.parent(self.parts) as (dir_fd, name):
+                found = lstat_at(dir_fd, name)
+        except FileNotFound:
+            return
+        except PathTraversal:
+            raise
+        except InvalidRequest as exc:
+            # A file where a folder of the path should be: the path is taken.
+            raise FileExists(
+                exc.message.replace("Invalid path: ", "A file is in the way: ")
+            ) from exc
+        except OSError as exc:
+            raise translate(exc, self.parts) from exc
+        if found is not None and stat.S_ISDIR(found.st_mode):
+            raise FileExists(f"A folder exists at {display(self.parts)}")
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        with guarded(self.parts):
+            while view:
+                done = os.write(self.fd, view)
+                view = view[done:]
+                self.written += done
+
+    def commit(self) -> None:
+        try:
+            with guarded(self.parts):
+                os.fsync(self.fd)
+                with self.root.parent(self.parts, create=True) as (dir_fd, name):
+                    old = lstat_at(dir_fd, name)
+                    if old is not None and stat.S_ISDIR(old.st_mode):
+                        raise FileExists(f"A folder exists at {display(self.parts)}")
+                    mode = stat.S_IMODE(old.st_mode) if old and stat.S_ISREG(old.st_mode) else None
+                    os.fchmod(self.fd, mode if mode is not None else FILE_MODE)
+                    os.rename(self.temp, name, src_dir_fd=self.root.fd, dst_dir_fd=dir_fd)
+        except BaseException:
+            self.abort()
+            raise
+        os.close(self.fd)
+        self.fd = -1
+
+    def abort(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        with contextlib.suppress(OSError):
+            os.unlink(self.temp, dir_fd=self.root.fd)
+
+
+def write_file(root: Root, parts: Parts, data: bytes) -> None:
+    writer = AtomicWriter(root, parts)
+    try:
+        writer.write(data)
+    except BaseException:
+        writer.abort()
+        raise
+    writer.commit()
+
+
+def make_folder(root: Root, parts: Parts) -> None:
+    with guarded(parts), root.parent(parts, create=True) as (dir_fd, name):
+        try:
+            os.mkdir(name, DIR_MODE, dir_fd=dir_fd)
+        except FileExistsError:
+            raise FileExists("File already exists") from None
+
+
+# -- delete, move, chmod ---------------------------------------------------------------
+
+
+def _remove_at(dir_fd: int, name: str, info: os.stat_result) -> None:
+    if stat.S_ISDIR(info.st_mode):
+        # rmtree with dir_fd walks by descriptors and never follows a symlink (Linux).
+        shutil.rmtree(name, dir_fd=dir_fd)
+    else:
+        os.unlink(name, dir_fd=dir_fd)
+
+
+def delete(root: Root, parts: Parts) -> None:
+    if not parts:
+        raise InvalidRequest("Invalid path: the volume root cannot be deleted")
+    with guarded(parts), root.parent(parts) as (dir_fd, name):
+        found = lstat_at(dir_fd, name)
+        if found is None:
+            raise FileNotFound()
+        _remove_at(dir_fd, name, found)
+
+
+def move(root: Root, source: Parts, target: Parts, *, overwrite: bool) -> None:
+    if not source or not target:
+        raise InvalidRequest("Invalid path: the volume root cannot be moved")
+    stat_of(root, source)
+    if source == target:
+        return
+    if is_within(target, source):
+        raise InvalidRequest("Cannot move a folder into itself")
+    with guarded(target), root.parent(target, create=True) as (dst_fd, dst_name):
+        existing = lstat_at(dst_fd, dst_name)
+        if existing is not None:
+            if not overwrite:
+                raise FileExists()
+            _remove_at(dst_fd, dst_name, existing)
+        with root.parent(source) as (src_fd, src_name):
+            os.rename(src_name, dst_name, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
+
+
+def change_mode(root: Root, parts: Parts, mode: int) -> None:
+    with (
+        guarded(parts),
+        root.parent(parts) as (dir_fd, name),
+        closing_fd(os.open(name, PATH_FLAGS, dir_fd=dir_fd)) as fd,
+    ):
+        if stat.S_ISLNK(os.fstat(fd).st_mode):
+            raise InvalidRequest("Cannot change the mode of a symlink")
+        # fchmod refuses O_PATH descriptors; the /proc link names this very inode.
+        os.chmod(f"/proc/self/fd/{fd}", mode)
+
+
+# -- copy ------------------------------------------------------------------------------
+
+
+def copy_data(src: int, dst: int) -> None:
+    """Copy all of ``src`` to ``dst`` (kernel-side where the filesystem allows)."""
+    try:
+        while os.copy_file_range(src, dst, 1 << 30):
+            pass
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+            raise
+    while chunk := os.read(src, CHUNK):
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(dst, view) :]
+
+
+def copy_entry(src_dir: int, name: str, dst_dir: int, dst_name: str) -> None:
+    """Copy one entry (recursively); symlinks are copied as links, special files skipped."""
+    info = lstat_at(src_dir, name)
+    if info is None:
+        return
+    if stat.S_ISLNK(info.st_mode):
+        os.symlink(os.readlink(name, dir_fd=src_dir), dst_name, dir_fd=dst_dir)
+    elif stat.S_ISDIR(info.st_mode):
+        os.mkdir(dst_name, stat.S_IMODE(info.st_mode) | 0o700, dir_fd=dst_dir)
+        with (
+            closing_fd(os.open(name, DIR_FLAGS, dir_fd=src_dir)) as sfd,
+            closing_fd(os.open(dst_name, DIR_FLAGS, dir_fd=dst_dir)) as dfd,
+            os.scandir(sfd) as children,
+        ):
+            for child in children:
+                copy_entry(sfd, child.name, dfd, child.name)
+    elif stat.S_ISREG(info.st_mode):
+        with closing_fd(os.open(name, READ_FLAGS, dir_fd=src_dir)) as sfd:
+            if not stat.S_ISREG(os.fstat(sfd).st_mode):
+                return
+            os.set_blocking(sfd, True)
+            with closing_fd(
+                os.open(dst_name, WRITE_FLAGS, stat.S_IMODE(info.st_mode), dir_fd=dst_dir)
+            ) as dfd:
+                copy_data(sfd, dfd)
+
+
+def copy(root: Root, source: Parts, target: Parts, *, overwrite: bool) -> None:
+    if not target:
+        raise InvalidRequest("Invalid path: the volume root cannot be replaced")
+    stat_of(root, source)
+    if is_within(target, source):
+        raise InvalidRequest("Cannot copy a folder into itself")
+    if not overwrite and root_lstat(root, target) is not None:
+        raise FileExists()
+    temp = temp_name()
+    try:
+        with guarded(source), root.parent(source) as (src_fd, src_name):
+            copy_entry(src_fd, src_name, root.fd, temp)
+        with guarded(target), root.parent(target, create=True) as (dst_fd, dst_name):
+            existing = lstat_at(dst_fd, dst_name)
+            if existing is not None:
+                if not overwrite:
+                    raise FileExists()
+                _remove_at(dst_fd, dst_name, existing)
+            os.rename(temp, dst_name, src_dir_fd=root.fd, dst_dir_fd=dst_fd)
+    except BaseException:
+        discard(root, temp)
+        raise
+
+
+def root_lstat(root: Root, parts: Parts) -> os.stat_result | None:
+    with guarded(parts, writing=False):
+        return root.lstat(parts)
+
+
+def discard(root: Root, name: str) -> None:
+    """Remove a temporary entry of the volume root, whatever it is; errors are ignored."""
+    with contextlib.suppress(OSError, LightdError):
+        found = lstat_at(root.fd, name)
+        if found is not None:
+            _remove_at(root.fd, name, found)
+
+
+def sweep_temp(root: Root) -> int:
+    """Remove what an interrupted operation left in the volume root; returns how many."""
+    removed = 0
+    with os.scandir(root.fd) as found:
+        names = [item.name for item in found if item.name.startswith(TEMP_PREFIX)]
+    for name in names:
+        discard(root, name)
+        removed += 1
+    return removed

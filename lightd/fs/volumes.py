@@ -1,0 +1,206 @@
+"""The volumes of this node: folders ``<data_dir>/volumes/<uuid>`` and their metadata.
+
+What is on disk is the truth: listing reads the folder, so volumes survive restarts.
+``created_at`` is kept in ``<data_dir>/volume-meta/<uuid>.json`` (outside the volume,
+where a container cannot edit it); a volume without one reports its folder's mtime.
+Ids are validated strictly (full lowercase UUID, or a unique prefix of at least 8
+characters). Deleting refuses while ``users_of`` names a container using the volume.
+
+Blocking work runs in threads: light calls through :meth:`run`, long ones (copy,
+compress, decompress, tree delete) through :meth:`run_heavy`, a small pool of its own
+so they never starve listings and reads. This module must not know about HTTP or
+containers beyond the ``users_of`` callable it is given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+import re
+import shutil
+import stat
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ParamSpec, TypeVar
+
+from lightd.errors import InvalidField, InvalidRequest, VolumeInUse, VolumeNotFound
+from lightd.fs import ops
+from lightd.fs.archive import ArchiveLimits
+from lightd.fs.beneath import DIR_FLAGS, Root, closing_fd, translate
+from lightd.store import DocumentStore
+
+VOLUME_ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+VOLUME_REF_RE = re.compile(r"^[0-9a-f][0-9a-f-]{7,35}$")
+MIN_PREFIX = 8
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Volume:
+    id: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class VolumeInfo:
+    id: str
+    path: Path
+    size: int
+    created_at: int
+
+
+def no_users(volume_id: str) -> list[str]:
+    return []
+
+
+def tree_size(path: Path) -> int:
+    """Bytes allocated on disk below ``path`` (descriptor walk, no symlink followed)."""
+    total = 0
+    try:
+        top = os.open(path, DIR_FLAGS)
+    except OSError:
+        return 0
+    pending = [top]
+    while pending:
+        with closing_fd(pending.pop()) as fd:
+            try:
+                found = list(os.scandir(fd))
+            except OSError:
+                continue
+            for item in found:
+                try:
+                    info = item.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                total += info.st_blocks * 512
+                if stat.S_ISDIR(info.st_mode):
+                    with contextlib.suppress(OSError):
+                        pending.append(os.open(item.name, DIR_FLAGS, dir_fd=fd))
+    return total
+
+
+class VolumeManager:
+    """Creates, finds, lists and deletes volumes; opens their roots for file operations."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        meta: DocumentStore,
+        limits: ArchiveLimits,
+        users_of: Callable[[str], list[str]] = no_users,
+        heavy_workers: int = 2,
+    ) -> None:
+        self.root = root
+        self.meta = meta
+        self.limits = limits
+        self.users_of = users_of
+        self._heavy = ThreadPoolExecutor(heavy_workers, thread_name_prefix="lightd-fs")
+
+    # -- threads -------------------------------------------------------------------
+
+    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    async def run_heavy(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._heavy, functools.partial(fn, *args, **kwargs))
+
+    def close(self) -> None:
+        self._heavy.shutdown(wait=False, cancel_futures=True)
+
+    # -- identity --------------------------------------------------------------------
+
+    def _ids(self) -> list[str]:
+        try:
+            names = os.listdir(self.root)
+        except FileNotFoundError:
+            return []
+        return sorted(name for name in names if VOLUME_ID_RE.fullmatch(name))
+
+    def resolve(self, ref: str) -> Volume:
+        """The volume named by a full UUID or a unique prefix of at least 8 characters."""
+        ref = ref.lower()
+        if not VOLUME_REF_RE.fullmatch(ref):
+            raise InvalidField(
+                "volume_id", "must be a volume UUID or a unique prefix of at least 8 characters"
+            )
+        if VOLUME_ID_RE.fullmatch(ref):
+            path = self.root / ref
+            if not path.is_dir() or path.is_symlink():
+                raise VolumeNotFound()
+            return Volume(id=ref, path=path)
+        matches = [found for found in self._ids() if found.startswith(ref)]
+        if not matches:
+            raise VolumeNotFound()
+        if len(matches) > 1:
+            raise InvalidRequest(f"Ambiguous volume id: {ref} matches {len(matches)} volumes")
+        return Volume(id=matches[0], path=self.root / matches[0])
+
+    @contextlib.contextmanager
+    def open(self, ref: str) -> Iterator[Root]:
+        """The root of a volume, for the functions of :mod:`lightd.fs.ops` and archives."""
+        volume = self.resolve(ref)
+        with Root(volume.path) as root:
+            yield root
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def create(self) -> Volume:
+        self.root.mkdir(parents=True, exist_ok=True)
+        volume_id = str(uuid.uuid4())
+        path = self.root / volume_id
+        path.mkdir(mode=0o755)
+        path.chmod(0o755)
+        self.meta.write(f"volume-meta/{volume_id}.json", {"created_at": int(time.time())})
+        return Volume(id=volume_id, path=path)
+
+    def info(self, volume: Volume) -> VolumeInfo:
+        stored = self.meta.read(f"volume-meta/{volume.id}.json")
+        created = stored.get("created_at") if isinstance(stored, dict) else None
+        if not isinstance(created, int):
+            try:
+                created = int(volume.path.stat().st_mtime)
+            except FileNotFoundError as exc:
+                raise VolumeNotFound() from exc
+        return VolumeInfo(
+            id=volume.id, path=volume.path, size=tree_size(volume.path), created_at=created
+        )
+
+    def list(self) -> list[VolumeInfo]:
+        found = []
+        for volume_id in self._ids():
+            with contextlib.suppress(VolumeNotFound):
+                found.append(self.info(Volume(id=volume_id, path=self.root / volume_id)))
+        return found
+
+    def delete(self, ref: str) -> Volume:
+        volume = self.resolve(ref)
+        users = self.users_of(volume.id)
+        if users:
+            raise VolumeInUse(f"Volume is in use by container {', '.join(sorted(users))}")
+        # rmtree never follows symlinks into the tree on Linux (descriptor-based walk).
+        try:
+            shutil.rmtree(volume.path)
+        except FileNotFoundError as exc:
+            raise VolumeNotFound() from exc
+        except OSError as exc:
+            raise translate(exc, ()) from exc
+        self.meta.delete(f"volume-meta/{volume.id}.json")
+        return volume
+
+    def sweep(self) -> int:
+        """Remove temporary entries an interrupted operation left in any volume root."""
+        removed = 0
+        for volume_id in self._ids():
+            with contextlib.suppress(OSError), Root(self.root / volume_id) as root:
+                removed += ops.sweep_temp(root)
+        return removed
