@@ -34,6 +34,8 @@ class ServerSettings(_Section):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     cors_origins: list[str] = Field(default_factory=list)
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+    # /openapi.json and /docs without a token (they describe the API, no data).
+    docs_public: bool = False
 
 
 class AuthorizationSettings(_Section):

@@ -23,6 +23,7 @@ from lightd.engine import DockerEngine
 from lightd.errors import LightdError
 from lightd.fs import ArchiveLimits, VolumeManager
 from lightd.logsetup import set_level
+from lightd.metrics import Metrics, count_states
 from lightd.pool import PortPool
 from lightd.reconcile.controller import Controller, ControllerSettings
 from lightd.reconcile.planner import Policy
@@ -67,6 +68,7 @@ class Daemon:
             configured=settings.authorization.token, data_dir=data_dir
         )
         self.tokens = TokenStore(self.data)
+        self.metrics = Metrics()
         self.node_id = ensure_node_id(data_dir)
         self.engine = DockerEngine(settings.docker)
         self.containers = DesiredContainers(self.desired)
@@ -89,6 +91,7 @@ class Daemon:
             data_dir=data_dir,
             node_id=self.node_id,
             settings=controller_settings(settings.containers),
+            metrics=self.metrics,
         )
         self.container_service = ContainerService(
             desired=self.containers,
@@ -123,7 +126,31 @@ class Daemon:
             ),
         )
         self.volumes.users_of = lambda volume_id: volume_users(self.containers, volume_id)
+        self.metrics.watch_state(self.metric_state)
         self._tasks: list[asyncio.Task[None]] = []
+
+    def metric_state(self) -> dict[str, Any]:
+        """Current figures for the metrics gauges (in memory only)."""
+        pairs = []
+        for key in self.containers.ids():
+            observed = self.observed.get(key)
+            pairs.append(
+                (observed.install_state.value, observed.state.value)
+                if observed is not None
+                else ("installing", "offline")
+            )
+        ports = self.port_views()
+        queue = self.controller.queue
+        return {
+            "containers": count_states(pairs),
+            "pool_size": len(ports),
+            "pool_in_use": sum(1 for view in ports.values() if view["in_use"]),
+            "queue_depth": len(queue) if queue is not None else 0,
+            "retries": queue.retries if queue is not None else 0,
+            "container_sockets": sum(self.sockets.values()),
+            "watch_sockets": self.watch_sockets,
+            "engine_up": 1 if self.controller.engine_up else 0,
+        }
 
     def container_view(self, internal_id: str) -> dict[str, Any] | None:
         spec = self.containers.get(internal_id)

@@ -20,6 +20,7 @@ from lightd.api.app import create_app
 from lightd.config import Settings
 from lightd.daemon import Daemon
 from lightd.errors import ConfigError
+from lightd.sdnotify import notify
 
 log = logging.getLogger("lightd.server")
 
@@ -89,6 +90,7 @@ async def run_server(settings: Settings, *, config_path: Path | None) -> None:
 
     await daemon.start()
     print_master_token_notice(daemon)
+    notify("READY=1\nSTATUS=serving")
     log.info(
         "lightd listening on %s:%d",
         settings.server.host,
@@ -98,6 +100,7 @@ async def run_server(settings: Settings, *, config_path: Path | None) -> None:
     try:
         await serve(app, hconfig, shutdown_trigger=stop.wait)
     finally:
+        notify("STOPPING=1")
         log.info("lightd stopping")
         await daemon.stop()
         log.info("lightd stopped")

@@ -16,7 +16,16 @@ from lightd.api.errors import install_error_handlers
 from lightd.api.guard import install_guard
 from lightd.api.jsonprovider import OrjsonProvider
 from lightd.api.request import JsonApiRequest
-from lightd.api.routes import containers, network, public, remote, system, tokens, volumes
+from lightd.api.routes import (
+    containers,
+    health,
+    network,
+    public,
+    remote,
+    system,
+    tokens,
+    volumes,
+)
 from lightd.daemon import Daemon
 
 
@@ -53,6 +62,6 @@ def create_app(daemon: Daemon) -> Quart:
     install_guard(app)
     _install_cors(app, daemon)
     install_error_handlers(app)
-    for module in (public, tokens, remote, system, network, containers, volumes, ws):
+    for module in (public, health, tokens, remote, system, network, containers, volumes, ws):
         app.register_blueprint(module.blueprint)
     return app

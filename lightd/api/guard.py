@@ -20,7 +20,9 @@ from lightd.errors import Forbidden, Unauthorized
 log = logging.getLogger("lightd.http")
 
 PUBLIC_PATHS = frozenset({"/api/v1/public/ping", "/healthz", "/readyz"})
-VENDOR_EXEMPT_PATHS = frozenset({"/docs", "/openapi.json"})
+DOCS_PATHS = frozenset({"/docs", "/openapi.json"})
+# Scrapers and browsers do not send the vendor media type.
+VENDOR_EXEMPT_PATHS = DOCS_PATHS | {"/metrics"}
 VENDOR_MEDIA_PREFIX = "application/vnd.pkglat"
 
 
@@ -53,6 +55,8 @@ def install_guard(app: Quart) -> None:
         if request.path in PUBLIC_PATHS:
             return
         daemon = get_daemon()
+        if request.path in DOCS_PATHS and daemon.settings.server.docs_public:
+            return
         if daemon.auth_enabled:
             token = bearer_token(request.headers.get("Authorization"))
             if token is None or not daemon.is_master(token):
@@ -66,6 +70,14 @@ def install_guard(app: Quart) -> None:
     async def _log_request(response: Response) -> Response:
         started = getattr(g, "started", None)
         duration_ms = (time.perf_counter() - started) * 1000 if started else 0.0
+        rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        metrics = get_daemon().metrics
+        metrics.requests.labels(
+            method=request.method, route=rule, status=str(response.status_code)
+        ).inc()
+        metrics.request_seconds.labels(method=request.method, route=rule).observe(
+            duration_ms / 1000
+        )
         log.info(
             "%s %s %d %.1fms",
             request.method,

@@ -24,6 +24,7 @@ from lightd.engine import DockerEngine
 from lightd.engine import containers as ops
 from lightd.engine.streams import events
 from lightd.errors import EngineConflict, EngineError, EngineUnavailable, LightdError
+from lightd.metrics import Metrics
 from lightd.reconcile.executor import Executor, SpecInvalid
 from lightd.reconcile.model import LABEL_INTERNAL_ID, Actual, Role, container_name
 from lightd.reconcile.planner import Policy, plan
@@ -57,7 +58,9 @@ class Controller:
         data_dir: Path,
         node_id: str,
         settings: ControllerSettings,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics
         self._engine = engine
         self._node_id = node_id
         self.desired = desired
@@ -242,37 +245,48 @@ class Controller:
                 self.queue.done(key)
 
     async def _reconcile_safely(self, key: str) -> None:
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            outcome = await self._reconcile_classified(key)
+        finally:
+            if self._metrics is not None:
+                self._metrics.reconciles.labels(outcome=outcome).inc()
+                self._metrics.reconcile_seconds.observe(time.perf_counter() - started)
+
+    async def _reconcile_classified(self, key: str) -> str:
         assert self.queue is not None
         try:
             requeue = await self.reconcile(key)
         except SpecInvalid as exc:
             await self._block(key, exc.message)
             self.queue.forget(key)
-            return
+            return "invalid_spec"
         except EngineConflict as exc:
             message = f"Conflict: {exc.message}"
             await self.observed.update(key, last_error=message)
             delay = self.queue.retry(key)
             log.warning("%s: %s (retry in %.1fs)", key, message, delay)
-            return
+            return "conflict"
         except EngineUnavailable as exc:
             self._set_engine_up(False)
             delay = self.queue.retry(key)
             log.warning("%s: %s (retry in %.1fs)", key, exc.message, delay)
-            return
+            return "transient"
         except LightdError as exc:
             if self.observed.get(key) is not None or self.desired.get(key) is not None:
                 await self.observed.update(key, last_error=exc.message)
             delay = self.queue.retry(key)
             log.warning("%s: %s (retry in %.1fs)", key, exc.message, delay)
-            return
+            return "error"
         except Exception:
             delay = self.queue.retry(key)
             log.exception("%s: reconcile failed (retry in %.1fs)", key, delay)
-            return
+            return "error"
         self.queue.forget(key)
         if requeue is not None:
             self.queue.add_after(key, requeue)
+        return "converged"
 
     async def _block(self, key: str, message: str) -> None:
         revision = self.desired.digest(key)
@@ -320,6 +334,8 @@ class Controller:
                 await self._settle(key, actual, revision)
                 return step.requeue_after
             for action in step.actions:
+                if self._metrics is not None:
+                    self._metrics.actions.labels(kind=action.kind.value).inc()
                 await self.executor.apply(
                     action, internal_id=key, desired=desired, actual=actual, volume_path=volume_path
                 )
