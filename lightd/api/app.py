@@ -15,6 +15,7 @@ from lightd.api.context import EXTENSION_KEY
 from lightd.api.errors import install_error_handlers
 from lightd.api.guard import install_guard
 from lightd.api.jsonprovider import OrjsonProvider
+from lightd.api.openapi import LightdOpenAPIProvider
 from lightd.api.request import JsonApiRequest
 from lightd.api.routes import (
     containers,
@@ -43,8 +44,12 @@ def _install_cors(app: Quart, daemon: Daemon) -> None:
 
 def create_app(daemon: Daemon) -> Quart:
     app = Quart("lightd")
-    app.json = OrjsonProvider(app)
     app.request_class = JsonApiRequest.with_upload_limit(daemon.settings.volumes.max_upload_bytes)
+    # No HTML redirects for odd paths (double slashes, trailing slashes): a path either
+    # names a route or answers a JSON 404.
+    app.url_map.merge_slashes = False
+    app.url_map.strict_slashes = False
+    app.url_map.redirect_defaults = False
     app.config["MAX_CONTENT_LENGTH"] = daemon.settings.server.max_body_bytes
     app.config["BODY_TIMEOUT"] = 60
     app.config["RESPONSE_TIMEOUT"] = None
@@ -58,7 +63,9 @@ def create_app(daemon: Daemon) -> Quart:
         info={"title": "lightd", "version": __version__},
         security_schemes={"bearer": {"type": "http", "scheme": "bearer"}},
         security=[{"bearer": []}],
+        openapi_provider_class=LightdOpenAPIProvider,
     )
+    app.json = OrjsonProvider(app)  # after QuartSchema, which installs its own provider
     install_guard(app)
     _install_cors(app, daemon)
     install_error_handlers(app)
