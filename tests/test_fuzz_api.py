@@ -94,9 +94,8 @@ def test_fuzz_daemon_logged_no_traceback(fuzz_daemon: DaemonProcess, tmp_path: P
     assert "Traceback" not in fuzz_daemon.log()
 
 
+# httpx normalises a ".." segment away (even percent-encoded), so none is listed alone.
 HOSTILE = [
-    "..",
-    "../..",
     "%2e%2e%2f",
     "..%2f..%2fetc",
     "%00",
