@@ -23,6 +23,7 @@ from lightd.pool import PortPool
 from lightd.reconcile.controller import Controller, ControllerSettings
 from lightd.reconcile.planner import Policy
 from lightd.reconcile.state import ObservedStore
+from lightd.remote import Notifier
 from lightd.runtime.console import ConsoleHub
 from lightd.store import DocumentStore
 
@@ -63,6 +64,8 @@ class Daemon:
         self.containers = DesiredContainers(self.desired)
         self.ports = PortPool(self.desired, bindings=lambda: bindings_of(self.containers))
         self.observed = ObservedStore(self.data)
+        self.remote = Notifier(self.data, settings.remote, observed=self.observed.all)
+        self.observed.subscribe(self.remote.on_change)
         self.consoles = ConsoleHub(
             self.engine,
             ring_lines=settings.containers.console_ring_lines,
@@ -117,10 +120,13 @@ class Daemon:
             log.info("docker engine %s answers", status.version)
         else:
             log.warning("docker engine unavailable: %s", status.error)
+        await self.remote.load()
         await self.controller.start()
+        await self.remote.start()
 
     async def stop(self) -> None:
         await self.controller.stop()
+        await self.remote.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -135,6 +141,7 @@ class Daemon:
         )
         self.settings.authorization = fresh.authorization
         self.settings.remote = fresh.remote
+        self.remote.configure(fresh.remote)
         self.settings.logging = fresh.logging
         set_level(fresh.logging.level)
         log.info("configuration reloaded")
