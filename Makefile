@@ -38,8 +38,9 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
+# make test includes the test that restarts dockerd (it runs last).
 pytest: $(STAMP) images
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	LIGHTD_TEST_RESTART_ENGINE=1 $(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test: $(STAMP) images lint typecheck pytest
 

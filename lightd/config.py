@@ -87,6 +87,21 @@ class ContainersSettings(_Section):
     # Host folders under which `mount` sources may lie; empty: no extra mounts allowed.
     allowed_mount_roots: list[Path] = Field(default_factory=list)
     console_ring_lines: int = Field(default=1000, ge=10, le=100_000)
+    console_throttle_lines: int = Field(default=2000, ge=1)
+    console_throttle_window_ms: int = Field(default=100, ge=1, le=60_000)
+
+
+class WebSocketSettings(_Section):
+    max_sockets_per_container: int = Field(default=30, ge=1)
+    max_watch_sockets: int = Field(default=100, ge=1)
+    # Browser origins allowed to open sockets; empty: any origin (tokens still needed).
+    allowed_origins: list[str] = Field(default_factory=list)
+    max_frame_bytes: int = Field(default=32 * 1024, ge=1024, le=1024 * 1024)
+    inbound_per_second: float = Field(default=10.0, gt=0)
+    inbound_burst: int = Field(default=20, ge=1)
+    queue_frames: int = Field(default=512, ge=8)
+    heartbeat_seconds: float = Field(default=30.0, gt=0)
+    watch_history: int = Field(default=1000, ge=10)
 
 
 class LoggingSettings(_Section):
@@ -112,6 +127,7 @@ class Settings(BaseSettings):
     docker: DockerSettings = Field(default_factory=DockerSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     containers: ContainersSettings = Field(default_factory=ContainersSettings)
+    websocket: WebSocketSettings = Field(default_factory=WebSocketSettings)
 
     @classmethod
     def settings_customise_sources(

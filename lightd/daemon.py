@@ -10,12 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import Any
 
 from lightd.auth.master import MasterToken, ensure_master_token, tokens_equal
+from lightd.auth.node import ensure_node_id
 from lightd.auth.tokens import TokenStore
 from lightd.config import ContainersSettings, Settings, load_settings
 from lightd.containers.desired import DesiredContainers
 from lightd.containers.service import ContainerService, bindings_of
+from lightd.containers.views import container_view
 from lightd.engine import DockerEngine
 from lightd.errors import NotFound
 from lightd.logsetup import set_level
@@ -25,6 +28,10 @@ from lightd.reconcile.planner import Policy
 from lightd.reconcile.state import ObservedStore
 from lightd.remote import Notifier
 from lightd.runtime.console import ConsoleHub
+from lightd.runtime.events import ContainerEvents
+from lightd.runtime.stats import StatsHub
+from lightd.runtime.watch import NodeWatch
+from lightd.spec.observed import ObservedContainer
 from lightd.store import DocumentStore
 
 log = logging.getLogger("lightd.daemon")
@@ -60,6 +67,7 @@ class Daemon:
             configured=settings.authorization.token, data_dir=data_dir
         )
         self.tokens = TokenStore(self.data)
+        self.node_id = ensure_node_id(data_dir)
         self.engine = DockerEngine(settings.docker)
         self.containers = DesiredContainers(self.desired)
         self.ports = PortPool(self.desired, bindings=lambda: bindings_of(self.containers))
@@ -69,6 +77,8 @@ class Daemon:
         self.consoles = ConsoleHub(
             self.engine,
             ring_lines=settings.containers.console_ring_lines,
+            throttle_lines=settings.containers.console_throttle_lines,
+            throttle_window_seconds=settings.containers.console_throttle_window_ms / 1000,
             on_match=lambda key, cid: self.controller.on_console_match(key, cid),
             on_end=lambda key: self.controller.on_console_end(key),
         )
@@ -79,6 +89,7 @@ class Daemon:
             consoles=self.consoles,
             volume_path=self.volume_path,
             data_dir=data_dir,
+            node_id=self.node_id,
             settings=controller_settings(settings.containers),
         )
         self.container_service = ContainerService(
@@ -89,7 +100,61 @@ class Daemon:
             hint=self.controller.hint,
             allowed_mount_roots=settings.containers.allowed_mount_roots,
         )
+        self.stats = StatsHub(self.engine)
+        self.container_events = ContainerEvents()
+        self.watch = NodeWatch(
+            container_view=self.container_view,
+            container_views=lambda: {
+                key: view for key in self.containers.ids() if (view := self.container_view(key))
+            },
+            port_views=self.port_views,
+            history=settings.websocket.watch_history,
+        )
+        self.sockets: dict[str, int] = {}
+        self.watch_sockets = 0
+        self.observed.subscribe(self.container_events.on_observed)
+        self.observed.subscribe(self._observed_changed)
+        self.ports.listeners.append(self.watch.refresh_ports)
         self._tasks: list[asyncio.Task[None]] = []
+
+    def container_view(self, internal_id: str) -> dict[str, Any] | None:
+        spec = self.containers.get(internal_id)
+        if spec is None:
+            return None
+        problem = self.containers.problem(internal_id)
+        return container_view(
+            spec,
+            self.observed.get(internal_id),
+            document_error=str(problem) if problem else None,
+            revision_desired=self.containers.digest(internal_id),
+        )
+
+    def port_views(self) -> dict[str, dict[str, Any]]:
+        bound = self.ports.bindings()
+        views = {}
+        for entry in self.ports.entries():
+            view = self.ports.view(entry, bound)
+            key = f"[{view.ip}]:{view.port}" if ":" in view.ip else f"{view.ip}:{view.port}"
+            views[key] = {
+                "ip": view.ip,
+                "port": view.port,
+                "protocol": view.protocol,
+                "reserved": view.reserved,
+                "in_use": view.in_use,
+                "container": view.container,
+            }
+        return views
+
+    def _observed_changed(
+        self, old: ObservedContainer | None, new: ObservedContainer | None
+    ) -> None:
+        current = new if new is not None else old
+        if current is not None:
+            self.watch.refresh_container(current.internal_id)
+
+    def _desired_changed(self, internal_id: str) -> None:
+        self.watch.refresh_container(internal_id)
+        self.watch.refresh_ports()
 
     def resolve_volume(self, volume_id: str) -> str:
         """The full id of an existing volume; raises the contract's 404."""
@@ -120,12 +185,21 @@ class Daemon:
             log.info("docker engine %s answers", status.version)
         else:
             log.warning("docker engine unavailable: %s", status.error)
+        loop = asyncio.get_running_loop()
+        self.stats.bind_loop(loop)
+
+        def desired_changed(key: str) -> None:
+            loop.call_soon_threadsafe(self._desired_changed, key)
+
+        self.containers.listeners.append(desired_changed)
         await self.remote.load()
         await self.controller.start()
         await self.remote.start()
+        self.watch.prime()
 
     async def stop(self) -> None:
         await self.controller.stop()
+        self.stats.stop_all()
         await self.remote.stop()
         for task in self._tasks:
             task.cancel()

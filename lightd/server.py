@@ -85,7 +85,7 @@ async def run_server(settings: Settings, *, config_path: Path | None) -> None:
     hconfig.errorlog = logging.getLogger("lightd.hypercorn")
     hconfig.graceful_timeout = settings.server.shutdown_grace_seconds
     hconfig.keep_alive_timeout = 75
-    hconfig.websocket_max_message_size = 64 * 1024
+    hconfig.websocket_max_message_size = settings.websocket.max_frame_bytes
 
     await daemon.start()
     print_master_token_notice(daemon)

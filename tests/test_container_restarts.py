@@ -127,3 +127,28 @@ def test_pool_api_errors_are_json_with_containers(own_lab: Lab) -> None:
     assert answer.status_code == 409
     assert answer.json() == {"error": f"Port is in use by container {cid}"}
     assert isinstance(own_lab.api, httpx.Client)
+
+
+def test_another_nodes_container_is_left_alone(own_lab: Lab) -> None:
+    """Two lightd processes on one engine never touch each other's containers."""
+    name = f"lightd-{own_lab.prefix}-foreign"
+    with engine.client() as client:
+        foreign = client.api.create_container(
+            engine.TEST_IMAGE,
+            command=["sleep", "1000"],
+            name=name,
+            labels={
+                "io.lightd.managed": "true",
+                "io.lightd.internal_id": f"{own_lab.prefix}-foreign",
+                "io.lightd.role": "main",
+                "io.lightd.node": "some-other-node",
+            },
+        )
+        client.api.start(foreign["Id"])
+    try:
+        time.sleep(5)  # two resyncs of this daemon pass
+        inspected = engine.inspect(name)
+        assert inspected is not None and inspected["State"]["Running"]
+    finally:
+        with engine.client() as client:
+            client.api.remove_container(foreign["Id"], force=True)

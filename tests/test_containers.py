@@ -127,6 +127,7 @@ def test_limits_and_conventions_visible_in_inspect(lab: Lab) -> None:
     assert labels["io.lightd.managed"] == "true"
     assert labels["io.lightd.internal_id"] == cid
     assert labels["io.lightd.role"] == "main"
+    assert labels["io.lightd.node"] == (lab.daemon.data_dir / "node.id").read_text().strip()
     assert labels["io.lightd.spec_hash"]
     assert inspected["Config"]["WorkingDir"] == "/home/container"
     assert inspected["Config"]["OpenStdin"] is True

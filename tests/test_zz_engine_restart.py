@@ -5,6 +5,7 @@ Runs last (file name) because it restarts the machine's Docker engine.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -17,6 +18,11 @@ import pytest
 from tests.support import engine
 from tests.support.daemon import REPO, DaemonProcess, wait_for
 from tests.support.lab import Lab, new_prefix
+
+pytestmark = pytest.mark.skipif(
+    os.environ.get("LIGHTD_TEST_RESTART_ENGINE") != "1",
+    reason="restarts the Docker engine: set LIGHTD_TEST_RESTART_ENGINE=1 (make test does)",
+)
 
 
 def engine_answers() -> bool:

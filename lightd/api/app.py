@@ -10,6 +10,7 @@ from quart import Quart, Response, request
 from quart_schema import QuartSchema
 
 from lightd import __version__
+from lightd.api import ws
 from lightd.api.context import EXTENSION_KEY
 from lightd.api.errors import install_error_handlers
 from lightd.api.guard import install_guard
@@ -52,6 +53,6 @@ def create_app(daemon: Daemon) -> Quart:
     install_guard(app)
     _install_cors(app, daemon)
     install_error_handlers(app)
-    for module in (public, tokens, remote, system, network, containers):
+    for module in (public, tokens, remote, system, network, containers, ws):
         app.register_blueprint(module.blueprint)
     return app

@@ -9,6 +9,7 @@ the document store. It must not talk to the engine.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
@@ -107,6 +108,13 @@ class DesiredContainers:
         self._problems: dict[str, DocumentProblem] = {}
         self._digests: dict[str, str] = {}
         self._lock = threading.Lock()
+        # Called (from any thread) with the internal_id of every spec that changed.
+        self.listeners: list[Callable[[str], None]] = []
+
+    def _changed(self, keys: set[str]) -> None:
+        for key in sorted(keys):
+            for listener in self.listeners:
+                listener(key)
 
     def get(self, internal_id: str) -> ContainerSpec | None:
         return self._specs.get(internal_id)
@@ -160,10 +168,12 @@ class DesiredContainers:
                     self._digests.pop(key, None)
                     self._problems.pop(key, None)
                     self._specs.pop(key, None)
-            return ScanResult(
-                changed=changed - {k for k in changed if k.startswith("invalid:")},
+            result = ScanResult(
+                changed={k for k in changed if not k.startswith("invalid:")},
                 removed={k for k in removed if not k.startswith("invalid:")},
             )
+        self._changed(result.changed | (result.removed if allow_removals else set()))
+        return result
 
     def write(self, spec: ContainerSpec) -> bool:
         """Write a spec through the store (atomic); the cache follows at once."""
@@ -174,11 +184,14 @@ class DesiredContainers:
             self._digests[spec.internal_id] = digest(raw)
             self._specs[spec.internal_id] = spec
             self._problems.pop(spec.internal_id, None)
-            return changed
+        self._changed({spec.internal_id})
+        return changed
 
     def remove(self, internal_id: str) -> bool:
         with self._lock:
             existed = self._store.delete(document_name(internal_id))
             self._digests.pop(internal_id, None)
             self._problems.pop(internal_id, None)
-            return self._specs.pop(internal_id, None) is not None or existed
+            found = self._specs.pop(internal_id, None) is not None or existed
+        self._changed({internal_id})
+        return found

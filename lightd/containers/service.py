@@ -30,6 +30,10 @@ class ContainerExists(Conflict):
     message = "Container already exists"
 
 
+class ContainerNotRunning(Conflict):
+    message = "Container is not running"
+
+
 class RebindWhileInstalling(InvalidRequest):
     message = "Cannot rebind network while container is installing"
 

@@ -18,6 +18,7 @@ from docker.models.containers import Container
 from lightd.reconcile.model import (
     LABEL_INTERNAL_ID,
     LABEL_MANAGED,
+    LABEL_NODE,
     LABEL_ROLE,
     LABEL_SPEC_HASH,
     ActualContainer,
@@ -45,7 +46,7 @@ def _timestamp(text: str | None) -> float | None:
         return None
 
 
-def view_of(attrs: dict[str, Any]) -> ActualContainer:
+def view_of(attrs: dict[str, Any], node_id: str) -> ActualContainer:
     """An :class:`ActualContainer` from ``docker inspect`` data."""
     config = attrs.get("Config") or {}
     labels = config.get("Labels") or {}
@@ -54,7 +55,7 @@ def view_of(attrs: dict[str, Any]) -> ActualContainer:
     return ActualContainer(
         id=attrs["Id"],
         name=str(attrs.get("Name", "")).lstrip("/"),
-        managed=labels.get(LABEL_MANAGED) == "true",
+        managed=labels.get(LABEL_MANAGED) == "true" and labels.get(LABEL_NODE) == node_id,
         internal_id=labels.get(LABEL_INTERNAL_ID),
         role=labels.get(LABEL_ROLE),
         spec_hash=labels.get(LABEL_SPEC_HASH),
@@ -71,20 +72,23 @@ def view_of(attrs: dict[str, Any]) -> ActualContainer:
     )
 
 
-def inspect_named(client: docker.DockerClient, name: str) -> ActualContainer | None:
+def inspect_named(client: docker.DockerClient, name: str, node_id: str) -> ActualContainer | None:
     try:
         attrs = client.api.inspect_container(name)
     except docker.errors.NotFound:
         return None
-    return view_of(attrs)
+    return view_of(attrs, node_id)
 
 
-def list_managed(client: docker.DockerClient) -> list[ActualContainer]:
-    found = client.api.containers(all=True, filters={"label": f"{LABEL_MANAGED}=true"})
+def list_managed(client: docker.DockerClient, node_id: str) -> list[ActualContainer]:
+    """This node's containers (lightd's labels and this node's id)."""
+    found = client.api.containers(
+        all=True, filters={"label": [f"{LABEL_MANAGED}=true", f"{LABEL_NODE}={node_id}"]}
+    )
     views = []
     for entry in found:
         try:
-            views.append(view_of(client.api.inspect_container(entry["Id"])))
+            views.append(view_of(client.api.inspect_container(entry["Id"]), node_id))
         except docker.errors.NotFound:
             continue
     return views
@@ -107,6 +111,7 @@ def pull_image(client: docker.DockerClient, image: str) -> None:
 
 @dataclass(frozen=True)
 class CreateRequest:
+    node_id: str
     internal_id: str
     role: Role
     image: str
@@ -150,6 +155,7 @@ def create(client: docker.DockerClient, request: CreateRequest) -> str:
     )
     labels = {
         LABEL_MANAGED: "true",
+        LABEL_NODE: request.node_id,
         LABEL_INTERNAL_ID: request.internal_id,
         LABEL_ROLE: request.role.value,
     }

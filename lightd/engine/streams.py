@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import docker
 
 from lightd.engine.translate import translate
-from lightd.reconcile.model import LABEL_MANAGED
+from lightd.reconcile.model import LABEL_MANAGED, LABEL_NODE
 
 
 class Stream(Protocol):
@@ -33,20 +33,46 @@ def follow_output(client: docker.DockerClient, container_id: str, *, since: floa
         raise translate(exc) from exc
 
 
-def events(client: docker.DockerClient) -> Stream:
-    """Container events of lightd's containers, decoded."""
+def events(client: docker.DockerClient, node_id: str) -> Stream:
+    """Container events of this node's containers, decoded."""
     try:
         stream: Stream = client.api.events(
-            decode=True, filters={"type": "container", "label": f"{LABEL_MANAGED}=true"}
+            decode=True,
+            filters={
+                "type": "container",
+                "label": [f"{LABEL_MANAGED}=true", f"{LABEL_NODE}={node_id}"],
+            },
         )
         return stream
     except Exception as exc:
         raise translate(exc) from exc
 
 
-def attach_stdin(client: docker.DockerClient, container_id: str) -> Any:
-    """A socket writing to the container's stdin."""
+def send_line(client: docker.DockerClient, container_id: str, line: str) -> None:
+    """Write ``line`` and a newline to the container's stdin."""
     try:
-        return client.api.attach_socket(container_id, params={"stdin": 1, "stream": 1})
+        sock = client.api.attach_socket(container_id, params={"stdin": 1, "stream": 1})
+        try:
+            raw = getattr(sock, "_sock", sock)
+            raw.sendall(line.encode("utf-8") + b"\n")
+        finally:
+            sock.close()
+    except Exception as exc:
+        raise translate(exc) from exc
+
+
+def follow_stats(client: docker.DockerClient, container_id: str) -> Stream:
+    """The engine's stats samples of a container, about one a second, decoded."""
+    try:
+        stream: Stream = client.api.stats(container_id, stream=True, decode=True)
+        return stream
+    except Exception as exc:
+        raise translate(exc) from exc
+
+
+def stats_once(client: docker.DockerClient, container_id: str) -> dict[str, Any]:
+    """One stats sample (with the previous one, so CPU can be computed)."""
+    try:
+        return dict(client.api.stats(container_id, stream=False))
     except Exception as exc:
         raise translate(exc) from exc

@@ -116,6 +116,8 @@ class PortPool:
         self._pool = ParsedPool(slots=(), extra={})
         self._digest: str | None = None
         self._document_error: str | None = None
+        # Called on the event loop whenever the pool document changed.
+        self.listeners: list[Callable[[], None]] = []
 
     # ---- reading the document -------------------------------------------------------
 
@@ -158,6 +160,8 @@ class PortPool:
             return
         self._document_error = None
         self._pool = parsed
+        for listener in self.listeners:
+            listener()
         for problem in parsed.problems:
             log.warning(
                 "%s entry %d is invalid and ignored: %s", self.name, problem.index, problem.reason
@@ -174,6 +178,10 @@ class PortPool:
             raise PoolDocumentInvalid(self._document_error)
 
     # ---- lookups (the caller holds the lock and has refreshed) ----------------------
+
+    def entries(self) -> tuple[PortEntry, ...]:
+        """The valid entries as last read (no lock needed for a consistent snapshot)."""
+        return self._pool.entries
 
     def lookup(self, ip: str, port: int) -> PortEntry | None:
         """The valid entry for a normalised ``ip`` and ``port``, or None."""

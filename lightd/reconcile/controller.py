@@ -55,9 +55,11 @@ class Controller:
         consoles: ConsoleHub,
         volume_path: Callable[[str], str | None],
         data_dir: Path,
+        node_id: str,
         settings: ControllerSettings,
     ) -> None:
         self._engine = engine
+        self._node_id = node_id
         self.desired = desired
         self.observed = observed
         self.consoles = consoles
@@ -70,6 +72,7 @@ class Controller:
             consoles=consoles,
             policy=settings.policy,
             data_dir=data_dir,
+            node_id=node_id,
             interrupted=self._interrupt_event,
         )
         self.queue: WorkQueue | None = None
@@ -140,7 +143,7 @@ class Controller:
         """Hint every key lightd knows of: desired, observed and labelled containers."""
         keys = set(self.desired.ids()) | {o.internal_id for o in self.observed.all()}
         try:
-            managed = await self._engine.run(ops.list_managed, self._engine.client())
+            managed = await self._engine.run(ops.list_managed, self._engine.client(), self._node_id)
             keys |= {c.internal_id for c in managed if c.internal_id}
             self._set_engine_up(True)
         except EngineError as exc:
@@ -175,7 +178,7 @@ class Controller:
         delay = 0.5
         while not self._events_stop.is_set():
             try:
-                stream = events(self._engine.client())
+                stream = events(self._engine.client(), self._node_id)
                 self._events_stream = stream
                 loop.call_soon_threadsafe(self._engine_back)
                 delay = 0.5
@@ -281,8 +284,12 @@ class Controller:
     async def observe(self, key: str) -> Actual:
         client = self._engine.client()
         main, install = await asyncio.gather(
-            self._engine.run(ops.inspect_named, client, container_name(key, Role.MAIN)),
-            self._engine.run(ops.inspect_named, client, container_name(key, Role.INSTALL)),
+            self._engine.run(
+                ops.inspect_named, client, container_name(key, Role.MAIN), self._node_id
+            ),
+            self._engine.run(
+                ops.inspect_named, client, container_name(key, Role.INSTALL), self._node_id
+            ),
         )
         return Actual(main=main, install=install)
 

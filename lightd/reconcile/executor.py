@@ -17,6 +17,7 @@ from pathlib import Path
 
 from lightd.engine import DockerEngine
 from lightd.engine import containers as ops
+from lightd.engine.streams import send_line
 from lightd.errors import EngineError, EngineNotFound, ImageNotFound
 from lightd.reconcile.model import Action, ActionKind, Actual, Role, container_name
 from lightd.reconcile.planner import Policy, resources_of
@@ -47,8 +48,10 @@ class Executor:
         consoles: ConsoleHub,
         policy: Policy,
         data_dir: Path,
+        node_id: str,
         interrupted: Callable[[str], asyncio.Event],
     ) -> None:
+        self._node_id = node_id
         self._engine = engine
         self._observed = observed
         self._consoles = consoles
@@ -149,9 +152,8 @@ class Executor:
 
     async def _observe_main(self, internal_id: str) -> Actual:
         client = self._engine.client()
-        main = await self._engine.run(
-            ops.inspect_named, client, container_name(internal_id, Role.MAIN)
-        )
+        name = container_name(internal_id, Role.MAIN)
+        main = await self._engine.run(ops.inspect_named, client, name, self._node_id)
         return Actual(main=main, install=None)
 
     async def _ensure_image(self, internal_id: str, desired: ContainerSpec, *, phase: str) -> None:
@@ -180,10 +182,11 @@ class Executor:
         script_dir = self._install_dir / internal_id
         await asyncio.to_thread(_write_script, script_dir, desired.install_script or "")
         name = container_name(internal_id, Role.INSTALL)
-        stale = await self._engine.run(ops.inspect_named, client, name)
+        stale = await self._engine.run(ops.inspect_named, client, name, self._node_id)
         if stale is not None and stale.managed:
             await self._engine.run(ops.remove, client, stale.id)
         request = ops.CreateRequest(
+            node_id=self._node_id,
             internal_id=internal_id,
             role=Role.INSTALL,
             image=desired.image,
@@ -252,6 +255,7 @@ class Executor:
         client = self._engine.client()
         command = [desired.startup_command] if desired.startup_command else None
         request = ops.CreateRequest(
+            node_id=self._node_id,
             internal_id=internal_id,
             role=Role.MAIN,
             image=desired.image,
@@ -293,7 +297,7 @@ class Executor:
             )
         await self._observed.update(internal_id, state=RuntimeState.STARTING, **changes)
         await self._engine.run(ops.start, client, actual.main.id)
-        started = await self._engine.run(ops.inspect_named, client, actual.main.id)
+        started = await self._engine.run(ops.inspect_named, client, actual.main.id, self._node_id)
         started_at = started.started_at if started is not None else None
         state = RuntimeState.STARTING if desired.start_pattern else RuntimeState.RUNNING
         await self._observed.update(
@@ -323,12 +327,12 @@ class Executor:
             interrupted = self._interrupted(internal_id)
             interrupted.clear()
             if policy.command:
-                await self._engine.run(_write_stdin, self._engine, main.id, policy.command)
+                await self._engine.run(send_line, client, main.id, policy.command)
             else:
                 await self._engine.run(ops.signal, client, main.id, policy.signal)
             deadline = time.monotonic() + policy.timeout_seconds
             while time.monotonic() < deadline:
-                current = await self._engine.run(ops.inspect_named, client, main.id)
+                current = await self._engine.run(ops.inspect_named, client, main.id, self._node_id)
                 if current is None or not current.running:
                     break
                 if interrupted.is_set() and self._kill_wanted(desired, internal_id):
@@ -337,7 +341,7 @@ class Executor:
                     await asyncio.wait_for(interrupted.wait(), timeout=0.25)
         await self._engine.run(ops.kill, client, main.id)
         await self._engine.run(ops.wait_exit, client, main.id, timeout=30)
-        final = await self._engine.run(ops.inspect_named, client, main.id)
+        final = await self._engine.run(ops.inspect_named, client, main.id, self._node_id)
         await self._observed.update(
             internal_id,
             state=RuntimeState.OFFLINE,
@@ -426,14 +430,3 @@ def _write_script(folder: Path, script: str) -> None:
 def _write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
-
-
-def _write_stdin(engine: DockerEngine, container_id: str, line: str) -> None:
-    from lightd.engine.streams import attach_stdin
-
-    sock = attach_stdin(engine.client(), container_id)
-    try:
-        raw = getattr(sock, "_sock", sock)
-        raw.sendall(line.encode("utf-8") + b"\n")
-    finally:
-        sock.close()

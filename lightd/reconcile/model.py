@@ -12,6 +12,8 @@ LABEL_MANAGED = "io.lightd.managed"
 LABEL_INTERNAL_ID = "io.lightd.internal_id"
 LABEL_ROLE = "io.lightd.role"
 LABEL_SPEC_HASH = "io.lightd.spec_hash"
+# Which lightd owns a container: several daemons may share one engine.
+LABEL_NODE = "io.lightd.node"
 
 
 class Role(StrEnum):
@@ -29,7 +31,7 @@ class ActualContainer:
 
     id: str
     name: str
-    managed: bool
+    managed: bool  # carries lightd's labels and this node's id
     internal_id: str | None
     role: str | None
     spec_hash: str | None

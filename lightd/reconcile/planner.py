@@ -98,8 +98,8 @@ def plan(
     for found in (actual.main, actual.install):
         if found is not None and not found.managed:
             reason = (
-                f"Conflict: a container named {found.name} exists without lightd's labels; "
-                "lightd leaves it alone"
+                f"Conflict: a container named {found.name} exists that this lightd does not "
+                "manage; lightd leaves it alone"
             )
             if observed is not None and observed.blocked_reason == reason:
                 return NOTHING

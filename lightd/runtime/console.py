@@ -14,6 +14,7 @@ import contextlib
 import logging
 import re
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +26,10 @@ log = logging.getLogger("lightd.console")
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
 LineSink = Callable[[list[str]], None]
+THROTTLE_NOTICE = (
+    "[lightd] console output is too fast (over {limit} lines per 100 ms): "
+    "some lines are not shown here; the server log keeps them"
+)
 
 
 def strip_ansi(text: str) -> str:
@@ -43,6 +48,12 @@ class Console:
     thread: threading.Thread | None = None
     stopped: threading.Event = field(default_factory=threading.Event)
     sinks: set[LineSink] = field(default_factory=set)
+    pending: list[str] = field(default_factory=list)
+    pending_lock: threading.Lock = field(default_factory=threading.Lock)
+    flush_scheduled: bool = False
+    window_start: float = 0.0
+    window_count: int = 0
+    window_noticed: bool = False
 
 
 class ConsoleHub:
@@ -53,11 +64,15 @@ class ConsoleHub:
         engine: DockerEngine,
         *,
         ring_lines: int = 1000,
+        throttle_lines: int = 2000,
+        throttle_window_seconds: float = 0.1,
         on_match: Callable[[str, str], None],
         on_end: Callable[[str], None],
     ) -> None:
         self._engine = engine
         self._ring_lines = ring_lines
+        self._throttle_lines = throttle_lines
+        self._throttle_window = throttle_window_seconds
         self._on_match = on_match
         self._on_end = on_end
         self._consoles: dict[str, Console] = {}
@@ -68,6 +83,30 @@ class ConsoleHub:
 
     def watching(self, internal_id: str) -> Console | None:
         return self._consoles.get(internal_id)
+
+    def readers(self) -> int:
+        """Reader threads alive now (one per container at most)."""
+        return sum(1 for c in self._consoles.values() if not c.stopped.is_set())
+
+    def subscribe(self, internal_id: str, sink: LineSink) -> None:
+        """Receive this container's console lines (batched) on the event loop."""
+        console = self._consoles.get(internal_id)
+        if console is None:
+            console = Console(
+                internal_id=internal_id,
+                container_id="",
+                started_at=None,
+                pattern=None,
+                ring=deque(maxlen=self._ring_lines),
+            )
+            console.stopped.set()
+            self._consoles[internal_id] = console
+        console.sinks.add(sink)
+
+    def unsubscribe(self, internal_id: str, sink: LineSink) -> None:
+        console = self._consoles.get(internal_id)
+        if console is not None:
+            console.sinks.discard(sink)
 
     def ensure(
         self, internal_id: str, *, container_id: str, started_at: float | None, pattern: str | None
@@ -163,6 +202,7 @@ class ConsoleHub:
                 self._loop.call_soon_threadsafe(self._on_end, console.internal_id)
 
     def _deliver(self, console: Console, lines: list[str]) -> None:
+        """Reader thread: history, start detection (every line), throttled fan-out."""
         lines = [line.rstrip("\r") for line in lines]
         console.ring.extend(lines)
         if console.pattern is not None and not console.matched:
@@ -174,6 +214,39 @@ class ConsoleHub:
                             self._on_match, console.internal_id, console.container_id
                         )
                     break
-        if console.sinks and self._loop is not None:
-            for sink in list(console.sinks):
-                self._loop.call_soon_threadsafe(sink, lines)
+        if not console.sinks or self._loop is None:
+            return
+        now = time.monotonic()
+        if now - console.window_start >= self._throttle_window:
+            console.window_start = now
+            console.window_count = 0
+            console.window_noticed = False
+        room = self._throttle_lines - console.window_count
+        console.window_count += len(lines)
+        if room < len(lines):
+            kept = lines[: max(room, 0)]
+            if not console.window_noticed:
+                console.window_noticed = True
+                kept.append(THROTTLE_NOTICE.format(limit=self._throttle_lines))
+            lines = kept
+        if not lines:
+            return
+        with console.pending_lock:
+            console.pending.extend(lines)
+            if console.flush_scheduled:
+                return
+            console.flush_scheduled = True
+        self._loop.call_soon_threadsafe(self._flush, console)
+
+    def _flush(self, console: Console) -> None:
+        """Event loop: hand every pending line to every sink as one batch."""
+        with console.pending_lock:
+            batch, console.pending = console.pending, []
+            console.flush_scheduled = False
+        if not batch:
+            return
+        for sink in list(console.sinks):
+            try:
+                sink(batch)
+            except Exception:
+                log.exception("console sink failed")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import docker
@@ -47,7 +47,5 @@ def remove_prefixed(prefix: str) -> None:
         for entry in c.api.containers(all=True):
             name = str(entry["Names"][0]).lstrip("/")
             if name.startswith(f"lightd-{prefix}"):
-                try:
+                with suppress(docker.errors.NotFound):
                     c.api.remove_container(entry["Id"], force=True)
-                except docker.errors.NotFound:
-                    pass

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from quart import Blueprint, Response
-from quart_schema import validate_request, validate_response
+from quart_schema import validate_querystring, validate_request, validate_response
 
 from lightd.api.context import get_daemon
 from lightd.api.routes.common import ErrorBody, MessageBody, RequestModel
+from lightd.api.ws import history, send_command
 from lightd.containers.service import ContainerNotFound
 from lightd.spec.container import ContainerSpec, Limits, PortBinding, Power
 from lightd.spec.ids import is_internal_id
@@ -91,35 +92,11 @@ def _require_id(internal_id: str) -> str:
     return internal_id
 
 
-def _view(spec: ContainerSpec, observed: ObservedContainer | None) -> ContainerView:
-    daemon = get_daemon()
-    problem = daemon.containers.problem(spec.internal_id)
-    obs = observed or ObservedContainer(internal_id=spec.internal_id)
-    return ContainerView(
-        internal_id=spec.internal_id,
-        container_id=obs.container_id,
-        volume_id=spec.volume_id,
-        image=spec.image,
-        startup_command=spec.startup_command,
-        start_pattern=spec.start_pattern,
-        install_state=obs.install_state,
-        state=obs.state,
-        power=spec.power,
-        ports=spec.ports,
-        limits=spec.limits,
-        mount=spec.mount,
-        environment=spec.environment,
-        last_error=obs.last_error,
-        exit_code=obs.exit_code,
-        install_exit_code=obs.install_exit_code,
-        crash_count=obs.crash_count,
-        engine_available=obs.engine_available,
-        revision_desired=daemon.containers.digest(spec.internal_id),
-        revision_applied=obs.revision_applied,
-        document_error=str(problem) if problem else None,
-        created_at=int(obs.created_at),
-        updated_at=int(obs.updated_at),
-    )
+def _view(internal_id: str) -> ContainerView:
+    view = get_daemon().container_view(internal_id)
+    if view is None:
+        raise ContainerNotFound()
+    return ContainerView.model_validate(view)
 
 
 @blueprint.post("/containers")
@@ -159,9 +136,7 @@ async def list_all() -> ContainerList:
 @validate_response(ContainerView)
 @validate_response(ErrorBody, 404)
 async def show(internal_id: str) -> ContainerView:
-    daemon = get_daemon()
-    spec = daemon.container_service.get(_require_id(internal_id))
-    return _view(spec, daemon.observed.get(internal_id))
+    return _view(_require_id(internal_id))
 
 
 @blueprint.delete("/containers/<internal_id>")
@@ -239,3 +214,39 @@ async def install_log(internal_id: str) -> Response:
     except FileNotFoundError:
         text = ""
     return Response(text, status=200, content_type="text/plain; charset=utf-8")
+
+
+class CommandRequest(RequestModel):
+    command: str = Field(min_length=1, max_length=4096, pattern=r"^[^\r\n]*$")
+
+
+class LogsQuery(BaseModel):
+    lines: int = Field(default=100, ge=1, le=100_000)
+
+
+class LogsResponse(BaseModel):
+    internal_id: str
+    data: str
+
+
+@blueprint.post("/containers/<internal_id>/command")
+@validate_request(CommandRequest)
+@validate_response(ActionResponse)
+@validate_response(ErrorBody, 404)
+@validate_response(ErrorBody, 409)
+async def command(internal_id: str, data: CommandRequest) -> ActionResponse:
+    daemon = get_daemon()
+    daemon.container_service.get(_require_id(internal_id))
+    await send_command(daemon, internal_id, data.command)
+    return _action("Command sent", internal_id)
+
+
+@blueprint.get("/containers/<internal_id>/logs")
+@validate_querystring(LogsQuery)
+@validate_response(LogsResponse)
+@validate_response(ErrorBody, 404)
+async def logs(internal_id: str, query_args: LogsQuery) -> LogsResponse:
+    daemon = get_daemon()
+    daemon.container_service.get(_require_id(internal_id))
+    lines = min(query_args.lines, daemon.settings.containers.console_ring_lines)
+    return LogsResponse(internal_id=internal_id, data=await history(daemon, internal_id, lines))

@@ -1,0 +1,120 @@
+"""The node watch stream: every container's and port's state, then one event per change.
+
+Objects are recomputed on hints (observed changes, desired edits, pool writes) and
+compared with what was last sent: only real differences get a new resource version, so
+a periodic resync that changes nothing sends nothing. Recent changes are kept in a ring
+so a client reconnecting with ``since`` gets what it missed. It must not change state.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+log = logging.getLogger("lightd.watch")
+
+WatchSink = Callable[[dict[str, Any]], None]
+ContainerViews = Callable[[], dict[str, dict[str, Any]]]
+ContainerView = Callable[[str], dict[str, Any] | None]
+PortViews = Callable[[], dict[str, dict[str, Any]]]
+
+
+class NodeWatch:
+    def __init__(
+        self,
+        *,
+        container_view: ContainerView,
+        container_views: ContainerViews,
+        port_views: PortViews,
+        history: int = 1000,
+    ) -> None:
+        self._container_view = container_view
+        self._container_views = container_views
+        self._port_views = port_views
+        self._objects: dict[tuple[str, str], dict[str, Any]] = {}
+        self._log: deque[dict[str, Any]] = deque(maxlen=history)
+        self._sinks: set[WatchSink] = set()
+        self.resource_version = 0
+
+    def prime(self) -> None:
+        """Take the current state as the baseline (at start, before anyone watches)."""
+        for key, obj in self._container_views().items():
+            self._objects[("container", key)] = obj
+        for key, obj in self._port_views().items():
+            self._objects[("port", key)] = obj
+
+    def subscribe(self, sink: WatchSink) -> None:
+        self._sinks.add(sink)
+
+    def unsubscribe(self, sink: WatchSink) -> None:
+        self._sinks.discard(sink)
+
+    def snapshot(self) -> dict[str, Any]:
+        containers = [o for (kind, _), o in sorted(self._objects.items()) if kind == "container"]
+        ports = [o for (kind, _), o in sorted(self._objects.items()) if kind == "port"]
+        return {
+            "event": "snapshot",
+            "resource_version": self.resource_version,
+            "containers": containers,
+            "ports": ports,
+        }
+
+    def since(self, version: int) -> list[dict[str, Any]] | None:
+        """Changes after ``version``, or None when they are no longer all in the ring."""
+        if version > self.resource_version or version < 0:
+            return None
+        if version == self.resource_version:
+            return []
+        oldest = self._log[0]["resource_version"] if self._log else self.resource_version + 1
+        if version + 1 < oldest:
+            return None
+        return [event for event in self._log if event["resource_version"] > version]
+
+    def refresh_container(self, internal_id: str) -> None:
+        self._diff("container", internal_id, self._container_view(internal_id))
+
+    def refresh_ports(self) -> None:
+        current = self._port_views()
+        known = {key for kind, key in self._objects if kind == "port"}
+        for key in sorted(known | set(current)):
+            self._diff("port", key, current.get(key))
+
+    def refresh_all(self) -> None:
+        current = self._container_views()
+        known = {key for kind, key in self._objects if kind == "container"}
+        for key in sorted(known | set(current)):
+            self._diff("container", key, current.get(key))
+        self.refresh_ports()
+
+    def _diff(self, kind: str, key: str, obj: dict[str, Any] | None) -> None:
+        previous = self._objects.get((kind, key))
+        if obj == previous:
+            return
+        if obj is None:
+            change = "DELETED"
+            del self._objects[(kind, key)]
+            obj = previous
+        else:
+            change = "ADDED" if previous is None else "MODIFIED"
+            self._objects[(kind, key)] = obj
+        self.resource_version += 1
+        event = {
+            "event": "changed",
+            "type": change,
+            "kind": kind,
+            "id": key,
+            "resource_version": self.resource_version,
+            "object": obj,
+        }
+        self._log.append(event)
+        self._emit([event])
+
+    def _emit(self, events: Iterable[dict[str, Any]]) -> None:
+        for event in events:
+            for sink in list(self._sinks):
+                try:
+                    sink(event)
+                except Exception:
+                    log.exception("watch sink failed")
