@@ -121,13 +121,13 @@ class Panel:
     def wait_statuses(
         self, server: str, expected: list[str], *, timeout: float = 30.0
     ) -> list[str]:
-        """Wait until the panel took at least ``expected`` (in that order) as a prefix."""
+        """Wait until the panel took as many notifications as expected; the first ones."""
         wait_for(
             lambda: len(self.statuses(server)) >= len(expected),
             timeout=timeout,
-            what=f"panel statuses {expected} for {server}, got {self.statuses(server)}",
+            what=f"panel statuses {expected} for {server}",
         )
-        return self.statuses(server)
+        return self.statuses(server)[: len(expected)]
 
     def __enter__(self) -> Panel:
         return self.start()
