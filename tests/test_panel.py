@@ -161,7 +161,10 @@ def test_refused_notification_is_dropped_and_later_ones_arrive(panel: Panel, own
     assert TOKEN not in own_lab.daemon.log()
 
 
-def test_undelivered_notifications_survive_a_killed_daemon(panel: Panel, own_lab: Lab) -> None:
+@pytest.mark.parametrize("kill", [True, False], ids=["sigkill", "sigterm"])
+def test_undelivered_notifications_survive_a_restart(
+    panel: Panel, own_lab: Lab, kill: bool
+) -> None:
     start(own_lab, **remote_env(panel.url))  # panel down
     cid = own_lab.create("survive", install_script="true")
     own_lab.wait_state(cid, "running")
@@ -169,7 +172,7 @@ def test_undelivered_notifications_survive_a_killed_daemon(panel: Panel, own_lab
         lambda: [e["body"].get("status") for e in outbox_entries(own_lab.daemon)] == UP,
         what="the outbox on disk",
     )
-    own_lab.daemon.stop(kill=True)
+    own_lab.daemon.stop(kill=kill)
     panel.start()
     own_lab.daemon.start()
     connect(own_lab)

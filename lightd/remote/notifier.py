@@ -223,8 +223,16 @@ class Notifier:
             del self._senders[server]
         if not task.cancelled() and task.exception() is not None:
             log.error("panel sender for %s failed", server, exc_info=task.exception())
+            if self._running:  # try again later rather than leave the queue stuck
+                asyncio.get_running_loop().call_later(
+                    self._settings.retry_max_seconds, self._kick_if_running, server
+                )
         elif not task.cancelled() and self._running and self.outbox.head(server) is not None:
             self._kick(server)  # something arrived after the loop saw the queue empty
+
+    def _kick_if_running(self, server: str) -> None:
+        if self._running and self.outbox.head(server) is not None:
+            self._kick(server)
 
     async def _drain(self, server: str) -> None:
         while (entry := self.outbox.head(server)) is not None:
