@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from lightd import __version__
@@ -45,9 +45,26 @@ class AuthorizationSettings(_Section):
 
 
 class RemoteSettings(_Section):
+    """The panel lightd reports to (``lightd.remote``)."""
+
     enabled: bool = False
     url: str = ""
     token: str = ""
+    # GET <url>/health this often; the answer is the remote's reachability.
+    health_interval_seconds: float = Field(default=30.0, gt=0)
+    # One request (connect, send, answer) to the panel.
+    timeout_seconds: float = Field(default=10.0, gt=0)
+    # Exponential backoff between attempts of one notification: initial, doubling, capped.
+    retry_initial_seconds: float = Field(default=1.0, gt=0)
+    retry_max_seconds: float = Field(default=60.0, gt=0)
+    # Notifications kept while the panel is away; beyond it old states collapse.
+    outbox_max: int = Field(default=10_000, ge=1)
+
+    @model_validator(mode="after")
+    def _url_when_enabled(self) -> RemoteSettings:
+        if self.enabled and not self.url.startswith(("http://", "https://")):
+            raise ValueError("remote.url must be an http:// or https:// URL when enabled")
+        return self
 
 
 class StorageSettings(_Section):

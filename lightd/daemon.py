@@ -28,6 +28,7 @@ from lightd.pool import PortPool
 from lightd.reconcile.controller import Controller, ControllerSettings
 from lightd.reconcile.planner import Policy
 from lightd.reconcile.state import ObservedStore
+from lightd.remote import Notifier
 from lightd.runtime.console import ConsoleHub
 from lightd.runtime.events import ContainerEvents
 from lightd.runtime.stats import StatsHub
@@ -74,6 +75,8 @@ class Daemon:
         self.containers = DesiredContainers(self.desired)
         self.ports = PortPool(self.desired, bindings=lambda: bindings_of(self.containers))
         self.observed = ObservedStore(self.data)
+        self.remote = Notifier(self.data, settings.remote, observed=self.observed.all)
+        self.observed.subscribe(self.remote.on_change)
         self.consoles = ConsoleHub(
             self.engine,
             ring_lines=settings.containers.console_ring_lines,
@@ -150,6 +153,23 @@ class Daemon:
             "container_sockets": sum(self.sockets.values()),
             "watch_sockets": self.watch_sockets,
             "engine_up": 1 if self.controller.engine_up else 0,
+            "extra": [
+                (
+                    "lightd_panel_outbox_depth",
+                    "Panel notifications waiting",
+                    len(self.remote.outbox),
+                ),
+                (
+                    "lightd_panel_delivery_failures",
+                    "Failed panel delivery attempts since start (retried)",
+                    self.remote.failed_attempts,
+                ),
+                (
+                    "lightd_panel_refused",
+                    "Panel notifications refused with a 4xx and dropped since start",
+                    self.remote.refused,
+                ),
+            ],
         }
 
     def container_view(self, internal_id: str) -> dict[str, Any] | None:
@@ -228,12 +248,15 @@ class Daemon:
             loop.call_soon_threadsafe(self._desired_changed, key)
 
         self.containers.listeners.append(desired_changed)
+        await self.remote.load()
         await self.controller.start()
+        await self.remote.start()
         self.watch.prime()
 
     async def stop(self) -> None:
         await self.controller.stop()
         self.stats.stop_all()
+        await self.remote.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -249,6 +272,7 @@ class Daemon:
         )
         self.settings.authorization = fresh.authorization
         self.settings.remote = fresh.remote
+        self.remote.configure(fresh.remote)
         self.settings.logging = fresh.logging
         set_level(fresh.logging.level)
         log.info("configuration reloaded")

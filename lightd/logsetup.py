@@ -68,3 +68,5 @@ def set_level(level: str) -> None:
     logging.getLogger().setLevel(_LEVELS.get(level, logging.INFO))
     # Hypercorn's own access log would print query strings (tokens): lightd logs requests.
     logging.getLogger("hypercorn.access").disabled = True
+    # httpx logs every panel request at info; lightd logs what matters about them.
+    logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -151,7 +151,16 @@ def test_remote_config_needs_token_and_answers_contract_shape(daemon: DaemonProc
     assert set(body) == {"version", "server", "authorization", "remote"}
     assert body["server"] == {"host": "127.0.0.1", "port": daemon.port}
     assert body["authorization"] == {"enabled": True, "token": daemon.token}
-    assert set(body["remote"]) == {"enabled", "url", "token"}
+    # The contract's three keys, plus the panel's reachability and the outbox size.
+    assert set(body["remote"]) == {
+        "enabled",
+        "url",
+        "token",
+        "reachable",
+        "last_checked",
+        "last_error",
+        "pending",
+    }
 
 
 def test_reload_applies_token_and_keeps_old_config_when_broken(tmp_path: Path) -> None:
@@ -186,7 +195,7 @@ def test_reload_applies_token_and_keeps_old_config_when_broken(tmp_path: Path) -
             assert api.get("/system").status_code == 401
         with proc.client(token="lightd_" + "2" * 32) as api:
             body = api.get("/remote/config").json()
-            assert body["remote"] == {
+            assert {k: body["remote"][k] for k in ("enabled", "url", "token")} == {
                 "enabled": True,
                 "url": "http://127.0.0.1:9/api",
                 "token": "r",

@@ -1,7 +1,9 @@
 """``GET /remote/config`` and ``POST /remote/config/reload`` (master token only).
 
-Answers the contract's shape with the effective settings. Must not change settings
-other than through :meth:`Daemon.reload`.
+Answers the contract's shape with the effective settings; ``remote`` also carries the
+panel's reachability (``reachable``, ``last_checked``, ``last_error`` of the last
+``GET <url>/health``) and ``pending`` (notifications waiting in the outbox). Must not
+change settings other than through :meth:`Daemon.reload`.
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ class RemoteView(BaseModel):
     enabled: bool
     url: str
     token: str
+    reachable: bool | None  # null until the first health check, and while disabled
+    last_checked: float | None  # epoch seconds of the last health check
+    last_error: str | None  # why the last health check failed
+    pending: int  # notifications not yet delivered
 
 
 class RemoteConfigResponse(BaseModel):
@@ -45,6 +51,7 @@ class RemoteConfigResponse(BaseModel):
 async def show() -> RemoteConfigResponse:
     daemon = get_daemon()
     settings = daemon.settings
+    status = daemon.remote.status()
     return RemoteConfigResponse(
         version=settings.version,
         server=ServerView(host=settings.server.host, port=settings.server.port),
@@ -52,7 +59,13 @@ async def show() -> RemoteConfigResponse:
             enabled=settings.authorization.enabled, token=daemon.master.value
         ),
         remote=RemoteView(
-            enabled=settings.remote.enabled, url=settings.remote.url, token=settings.remote.token
+            enabled=settings.remote.enabled,
+            url=settings.remote.url,
+            token=settings.remote.token,
+            reachable=status.reachable,
+            last_checked=status.last_checked,
+            last_error=status.last_error,
+            pending=status.pending,
         ),
     )
 
