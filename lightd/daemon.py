@@ -15,6 +15,7 @@ from lightd.auth.master import MasterToken, ensure_master_token, tokens_equal
 from lightd.auth.tokens import TokenStore
 from lightd.config import ContainersSettings, Settings, load_settings
 from lightd.containers.desired import DesiredContainers
+from lightd.containers.ingest import DesiredIngest
 from lightd.containers.service import ContainerService, bindings_of
 from lightd.engine import DockerEngine
 from lightd.errors import NotFound
@@ -25,6 +26,7 @@ from lightd.reconcile.planner import Policy
 from lightd.reconcile.state import ObservedStore
 from lightd.runtime.console import ConsoleHub
 from lightd.store import DocumentStore
+from lightd.store.watch import FolderWatcher, WatchSettings
 
 log = logging.getLogger("lightd.daemon")
 
@@ -86,7 +88,27 @@ class Daemon:
             hint=self.controller.hint,
             allowed_mount_roots=settings.containers.allowed_mount_roots,
         )
+        self.ingest = DesiredIngest(
+            root=settings.storage.desired_dir,
+            desired=self.containers,
+            pool=self.ports,
+            observed_ids=lambda: [item.internal_id for item in self.observed.all()],
+            hint=self.controller.hint,
+            max_delete_share=settings.gitops.max_delete_share,
+        )
+        self.watcher = FolderWatcher(
+            settings.storage.desired_dir,
+            on_change=self._on_desired_change,
+            settings=WatchSettings(
+                rescan_seconds=settings.gitops.rescan_seconds,
+                debounce_ms=settings.gitops.debounce_ms,
+                force_polling=settings.gitops.force_polling,
+            ),
+        )
         self._tasks: list[asyncio.Task[None]] = []
+
+    async def _on_desired_change(self, reason: str) -> None:
+        await self.ingest.ingest(reason)
 
     def resolve_volume(self, volume_id: str) -> str:
         """The full id of an existing volume; raises the contract's 404."""
@@ -117,9 +139,15 @@ class Daemon:
             log.info("docker engine %s answers", status.version)
         else:
             log.warning("docker engine unavailable: %s", status.error)
+        # Observed state first, so that the first scan knows which containers exist and
+        # a missing or emptied desired folder cannot delete them (the deletion guard).
+        await asyncio.to_thread(self.observed.load)
+        await self.ingest.ingest("start")
         await self.controller.start()
+        await self.watcher.start()
 
     async def stop(self) -> None:
+        await self.watcher.stop()
         await self.controller.stop()
         for task in self._tasks:
             task.cancel()

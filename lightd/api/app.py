@@ -15,7 +15,7 @@ from lightd.api.errors import install_error_handlers
 from lightd.api.guard import install_guard
 from lightd.api.jsonprovider import OrjsonProvider
 from lightd.api.request import JsonApiRequest
-from lightd.api.routes import containers, network, public, remote, system, tokens
+from lightd.api.routes import containers, desired, network, public, remote, system, tokens
 from lightd.daemon import Daemon
 
 
@@ -52,6 +52,6 @@ def create_app(daemon: Daemon) -> Quart:
     install_guard(app)
     _install_cors(app, daemon)
     install_error_handlers(app)
-    for module in (public, tokens, remote, system, network, containers):
+    for module in (public, tokens, remote, system, network, containers, desired):
         app.register_blueprint(module.blueprint)
     return app

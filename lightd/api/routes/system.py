@@ -1,4 +1,4 @@
-"""``GET /system``: the daemon's version and the Docker engine's reachability.
+"""``GET /system``: the daemon's version, the Docker engine's reachability, the desired folder.
 
 Read-only; it must not change anything.
 """
@@ -11,6 +11,7 @@ from quart_schema import validate_response
 
 from lightd import __version__
 from lightd.api.context import get_daemon
+from lightd.api.routes.desired import DesiredView, desired_view
 
 blueprint = Blueprint("system", __name__)
 
@@ -25,12 +26,14 @@ class DockerView(BaseModel):
 class SystemResponse(BaseModel):
     version: str
     docker: DockerView
+    desired: DesiredView
 
 
 @blueprint.get("/system")
 @validate_response(SystemResponse)
 async def show() -> SystemResponse:
-    status = await get_daemon().engine.status()
+    daemon = get_daemon()
+    status = await daemon.engine.status()
     return SystemResponse(
         version=__version__,
         docker=DockerView(
@@ -39,4 +42,5 @@ async def show() -> SystemResponse:
             api_version=status.api_version,
             error=status.error,
         ),
+        desired=desired_view(daemon),
     )
