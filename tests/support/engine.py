@@ -6,6 +6,7 @@ back; cleanup removes only containers whose names carry the test's own prefix.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -47,7 +48,5 @@ def remove_prefixed(prefix: str) -> None:
         for entry in c.api.containers(all=True):
             name = str(entry["Names"][0]).lstrip("/")
             if name.startswith(f"lightd-{prefix}"):
-                try:
+                with contextlib.suppress(docker.errors.NotFound):
                     c.api.remove_container(entry["Id"], force=True)
-                except docker.errors.NotFound:
-                    pass
