@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from pathlib import Path
 
 from lightd.auth.master import MasterToken, ensure_master_token, tokens_equal
@@ -29,6 +30,21 @@ from lightd.store import DocumentStore
 from lightd.store.watch import FolderWatcher, WatchSettings
 
 log = logging.getLogger("lightd.daemon")
+
+NODE_ID_FILE = "node.id"
+
+
+def ensure_node_id(data_dir: Path) -> str:
+    """This daemon's identity on the engine, kept in ``<data_dir>/node.id``."""
+    path = data_dir / NODE_ID_FILE
+    try:
+        value = path.read_text("utf-8").strip()
+    except FileNotFoundError:
+        value = ""
+    if not value:
+        value = uuid.uuid4().hex
+        path.write_text(value + "\n", "utf-8")
+    return value
 
 
 def controller_settings(section: ContainersSettings) -> ControllerSettings:
@@ -61,7 +77,7 @@ class Daemon:
             configured=settings.authorization.token, data_dir=data_dir
         )
         self.tokens = TokenStore(self.data)
-        self.engine = DockerEngine(settings.docker)
+        self.engine = DockerEngine(settings.docker, node=ensure_node_id(data_dir))
         self.containers = DesiredContainers(self.desired)
         self.ports = PortPool(self.desired, bindings=lambda: bindings_of(self.containers))
         self.observed = ObservedStore(self.data)

@@ -72,6 +72,7 @@ def current_from_daemon(client: DaemonClient) -> dict[str, Current]:
 
 def current_from_engine(settings: Settings) -> dict[str, Current]:
     """Managed main containers as the engine shows them (no daemon runs)."""
+    from lightd.daemon import NODE_ID_FILE
     from lightd.engine import DockerEngine
     from lightd.engine import containers as ops
     from lightd.reconcile.model import Role
@@ -83,8 +84,14 @@ def current_from_engine(settings: Settings) -> dict[str, Current]:
         finally:
             engine.close()
 
+    try:
+        node: str | None = (settings.storage.data_dir / NODE_ID_FILE).read_text("utf-8").strip()
+    except OSError:
+        node = None
     found: dict[str, Current] = {}
     for actual in asyncio.run(read()):
+        if actual.node is not None and node and actual.node != node:
+            continue  # another lightd's container
         if actual.internal_id and actual.role == Role.MAIN.value:
             found[actual.internal_id] = Current(
                 internal_id=actual.internal_id,

@@ -71,8 +71,11 @@ class DockerEngine:
         *,
         retry: RetryPolicy | None = None,
         max_workers: int = 32,
+        node: str | None = None,
     ) -> None:
         self._settings = settings
+        # This daemon's identity on the engine (io.lightd.node): set on what it creates.
+        self.node = node
         self._retry = retry or RetryPolicy()
         self._client: docker.DockerClient | None = None
         self._client_lock = threading.Lock()

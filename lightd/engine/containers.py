@@ -18,6 +18,7 @@ from docker.models.containers import Container
 from lightd.reconcile.model import (
     LABEL_INTERNAL_ID,
     LABEL_MANAGED,
+    LABEL_NODE,
     LABEL_ROLE,
     LABEL_SPEC_HASH,
     ActualContainer,
@@ -68,6 +69,7 @@ def view_of(attrs: dict[str, Any]) -> ActualContainer:
         nano_cpus=host.get("NanoCpus"),
         pids_limit=host.get("PidsLimit"),
         oom_killed=bool(state.get("OOMKilled")),
+        node=labels.get(LABEL_NODE),
     )
 
 
@@ -120,6 +122,7 @@ class CreateRequest:
     resources: Resources
     spec_hash: str | None
     stdin: bool
+    node: str | None = None
 
 
 def create(client: docker.DockerClient, request: CreateRequest) -> str:
@@ -155,6 +158,8 @@ def create(client: docker.DockerClient, request: CreateRequest) -> str:
     }
     if request.spec_hash:
         labels[LABEL_SPEC_HASH] = request.spec_hash
+    if request.node:
+        labels[LABEL_NODE] = request.node
     created = client.api.create_container(
         image=request.image,
         name=container_name(request.internal_id, request.role),

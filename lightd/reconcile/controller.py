@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -25,7 +26,13 @@ from lightd.engine import containers as ops
 from lightd.engine.streams import events
 from lightd.errors import EngineConflict, EngineError, EngineUnavailable, LightdError
 from lightd.reconcile.executor import Executor, SpecInvalid
-from lightd.reconcile.model import LABEL_INTERNAL_ID, Actual, Role, container_name
+from lightd.reconcile.model import (
+    LABEL_INTERNAL_ID,
+    Actual,
+    ActualContainer,
+    Role,
+    container_name,
+)
 from lightd.reconcile.planner import Policy, plan
 from lightd.reconcile.state import ObservedStore
 from lightd.reconcile.workqueue import Backoff, WorkQueue
@@ -142,7 +149,7 @@ class Controller:
         keys = set(self.desired.ids()) | {o.internal_id for o in self.observed.all()}
         try:
             managed = await self._engine.run(ops.list_managed, self._engine.client())
-            keys |= {c.internal_id for c in managed if c.internal_id}
+            keys |= {c.internal_id for c in managed if c.internal_id and self._ours(c)}
             self._set_engine_up(True)
         except EngineError as exc:
             log.warning("resync could not list containers: %s", exc.message)
@@ -279,13 +286,23 @@ class Controller:
             key, blocked_reason=message, blocked_revision=revision, last_error=message
         )
 
+    def _ours(self, container: ActualContainer) -> bool:
+        """Made by this daemon (or before node labels existed), not by another lightd."""
+        return container.node is None or container.node == self._engine.node
+
+    def _as_seen(self, container: ActualContainer | None) -> ActualContainer | None:
+        # Another lightd's container is never ours to adopt or delete.
+        if container is None or self._ours(container):
+            return container
+        return dataclasses.replace(container, managed=False)
+
     async def observe(self, key: str) -> Actual:
         client = self._engine.client()
         main, install = await asyncio.gather(
             self._engine.run(ops.inspect_named, client, container_name(key, Role.MAIN)),
             self._engine.run(ops.inspect_named, client, container_name(key, Role.INSTALL)),
         )
-        return Actual(main=main, install=install)
+        return Actual(main=self._as_seen(main), install=self._as_seen(install))
 
     async def reconcile(self, key: str) -> float | None:
         """Converge one container; returns seconds after which to look again, if any."""

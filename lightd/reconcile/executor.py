@@ -197,6 +197,7 @@ class Executor:
             resources=resources_of(desired),
             spec_hash=None,
             stdin=False,
+            node=self._engine.node,
         )
         now = time.time()
         await self._observed.update(
@@ -265,6 +266,7 @@ class Executor:
             resources=resources_of(desired),
             spec_hash=str(action.detail["spec_hash"]),
             stdin=True,
+            node=self._engine.node,
         )
         try:
             container_id = await self._engine.run(ops.create, client, request)

@@ -12,6 +12,9 @@ LABEL_MANAGED = "io.lightd.managed"
 LABEL_INTERNAL_ID = "io.lightd.internal_id"
 LABEL_ROLE = "io.lightd.role"
 LABEL_SPEC_HASH = "io.lightd.spec_hash"
+# Which lightd (data folder) made the container: several daemons may share one engine
+# (tests, staging), and each must leave the others' containers alone.
+LABEL_NODE = "io.lightd.node"
 
 
 class Role(StrEnum):
@@ -43,6 +46,7 @@ class ActualContainer:
     nano_cpus: int | None
     pids_limit: int | None
     oom_killed: bool = False
+    node: str | None = None  # LABEL_NODE; None on containers made before it existed
 
 
 @dataclass(frozen=True)
