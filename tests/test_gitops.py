@@ -128,7 +128,13 @@ def test_editor_save_and_touch(docs: Docs) -> None:
     os.replace(temp, path)
     changed = docs.wait_engine("edit", lambda c: c["HostConfig"]["Memory"] == 80 * MIB, what="save")
     assert changed["Id"] == first["Id"]
-    applied = docs.container("edit").json()["revision_applied"]
+    view = wait_for(
+        lambda: (
+            (v := docs.container("edit").json())["revision_applied"] == v["revision_desired"] and v
+        ),
+        what="revision applied",
+    )
+    applied = view["revision_applied"]
 
     # Same content (a touch, or a rewrite of the same bytes) causes no work.
     os.utime(path)

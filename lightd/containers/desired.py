@@ -131,6 +131,7 @@ class DesiredContainers:
         # internal_ids whose deletion is held back by the deletion guard.
         self._held: set[str] = set()
         self._present: set[str] = set()  # file keys seen by the last scan
+        self._claimed_ids: frozenset[str] = frozenset()  # replaced whole, read lock-free
         self._lock = threading.Lock()
 
     def get(self, internal_id: str) -> ContainerSpec | None:
@@ -146,7 +147,8 @@ class DesiredContainers:
         """The problem of the container's document, or of a misnamed file that claims it."""
         found = self._problems.get(internal_id)
         if found is None and internal_id not in self._present:
-            for file_key, claimed in self._claims.items():
+            # A snapshot: scans run in a thread and change the dict.
+            for file_key, claimed in tuple(self._claims.items()):
                 if claimed == internal_id:
                     return self._problems.get(file_key)
         return found
@@ -175,7 +177,7 @@ class DesiredContainers:
         return (
             internal_id in self._held
             or internal_id in self._problems
-            or internal_id in self._claims.values()
+            or internal_id in self._claimed_ids
         )
 
     def _read_folder(self) -> list[str] | str:
@@ -241,7 +243,8 @@ class DesiredContainers:
             if blocked is None:
                 for gone in set(self._claims) - seen:
                     self._claims.pop(gone, None)
-            claimed_ids = set(self._claims.values())
+            claimed_ids = frozenset(self._claims.values())
+            self._claimed_ids = claimed_ids
             # A document renamed so that its name and internal_id disagree still holds
             # its container: that is a problem to report, not a deletion.
             gone_keys = {k for k in set(self._digests) - seen if k not in claimed_ids}
