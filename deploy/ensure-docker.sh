@@ -40,7 +40,8 @@ if ! answers; then
   if ! pgrep -x dockerd >/dev/null 2>&1; then
     echo "ensure-docker: starting dockerd in the background (log: $log)" >&2
     mkdir -p "$(dirname "$log")"
-    nohup dockerd >>"$log" 2>&1 </dev/null &
+    # setsid: dockerd outlives the shell, job or test that started it.
+    setsid nohup dockerd >>"$log" 2>&1 </dev/null &
   fi
   for _ in $(seq 1 60); do
     answers && break

@@ -2,9 +2,9 @@
 
 The sections follow the contract's ``GET /remote/config`` shape (``version``,
 ``server``, ``authorization``, ``remote``) plus lightd's own (``storage``, ``docker``,
-``logging``, ``volumes``). Settings are built once by :func:`load_settings` and passed
-down; nothing else reads the environment or the file. This module must not start
-anything or touch the disk beyond reading the config file.
+``logging``, ``containers``, ``gitops``). Settings are built once by
+:func:`load_settings` and passed down; nothing else reads the environment or the file.
+This module must not start anything or touch the disk beyond reading the config file.
 """
 
 from __future__ import annotations
@@ -115,6 +115,20 @@ class VolumeSettings(_Section):
     archive_max_ratio: float = Field(default=200.0, gt=1)
 
 
+class GitopsSettings(_Section):
+    """The desired-folder watcher and the deletion guard."""
+
+    # A full rescan runs this often even without file events (the kernel can drop them).
+    rescan_seconds: float = Field(default=10.0, ge=0.5)
+    # How long a burst of file events is gathered before one rescan (milliseconds).
+    debounce_ms: int = Field(default=50, ge=1, le=10_000)
+    # A scan that would delete more than this share of the known containers at once (and
+    # more than one) deletes nothing until `lightd apply --allow-mass-delete`.
+    max_delete_share: float = Field(default=0.5, ge=0.0, le=1.0)
+    # Poll the folder instead of using inotify (network file systems).
+    force_polling: bool = False
+
+
 class LoggingSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["plain", "json"] = "plain"
@@ -140,6 +154,7 @@ class Settings(BaseSettings):
     containers: ContainersSettings = Field(default_factory=ContainersSettings)
     websocket: WebSocketSettings = Field(default_factory=WebSocketSettings)
     volumes: VolumeSettings = Field(default_factory=VolumeSettings)
+    gitops: GitopsSettings = Field(default_factory=GitopsSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -17,6 +17,7 @@ from lightd.auth.node import ensure_node_id
 from lightd.auth.tokens import TokenStore
 from lightd.config import ContainersSettings, Settings, load_settings
 from lightd.containers.desired import DesiredContainers
+from lightd.containers.ingest import DesiredIngest
 from lightd.containers.service import ContainerService, bindings_of, volume_users
 from lightd.containers.views import container_view
 from lightd.engine import DockerEngine
@@ -35,6 +36,7 @@ from lightd.runtime.stats import StatsHub
 from lightd.runtime.watch import NodeWatch
 from lightd.spec.observed import ObservedContainer
 from lightd.store import DocumentStore
+from lightd.store.watch import FolderWatcher, WatchSettings
 
 log = logging.getLogger("lightd.daemon")
 
@@ -130,6 +132,23 @@ class Daemon:
         )
         self.volumes.users_of = lambda volume_id: volume_users(self.containers, volume_id)
         self.metrics.watch_state(self.metric_state)
+        self.ingest = DesiredIngest(
+            root=settings.storage.desired_dir,
+            desired=self.containers,
+            pool=self.ports,
+            observed_ids=lambda: [item.internal_id for item in self.observed.all()],
+            hint=self.controller.hint,
+            max_delete_share=settings.gitops.max_delete_share,
+        )
+        self.watcher = FolderWatcher(
+            settings.storage.desired_dir,
+            on_change=self._on_desired_change,
+            settings=WatchSettings(
+                rescan_seconds=settings.gitops.rescan_seconds,
+                debounce_ms=settings.gitops.debounce_ms,
+                force_polling=settings.gitops.force_polling,
+            ),
+        )
         self._tasks: list[asyncio.Task[None]] = []
 
     def metric_state(self) -> dict[str, Any]:
@@ -211,6 +230,9 @@ class Daemon:
         self.watch.refresh_container(internal_id)
         self.watch.refresh_ports()
 
+    async def _on_desired_change(self, reason: str) -> None:
+        await self.ingest.ingest(reason)
+
     def resolve_volume(self, volume_id: str) -> str:
         """The full id of an existing volume (a unique prefix works); 404 otherwise."""
         return self.volumes.resolve(volume_id).id
@@ -248,12 +270,18 @@ class Daemon:
             loop.call_soon_threadsafe(self._desired_changed, key)
 
         self.containers.listeners.append(desired_changed)
+        # Observed state first, so that the first scan knows which containers exist and
+        # a missing or emptied desired folder cannot delete them (the deletion guard).
+        await asyncio.to_thread(self.observed.load)
+        await self.ingest.ingest("start")
         await self.remote.load()
         await self.controller.start()
         await self.remote.start()
+        await self.watcher.start()
         self.watch.prime()
 
     async def stop(self) -> None:
+        await self.watcher.stop()
         await self.controller.stop()
         self.stats.stop_all()
         await self.remote.stop()

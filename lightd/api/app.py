@@ -19,6 +19,7 @@ from lightd.api.openapi import LightdOpenAPIProvider
 from lightd.api.request import JsonApiRequest
 from lightd.api.routes import (
     containers,
+    desired,
     health,
     network,
     public,
@@ -69,6 +70,7 @@ def create_app(daemon: Daemon) -> Quart:
     install_guard(app)
     _install_cors(app, daemon)
     install_error_handlers(app)
-    for module in (public, health, tokens, remote, system, network, containers, volumes, ws):
+    modules = (public, health, tokens, remote, system, network, containers, desired, volumes, ws)
+    for module in modules:
         app.register_blueprint(module.blueprint)
     return app

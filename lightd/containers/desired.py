@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import orjson
 from pydantic import ValidationError
 
+from lightd.errors import StoreError
 from lightd.spec.container import ContainerSpec
 from lightd.spec.ids import is_internal_id
 from lightd.store import DocumentStore
@@ -58,6 +59,16 @@ def _line_of_key(raw: bytes, key: str) -> tuple[int | None, int | None]:
     return _position(raw, index)
 
 
+def _claimed_id(raw: bytes) -> str | None:
+    """The ``internal_id`` a document names, if it names one at all."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    value = data.get("internal_id") if isinstance(data, dict) else None
+    return value if isinstance(value, str) and is_internal_id(value) else None
+
+
 def parse_document(
     name: str, raw: bytes, *, expected_id: str | None
 ) -> ContainerSpec | DocumentProblem:
@@ -95,8 +106,16 @@ def parse_document(
 
 @dataclass(frozen=True)
 class ScanResult:
+    """What one scan found.
+
+    ``removed`` are the deletions applied; ``withheld`` the deletions found but not applied
+    (``blocked`` says why: the folder is missing or unreadable, or too many at once).
+    """
+
     changed: set[str]
     removed: set[str]
+    withheld: set[str] = field(default_factory=set)
+    blocked: str | None = None
 
 
 class DesiredContainers:
@@ -107,12 +126,21 @@ class DesiredContainers:
         self._specs: dict[str, ContainerSpec] = {}
         self._problems: dict[str, DocumentProblem] = {}
         self._digests: dict[str, str] = {}
+        # file key -> the internal_id its content names when that differs from the name:
+        # a renamed document still holds its container (nothing is deleted because of it).
+        self._claims: dict[str, str] = {}
+        # internal_ids whose deletion is held back by the deletion guard.
+        self._held: set[str] = set()
+        self._present: set[str] = set()  # file keys seen by the last scan
+        self._claimed_ids: frozenset[str] = frozenset()  # replaced whole, read lock-free
         self._lock = threading.Lock()
-        # Called (from any thread) with the internal_id of every spec that changed.
+        # Called (from any thread, outside the lock) with each internal_id whose spec changed.
         self.listeners: list[Callable[[str], None]] = []
 
     def _changed(self, keys: set[str]) -> None:
         for key in sorted(keys):
+            if key.startswith("invalid:"):
+                continue
             for listener in self.listeners:
                 listener(key)
 
@@ -126,7 +154,14 @@ class DesiredContainers:
         return [self._specs[key] for key in sorted(self._specs)]
 
     def problem(self, internal_id: str) -> DocumentProblem | None:
-        return self._problems.get(internal_id)
+        """The problem of the container's document, or of a misnamed file that claims it."""
+        found = self._problems.get(internal_id)
+        if found is None and internal_id not in self._present:
+            # A snapshot: scans run in a thread and change the dict.
+            for file_key, claimed in tuple(self._claims.items()):
+                if claimed == internal_id:
+                    return self._problems.get(file_key)
+        return found
 
     def problems(self) -> dict[str, DocumentProblem]:
         return dict(self._problems)
@@ -134,23 +169,72 @@ class DesiredContainers:
     def digest(self, internal_id: str) -> str | None:
         return self._digests.get(internal_id)
 
-    def scan(self, *, allow_removals: bool = True) -> ScanResult:
-        """Re-read the folder; only documents whose content changed count as changed."""
+    def hold(self, internal_ids: set[str]) -> None:
+        """Hold back the deletion of these containers (the deletion guard)."""
         with self._lock:
+            self._held = set(internal_ids)
+
+    def held(self) -> set[str]:
+        return set(self._held)
+
+    def deletion_held(self, internal_id: str) -> bool:
+        """True when the reconciler must not delete ``internal_id`` although it has no spec.
+
+        Either the deletion guard holds it, or a document for it exists but is invalid
+        (no last good spec yet, e.g. right after a restart): nothing is deleted because
+        of a broken file.
+        """
+        return (
+            internal_id in self._held
+            or internal_id in self._problems
+            or internal_id in self._claimed_ids
+        )
+
+    def _read_folder(self) -> list[str] | str:
+        """The document names, or why the folder cannot be read."""
+        folder = self._store.path_of(FOLDER)
+        if not self._store.root.is_dir():
+            return f"the desired folder {self._store.root} is missing"
+        if not folder.is_dir():
+            return f"{folder} is missing"
+        try:
+            return self._store.names(FOLDER)
+        except StoreError as exc:
+            return f"the desired folder cannot be read: {exc.message}"
+
+    def scan(self, *, allow_removals: bool = True) -> ScanResult:
+        """Re-read the folder; only documents whose content changed count as changed.
+
+        Deletions (documents gone since the last scan) are applied only when
+        ``allow_removals`` and the folder could be listed; otherwise they come back as
+        ``withheld`` (see :meth:`forget` to apply them later).
+        """
+        with self._lock:
+            listing = self._read_folder()
+            blocked: str | None = None
+            if isinstance(listing, str):
+                # Every known container would be gone: all of them are withheld.
+                blocked, listing = listing, []
             seen: set[str] = set()
             changed: set[str] = set()
-            for name in self._store.names(FOLDER):
+            for name in listing:
                 stem = name.rsplit("/", 1)[1][: -len(".json")]
-                raw = self._store.read_bytes(name)
+                key = stem if is_internal_id(stem) else f"invalid:{stem}"
+                try:
+                    raw = self._store.read_bytes(name)
+                except StoreError as exc:
+                    seen.add(key)
+                    self._problems[key] = DocumentProblem(name, None, None, exc.message)
+                    continue
                 if raw is None:
                     continue
-                key = stem if is_internal_id(stem) else f"invalid:{stem}"
                 seen.add(key)
                 new_digest = digest(raw)
                 if self._digests.get(key) == new_digest:
                     continue
                 self._digests[key] = new_digest
                 changed.add(key)
+                self._claims.pop(key, None)
                 if not is_internal_id(stem):
                     self._problems[key] = DocumentProblem(
                         name, None, None, "file name is not a valid internal_id"
@@ -159,21 +243,61 @@ class DesiredContainers:
                 parsed = parse_document(name, raw, expected_id=stem)
                 if isinstance(parsed, DocumentProblem):
                     self._problems[key] = parsed
+                    claimed = _claimed_id(raw)
+                    if claimed is not None and claimed != stem:
+                        self._claims[key] = claimed
                 else:
                     self._problems.pop(key, None)
                     self._specs[key] = parsed
-            removed = set(self._digests) - seen
-            if allow_removals:
-                for key in removed:
-                    self._digests.pop(key, None)
-                    self._problems.pop(key, None)
-                    self._specs.pop(key, None)
+            self._present = seen
+            if blocked is None:
+                for gone in set(self._claims) - seen:
+                    self._claims.pop(gone, None)
+            claimed_ids = frozenset(self._claims.values())
+            self._claimed_ids = claimed_ids
+            # A document renamed so that its name and internal_id disagree still holds
+            # its container: that is a problem to report, not a deletion.
+            gone_keys = {k for k in set(self._digests) - seen if k not in claimed_ids}
+            if blocked is None:
+                for key in {k for k in gone_keys if k.startswith("invalid:")}:
+                    self._forget_locked(key)  # a misnamed file holds no container
+            removing = {k for k in gone_keys if not k.startswith("invalid:")}
+            if blocked is None and not allow_removals:
+                blocked = "removals not allowed"
+            if blocked is None:
+                for key in removing:
+                    self._forget_locked(key)
+                removed, withheld = removing, set()
+            else:
+                removed, withheld = set(), removing
             result = ScanResult(
-                changed={k for k in changed if not k.startswith("invalid:")},
-                removed={k for k in removed if not k.startswith("invalid:")},
+                changed=changed - {k for k in changed if k.startswith("invalid:")},
+                removed=removed,
+                withheld=withheld,
+                blocked=blocked if withheld else None,
             )
-        self._changed(result.changed | (result.removed if allow_removals else set()))
+        self._changed(result.changed | result.removed)
         return result
+
+    def folder_problem(self) -> str | None:
+        """Why the folder cannot be listed now (missing, unreadable), or None."""
+        listing = self._read_folder()
+        return listing if isinstance(listing, str) else None
+
+    def _forget_locked(self, key: str) -> None:
+        self._digests.pop(key, None)
+        self._problems.pop(key, None)
+        self._specs.pop(key, None)
+        self._held.discard(key)
+
+    def forget(self, keys: set[str]) -> set[str]:
+        """Apply withheld deletions: drop the specs of these keys whose file is still gone."""
+        with self._lock:
+            dropped = {key for key in keys if key not in self._present}
+            for key in dropped:
+                self._forget_locked(key)
+        self._changed(dropped)
+        return dropped
 
     def write(self, spec: ContainerSpec) -> bool:
         """Write a spec through the store (atomic); the cache follows at once."""
@@ -184,6 +308,8 @@ class DesiredContainers:
             self._digests[spec.internal_id] = digest(raw)
             self._specs[spec.internal_id] = spec
             self._problems.pop(spec.internal_id, None)
+            self._held.discard(spec.internal_id)
+            self._present.add(spec.internal_id)
         self._changed({spec.internal_id})
         return changed
 
@@ -192,6 +318,8 @@ class DesiredContainers:
             existed = self._store.delete(document_name(internal_id))
             self._digests.pop(internal_id, None)
             self._problems.pop(internal_id, None)
+            self._present.discard(internal_id)
+            self._held.discard(internal_id)
             found = self._specs.pop(internal_id, None) is not None or existed
         self._changed({internal_id})
         return found

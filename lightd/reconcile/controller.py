@@ -119,8 +119,9 @@ class Controller:
         loop = asyncio.get_running_loop()
         self.consoles.bind_loop(loop)
         self.queue = WorkQueue(self._settings.backoff)
+        # The desired folder was read by the daemon's ingest (with the deletion guard)
+        # before the controller starts; reading it here would bypass the guard.
         await asyncio.to_thread(self.observed.load)
-        await asyncio.to_thread(self.desired.scan)
         for index in range(self._settings.workers):
             self._tasks.append(asyncio.create_task(self._worker(), name=f"reconcile-{index}"))
         self._tasks.append(asyncio.create_task(self._resync_loop(), name="resync"))
@@ -313,6 +314,9 @@ class Controller:
             desired = self.desired.get(key)
             observed = self.observed.get(key)
             revision = self.desired.digest(key)
+            if desired is None and self.desired.deletion_held(key):
+                # The deletion guard holds it, or its document exists but is invalid.
+                return None
             if (
                 desired is not None
                 and observed is not None

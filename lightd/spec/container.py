@@ -67,11 +67,21 @@ class StopPolicy(BaseModel):
     timeout_seconds: float = Field(default=30.0, ge=0, le=3600)
 
 
+SCHEMA_KEY_DESCRIPTION = (
+    "Where an editor finds this document's JSON Schema; lightd keeps it and ignores it."
+)
+
+
 class ContainerSpec(BaseModel):
     """One container's desired state."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", populate_by_name=True, title="lightd container document"
+    )
 
+    schema_uri: str | None = Field(
+        default=None, alias="$schema", description=SCHEMA_KEY_DESCRIPTION
+    )
     internal_id: InternalId
     image: ImageRef
     volume_id: str = Field(min_length=8, max_length=36, pattern=r"^[0-9a-fA-F-]{8,36}$")
@@ -132,7 +142,10 @@ class ContainerSpec(BaseModel):
 
     def document(self) -> dict[str, object]:
         """The JSON form written to disk (defaults included, so files are explicit)."""
-        return self.model_dump(mode="json")
+        data: dict[str, object] = self.model_dump(mode="json", by_alias=True)
+        if data.get("$schema") is None:
+            data.pop("$schema", None)
+        return data
 
 
 def _digest(value: object) -> str:

@@ -91,6 +91,21 @@ class PortEntry(BaseModel):
         }
 
 
+class PortsDocument(BaseModel):
+    """The whole ``ports.json``, for its JSON Schema (lightd parses it entry by entry)."""
+
+    model_config = ConfigDict(
+        extra="forbid", populate_by_name=True, title="lightd port pool document"
+    )
+
+    schema_uri: str | None = Field(
+        default=None,
+        alias="$schema",
+        description="Where an editor finds this document's JSON Schema; lightd ignores it.",
+    )
+    ports: list[PortEntry] = Field(default_factory=list)
+
+
 @dataclass(frozen=True)
 class InvalidEntry:
     """An entry of a hand-edited file that is not valid; kept verbatim so nothing is lost."""

@@ -1,4 +1,4 @@
-"""``GET /system``: the daemon's version and the Docker engine's reachability.
+"""``GET /system``: the daemon's version, the Docker engine's reachability, the desired folder.
 
 Read-only; it must not change anything.
 """
@@ -11,6 +11,7 @@ from quart_schema import validate_response
 
 from lightd import __version__
 from lightd.api.context import get_daemon
+from lightd.api.routes.desired import DesiredView, desired_view
 
 blueprint = Blueprint("system", __name__)
 
@@ -34,6 +35,7 @@ class SystemResponse(BaseModel):
     version: str
     docker: DockerView
     runtime: RuntimeView
+    desired: DesiredView
 
 
 @blueprint.get("/system")
@@ -56,4 +58,5 @@ async def show() -> SystemResponse:
             container_sockets=sum(daemon.sockets.values()),
             watch_sockets=daemon.watch_sockets,
         ),
+        desired=desired_view(daemon),
     )

@@ -1,0 +1,252 @@
+"""The operator commands: ``validate``, ``plan``, ``status``, ``apply`` and ``schema``.
+
+Each returns its exit code (documented in the README and below) and prints to the
+streams it is given. ``plan`` asks the running daemon, or reads the engine directly when
+nothing answers at the daemon's URL. These commands never write desired documents.
+
+Exit codes:
+    validate  0 every document is valid, 1 a problem was found (or the folder is missing)
+    plan      0 no changes, 2 changes, 1 error (including an invalid document in DIR)
+    status    0 shown, 1 error
+    apply     0 applied, 1 error, 3 deletion still blocked
+    schema    0 written or current, 1 stale (``--check``) or error
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any, TextIO
+
+import orjson
+
+from lightd.cli.client import ApiError, DaemonClient, DaemonUnreachable
+from lightd.cli.folder import read_folder
+from lightd.cli.plan import Change, Current, diff, pool_diff, summary
+from lightd.config import Settings
+from lightd.errors import LightdError
+from lightd.spec.container import ContainerSpec, recreate_hash
+from lightd.spec.schema import schema_documents
+from lightd.store.documents import encode_document
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_PROBLEMS = 1
+EXIT_CHANGES = 2
+EXIT_BLOCKED = 3
+
+
+def validate(folder: Path, *, out: TextIO) -> int:
+    reading = read_folder(folder)
+    for problem in reading.problems:
+        print(problem, file=out)
+    if reading.problems:
+        print(f"{len(reading.problems)} problem(s) in {folder}", file=out)
+        return EXIT_PROBLEMS
+    pool = len(reading.pool.entries) if reading.pool is not None else 0
+    specs = len(reading.specs)
+    print(f"{folder}: {specs} container document(s), {pool} pool port(s), ok", file=out)
+    return EXIT_OK
+
+
+# ---- plan ------------------------------------------------------------------------------
+
+
+def current_from_daemon(client: DaemonClient) -> dict[str, Current]:
+    answer = client.get("/desired/containers")
+    found: dict[str, Current] = {}
+    for item in answer["containers"]:
+        document = item.get("document")
+        main = item.get("main")
+        running = (
+            bool(main["running"]) if main is not None else item["state"] in ("starting", "running")
+        )
+        found[item["internal_id"]] = Current(
+            internal_id=item["internal_id"],
+            document=ContainerSpec.model_validate(document) if document is not None else None,
+            exists=bool(main["exists"]) if main is not None else None,
+            running=running,
+        )
+    return found
+
+
+def current_from_engine(settings: Settings) -> dict[str, Current]:
+    """This node's main containers as the engine shows them (no daemon runs)."""
+    from lightd.auth.node import NODE_ID_FILE
+    from lightd.engine import DockerEngine
+    from lightd.engine import containers as ops
+    from lightd.reconcile.model import Role
+
+    try:
+        node = (settings.storage.data_dir / NODE_ID_FILE).read_text("utf-8").strip()
+    except OSError:
+        return {}  # this data folder never ran a daemon: no container is ours
+
+    async def read() -> list[Any]:
+        engine = DockerEngine(settings.docker)
+        try:
+            return await engine.run(ops.list_managed, engine.client(), node)
+        finally:
+            engine.close()
+
+    found: dict[str, Current] = {}
+    for actual in asyncio.run(read()):
+        if actual.internal_id and actual.role == Role.MAIN.value:
+            found[actual.internal_id] = Current(
+                internal_id=actual.internal_id,
+                exists=True,
+                running=actual.running,
+                actual=actual,
+            )
+    return found
+
+
+def volume_path(settings: Settings, volume_id: str) -> str:
+    # Mirrors Daemon.volume_path: volumes live in <data_dir>/volumes/<id>.
+    return str(settings.storage.data_dir / "volumes" / volume_id)
+
+
+def plan(folder: Path, *, settings: Settings, client: DaemonClient, out: TextIO) -> int:
+    reading = read_folder(folder)
+    if not folder.is_dir():
+        print(f"lightd plan: {folder} is not a folder", file=out)
+        return EXIT_ERROR
+    for problem in reading.problems:
+        print(f"problem: {problem}", file=out)
+    pool_changes: list[Change] = []
+    try:
+        current = current_from_daemon(client)
+        source = f"the daemon at {client.url}"
+        if reading.pool is not None:
+            listing = client.get("/network/ports")
+            pool_changes = pool_diff(reading.pool.entries, listing["ports"])
+        expected = None
+    except DaemonUnreachable:
+        try:
+            current = current_from_engine(settings)
+        except LightdError as exc:
+            print(f"lightd plan: no daemon answers and the engine cannot be read: {exc}", file=out)
+            return EXIT_ERROR
+        source = "the Docker engine (no daemon answers; the pool is not compared)"
+
+        def expected(spec: ContainerSpec) -> str:
+            return recreate_hash(spec, volume_path=volume_path(settings, spec.volume_id))
+
+    except ApiError as exc:
+        print(f"lightd plan: {exc.message}", file=out)
+        return EXIT_ERROR
+    changes = diff(
+        wanted=reading.specs, current=current, invalid=reading.invalid, expected_hash=expected
+    )
+    changes += pool_changes
+    print(f"Comparing {folder} with {source}.", file=out)
+    for change in changes:
+        print(change, file=out)
+    print(summary(changes), file=out)
+    if reading.problems:
+        print(
+            f"{len(reading.problems)} problem(s): invalid documents keep their last good spec",
+            file=out,
+        )
+        return EXIT_ERROR
+    return EXIT_CHANGES if changes else EXIT_OK
+
+
+# ---- status ----------------------------------------------------------------------------
+
+
+def _table(rows: list[list[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows]
+
+
+def _ports_text(document: dict[str, Any] | None) -> str:
+    if not document:
+        return "-"
+    ports = document.get("ports") or []
+    return ",".join(f"{p['ip']}:{p['port']}/{p['protocol']}" for p in ports) or "-"
+
+
+def status(*, client: DaemonClient, out: TextIO) -> int:
+    try:
+        containers = client.get("/desired/containers")["containers"]
+        pool = client.get("/network/ports")["ports"]
+        desired = client.get("/desired")
+    except ApiError as exc:
+        print(f"lightd status: {exc.message}", file=out)
+        return EXIT_ERROR
+    rows = [["ID", "INSTALL", "STATE", "PORTS", "LAST ERROR"]]
+    for item in containers:
+        error = item.get("document_error") or item.get("last_error") or ""
+        rows.append(
+            [
+                item["internal_id"] + (" (held)" if item.get("held") else ""),
+                item["install_state"],
+                item["state"],
+                _ports_text(item.get("document")),
+                error,
+            ]
+        )
+    print("\n".join(_table(rows)) if containers else "No containers.", file=out)
+    print("", file=out)
+    port_rows = [["POOL PORT", "PROTOCOL", "IN USE", "BY"]]
+    for port in pool:
+        used = "reserved" if port.get("reserved") else ("yes" if port.get("in_use") else "no")
+        port_rows.append(
+            [f"{port['ip']}:{port['port']}", port["protocol"], used, port.get("container") or ""]
+        )
+    print("\n".join(_table(port_rows)) if pool else "The pool is empty.", file=out)
+    if desired.get("deletion_blocked"):
+        print(f"\ndeletion blocked: {desired['deletion_blocked']}", file=out)
+    for problem in desired.get("problems", []):
+        print(f"problem: {problem['text']}", file=out)
+    return EXIT_OK
+
+
+# ---- apply -----------------------------------------------------------------------------
+
+
+def apply(*, client: DaemonClient, allow_mass_delete: bool, out: TextIO) -> int:
+    try:
+        answer = client.post("/desired/apply", {"allow_mass_delete": allow_mass_delete})
+    except ApiError as exc:
+        print(f"lightd apply: {exc.message}", file=out)
+        return EXIT_ERROR
+    for key in answer["changed"]:
+        print(f"  changed  {key}", file=out)
+    for key in answer["deleted"]:
+        print(f"  deleted  {key}", file=out)
+    for problem in answer["desired"]["problems"]:
+        print(f"problem: {problem['text']}", file=out)
+    if answer["deletion_blocked"]:
+        print(f"deletion blocked: {answer['deletion_blocked']}", file=out)
+        print(f"  held: {', '.join(answer['held'])}", file=out)
+        if not allow_mass_delete:
+            print("  run `lightd apply --allow-mass-delete` to delete them", file=out)
+        return EXIT_BLOCKED
+    print(answer["message"], file=out)
+    return EXIT_OK
+
+
+# ---- schema ----------------------------------------------------------------------------
+
+
+def schema(*, write: Path | None, check: Path | None, out: TextIO) -> int:
+    documents = {name: encode_document(value) for name, value in schema_documents().items()}
+    if check is not None:
+        stale = [
+            name
+            for name, data in documents.items()
+            if not (check / name).is_file() or (check / name).read_bytes() != data
+        ]
+        for name in stale:
+            print(f"{check / name} is stale: run `lightd schema --write {check}`", file=out)
+        return EXIT_ERROR if stale else EXIT_OK
+    if write is not None:
+        write.mkdir(parents=True, exist_ok=True)
+        for name, data in documents.items():
+            (write / name).write_bytes(data)
+            print(f"wrote {write / name}", file=out)
+        return EXIT_OK
+    out.write(orjson.dumps(schema_documents(), option=orjson.OPT_INDENT_2).decode() + "\n")
+    return EXIT_OK

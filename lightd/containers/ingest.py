@@ -1,0 +1,179 @@
+"""The ingest path of hand-edited desired state: re-read the folder, guard, then hint.
+
+The watcher (and the periodic rescan, and ``POST /desired/apply``) call
+:meth:`DesiredIngest.ingest`; it re-reads ``ports.json`` and ``containers/``, and hints
+the reconciler for every container whose document changed or disappeared, exactly as
+the API does after its own writes. It holds the **deletion guard**: when the folder is
+missing or unreadable, or when the deletions found at once exceed
+``max_delete_share`` of the known containers (and are more than one), it deletes nothing,
+reports ``deletion blocked`` with the reason, and waits for the files to come back or
+for an apply that allows a mass deletion.
+
+It must not talk to the engine or decide convergence; it only feeds the workqueue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from lightd.containers.desired import DesiredContainers, DocumentProblem
+from lightd.spec.ports import PORTS_DOCUMENT
+
+log = logging.getLogger("lightd.gitops")
+
+
+class PoolLike(Protocol):
+    async def reload(self) -> None: ...
+
+    @property
+    def document_error(self) -> str | None: ...
+
+    @property
+    def problems(self) -> tuple[object, ...]: ...
+
+
+def mass_delete_reason(removing: int, known: int, max_share: float) -> str | None:
+    """Why deleting ``removing`` of ``known`` containers at once is refused, or None."""
+    if removing <= 1 or removing <= max_share * known:
+        return None
+    return (
+        f"{removing} of {known} containers would be deleted at once "
+        f"(more than gitops.max_delete_share = {max_share:g})"
+    )
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    changed: list[str]
+    deleted: list[str]
+    held: list[str]
+    deletion_blocked: str | None
+
+
+@dataclass
+class DesiredStatus:
+    folder: str
+    watching: bool = False
+    deletion_blocked: str | None = None
+    held: list[str] = field(default_factory=list)
+    last_scan_at: float | None = None
+    scans: int = 0
+
+
+def pool_problems(pool: PoolLike) -> list[DocumentProblem]:
+    """The port pool's document problems in the containers' problem shape."""
+    found: list[DocumentProblem] = []
+    if pool.document_error is not None:
+        found.append(DocumentProblem(PORTS_DOCUMENT, None, None, pool.document_error))
+    for problem in pool.problems:
+        index = getattr(problem, "index", None)
+        reason = getattr(problem, "reason", str(problem))
+        found.append(DocumentProblem(PORTS_DOCUMENT, None, None, f"ports[{index}]: {reason}"))
+    return found
+
+
+class DesiredIngest:
+    """Re-reads the desired folder on hints; one ingest at a time."""
+
+    def __init__(
+        self,
+        *,
+        root: Path,
+        desired: DesiredContainers,
+        pool: PoolLike,
+        observed_ids: Callable[[], Iterable[str]],
+        hint: Callable[[str], None],
+        max_delete_share: float,
+    ) -> None:
+        self.root = root
+        self._desired = desired
+        self._pool = pool
+        self._observed_ids = observed_ids
+        self._hint = hint
+        self.max_delete_share = max_delete_share
+        self._lock = asyncio.Lock()
+        # Containers lightd had (observed state) with no document at the first scan:
+        # deleting them is subject to the same guard as deletions seen while running.
+        self._orphans: set[str] = set()
+        self._first = True
+        self.status = DesiredStatus(folder=str(root))
+
+    def problems(self) -> list[DocumentProblem]:
+        """Every desired-document problem: container files, then ``ports.json``."""
+        found = [self._desired.problems()[key] for key in sorted(self._desired.problems())]
+        return found + pool_problems(self._pool)
+
+    async def ingest(self, reason: str, *, allow_mass_delete: bool = False) -> IngestResult:
+        async with self._lock:
+            return await self._ingest(reason, allow_mass_delete=allow_mass_delete)
+
+    async def _ingest(self, reason: str, *, allow_mass_delete: bool) -> IngestResult:
+        if await asyncio.to_thread(self.root.is_dir):
+            # The pool first: a checkout may add a port and the container that binds it.
+            await self._pool.reload()
+        scan = await asyncio.to_thread(self._desired.scan, allow_removals=False)
+        if self._first:
+            self._first = False
+            self._orphans = {
+                key
+                for key in self._observed_ids()
+                if self._desired.get(key) is None and not self._desired.deletion_held(key)
+            }
+        self._orphans = {key for key in self._orphans if self._desired.get(key) is None}
+        pending = set(scan.withheld) | self._orphans
+        folder_problem = await asyncio.to_thread(self._desired.folder_problem)
+        blocked: str | None = None
+        if pending:
+            if folder_problem is not None:
+                blocked = folder_problem
+            elif not allow_mass_delete:
+                known = len(set(self._desired.ids()) | self._orphans)
+                blocked = mass_delete_reason(len(pending), known, self.max_delete_share)
+        deleted: set[str] = set()
+        if blocked is None and pending:
+            deleted = await asyncio.to_thread(self._desired.forget, set(scan.withheld))
+            deleted |= self._orphans
+            self._orphans = set()
+            await asyncio.to_thread(self._desired.hold, set())
+        elif blocked is not None:
+            await asyncio.to_thread(self._desired.hold, pending)
+        else:
+            await asyncio.to_thread(self._desired.hold, set())
+        self._report(blocked, pending if blocked else set())
+        for key in sorted(scan.changed | deleted):
+            self._hint(key)
+        if scan.changed or deleted:
+            log.info(
+                "desired folder (%s): %d changed, %d deleted",
+                reason,
+                len(scan.changed),
+                len(deleted),
+            )
+        self.status.last_scan_at = time.time()
+        self.status.scans += 1
+        return IngestResult(
+            changed=sorted(scan.changed),
+            deleted=sorted(deleted),
+            held=sorted(pending) if blocked else [],
+            deletion_blocked=blocked,
+        )
+
+    def _report(self, blocked: str | None, held: set[str]) -> None:
+        previous = self.status.deletion_blocked
+        self.status.deletion_blocked = blocked
+        self.status.held = sorted(held)
+        if blocked is not None and blocked != previous:
+            log.warning(
+                "deletion blocked: %s; keeping %s. Restore the files or run "
+                "`lightd apply --allow-mass-delete`",
+                blocked,
+                ", ".join(sorted(held)),
+            )
+        elif blocked is None and previous is not None:
+            log.info("deletion no longer blocked")
