@@ -111,7 +111,7 @@ def test_create_edit_delete_through_files(docs: Docs, second_image: str) -> None
     docs.wait_running("web")
 
     docs.path("web").unlink()
-    docs.wait_gone("web")
+    docs.wait_removed("web")
     assert docs.container("web").status_code == 404
 
 
@@ -321,7 +321,7 @@ def test_mass_deletion_blocked_then_allowed(docs: Docs) -> None:
     assert allowed.returncode == 0, allowed.stdout + allowed.stderr
     for name in names[:3]:
         assert f"deleted  {docs.id(name)}" in allowed.stdout
-        docs.wait_gone(name)
+        docs.wait_removed(name)
     assert docs.inspect("m4") is not None
     assert docs.desired()["deletion_blocked"] is None
 
@@ -362,7 +362,7 @@ def test_single_deletion_is_not_blocked(docs: Docs) -> None:
     docs.wait_running("s1")
     docs.wait_running("s2")
     docs.path("s1").unlink()
-    docs.wait_gone("s1")
+    docs.wait_removed("s1")
     assert docs.inspect("s2") is not None
 
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +19,7 @@ import orjson
 
 from tests.support import engine
 from tests.support.daemon import REPO, DaemonProcess, wait_for
-from tests.support.lab import free_port
+from tests.support.lab import Lab
 
 MIB = 1024 * 1024
 
@@ -48,33 +46,18 @@ def run_cli(
     )
 
 
-class Docs:
+class Docs(Lab):
+    """A :class:`Lab` whose containers are documents written into the desired folder."""
+
     def __init__(self, daemon: DaemonProcess, api: httpx.Client, prefix: str) -> None:
-        self.daemon = daemon
-        self.api = api
-        self.prefix = prefix
+        super().__init__(daemon, api, prefix)
         self.folder = daemon.desired_dir / "containers"
-        self.ports: list[int] = []
 
     def id(self, name: str) -> str:
         return f"{self.prefix}-{name}"
 
     def path(self, name: str) -> Path:
         return self.folder / f"{self.id(name)}.json"
-
-    def volume(self) -> str:
-        vid = str(uuid.uuid4())
-        (self.daemon.data_dir / "volumes" / vid).mkdir(parents=True)
-        return vid
-
-    def pool_port(self) -> dict[str, Any]:
-        port = free_port()
-        answer = self.api.post(
-            "/network/ports", json={"ip": "127.0.0.1", "port": port, "protocol": "tcp"}
-        )
-        assert answer.status_code == 200, answer.text
-        self.ports.append(port)
-        return {"ip": "127.0.0.1", "port": port, "protocol": "tcp"}
 
     def document(self, name: str, **changes: Any) -> dict[str, Any]:
         document: dict[str, Any] = {
@@ -109,7 +92,7 @@ class Docs:
             self.wait_engine(name, lambda c: c["State"]["Running"], what="running", timeout=timeout)
         )
 
-    def wait_gone(self, name: str, timeout: float = 30) -> None:
+    def wait_removed(self, name: str, timeout: float = 30) -> None:
         wait_for(lambda: self.inspect(name) is None, timeout=timeout, what=f"{name} removed")
 
     def desired(self) -> dict[str, Any]:
@@ -129,9 +112,4 @@ class Docs:
             for path in self.folder.glob(f"{self.prefix}*"):
                 path.unlink(missing_ok=True)
         self.api.post("/desired/apply", json={"allow_mass_delete": True})
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and engine.managed_names(self.prefix):
-            time.sleep(0.2)
-        engine.remove_prefixed(self.prefix)
-        for port in self.ports:
-            self.api.delete(f"/network/ports/127.0.0.1/{port}")
+        super().cleanup()
