@@ -21,7 +21,9 @@ from quart import Blueprint, Response, websocket
 from lightd.api.context import get_daemon
 from lightd.api.outbox import Outbox, TokenBucket
 from lightd.auth.tokens import Grant
+from lightd.containers.service import ContainerNotRunning
 from lightd.daemon import Daemon
+from lightd.engine.containers import logs
 from lightd.engine.streams import send_line
 from lightd.errors import EngineError, LightdError
 from lightd.runtime.events import state_event
@@ -64,8 +66,6 @@ async def history(daemon: Daemon, internal_id: str, lines: int) -> str:
         observed = daemon.observed.get(internal_id)
         if observed is None or observed.container_id is None:
             return ""
-        from lightd.engine.containers import logs
-
         try:
             raw = await daemon.engine.run(
                 logs, daemon.engine.client(), observed.container_id, tail=lines
@@ -78,8 +78,6 @@ async def history(daemon: Daemon, internal_id: str, lines: int) -> str:
 
 async def send_command(daemon: Daemon, internal_id: str, command: str) -> None:
     """Write a console command; raises Conflict-like errors for the caller to report."""
-    from lightd.containers.service import ContainerNotRunning
-
     observed = daemon.observed.get(internal_id)
     if not is_running(observed):
         raise ContainerNotRunning()
