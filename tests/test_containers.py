@@ -445,3 +445,20 @@ def test_desired_document_is_canonical(lab: Lab) -> None:
     assert raw.endswith(b"}\n")
     assert b'\n  "image": ' in raw
     assert os.stat(lab.daemon.desired_dir / "containers" / f"{cid}.json").st_size == len(raw)
+
+
+def test_volume_in_use_cannot_be_deleted(lab: Lab) -> None:
+    volume = lab.volume()
+    cid = lab.create("volbusy", volume_id=volume, power="stopped")
+    answer = lab.api.delete(f"/volumes/{volume}")
+    assert answer.status_code == 409
+    assert cid in answer.json()["error"]
+    lab.api.delete(f"/containers/{cid}")
+    lab.wait_gone(cid)
+    assert lab.api.delete(f"/volumes/{volume}").status_code == 200
+
+
+def test_volume_prefix_is_resolved_to_full_id(lab: Lab) -> None:
+    volume = lab.volume()
+    cid = lab.create("volprefix", volume_id=volume[:8], power="stopped")
+    assert lab.get(cid)["volume_id"] == volume
