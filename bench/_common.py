@@ -178,6 +178,10 @@ def lightd_daemon(prefix: str, *, env: dict[str, str] | None = None) -> Iterator
         yield daemon
     finally:
         daemon.stop()
+        kept = Path(tempfile.gettempdir()) / f"{prefix}-lightd.log"
+        with suppress(OSError):
+            shutil.copyfile(daemon.log_path, kept)
+            print(f"lightd's log: {kept}", file=sys.stderr)
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -219,7 +219,9 @@ def main() -> int:
                         )
                 posted, converged = asyncio.run(lightd_run(daemon, bodies))
                 results["lightd"] = converged
-                print(f"lightd: all POSTs answered in {posted:.2f} s, all running in {converged:.2f} s")
+                print(
+                    f"lightd: all POSTs answered in {posted:.2f} s, all running in {converged:.2f} s"
+                )
 
                 assert daemon.proc is not None
                 time.sleep(2.0)  # let the last status writes and events settle
