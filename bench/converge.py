@@ -220,7 +220,8 @@ def main() -> int:
                 posted, converged = asyncio.run(lightd_run(daemon, bodies))
                 results["lightd"] = converged
                 print(
-                    f"lightd: all POSTs answered in {posted:.2f} s, all running in {converged:.2f} s"
+                    f"lightd: all POSTs answered in {posted:.2f} s, "
+                    f"all running in {converged:.2f} s"
                 )
 
                 assert daemon.proc is not None
