@@ -145,20 +145,36 @@ def ensure_image(client: docker.DockerClient) -> None:
         subprocess.run(["bash", str(build)], check=True)
 
 
-def remove_named(client: docker.DockerClient, prefix: str) -> int:
-    """Force-remove every container whose name starts with ``prefix``; returns how many."""
-    removed = 0
-    for entry in client.api.containers(all=True, filters={"name": prefix}):
-        name = str(entry["Names"][0]).lstrip("/")
-        if name.startswith(prefix):
-            with suppress(docker.errors.NotFound, docker.errors.APIError):
-                client.api.remove_container(entry["Id"], force=True, v=True)
-                removed += 1
-    return removed
+def remove_named(client: docker.DockerClient, prefix: str, *, patience: float = 90.0) -> int:
+    """Force-remove every container whose name starts with ``prefix``; returns how many.
+
+    Other sessions restart dockerd now and then: an unreachable engine is waited for
+    (up to ``patience`` seconds) rather than leaving containers behind.
+    """
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            removed = 0
+            for entry in client.api.containers(all=True, filters={"name": prefix}):
+                name = str(entry["Names"][0]).lstrip("/")
+                if name.startswith(prefix):
+                    with suppress(docker.errors.NotFound):
+                        client.api.remove_container(entry["Id"], force=True, v=True)
+                        removed += 1
+            return removed
+        except (docker.errors.DockerException, OSError) as exc:
+            if time.monotonic() > deadline:
+                print(f"could not remove {prefix}* containers: {exc}", file=sys.stderr)
+                return 0
+            time.sleep(1)
 
 
 def count_named(client: docker.DockerClient, prefix: str) -> int:
-    entries = client.api.containers(all=True, filters={"name": prefix})
+    """Containers whose name starts with ``prefix`` (-1 while the engine does not answer)."""
+    try:
+        entries = client.api.containers(all=True, filters={"name": prefix})
+    except (docker.errors.DockerException, OSError):
+        return -1
     return sum(1 for e in entries if str(e["Names"][0]).lstrip("/").startswith(prefix))
 
 
