@@ -146,6 +146,9 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=30, help="containers per contender")
     parser.add_argument("--idle-seconds", type=float, default=20.0)
     parser.add_argument("--quick", action="store_true", help="10 containers, 5 s idle window")
+    parser.add_argument(
+        "--lightd-workers", type=int, help="containers.workers for lightd (default: its own, 4)"
+    )
     args = parser.parse_args()
     if args.quick:
         args.count, args.idle_seconds = 10, 5.0
@@ -191,7 +194,10 @@ def main() -> int:
         compose_up = False
 
         # 3. lightd.
-        with c.lightd_daemon(prefix) as daemon:
+        env = {}
+        if args.lightd_workers:
+            env["LIGHTD_CONTAINERS__WORKERS"] = str(args.lightd_workers)
+        with c.lightd_daemon(prefix, env=env) as daemon:
             try:
                 ports = c.free_ports(args.count)
                 bodies = []

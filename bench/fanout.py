@@ -102,8 +102,8 @@ class Bench:
             up, first = float(up_text), int(seq_text)
             last = int(data[last_start:].split(" ")[1])
         except (ValueError, IndexError):
-            first = last = -2
-            up = 0.0
+            self.account_slowly(watcher, data, now)  # e.g. a notice line among them
+            return
         if last - first + 1 != count:
             self.account_slowly(watcher, data, now)
             return
