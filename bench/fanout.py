@@ -279,13 +279,17 @@ async def run(
 ) -> None:
     assert daemon.proc is not None
     url = f"{daemon.ws_url}/ws/{internal_id}?token={daemon.token}"
+    # websockets offers permessage-deflate by default, as browsers do.
+    compression = None if args.no_deflate else "deflate"
     bench = Bench()
     watchers = [Watcher(i) for i in range(args.watchers)]
     sockets: list[ClientConnection] = []
     tasks: list[asyncio.Task[None]] = []
 
     async def open_one(w: Watcher) -> None:
-        ws = await connect(url, ping_interval=None, max_size=None, open_timeout=30)
+        ws = await connect(
+            url, ping_interval=None, max_size=None, open_timeout=30, compression=compression
+        )
         sockets.append(ws)
         tasks.append(asyncio.create_task(bench.read(w, ws)))
 
@@ -395,6 +399,9 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--rate", type=int, default=20_000, help="lines per second produced")
     parser.add_argument("--quick", action="store_true", help="two 8 s windows")
+    parser.add_argument(
+        "--no-deflate", action="store_true", help="watchers refuse permessage-deflate"
+    )
     args = parser.parse_args()
     if args.quick:
         args.seconds, args.warmup = 8.0, 2.0
