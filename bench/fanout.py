@@ -305,7 +305,12 @@ async def run(
 
         try:
             stalled = await connect(
-                url, ping_interval=None, max_queue=1, max_size=None, open_timeout=30
+                url,
+                ping_interval=None,
+                max_queue=1,
+                max_size=None,
+                open_timeout=30,
+                compression=compression,
             )
         except (TimeoutError, OSError) as exc:
             print(f"the stalled watcher could not connect: {exc!r}; window 2 skipped")
