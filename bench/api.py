@@ -1,0 +1,295 @@
+"""Benchmark: lightd's HTTP throughput and tail latency against a minimal Quart app.
+
+In the same run, ``wrk`` (Debian's package) drives each URL with 50 concurrent
+keep-alive connections for ``--seconds`` (default 20), with the headers
+``Authorization: Bearer <master>`` and ``Accept: application/vnd.pkglatv1+json``:
+
+    minimal   a Quart app answering a fixed JSON body (lightd's ping body), served by
+              Hypercorn in one process with lightd's settings (plain asyncio loop,
+              keep-alive 75 s, no access log); started by this script in a subprocess
+    ping      lightd's ``GET /api/v1/public/ping``
+    list      lightd's ``GET /containers`` with 200 container documents (created with
+              ``power: "stopped"``: the reconciler creates their Docker containers but
+              starts none; the run waits until it is idle)
+
+Printed: requests per second and p99 latency (``wrk --latency``) for each, the ratios
+to the minimal app, the errors (non-2xx answers and socket errors), and lightd's RSS
+(VmRSS) before (after a short warm-up) and after the runs.
+Targets: ping >= 0.8x the minimal app's requests/s; GET /containers with 200 containers
+>= 0.5x; no error; RSS after within 10% of before.
+Usage: ``.venv/bin/python bench/api.py [--seconds 20] [--containers 200] [--quick]``.
+The 200 documents (``lbench-api-<hex>-...``) are deleted at the end, also on Ctrl-C.
+Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import re
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import _common as c
+
+CONNECTIONS = 50
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+PING_BODY = {"status": "ok", "message": "Lightd is running"}
+
+
+def serve_minimal(port: int) -> None:
+    """The peer: Quart + Hypercorn with lightd's server settings, one fixed JSON answer."""
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+    from quart import Quart
+
+    app = Quart("minimal")
+
+    @app.get("/api/v1/public/ping")
+    async def ping() -> dict[str, str]:
+        return PING_BODY
+
+    config = Config()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("minimal.hypercorn")
+    config.keep_alive_timeout = 75
+    config.graceful_timeout = 10
+    asyncio.run(serve(app, config))
+
+
+@dataclass
+class Result:
+    name: str
+    rps: float
+    p99_ms: float
+    p50_ms: float
+    requests: int
+    non2xx: int
+    socket_errors: int
+    text: str
+
+
+def parse_ms(text: str) -> float:
+    found = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text.strip())
+    if not found:
+        return float("nan")
+    return float(found.group(1)) * UNITS[found.group(2)]
+
+
+def wrk(wrk_bin: str, name: str, url: str, token: str, seconds: float, threads: int) -> Result:
+    done = subprocess.run(
+        [
+            wrk_bin,
+            f"-t{threads}",
+            f"-c{CONNECTIONS}",
+            f"-d{max(1, round(seconds))}s",
+            "--latency",
+            "--timeout",
+            "10s",
+            "-H",
+            f"Authorization: Bearer {token}",
+            "-H",
+            f"Accept: {c.VENDOR}",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    text = done.stdout + done.stderr
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    total = re.search(r"(\d+) requests in", text)
+    p99 = re.search(r"^\s+99%\s+(\S+)", text, re.MULTILINE)
+    p50 = re.search(r"^\s+50%\s+(\S+)", text, re.MULTILINE)
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    return Result(
+        name=name,
+        rps=float(rps.group(1)) if rps else 0.0,
+        p99_ms=parse_ms(p99.group(1)) if p99 else float("nan"),
+        p50_ms=parse_ms(p50.group(1)) if p50 else float("nan"),
+        requests=int(total.group(1)) if total else 0,
+        non2xx=int(non2xx.group(1)) if non2xx else 0,
+        socket_errors=sum(int(x) for x in sock.groups()) if sock else 0,
+        text=text,
+    )
+
+
+def start_minimal(port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), "--serve-minimal", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    import httpx
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/api/v1/public/ping").status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("the minimal Quart app did not start")
+
+
+def create_documents(daemon: c.DaemonProcess, ids: list[str]) -> None:
+    with daemon.client() as api:
+        volume = api.post("/volumes")
+        assert volume.status_code == 201, volume.text
+        volume_id = volume.json()["volume_id"]
+
+    def one(internal_id: str) -> None:
+        with daemon.client() as api:
+            answer = api.post(
+                "/containers",
+                json={
+                    "internal_id": internal_id,
+                    "image": c.IMAGE,
+                    "volume_id": volume_id,
+                    "startup_command": "exec sleep 100000",
+                    "limits": {"memory": 64 * c.MIB, "cpu": 0.25},
+                    "power": "stopped",
+                },
+            )
+            assert answer.status_code == 200, answer.text
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(one, ids))
+    # Wait until the reconciler is idle: every document has its (stopped) container.
+    with daemon.client() as api:
+        deadline = time.monotonic() + 300
+        while True:
+            listed = api.get("/containers").json()["containers"]
+            made = sum(1 for x in listed if x["container_id"] and x["install_state"] == "ready")
+            if made >= len(ids):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {made} of {len(ids)} containers created in 300 s")
+            time.sleep(0.5)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=20.0, help="wrk duration per URL")
+    parser.add_argument("--containers", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--quick", action="store_true", help="5 s per URL")
+    parser.add_argument("--serve-minimal", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_minimal:
+        serve_minimal(args.serve_minimal)
+        return 0
+    if args.quick:
+        args.seconds = 5.0
+    c.interrupt_on_sigterm()
+    wrk_bin = c.need_tool("wrk", "wrk")
+    client = c.docker_client()
+    c.ensure_image(client)
+    prefix = c.unique_prefix("api")
+    ids = [f"{prefix}-{i:03d}" for i in range(args.containers)]
+    minimal: subprocess.Popen[bytes] | None = None
+    try:
+        with c.lightd_daemon(prefix) as daemon:
+            try:
+                assert daemon.proc is not None
+                pid = daemon.proc.pid
+                started = time.monotonic()
+                create_documents(daemon, ids)
+                print(
+                    f"{args.containers} stopped container documents ready in "
+                    f"{time.monotonic() - started:.1f} s; {c.CORES} cores; "
+                    f"wrk -t{args.threads} -c{CONNECTIONS} -d{args.seconds:.0f}s"
+                )
+                (port,) = c.free_ports(1)
+                minimal = start_minimal(port)
+                token = daemon.token
+                ping_url = f"{daemon.base_url}/api/v1/public/ping"
+                list_url = f"{daemon.base_url}/containers"
+                # Warm-up: first requests, lazy imports, caches; RSS is taken after it.
+                for url in (ping_url, list_url):
+                    wrk(wrk_bin, "warm-up", url, token, 2, args.threads)
+                rss_before = c.rss_kib(pid)
+                results = [
+                    wrk(
+                        wrk_bin,
+                        "minimal Quart app",
+                        f"http://127.0.0.1:{port}/api/v1/public/ping",
+                        token,
+                        args.seconds,
+                        args.threads,
+                    ),
+                    wrk(wrk_bin, "lightd ping", ping_url, token, args.seconds, args.threads),
+                ]
+                cpu = c.CpuMeter(pid)
+                results.append(
+                    wrk(
+                        wrk_bin,
+                        f"lightd GET /containers ({args.containers})",
+                        list_url,
+                        token,
+                        args.seconds,
+                        args.threads,
+                    )
+                )
+                list_cpu = cpu.read()
+                time.sleep(1.0)
+                rss_after = c.rss_kib(pid)
+                report(results, rss_before, rss_after, list_cpu)
+            finally:
+                if minimal is not None:
+                    minimal.terminate()
+                    minimal.wait(timeout=10)
+                took = c.delete_containers(
+                    daemon, client, ids, name_prefix=f"lightd-{prefix}", timeout=300
+                )
+                print(f"deleted the {args.containers} documents in {took:.1f} s")
+        return 0
+    except KeyboardInterrupt:
+        print("interrupted; cleaned up", file=sys.stderr)
+        return 130
+    finally:
+        if minimal is not None and minimal.poll() is None:
+            minimal.kill()
+        c.remove_named(client, f"lightd-{prefix}")
+        client.close()
+
+
+def report(results: list[Result], rss_before: int, rss_after: int, list_cpu: float) -> None:
+    base = results[0]
+    targets = {1: 0.8, 2: 0.5}
+    print()
+    print(f"{'':36}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'ratio':>8}  target")
+    for index, r in enumerate(results):
+        errors = r.non2xx + r.socket_errors
+        line = f"{r.name:36}{r.rps:>10,.0f}{r.p50_ms:>9.2f}{r.p99_ms:>9.2f}{errors:>8}"
+        if index in targets:
+            share = c.ratio(r.rps, base.rps)
+            goal = targets[index]
+            line += f"{share:>8.2f}  >= {goal} {c.verdict(share >= goal)}"
+        print(line)
+    errors = sum(r.non2xx + r.socket_errors for r in results)
+    print(f"errors (non-2xx + socket errors) in all runs: {errors} {c.verdict(errors == 0)}")
+    for r in results:
+        if r.requests == 0 or r.non2xx or r.socket_errors:
+            print(f"--- wrk output for {r.name}:\n{r.text}")
+    growth = c.ratio(rss_after - rss_before, rss_before)
+    print(
+        f"lightd RSS: {rss_before / 1024:.1f} MiB before, {rss_after / 1024:.1f} MiB after "
+        f"({growth * 100:+.1f}%; target within 10%) {c.verdict(abs(growth) <= 0.10)}"
+    )
+    print(f"lightd CPU during GET /containers: {list_cpu * 100:.0f}% of one core")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
