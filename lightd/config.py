@@ -104,6 +104,8 @@ class WebSocketSettings(_Section):
     queue_frames: int = Field(default=512, ge=8)
     heartbeat_seconds: float = Field(default=30.0, gt=0)
     watch_history: int = Field(default=1000, ge=10)
+    # permessage-deflate costs CPU per socket for every frame; console text is small.
+    compression: bool = False
 
 
 class VolumeSettings(_Section):

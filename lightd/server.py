@@ -15,6 +15,8 @@ from pathlib import Path
 
 from hypercorn.asyncio import serve
 from hypercorn.config import Config as HypercornConfig
+from hypercorn.protocol import ws_stream
+from wsproto.extensions import PerMessageDeflate
 
 from lightd.api.app import create_app
 from lightd.config import Settings
@@ -59,6 +61,19 @@ def print_master_token_notice(daemon: Daemon) -> None:
     )
 
 
+class _DeclinedDeflate(PerMessageDeflate):
+    """permessage-deflate that declines every offer (Hypercorn always offers it)."""
+
+    def accept(self, offer: str) -> None:
+        return None
+
+
+def set_websocket_compression(enabled: bool) -> None:
+    """Hypercorn has no setting for it: swap the extension its handshake offers."""
+    extension = PerMessageDeflate if enabled else _DeclinedDeflate
+    setattr(ws_stream, "PerMessageDeflate", extension)  # noqa: B010 (not a public name)
+
+
 def _reload_on_hangup(daemon: Daemon) -> None:
     try:
         daemon.reload()
@@ -79,6 +94,7 @@ async def run_server(settings: Settings, *, config_path: Path | None) -> None:
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGHUP, _reload_on_hangup, daemon)
 
+    set_websocket_compression(settings.websocket.compression)
     hconfig = HypercornConfig()
     # Hypercorn takes ownership of the descriptor (and closes it on shutdown).
     hconfig.bind = [f"fd://{sock.detach()}"]

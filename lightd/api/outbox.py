@@ -18,7 +18,8 @@ DROPPED_NOTICE = "Some output was dropped because this connection reads too slow
 class Outbox:
     def __init__(self, size: int) -> None:
         self._size = size
-        self._items: deque[dict[str, Any]] = deque()
+        # Frames: an event to encode, or one already encoded (shared by many sockets).
+        self._items: deque[dict[str, Any] | str] = deque()
         self._ready = asyncio.Event()
         self.dropped = 0
         self._noticed = False
@@ -27,7 +28,7 @@ class Outbox:
     def __len__(self) -> int:
         return len(self._items)
 
-    def put(self, item: dict[str, Any]) -> None:
+    def put(self, item: dict[str, Any] | str) -> None:
         if self.closing is not None:
             return
         if len(self._items) >= self._size:
@@ -49,7 +50,7 @@ class Outbox:
         self.closing = (code, reason)
         self._ready.set()
 
-    async def get(self) -> dict[str, Any] | None:
+    async def get(self) -> dict[str, Any] | str | None:
         """The next frame, or None when the socket should close now."""
         while not self._items:
             if self.closing is not None:

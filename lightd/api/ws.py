@@ -26,6 +26,7 @@ from lightd.daemon import Daemon
 from lightd.engine.containers import logs
 from lightd.engine.streams import send_line
 from lightd.errors import EngineError, LightdError
+from lightd.runtime.console import Batch
 from lightd.runtime.events import state_event
 from lightd.spec.ids import is_internal_id
 from lightd.spec.observed import ObservedContainer, RuntimeState
@@ -98,8 +99,8 @@ class ContainerSession:
         self._stats_on = False
 
     # sinks (event loop)
-    def on_lines(self, lines: list[str]) -> None:
-        self.outbox.put({"event": "console", "data": "".join(f"{line}\n" for line in lines)})
+    def on_lines(self, batch: Batch) -> None:
+        self.outbox.put(batch.frame)
 
     def on_event(self, event: dict[str, Any]) -> None:
         self.outbox.put(event)
@@ -155,7 +156,7 @@ class ContainerSession:
                 code, reason = self.outbox.closing or (1000, "")
                 await websocket.close(code, reason)
                 return
-            await websocket.send(orjson.dumps(frame).decode())
+            await websocket.send(frame if isinstance(frame, str) else orjson.dumps(frame).decode())
 
     async def _expire(self, expires_at: float) -> None:
         await asyncio.sleep(max(expires_at - time.time(), 0))

@@ -22,9 +22,18 @@ class Stream(Protocol):
 
 
 def follow_output(client: docker.DockerClient, container_id: str, *, since: float | None) -> Stream:
-    """stdout and stderr of a container from ``since`` on, following until it stops."""
+    """stdout and stderr of a container from ``since`` on, following until it stops.
+
+    Every line starts with the engine's timestamp and a space (so a reader can resume).
+    """
     try:
-        kwargs: dict[str, Any] = {"stdout": True, "stderr": True, "stream": True, "follow": True}
+        kwargs: dict[str, Any] = {
+            "stdout": True,
+            "stderr": True,
+            "stream": True,
+            "follow": True,
+            "timestamps": True,
+        }
         if since is not None:
             kwargs["since"] = int(since)
         stream: Stream = client.api.logs(container_id, **kwargs)

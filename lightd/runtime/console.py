@@ -18,6 +18,9 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
+
+import orjson
 
 from lightd.engine import DockerEngine
 from lightd.engine.streams import Stream, follow_output
@@ -25,7 +28,30 @@ from lightd.engine.streams import Stream, follow_output
 log = logging.getLogger("lightd.console")
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
-LineSink = Callable[[list[str]], None]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Console lines handed to every watcher at once; the frame is encoded once for all."""
+
+    lines: tuple[str, ...]
+
+    @cached_property
+    def frame(self) -> str:
+        text = "".join(f"{line}\n" for line in self.lines)
+        return orjson.dumps({"event": "console", "data": text}).decode()
+
+
+LineSink = Callable[[Batch], None]
+Stamp = tuple[bytes, bytes]
+
+
+def stamp_key(stamp: bytes) -> Stamp:
+    """A comparable form of the engine's RFC 3339 timestamp (fractions padded)."""
+    head, _, fraction = stamp.rstrip(b"Z").partition(b".")
+    return head, fraction.ljust(9, b"0")
+
+
 THROTTLE_NOTICE = (
     "[lightd] console output is too fast (over {limit} lines per 100 ms): "
     "some lines are not shown here; the server log keeps them"
@@ -51,9 +77,10 @@ class Console:
     pending: list[str] = field(default_factory=list)
     pending_lock: threading.Lock = field(default_factory=threading.Lock)
     flush_scheduled: bool = False
-    window_start: float = 0.0
-    window_count: int = 0
-    window_noticed: bool = False
+    tokens: float = -1.0  # throttle bucket; -1: full at the first line
+    refilled_at: float = 0.0
+    throttled: bool = False
+    last_stamp: Stamp | None = None  # the newest line read, to resume without repeats
 
 
 class ConsoleHub:
@@ -123,6 +150,11 @@ class ConsoleHub:
             return current
         ring: deque[str] = current.ring if current is not None else deque(maxlen=self._ring_lines)
         sinks = current.sinks if current is not None else set()
+        same_run = (
+            current is not None
+            and current.container_id == container_id
+            and current.started_at == started_at
+        )
         if current is not None:
             self._halt(current)
         console = Console(
@@ -133,6 +165,10 @@ class ConsoleHub:
             ring=ring,
             sinks=sinks,
         )
+        if same_run and current is not None:
+            # The engine ended the stream (log rotation does): go on after the last line.
+            console.last_stamp = current.last_stamp
+            console.matched = current.matched
         self._consoles[internal_id] = console
         console.thread = threading.Thread(
             target=self._read, args=(console,), name=f"console-{internal_id}", daemon=True
@@ -169,6 +205,7 @@ class ConsoleHub:
 
     def _read(self, console: Console) -> None:
         partial = b""
+        resume = console.last_stamp
         try:
             stream = follow_output(
                 self._engine.client(), console.container_id, since=console.started_at
@@ -186,12 +223,12 @@ class ConsoleHub:
                 if b"\n" not in partial:
                     if len(partial) > 64 * 1024:
                         partial, chunk = b"", partial
-                        self._deliver(console, [chunk.decode("utf-8", "replace")])
+                        self._deliver(console, self._fresh(console, [chunk], resume))
                     continue
                 *complete, partial = partial.split(b"\n")
-                self._deliver(console, [line.decode("utf-8", "replace") for line in complete])
+                self._deliver(console, self._fresh(console, complete, resume))
             if partial:
-                self._deliver(console, [partial.decode("utf-8", "replace")])
+                self._deliver(console, self._fresh(console, [partial], resume))
         except Exception as exc:
             if not console.stopped.is_set():
                 log.info("console of %s ended: %s", console.internal_id, exc)
@@ -200,6 +237,19 @@ class ConsoleHub:
             console.stopped.set()
             if ended and self._loop is not None:
                 self._loop.call_soon_threadsafe(self._on_end, console.internal_id)
+
+    @staticmethod
+    def _fresh(console: Console, raw_lines: list[bytes], resume: Stamp | None) -> list[str]:
+        """Lines without their engine timestamps, skipping those read before a resume."""
+        lines = []
+        for raw in raw_lines:
+            stamp, _, text = raw.partition(b" ")
+            key = stamp_key(stamp)
+            if resume is not None and key <= resume:
+                continue
+            console.last_stamp = key
+            lines.append(text.decode("utf-8", "replace"))
+        return lines
 
     def _deliver(self, console: Console, lines: list[str]) -> None:
         """Reader thread: history, start detection (every line), throttled fan-out."""
@@ -216,17 +266,25 @@ class ConsoleHub:
                     break
         if not console.sinks or self._loop is None:
             return
+        # A token bucket: `throttle_lines` per window on average, bursts up to twice that
+        # (output arrives in bursts even from a steady writer).
         now = time.monotonic()
-        if now - console.window_start >= self._throttle_window:
-            console.window_start = now
-            console.window_count = 0
-            console.window_noticed = False
-        room = self._throttle_lines - console.window_count
-        console.window_count += len(lines)
-        if room < len(lines):
-            kept = lines[: max(room, 0)]
-            if not console.window_noticed:
-                console.window_noticed = True
+        capacity = 2.0 * self._throttle_lines
+        if console.tokens < 0:
+            console.tokens = capacity
+        else:
+            rate = self._throttle_lines / self._throttle_window
+            console.tokens = min(capacity, console.tokens + (now - console.refilled_at) * rate)
+        console.refilled_at = now
+        if console.tokens >= capacity:
+            console.throttled = False  # the flood is over: a new one gets a new notice
+        if console.tokens >= len(lines):
+            console.tokens -= len(lines)
+        else:
+            kept = lines[: int(console.tokens)]
+            console.tokens -= len(kept)
+            if not console.throttled:
+                console.throttled = True
                 kept.append(THROTTLE_NOTICE.format(limit=self._throttle_lines))
             lines = kept
         if not lines:
@@ -241,10 +299,11 @@ class ConsoleHub:
     def _flush(self, console: Console) -> None:
         """Event loop: hand every pending line to every sink as one batch."""
         with console.pending_lock:
-            batch, console.pending = console.pending, []
+            pending, console.pending = console.pending, []
             console.flush_scheduled = False
-        if not batch:
+        if not pending:
             return
+        batch = Batch(tuple(pending))
         for sink in list(console.sinks):
             try:
                 sink(batch)
