@@ -23,7 +23,7 @@ from lightd.containers.views import container_view
 from lightd.engine import DockerEngine
 from lightd.errors import LightdError
 from lightd.fs import ArchiveLimits, VolumeManager
-from lightd.logsetup import set_level
+from lightd.logsetup import flush_logs, set_level
 from lightd.metrics import Metrics, count_states
 from lightd.pool import PortPool
 from lightd.reconcile.controller import Controller, ControllerSettings
@@ -291,6 +291,16 @@ class Daemon:
         self._tasks.clear()
         self.volumes.close()
         self.engine.close()
+
+    def spawn_log_flusher(self, interval: float = 0.2) -> None:
+        """Flush buffered log lines a few times a second (see ``BatchedStreamHandler``)."""
+
+        async def flush_now_and_then() -> None:
+            while True:
+                flush_logs()
+                await asyncio.sleep(interval)
+
+        self._tasks.append(asyncio.create_task(flush_now_and_then(), name="log-flush"))
 
     def reload(self) -> Settings:
         """Re-read file and environment; apply what can change live. Raises ConfigError."""

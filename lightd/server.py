@@ -22,6 +22,7 @@ from lightd.api.app import create_app
 from lightd.config import Settings
 from lightd.daemon import Daemon
 from lightd.errors import ConfigError
+from lightd.logsetup import flush_logs
 from lightd.sdnotify import notify
 
 log = logging.getLogger("lightd.server")
@@ -107,12 +108,14 @@ async def run_server(settings: Settings, *, config_path: Path | None) -> None:
     await daemon.start()
     print_master_token_notice(daemon)
     notify("READY=1\nSTATUS=serving")
+    daemon.spawn_log_flusher()
     log.info(
         "lightd listening on %s:%d",
         settings.server.host,
         actual_port,
         extra={"fields": {"host": settings.server.host, "port": actual_port}},
     )
+    flush_logs()
     try:
         await serve(app, hconfig, shutdown_trigger=stop.wait)
     finally:
@@ -120,3 +123,4 @@ async def run_server(settings: Settings, *, config_path: Path | None) -> None:
         log.info("lightd stopping")
         await daemon.stop()
         log.info("lightd stopped")
+        flush_logs()

@@ -32,6 +32,9 @@ from lightd.daemon import Daemon
 
 
 def _install_cors(app: Quart, daemon: Daemon) -> None:
+    if not daemon.settings.server.cors_origins:
+        return  # CORS is off: no hook on the hot path
+
     @app.after_request
     async def _cors(response: Response) -> Response:
         origin = request.headers.get("Origin")
