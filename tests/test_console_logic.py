@@ -54,3 +54,13 @@ def test_batch_frame_is_encoded_once_and_shared() -> None:
 )
 def test_ansi_is_stripped(text: str, plain: str) -> None:
     assert strip_ansi(text) == plain
+
+
+def test_lines_repeated_by_the_engine_are_dropped() -> None:
+    reader = console()
+    first = [b"2026-11-28T21:50:00.1Z one", b"2026-11-28T21:50:00.2Z two"]
+    assert ConsoleHub._fresh(reader, first, None) == ["one", "two"]
+    replay = [b"2026-11-28T21:50:00.2Z two", b"2026-11-28T21:50:00.3Z three"]
+    assert ConsoleHub._fresh(reader, replay, None) == ["three"]
+    other_stream = [b"2026-11-28T21:50:00.25Z late stderr line"]
+    assert ConsoleHub._fresh(reader, other_stream, None) == ["late stderr line"]

@@ -44,6 +44,7 @@ class Batch:
 
 LineSink = Callable[[Batch], None]
 Stamp = tuple[bytes, bytes]
+RECENT_STAMPS = 16_384
 
 
 def stamp_key(stamp: bytes) -> Stamp:
@@ -81,6 +82,9 @@ class Console:
     refilled_at: float = 0.0
     throttled: bool = False
     last_stamp: Stamp | None = None  # the newest line read, to resume without repeats
+    # Stamps of recent lines: the engine repeats some lines around a log rotation.
+    recent: set[Stamp] = field(default_factory=set)
+    recent_order: deque[Stamp] = field(default_factory=deque)
 
 
 class ConsoleHub:
@@ -169,6 +173,7 @@ class ConsoleHub:
             # The engine ended the stream (log rotation does): go on after the last line.
             console.last_stamp = current.last_stamp
             console.matched = current.matched
+            console.recent, console.recent_order = current.recent, current.recent_order
         self._consoles[internal_id] = console
         console.thread = threading.Thread(
             target=self._read, args=(console,), name=f"console-{internal_id}", daemon=True
@@ -242,12 +247,18 @@ class ConsoleHub:
     def _fresh(console: Console, raw_lines: list[bytes], resume: Stamp | None) -> list[str]:
         """Lines without their engine timestamps, skipping those read before a resume."""
         lines = []
+        recent, order = console.recent, console.recent_order
         for raw in raw_lines:
             stamp, _, text = raw.partition(b" ")
             key = stamp_key(stamp)
-            if resume is not None and key <= resume:
+            if (resume is not None and key <= resume) or key in recent:
                 continue
-            console.last_stamp = key
+            recent.add(key)
+            order.append(key)
+            if len(order) > RECENT_STAMPS:
+                recent.discard(order.popleft())
+            if console.last_stamp is None or key > console.last_stamp:
+                console.last_stamp = key
             lines.append(text.decode("utf-8", "replace"))
         return lines
 
