@@ -84,8 +84,8 @@ class ContainersSettings(_Section):
     crash_backoff_max_seconds: float = Field(default=300.0, ge=0)
     crash_window_seconds: float = Field(default=600.0, gt=0)
     crash_max: int = Field(default=5, ge=1)
-    workers: int = Field(default=4, ge=1, le=64)
-    resync_seconds: float = Field(default=30.0, ge=1)
+    workers: int = Field(default=8, ge=1, le=64)
+    resync_seconds: float = Field(default=60.0, ge=1)
     # Host folders under which `mount` sources may lie; empty: no extra mounts allowed.
     allowed_mount_roots: list[Path] = Field(default_factory=list)
     console_ring_lines: int = Field(default=1000, ge=10, le=100_000)

@@ -40,8 +40,8 @@ MAX_STEPS = 25
 
 @dataclass(frozen=True)
 class ControllerSettings:
-    workers: int = 4
-    resync_seconds: float = 30.0
+    workers: int = 8
+    resync_seconds: float = 60.0
     policy: Policy = field(default_factory=Policy)
     backoff: Backoff = field(default_factory=Backoff)
 
