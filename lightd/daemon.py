@@ -34,6 +34,7 @@ from lightd.runtime.console import ConsoleHub
 from lightd.runtime.events import ContainerEvents
 from lightd.runtime.stats import StatsHub
 from lightd.runtime.watch import NodeWatch
+from lightd.spec.container import ContainerSpec
 from lightd.spec.observed import ObservedContainer
 from lightd.store import DocumentStore
 from lightd.store.watch import FolderWatcher, WatchSettings
@@ -97,6 +98,7 @@ class Daemon:
             node_id=self.node_id,
             settings=controller_settings(settings.containers),
             metrics=self.metrics,
+            admit=self.admit_ports,
         )
         self.container_service = ContainerService(
             desired=self.containers,
@@ -121,6 +123,7 @@ class Daemon:
         self.observed.subscribe(self.container_events.on_observed)
         self.observed.subscribe(self._observed_changed)
         self.ports.listeners.append(self.watch.refresh_ports)
+        self.ports.listeners.append(self.controller.retry_refused)
         self.volumes = VolumeManager(
             data_dir / "volumes",
             meta=self.data,
@@ -150,6 +153,16 @@ class Daemon:
             ),
         )
         self._tasks: list[asyncio.Task[None]] = []
+
+    def admit_ports(self, spec: ContainerSpec) -> str | None:
+        """Why the pool refuses this document's ports (hand edits skip the API's check)."""
+        try:
+            self.ports.check_bindings(
+                [(p.ip, p.port, p.protocol) for p in spec.ports], container=spec.internal_id
+            )
+        except LightdError as exc:
+            return exc.message
+        return None
 
     def metric_state(self) -> dict[str, Any]:
         """Current figures for the metrics gauges (in memory only)."""

@@ -555,3 +555,25 @@ def test_unknown_route_needs_auth(gitops_daemon: DaemonProcess) -> None:
     with httpx.Client(base_url=gitops_daemon.base_url) as anonymous:
         assert anonymous.post("/desired/apply", json={}).status_code == 401
         assert anonymous.get("/desired").status_code == 401
+
+
+def test_hand_edited_ports_must_come_from_the_pool(docs: Docs) -> None:
+    from tests.support.lab import free_port
+
+    port = {"ip": "127.0.0.1", "port": free_port(), "protocol": "tcp"}
+    docs.write(docs.document("outside", ports=[port]))
+    shown = wait_for(
+        lambda: (
+            (c := docs.container("outside")).status_code == 200
+            and c.json()["last_error"]
+            and c.json()
+        ),
+        what="refusal reported",
+    )
+    assert shown["last_error"] == "Invalid port binding: port not in network pool"
+    assert docs.inspect("outside") is None  # nothing published outside the pool
+    answer = docs.api.post("/network/ports", json=port)
+    assert answer.status_code == 200
+    docs.ports.append(port["port"])
+    docs.wait_running("outside")
+    assert docs.container("outside").json()["last_error"] is None

@@ -31,6 +31,7 @@ from lightd.reconcile.planner import Policy, plan
 from lightd.reconcile.state import ObservedStore
 from lightd.reconcile.workqueue import Backoff, WorkQueue
 from lightd.runtime.console import ConsoleHub
+from lightd.spec.container import ContainerSpec
 from lightd.spec.observed import RuntimeState
 
 log = logging.getLogger("lightd.reconcile")
@@ -59,8 +60,12 @@ class Controller:
         node_id: str,
         settings: ControllerSettings,
         metrics: Metrics | None = None,
+        admit: Callable[[ContainerSpec], str | None] | None = None,
     ) -> None:
         self._metrics = metrics
+        # Host checks a document must pass before it is applied (the pool's ports).
+        self._admit: Callable[[ContainerSpec], str | None] = admit or (lambda _spec: None)
+        self._refusals: set[str] = set()
         self._engine = engine
         self._node_id = node_id
         self.desired = desired
@@ -109,6 +114,12 @@ class Controller:
 
     async def _mark_running(self, key: str) -> None:
         await self.observed.update(key, state=RuntimeState.RUNNING)
+
+    def retry_refused(self) -> None:
+        """The pool changed: look again at containers whose ports it refused."""
+        for observed in self.observed.all():
+            if observed.blocked_reason in self._refusals:
+                self.hint(observed.internal_id)
 
     def on_console_end(self, key: str) -> None:
         self.hint(key)
@@ -324,6 +335,18 @@ class Controller:
                 and observed.blocked_revision == revision
             ):
                 return None
+            refusal = self._admit(desired) if desired is not None else None
+            if refusal is not None:
+                # A hand-edited document may name ports the pool does not give it: the
+                # container stays as it is until the document or the pool changes.
+                self._refusals.add(refusal)
+                if observed is None or observed.blocked_reason != refusal:
+                    log.warning("%s: %s", key, refusal)
+                    await self.observed.update(key, blocked_reason=refusal, last_error=refusal)
+                return None
+            if observed is not None and observed.blocked_reason in self._refusals:
+                await self.observed.update(key, blocked_reason=None, last_error=None)
+                observed = self.observed.get(key)
             actual = await self.observe(key)
             volume_path = self._volume_path(desired.volume_id) if desired is not None else None
             step = plan(
