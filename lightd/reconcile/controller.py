@@ -26,7 +26,7 @@ from lightd.engine.streams import events
 from lightd.errors import EngineConflict, EngineError, EngineUnavailable, LightdError
 from lightd.metrics import Metrics
 from lightd.reconcile.executor import Executor, SpecInvalid
-from lightd.reconcile.model import LABEL_INTERNAL_ID, Actual, Role, container_name
+from lightd.reconcile.model import LABEL_INTERNAL_ID, ActionKind, Actual, Role, container_name
 from lightd.reconcile.planner import Policy, plan
 from lightd.reconcile.state import ObservedStore
 from lightd.reconcile.workqueue import Backoff, WorkQueue
@@ -37,6 +37,16 @@ from lightd.spec.observed import RuntimeState
 log = logging.getLogger("lightd.reconcile")
 
 MAX_STEPS = 25
+# Actions that only record observations: the engine looks the same after them.
+RECORD_ONLY = frozenset(
+    {
+        ActionKind.SKIP_INSTALL,
+        ActionKind.MARK_STATE,
+        ActionKind.RECORD_EXIT,
+        ActionKind.REPORT_BLOCKED,
+        ActionKind.GIVE_UP,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -321,6 +331,7 @@ class Controller:
 
     async def reconcile(self, key: str) -> float | None:
         """Converge one container; returns seconds after which to look again, if any."""
+        actual: Actual | None = None  # still true when the last step touched no container
         for _step in range(MAX_STEPS):
             desired = self.desired.get(key)
             observed = self.observed.get(key)
@@ -347,7 +358,8 @@ class Controller:
             if observed is not None and observed.blocked_reason in self._refusals:
                 await self.observed.update(key, blocked_reason=None, last_error=None)
                 observed = self.observed.get(key)
-            actual = await self.observe(key)
+            if actual is None:
+                actual = await self.observe(key)
             volume_path = self._volume_path(desired.volume_id) if desired is not None else None
             step = plan(
                 desired=desired,
@@ -366,6 +378,8 @@ class Controller:
                 await self.executor.apply(
                     action, internal_id=key, desired=desired, actual=actual, volume_path=volume_path
                 )
+            if not all(action.kind in RECORD_ONLY for action in step.actions):
+                actual = None  # the engine changed: look again
         log.warning("%s: not converged after %d steps; will look again", key, MAX_STEPS)
         return 1.0
 
