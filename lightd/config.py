@@ -121,7 +121,7 @@ class GitopsSettings(_Section):
     """The desired-folder watcher and the deletion guard."""
 
     # A full rescan runs this often even without file events (the kernel can drop them).
-    rescan_seconds: float = Field(default=10.0, ge=0.5)
+    rescan_seconds: float = Field(default=30.0, ge=0.5)
     # How long a burst of file events is gathered before one rescan (milliseconds).
     debounce_ms: int = Field(default=50, ge=1, le=10_000)
     # A scan that would delete more than this share of the known containers at once (and

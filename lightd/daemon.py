@@ -305,7 +305,7 @@ class Daemon:
         self.volumes.close()
         self.engine.close()
 
-    def spawn_log_flusher(self, interval: float = 0.2) -> None:
+    def spawn_log_flusher(self, interval: float = 0.5) -> None:
         """Flush buffered log lines a few times a second (see ``BatchedStreamHandler``)."""
 
         async def flush_now_and_then() -> None:

@@ -57,7 +57,7 @@ class PlainFormatter(logging.Formatter):
 class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Writes records without a flush (a system call) each; :func:`flush_logs` flushes.
 
-    The daemon flushes a few times a second and at exit, so lines still appear at once
+    The daemon flushes twice a second and at exit, so lines still appear at once
     for a person while a busy API does not pay a write per request.
     """
 

@@ -29,6 +29,7 @@ from lightd.spec.observed import InstallState, RuntimeState
 log = logging.getLogger("lightd.executor")
 
 INSTALL_TAIL_LINES = 20
+IMAGE_SEEN_SECONDS = 10.0
 
 
 class SpecInvalid(Exception):
@@ -52,6 +53,7 @@ class Executor:
         interrupted: Callable[[str], asyncio.Event],
     ) -> None:
         self._node_id = node_id
+        self._images_seen: dict[str, float] = {}
         self._engine = engine
         self._observed = observed
         self._consoles = consoles
@@ -158,7 +160,11 @@ class Executor:
 
     async def _ensure_image(self, internal_id: str, desired: ContainerSpec, *, phase: str) -> None:
         client = self._engine.client()
+        seen = self._images_seen.get(desired.image)
+        if seen is not None and time.monotonic() - seen < IMAGE_SEEN_SECONDS:
+            return  # many containers of one image converge at once: ask the engine once
         if await self._engine.run(ops.image_present, client, desired.image):
+            self._images_seen[desired.image] = time.monotonic()
             return
         try:
             await self._engine.run(ops.pull_image, client, desired.image)
@@ -215,7 +221,7 @@ class Executor:
         )
         container_id = await self._engine.run(ops.create, client, request)
         await self._engine.run(ops.start, client, container_id)
-        self._consoles.ensure(internal_id, container_id=container_id, started_at=None, pattern=None)
+        self._consoles.new_run(internal_id, container_id=container_id, since=None, pattern=None)
 
     async def _finish_install(
         self, internal_id: str, container_id: str, exit_code: object, *, error: str | None = None
@@ -272,8 +278,14 @@ class Executor:
         )
         try:
             container_id = await self._engine.run(ops.create, client, request)
-        except ImageNotFound as exc:
-            raise SpecInvalid(ImageNotFound.message) from exc
+        except ImageNotFound:
+            # The image went away since it was last seen: make sure of it once more.
+            self._images_seen.pop(desired.image, None)
+            await self._ensure_image(internal_id, desired, phase="create")
+            try:
+                container_id = await self._engine.run(ops.create, client, request)
+            except ImageNotFound as exc:
+                raise SpecInvalid(ImageNotFound.message) from exc
         await self._observed.update(
             internal_id,
             container_id=container_id,
@@ -296,9 +308,10 @@ class Executor:
                 crash_count=0,
             )
         await self._observed.update(internal_id, state=RuntimeState.STARTING, **changes)
+        # The engine runs on this host: its start time is ours, give or take a moment, and
+        # the console reader follows from a second before (no extra inspect on the way).
+        started_at = time.time() - 1.0
         await self._engine.run(ops.start, client, actual.main.id)
-        started = await self._engine.run(ops.inspect_named, client, actual.main.id, self._node_id)
-        started_at = started.started_at if started is not None else None
         state = RuntimeState.STARTING if desired.start_pattern else RuntimeState.RUNNING
         await self._observed.update(
             internal_id,
@@ -307,10 +320,10 @@ class Executor:
             container_id=actual.main.id,
             exit_code=None,
         )
-        self._consoles.ensure(
+        self._consoles.new_run(
             internal_id,
             container_id=actual.main.id,
-            started_at=started_at,
+            since=started_at,
             pattern=desired.start_pattern,
         )
 

@@ -139,41 +139,73 @@ class ConsoleHub:
         if console is not None:
             console.sinks.discard(sink)
 
+    def new_run(
+        self, internal_id: str, *, container_id: str, since: float | None, pattern: str | None
+    ) -> Console:
+        """A container (re)started: a fresh reader and a fresh start detection."""
+        current = self._consoles.get(internal_id)
+        return self._start_reader(
+            internal_id,
+            container_id=container_id,
+            since=since,
+            pattern=pattern,
+            resume=None,
+            previous=current,
+        )
+
     def ensure(
         self, internal_id: str, *, container_id: str, started_at: float | None, pattern: str | None
     ) -> Console:
-        """Follow this run of the container (a new run gets a new reader and detection)."""
+        """Keep a reader on this container: resume a dead one, adopt one lightd did not start."""
         current = self._consoles.get(internal_id)
-        if (
-            current is not None
-            and current.container_id == container_id
-            and current.started_at == started_at
-            and not current.stopped.is_set()
-        ):
-            current.pattern = re.compile(pattern) if pattern else None
-            return current
-        ring: deque[str] = current.ring if current is not None else deque(maxlen=self._ring_lines)
-        sinks = current.sinks if current is not None else set()
-        same_run = (
-            current is not None
-            and current.container_id == container_id
-            and current.started_at == started_at
+        if current is not None and current.container_id == container_id:
+            if not current.stopped.is_set():
+                current.pattern = re.compile(pattern) if pattern else None
+                return current
+            # The engine ended the stream (log rotation does): go on after the last line.
+            return self._start_reader(
+                internal_id,
+                container_id=container_id,
+                since=current.started_at,
+                pattern=pattern,
+                resume=current,
+                previous=current,
+            )
+        return self._start_reader(
+            internal_id,
+            container_id=container_id,
+            since=started_at,
+            pattern=pattern,
+            resume=None,
+            previous=current,
         )
-        if current is not None:
-            self._halt(current)
+
+    def _start_reader(
+        self,
+        internal_id: str,
+        *,
+        container_id: str,
+        since: float | None,
+        pattern: str | None,
+        resume: Console | None,
+        previous: Console | None,
+    ) -> Console:
+        ring: deque[str] = previous.ring if previous is not None else deque(maxlen=self._ring_lines)
+        sinks = previous.sinks if previous is not None else set()
+        if previous is not None:
+            self._halt(previous)
         console = Console(
             internal_id=internal_id,
             container_id=container_id,
-            started_at=started_at,
+            started_at=since,
             pattern=re.compile(pattern) if pattern else None,
             ring=ring,
             sinks=sinks,
         )
-        if same_run and current is not None:
-            # The engine ended the stream (log rotation does): go on after the last line.
-            console.last_stamp = current.last_stamp
-            console.matched = current.matched
-            console.recent, console.recent_order = current.recent, current.recent_order
+        if resume is not None:
+            console.last_stamp = resume.last_stamp
+            console.matched = resume.matched
+            console.recent, console.recent_order = resume.recent, resume.recent_order
         self._consoles[internal_id] = console
         console.thread = threading.Thread(
             target=self._read, args=(console,), name=f"console-{internal_id}", daemon=True

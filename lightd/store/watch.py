@@ -39,12 +39,12 @@ IGNORED_FOLDERS = ("schema",)
 
 @dataclass(frozen=True)
 class WatchSettings:
-    rescan_seconds: float = 10.0
+    rescan_seconds: float = 30.0
     debounce_ms: int = 50
     force_polling: bool = False
     missing_poll_seconds: float = 0.5
     # How long the watch thread waits before it looks at the folder's identity again.
-    identity_check_ms: int = 1000
+    identity_check_ms: int = 5000
 
 
 class DesiredFilter(DefaultFilter):
