@@ -37,6 +37,10 @@ from lightd.spec.observed import RuntimeState
 log = logging.getLogger("lightd.reconcile")
 
 MAX_STEPS = 25
+# Engine events that cannot mean drift (lightd's own create, console attach, ...).
+QUIET_EVENTS = frozenset(
+    {"create", "attach", "detach", "resize", "top", "export", "commit", "copy", "archive-path"}
+)
 # Actions that only record observations: the engine looks the same after them.
 RECORD_ONLY = frozenset(
     {
@@ -210,6 +214,9 @@ class Controller:
                 for event in stream:
                     if self._events_stop.is_set():
                         return
+                    action = str(event.get("Action") or event.get("status") or "")
+                    if action in QUIET_EVENTS or action.startswith("exec_"):
+                        continue
                     attributes = (event.get("Actor") or {}).get("Attributes") or {}
                     key = attributes.get(LABEL_INTERNAL_ID)
                     if key:
