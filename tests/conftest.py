@@ -8,8 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support import engine
 from tests.support.daemon import DaemonProcess
-from tests.support.lab import Lab, new_prefix
+from tests.support.lab import USED_PREFIXES, Lab, new_prefix
 
 # Test-friendly reconciler timings for every daemon the tests start.
 FAST_RECONCILER = {
@@ -21,6 +22,14 @@ FAST_RECONCILER = {
     # The fan-out test opens 50 watchers on one container (the default allows 30).
     "LIGHTD_WEBSOCKET__MAX_SOCKETS_PER_CONTAINER": "60",
 }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def sweep_test_containers() -> Iterator[None]:
+    """After every daemon has stopped: remove any container a test's prefix names."""
+    yield
+    for prefix in USED_PREFIXES:
+        engine.remove_prefixed(prefix)
 
 
 @pytest.fixture(scope="session")

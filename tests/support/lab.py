@@ -101,16 +101,35 @@ class Lab:
             what=f"no Docker object for {internal_id}",
         )
 
+    def _state_left(self) -> bool:
+        folder = self.daemon.data_dir / "state" / "containers"
+        return any(folder.glob(f"{self.prefix}-*.json")) if folder.is_dir() else False
+
     def cleanup(self) -> None:
         for internal_id in self.created:
             self.api.delete(f"/containers/{internal_id}")
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and engine.managed_names(self.prefix):
+        quiet_since: float | None = None
+        # Quiet twice in a row: a reconcile that read the document before its deletion
+        # may still create the container, then remove it on its next look.
+        while time.monotonic() < deadline:
+            if engine.managed_names(self.prefix) or self._state_left():
+                quiet_since = None
+            elif quiet_since is None:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since > 1.0:
+                break
             time.sleep(0.2)
         engine.remove_prefixed(self.prefix)
         for port in self.ports:
             self.api.delete(f"/network/ports/127.0.0.1/{port}")
 
 
+USED_PREFIXES: list[str] = []
+
+
 def new_prefix() -> str:
-    return "t" + uuid.uuid4().hex[:8]
+    """A fresh prefix, remembered so the session can sweep what a late reconcile made."""
+    prefix = "t" + uuid.uuid4().hex[:8]
+    USED_PREFIXES.append(prefix)
+    return prefix
