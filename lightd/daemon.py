@@ -12,6 +12,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from lightd.auth.master import MasterToken, ensure_master_token, tokens_equal
 from lightd.auth.node import ensure_node_id
 from lightd.auth.tokens import TokenStore
@@ -118,6 +120,7 @@ class Daemon:
             port_views=self.port_views,
             history=settings.websocket.watch_history,
         )
+        self._list_body: bytes | None = None
         self.sockets: dict[str, int] = {}
         self.watch_sockets = 0
         self.observed.subscribe(self.container_events.on_observed)
@@ -153,6 +156,28 @@ class Daemon:
             ),
         )
         self._tasks: list[asyncio.Task[None]] = []
+
+    def container_list_body(self) -> bytes:
+        """The encoded ``GET /containers`` answer, rebuilt only after a change.
+
+        Panels poll this list; with hundreds of containers, building and encoding it on
+        every request would dominate the route's cost.
+        """
+        if self._list_body is None:
+            items = []
+            for spec in self.containers.all():
+                observed = self.observed.get(spec.internal_id)
+                items.append(
+                    {
+                        "internal_id": spec.internal_id,
+                        "container_id": observed.container_id if observed else None,
+                        "install_state": observed.install_state.value if observed else "installing",
+                        "image": spec.image,
+                        "state": observed.state.value if observed else "offline",
+                    }
+                )
+            self._list_body = orjson.dumps({"containers": items})
+        return self._list_body
 
     def admit_ports(self, spec: ContainerSpec) -> str | None:
         """Why the pool refuses this document's ports (hand edits skip the API's check)."""
@@ -235,11 +260,13 @@ class Daemon:
     def _observed_changed(
         self, old: ObservedContainer | None, new: ObservedContainer | None
     ) -> None:
+        self._list_body = None
         current = new if new is not None else old
         if current is not None:
             self.watch.refresh_container(current.internal_id)
 
     def _desired_changed(self, internal_id: str) -> None:
+        self._list_body = None
         self.watch.refresh_container(internal_id)
         self.watch.refresh_ports()
 

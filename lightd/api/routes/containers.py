@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 
-import orjson
 from pydantic import BaseModel, Field
 from quart import Blueprint, Response
 from quart_schema import (
@@ -120,22 +119,7 @@ async def create(data: CreateContainerRequest) -> CreateContainerResponse:
 @blueprint.get("/containers")
 @document_response(ContainerList)
 async def list_all() -> Response:
-    # Built as plain data and encoded once: with hundreds of containers, re-validating
-    # every summary through pydantic would dominate the cost of this route.
-    daemon = get_daemon()
-    items = []
-    for spec in daemon.containers.all():
-        observed = daemon.observed.get(spec.internal_id)
-        items.append(
-            {
-                "internal_id": spec.internal_id,
-                "container_id": observed.container_id if observed else None,
-                "install_state": observed.install_state.value if observed else "installing",
-                "image": spec.image,
-                "state": observed.state.value if observed else "offline",
-            }
-        )
-    return Response(orjson.dumps({"containers": items}), content_type="application/json")
+    return Response(get_daemon().container_list_body(), content_type="application/json")
 
 
 @blueprint.get("/containers/<internal_id>")
