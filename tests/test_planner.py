@@ -112,7 +112,18 @@ CASES = [
         id="failed-install-waits",
     ),
     pytest.param(
-        D, ready(D), NONE, [ActionKind.ENSURE_IMAGE, ActionKind.CREATE_MAIN], id="ready-creates"
+        D,
+        ready(D),
+        NONE,
+        [ActionKind.ENSURE_IMAGE, ActionKind.CREATE_MAIN, ActionKind.START_MAIN],
+        id="ready-creates-and-starts",
+    ),
+    pytest.param(
+        D_STOPPED,
+        ready(D_STOPPED),
+        NONE,
+        [ActionKind.ENSURE_IMAGE, ActionKind.CREATE_MAIN],
+        id="stopped-creates-only",
     ),
     pytest.param(
         D,

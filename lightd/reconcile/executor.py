@@ -294,10 +294,18 @@ class Executor:
             blocked_reason=None,
         )
 
+    def _main_id(self, internal_id: str, actual: Actual) -> str:
+        """The main container: as observed, or as created earlier in this same step."""
+        if actual.main is not None:
+            return actual.main.id
+        observed = self._observed.get(internal_id)
+        assert observed is not None and observed.container_id is not None
+        return observed.container_id
+
     async def _start_main(
         self, internal_id: str, desired: ContainerSpec, actual: Actual, action: Action
     ) -> None:
-        assert actual.main is not None
+        container_id = self._main_id(internal_id, actual)
         client = self._engine.client()
         changes: dict[str, object] = {"stop_requested": False, "last_error": None}
         if "restart_handled" in action.detail:
@@ -311,18 +319,23 @@ class Executor:
         # The engine runs on this host: its start time is ours, give or take a moment, and
         # the console reader follows from a second before (no extra inspect on the way).
         started_at = time.time() - 1.0
-        await self._engine.run(ops.start, client, actual.main.id)
+        try:
+            await self._engine.run(ops.start, client, container_id)
+        except EngineError:
+            # Not started at all (a port taken, the engine gone): that is no crash.
+            await self._observed.update(internal_id, state=RuntimeState.OFFLINE)
+            raise
         state = RuntimeState.STARTING if desired.start_pattern else RuntimeState.RUNNING
         await self._observed.update(
             internal_id,
             state=state,
             started_at=started_at,
-            container_id=actual.main.id,
+            container_id=container_id,
             exit_code=None,
         )
         self._consoles.new_run(
             internal_id,
-            container_id=actual.main.id,
+            container_id=container_id,
             since=started_at,
             pattern=desired.start_pattern,
         )

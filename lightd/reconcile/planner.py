@@ -198,12 +198,20 @@ def _plan_main(
     expected = recreate_hash(desired, volume_path=volume_path)
     main = actual.main
     if main is None:
-        return Plan(
-            actions=(
-                Action(ActionKind.ENSURE_IMAGE, "create"),
-                Action(ActionKind.CREATE_MAIN, "missing", {"spec_hash": expected}),
-            )
-        )
+        create = [
+            Action(ActionKind.ENSURE_IMAGE, "create"),
+            Action(ActionKind.CREATE_MAIN, "missing", {"spec_hash": expected}),
+        ]
+        if desired.power is Power.RUNNING and not obs.gave_up:
+            # Start what was just created in the same step (one look at the engine less).
+            detail: dict[str, object] = {}
+            if (
+                desired.restart_requested_at is not None
+                and desired.restart_requested_at != obs.restart_handled
+            ):
+                detail["restart_handled"] = desired.restart_requested_at
+            create.append(Action(ActionKind.START_MAIN, "created", detail))
+        return Plan(actions=tuple(create))
     if main.spec_hash != expected:
         return _one(ActionKind.REMOVE_MAIN, "spec changed: re-create")
 
