@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,12 @@ from lightd.auth.tokens import TokenStore
 from lightd.config import ContainersSettings, Settings, load_settings
 from lightd.containers.desired import DesiredContainers
 from lightd.containers.ingest import DesiredIngest
-from lightd.containers.service import ContainerService, bindings_of, volume_users
+from lightd.containers.service import (
+    ContainerService,
+    bindings_of,
+    check_host_limits,
+    volume_users,
+)
 from lightd.containers.views import container_view
 from lightd.engine import DockerEngine
 from lightd.errors import LightdError
@@ -100,7 +106,7 @@ class Daemon:
             node_id=self.node_id,
             settings=controller_settings(settings.containers),
             metrics=self.metrics,
-            admit=self.admit_ports,
+            admit=self.admit_document,
         )
         self.container_service = ContainerService(
             desired=self.containers,
@@ -179,9 +185,14 @@ class Daemon:
             self._list_body = orjson.dumps({"containers": items})
         return self._list_body
 
-    def admit_ports(self, spec: ContainerSpec) -> str | None:
-        """Why the pool refuses this document's ports (hand edits skip the API's check)."""
+    def admit_document(self, spec: ContainerSpec) -> str | None:
+        """Why a document may not be applied (hand edits skip the API's checks), or None."""
         try:
+            check_host_limits(
+                spec,
+                allowed_roots=self.settings.containers.allowed_mount_roots,
+                host_cpus=os.cpu_count() or 1,
+            )
             self.ports.check_bindings(
                 [(p.ip, p.port, p.protocol) for p in spec.ports], container=spec.internal_id
             )

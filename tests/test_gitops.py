@@ -577,3 +577,19 @@ def test_hand_edited_ports_must_come_from_the_pool(docs: Docs) -> None:
     docs.ports.append(port["port"])
     docs.wait_running("outside")
     assert docs.container("outside").json()["last_error"] is None
+
+
+def test_hand_edited_mount_outside_allowed_roots_is_refused(docs: Docs) -> None:
+    docs.write(docs.document("hostetc", mount={"/etc": "/data"}))
+    shown = wait_for(
+        lambda: (
+            (c := docs.container("hostetc")).status_code == 200
+            and c.json()["last_error"]
+            and c.json()
+        ),
+        what="refusal reported",
+    )
+    assert "'mount'" in shown["last_error"]
+    assert "allowed" in shown["last_error"]
+    time.sleep(1)
+    assert docs.inspect("hostetc") is None  # the host's /etc is never mounted

@@ -61,6 +61,26 @@ def bindings_of(desired: DesiredContainers) -> Mapping[tuple[str, int, str], str
     return bound
 
 
+def check_host_limits(spec: ContainerSpec, *, allowed_roots: list[Path], host_cpus: int) -> None:
+    """Checks that need the host: cpu within its cores, mounts under allowed folders.
+
+    The API runs them before writing a document; the reconciler runs them on documents
+    edited by hand, so that a file cannot mount what the API would refuse.
+    """
+    if spec.limits.cpu is not None and spec.limits.cpu > host_cpus:
+        raise InvalidField(
+            "limits.cpu", f"at most {host_cpus} (the host's cores), not {spec.limits.cpu}"
+        )
+    roots = [root.resolve() for root in allowed_roots]
+    for source in spec.mount:
+        path = Path(source).resolve()
+        if not any(path == root or root in path.parents for root in roots):
+            raise InvalidField(
+                "mount",
+                f"{source} is not under an allowed folder (containers.allowed_mount_roots)",
+            )
+
+
 def volume_users(desired: DesiredContainers, volume_id: str) -> list[str]:
     return [spec.internal_id for spec in desired.all() if spec.volume_id == volume_id]
 
@@ -93,17 +113,7 @@ class ContainerService:
 
     def _admit(self, spec: ContainerSpec) -> ContainerSpec:
         full_id = self._resolve_volume(spec.volume_id)
-        if spec.limits.cpu is not None and spec.limits.cpu > self._host_cpus:
-            raise InvalidField(
-                "limits.cpu", f"at most {self._host_cpus} (the host's cores), not {spec.limits.cpu}"
-            )
-        for source in spec.mount:
-            path = Path(source).resolve()
-            if not any(path == root or root in path.parents for root in self._allowed_roots):
-                raise InvalidField(
-                    "mount",
-                    f"{source} is not under an allowed folder (containers.allowed_mount_roots)",
-                )
+        check_host_limits(spec, allowed_roots=self._allowed_roots, host_cpus=self._host_cpus)
         if full_id != spec.volume_id:
             spec = spec.model_copy(update={"volume_id": full_id})
         return spec
