@@ -93,6 +93,46 @@ def configure_logging(settings: LoggingSettings) -> None:
     set_level(settings.level)
 
 
+def log_request(method: str, path: str, status: int, duration_ms: float) -> None:
+    """The one line per HTTP request, in the configured format.
+
+    Written straight to the handler's stream: this runs for every request, and the
+    general logging machinery (record, filters, formatter) costs more than the request
+    itself on the fastest routes. Same shape as other lines; never a query string.
+    """
+    handler = _handler
+    http = logging.getLogger("lightd.http")
+    if handler is None or not http.isEnabledFor(logging.INFO) or http.disabled:
+        http.info("%s %s %d %.1fms", method, path, status, duration_ms)
+        return
+    now = time.time()
+    if isinstance(handler.formatter, JsonFormatter):
+        line = orjson.dumps(
+            {
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
+                + f".{int(now % 1 * 1000):03d}Z",
+                "level": "info",
+                "logger": "lightd.http",
+                "message": f"{method} {path} {status} {duration_ms:.1f}ms",
+                "method": method,
+                "path": path,
+                "status": status,
+                "duration_ms": round(duration_ms, 2),
+            }
+        ).decode()
+    else:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
+        line = (
+            f"{stamp},{int(now % 1 * 1000):03d} INFO    lightd.http: "
+            f"{method} {path} {status} {duration_ms:.1f}ms"
+        )
+    handler.acquire()
+    try:
+        handler.stream.write(line + "\n")
+    finally:
+        handler.release()
+
+
 def flush_logs() -> None:
     if _handler is not None:
         _handler.really_flush()

@@ -16,6 +16,7 @@ from quart import Quart, Response, g, request, websocket
 
 from lightd.api.context import get_daemon
 from lightd.errors import Forbidden, Unauthorized
+from lightd.logsetup import log_request
 
 log = logging.getLogger("lightd.http")
 
@@ -78,21 +79,7 @@ def install_guard(app: Quart) -> None:
         metrics.request_seconds.labels(method=request.method, route=rule).observe(
             duration_ms / 1000
         )
-        log.info(
-            "%s %s %d %.1fms",
-            request.method,
-            request.path,
-            response.status_code,
-            duration_ms,
-            extra={
-                "fields": {
-                    "method": request.method,
-                    "path": request.path,
-                    "status": response.status_code,
-                    "duration_ms": round(duration_ms, 2),
-                }
-            },
-        )
+        log_request(request.method, request.path, response.status_code, duration_ms)
         return response
 
     @app.before_websocket
