@@ -44,6 +44,7 @@ from lightd.runtime.stats import StatsHub
 from lightd.runtime.watch import NodeWatch
 from lightd.spec.container import ContainerSpec
 from lightd.spec.observed import ObservedContainer
+from lightd.spec.ports import format_key
 from lightd.store import DocumentStore
 from lightd.store.watch import FolderWatcher, WatchSettings
 
@@ -257,7 +258,7 @@ class Daemon:
         views = {}
         for entry in self.ports.entries():
             view = self.ports.view(entry, bound)
-            key = f"[{view.ip}]:{view.port}" if ":" in view.ip else f"{view.ip}:{view.port}"
+            key = format_key((view.ip, view.port))
             views[key] = {
                 "ip": view.ip,
                 "port": view.port,

@@ -102,7 +102,7 @@ class ContainerService:
         self._pool = pool
         self._resolve_volume = resolve_volume
         self._hint = hint
-        self._allowed_roots = [root.resolve() for root in allowed_mount_roots]
+        self._allowed_roots = allowed_mount_roots
         self._host_cpus = host_cpus or os.cpu_count() or 1
 
     def get(self, internal_id: str) -> ContainerSpec:

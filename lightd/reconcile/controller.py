@@ -48,7 +48,6 @@ RECORD_ONLY = frozenset(
         ActionKind.MARK_STATE,
         ActionKind.RECORD_EXIT,
         ActionKind.REPORT_BLOCKED,
-        ActionKind.GIVE_UP,
     }
 )
 

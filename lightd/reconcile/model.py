@@ -69,7 +69,6 @@ class ActionKind(StrEnum):
     UPDATE_LIMITS = "update_limits"
     RECORD_EXIT = "record_exit"
     MARK_STATE = "mark_state"
-    GIVE_UP = "give_up"
     REPORT_BLOCKED = "report_blocked"
     FORGET = "forget"
 
