@@ -7,6 +7,7 @@ never be handed a token: request lines carry the path without its query string.
 from __future__ import annotations
 
 import atexit
+import io
 import logging
 import sys
 import time
@@ -81,16 +82,53 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
 _handler: BatchedStreamHandler | None = None
 
 
+def _buffered_stderr() -> Any:
+    """A buffered text stream over file descriptor 2.
+
+    ``sys.stderr`` writes through on every call (one system call per line), which
+    would undo the batching. When ``sys.stderr`` was replaced (a test capturing it),
+    the replacement is used as it is.
+    """
+    stream: Any = sys.stderr
+    if stream is None or sys.stderr is not sys.__stderr__:
+        return stream
+    try:
+        descriptor = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return stream
+    raw = io.FileIO(descriptor, "w", closefd=False)
+    return io.TextIOWrapper(
+        io.BufferedWriter(raw, buffer_size=1 << 16),
+        encoding="utf-8",
+        errors="backslashreplace",
+        line_buffering=False,
+        write_through=False,
+    )
+
+
 def configure_logging(settings: LoggingSettings) -> None:
     """Install the one stderr handler on the root logger (idempotent)."""
     global _handler
     root = logging.getLogger()
     if _handler is None:
-        _handler = BatchedStreamHandler(sys.stderr)
+        _handler = BatchedStreamHandler(_buffered_stderr())
         root.addHandler(_handler)
         atexit.register(flush_logs)
     _handler.setFormatter(JsonFormatter() if settings.format == "json" else PlainFormatter())
     set_level(settings.level)
+
+
+_stamp_cache: tuple[int, str] = (-1, "")
+
+
+def _local_stamp(second: int) -> str:
+    """``YYYY-mm-dd HH:MM:SS`` in local time, formatted once per second."""
+    global _stamp_cache
+    cached_second, stamp = _stamp_cache
+    if cached_second != second:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+        _stamp_cache = (second, stamp)
+    return stamp
 
 
 def log_request(method: str, path: str, status: int, duration_ms: float) -> None:
@@ -121,9 +159,8 @@ def log_request(method: str, path: str, status: int, duration_ms: float) -> None
             }
         ).decode()
     else:
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
         line = (
-            f"{stamp},{int(now % 1 * 1000):03d} INFO    lightd.http: "
+            f"{_local_stamp(int(now))},{int(now % 1 * 1000):03d} INFO    lightd.http: "
             f"{method} {path} {status} {duration_ms:.1f}ms"
         )
     handler.acquire()

@@ -92,6 +92,21 @@ class Metrics:
             registry=self.registry,
         )
 
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Counts one HTTP request and its duration (label children cached per key)."""
+        key = (method, route, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(method=method, route=route, status=str(status)),
+                self.request_seconds.labels(method=method, route=route),
+            )
+            self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
     def watch_state(self, read: Callable[[], dict[str, Any]]) -> None:
         self.registry.register(StateCollector(read))
 

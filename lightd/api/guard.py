@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any, cast
 
-from quart import Quart, Response, g, request, websocket
+from quart import Quart, Request, Response, request, websocket
 
 from lightd.api.context import get_daemon
 from lightd.errors import Forbidden, Unauthorized
@@ -52,37 +53,37 @@ def accepts_vendor(accept: str | None) -> bool:
 def install_guard(app: Quart) -> None:
     @app.before_request
     async def _authenticate() -> None:
-        g.started = time.perf_counter()
-        if request.path in PUBLIC_PATHS:
+        req = current_request()
+        path = req.path
+        if path in PUBLIC_PATHS:
             return
         daemon = get_daemon()
-        if request.path in DOCS_PATHS and daemon.settings.server.docs_public:
+        if path in DOCS_PATHS and daemon.settings.server.docs_public:
             return
+        headers = req.headers
         if daemon.auth_enabled:
-            token = bearer_token(request.headers.get("Authorization"))
+            token = bearer_token(headers.get("Authorization"))
             if token is None or not daemon.is_master(token):
                 raise Unauthorized()
-        if request.path not in VENDOR_EXEMPT_PATHS and not accepts_vendor(
-            request.headers.get("Accept")
-        ):
+        if path not in VENDOR_EXEMPT_PATHS and not accepts_vendor(headers.get("Accept")):
             raise Forbidden()
 
     @app.after_request
     async def _log_request(response: Response) -> Response:
-        started = getattr(g, "started", None)
-        duration_ms = (time.perf_counter() - started) * 1000 if started else 0.0
-        rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        metrics = get_daemon().metrics
-        metrics.requests.labels(
-            method=request.method, route=rule, status=str(response.status_code)
-        ).inc()
-        metrics.request_seconds.labels(method=request.method, route=rule).observe(
-            duration_ms / 1000
-        )
-        log_request(request.method, request.path, response.status_code, duration_ms)
+        req = current_request()
+        started = getattr(req, "started", None)
+        seconds = time.perf_counter() - started if started else 0.0
+        rule = req.url_rule.rule if req.url_rule is not None else "unmatched"
+        status = response.status_code
+        get_daemon().metrics.observe_request(req.method, rule, status, seconds)
+        log_request(req.method, req.path, status, seconds * 1000)
         return response
 
     @app.before_websocket
     async def _websocket_started() -> None:
-        g.started = time.perf_counter()
         log.info("WS %s", websocket.path, extra={"fields": {"path": websocket.path}})
+
+
+def current_request() -> Request:
+    """The request object itself: one context lookup instead of one per attribute."""
+    return cast(Request, cast(Any, request)._get_current_object())

@@ -9,6 +9,7 @@ because Quart fixes a body's limit when the request object is built.
 from __future__ import annotations
 
 import re
+import time
 from typing import Any, ClassVar
 
 from quart import Request
@@ -16,14 +17,18 @@ from quart import Request
 from lightd.errors import MalformedBody
 
 STREAMED_UPLOADS = (("PUT", re.compile(r"^/volumes/[^/]+/files/content$")),)
+STREAMED_METHODS = frozenset(verb for verb, _ in STREAMED_UPLOADS)
 
 
 class JsonApiRequest(Request):
     upload_limit: ClassVar[int | None] = None
 
     def __init__(self, method: str, scheme: str, path: str, *args: Any, **kwargs: Any) -> None:
-        if self.upload_limit is not None and any(
-            method == verb and pattern.match(path) for verb, pattern in STREAMED_UPLOADS
+        self.started = time.perf_counter()  # for the request log line and metrics
+        if (
+            self.upload_limit is not None
+            and method in STREAMED_METHODS
+            and any(method == verb and pattern.match(path) for verb, pattern in STREAMED_UPLOADS)
         ):
             kwargs["max_content_length"] = self.upload_limit
         super().__init__(method, scheme, path, *args, **kwargs)
