@@ -39,6 +39,28 @@ def test_identical_content_is_no_change(tmp_path: Path) -> None:
     assert store.write("doc.json", {"a": 2}) is True
 
 
+def test_durable_writes_fsync_and_rebuildable_records_do_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def counting_fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counting_fsync)
+    store = DocumentStore(tmp_path)
+    store.write("desired.json", {"a": 1})
+    assert len(synced) == 2  # the file, then its folder
+    synced.clear()
+    assert store.write("observed.json", {"a": 1}, durable=False) is True
+    assert synced == []
+    assert store.read("observed.json") == {"a": 1}
+    assert store.write("observed.json", {"a": 1}, durable=False) is False
+    assert not list(tmp_path.glob(f"*{TEMP_SUFFIX}"))
+
+
 def test_hand_edit_is_seen_by_next_write(tmp_path: Path) -> None:
     store = DocumentStore(tmp_path)
     store.write("doc.json", {"a": 1})

@@ -1,9 +1,13 @@
-"""The workqueue: collapsing hints, one worker per key, requeue while busy, backoff."""
+"""The workqueue: collapsing hints, one worker per key, requeue while busy, backoff;
+and the controller's bound on passes that keep changing the engine."""
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
+from typing import Any, cast
 
+from lightd.reconcile.controller import AGAIN, MAX_STEPS, Controller, ControllerSettings
 from lightd.reconcile.workqueue import Backoff, WorkQueue
 
 
@@ -84,3 +88,22 @@ def test_add_after_and_retry_backoff() -> None:
         await queue.close()
 
     asyncio.run(scenario())
+
+
+def test_engine_changing_passes_requeue_at_once_until_the_step_bound(tmp_path: Path) -> None:
+    """A key whose plan never empties is looked at again after 1 s, not in a tight loop."""
+    controller = Controller(
+        engine=cast(Any, None),
+        desired=cast(Any, None),
+        observed=cast(Any, None),
+        consoles=cast(Any, None),
+        volume_path=lambda _volume: None,
+        data_dir=tmp_path,
+        node_id="node",
+        settings=ControllerSettings(),
+    )
+    for _ in range(MAX_STEPS - 1):
+        assert controller._again("a") == AGAIN
+    assert controller._again("b") == AGAIN  # counted per key
+    assert controller._again("a") == 1.0
+    assert controller._again("a") == AGAIN  # the count starts again

@@ -97,7 +97,11 @@ class DockerEngine:
                     api_version = str(probe.api.version(api_version=False)["ApiVersion"])
                 finally:
                     probe.close()
-                self._client = docker.DockerClient(version=api_version, **kwargs)
+                client = docker.DockerClient(version=api_version, **kwargs)
+                # requests would look for ~/.netrc and proxy variables on every call;
+                # neither applies to the engine's API.
+                client.api.trust_env = False
+                self._client = client
             return self._client
 
     def client(self) -> docker.DockerClient:

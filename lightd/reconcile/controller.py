@@ -37,6 +37,7 @@ from lightd.spec.observed import RuntimeState
 log = logging.getLogger("lightd.reconcile")
 
 MAX_STEPS = 25
+AGAIN = 0.0  # requeue at once (after the keys already waiting)
 # Engine events that cannot mean drift (lightd's own create, console attach, ...).
 QUIET_EVENTS = frozenset(
     {"create", "attach", "detach", "resize", "top", "export", "commit", "copy", "archive-path"}
@@ -87,6 +88,7 @@ class Controller:
         self._volume_path = volume_path
         self._settings = settings
         self._interrupts: dict[str, asyncio.Event] = {}
+        self._passes: dict[str, int] = {}  # engine-changing passes in a row, per key
         self.executor = Executor(
             engine=engine,
             observed=observed,
@@ -312,7 +314,9 @@ class Controller:
             log.exception("%s: reconcile failed (retry in %.1fs)", key, delay)
             return "error"
         self.queue.forget(key)
-        if requeue is not None:
+        if requeue == AGAIN:
+            self.queue.add(key)
+        elif requeue is not None:
             self.queue.add_after(key, requeue)
         return "converged"
 
@@ -376,6 +380,7 @@ class Controller:
                 policy=self._settings.policy,
             )
             if step.empty:
+                self._passes.pop(key, None)
                 await self._settle(key, actual, revision)
                 return step.requeue_after
             for action in step.actions:
@@ -385,7 +390,18 @@ class Controller:
                     action, internal_id=key, desired=desired, actual=actual, volume_path=volume_path
                 )
             if not all(action.kind in RECORD_ONLY for action in step.actions):
-                actual = None  # the engine changed: look again
+                # The engine changed: look again in a later pass, behind the keys that
+                # wait now (the event the change causes collapses into that pass).
+                return self._again(key)
+        return self._again(key)
+
+    def _again(self, key: str) -> float:
+        """Requeue at once, unless ``key`` has gone :data:`MAX_STEPS` passes unsettled."""
+        passes = self._passes.get(key, 0) + 1
+        self._passes[key] = passes
+        if passes < MAX_STEPS:
+            return AGAIN
+        self._passes.pop(key, None)
         log.warning("%s: not converged after %d steps; will look again", key, MAX_STEPS)
         return 1.0
 

@@ -61,7 +61,11 @@ class ObservedStore:
         ):
             return old
         self._items[internal_id] = new
-        await asyncio.to_thread(self._store.write, _name(internal_id), new.model_dump(mode="json"))
+        # Observations are rebuilt from the engine after a restart: atomic, not fsynced
+        # (they change at every start, stop and crash, on the reconciler's path).
+        await asyncio.to_thread(
+            self._store.write, _name(internal_id), new.model_dump(mode="json"), durable=False
+        )
         self._notify(old, new)
         return new
 

@@ -2,10 +2,10 @@
 
 Documents are written with orjson (two-space indent, sorted keys, trailing newline) so
 that Git diffs stay small, and replaced atomically: temp file in the same folder, fsync,
-``os.replace``, fsync the folder. A reader therefore sees the old or the new version,
-never a mix. One writer at a time per document (a lock per name), and a content hash per
-document so that writing identical content is recognised as no change and touches
-nothing on disk.
+``os.replace``, fsync the folder (records lightd can rebuild skip the fsyncs). A reader
+therefore sees the old or the new version, never a mix. One writer at a time per
+document (a lock per name), and a content hash per document so that writing identical
+content is recognised as no change and touches nothing on disk.
 
 The store is blocking and thread-safe; async callers run it with ``asyncio.to_thread``.
 It must not interpret documents (validation belongs to ``lightd.spec``) and must not
@@ -100,11 +100,16 @@ class DocumentStore:
         raw = self.read_bytes(name)
         return None if raw is None else digest(raw)
 
-    def write(self, name: str, value: Any) -> bool:
-        """Write ``value`` atomically; False when the stored content was already identical."""
-        return self.write_bytes(name, encode_document(value))
+    def write(self, name: str, value: Any, *, durable: bool = True) -> bool:
+        """Write ``value`` atomically; False when the stored content was already identical.
 
-    def write_bytes(self, name: str, data: bytes) -> bool:
+        ``durable=False`` skips the two fsyncs: the replace stays atomic for readers and
+        against a crash of the process, but a power loss may keep the previous version.
+        Only for records lightd can rebuild (observed state), never for what a user wrote.
+        """
+        return self.write_bytes(name, encode_document(value), durable=durable)
+
+    def write_bytes(self, name: str, data: bytes, *, durable: bool = True) -> bool:
         path = self.path_of(name)
         new_digest = digest(data)
         with self.lock(name):
@@ -112,12 +117,12 @@ class DocumentStore:
             if self.digest_of(name) == new_digest:
                 return False
             try:
-                self._replace(path, data)
+                self._replace(path, data, durable=durable)
             except OSError as exc:
                 raise _storage_error(exc, "write", name) from exc
             return True
 
-    def _replace(self, path: Path, data: bytes) -> None:
+    def _replace(self, path: Path, data: bytes, *, durable: bool = True) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(
             dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX
@@ -127,13 +132,15 @@ class DocumentStore:
                 handle.write(data)
                 handle.flush()
                 os.fchmod(handle.fileno(), self._file_mode)
-                os.fsync(handle.fileno())
+                if durable:
+                    os.fsync(handle.fileno())
             os.replace(tmp_name, path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp_name)
             raise
-        _fsync_dir(path.parent)
+        if durable:
+            _fsync_dir(path.parent)
 
     def delete(self, name: str) -> bool:
         """Remove a document; False when it did not exist."""
