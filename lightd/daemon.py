@@ -8,6 +8,7 @@ them to the API. It must not serve HTTP (``lightd.api``) or decide convergence
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -31,7 +32,7 @@ from lightd.containers.views import container_view
 from lightd.engine import DockerEngine
 from lightd.errors import LightdError
 from lightd.fs import ArchiveLimits, VolumeManager
-from lightd.logsetup import flush_logs, set_level
+from lightd.logsetup import flush_logs, set_flush_waker, set_level
 from lightd.metrics import Metrics, count_states
 from lightd.pool import PortPool
 from lightd.reconcile.controller import Controller, ControllerSettings
@@ -345,14 +346,30 @@ class Daemon:
         self.engine.close()
 
     def spawn_log_flusher(self, interval: float = 0.5) -> None:
-        """Flush buffered log lines a few times a second (see ``BatchedStreamHandler``)."""
+        """Flush buffered log lines ``interval`` after the first unflushed one.
 
-        async def flush_now_and_then() -> None:
-            while True:
-                flush_logs()
-                await asyncio.sleep(interval)
+        (See ``BatchedStreamHandler``.) Nothing written, no wake-up: an idle daemon
+        stays asleep.
+        """
+        loop = asyncio.get_running_loop()
+        written = asyncio.Event()
 
-        self._tasks.append(asyncio.create_task(flush_now_and_then(), name="log-flush"))
+        def wake() -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is closing
+                loop.call_soon_threadsafe(written.set)
+
+        async def flush_when_written() -> None:
+            try:
+                while True:
+                    await written.wait()
+                    await asyncio.sleep(interval)  # gather a batch
+                    written.clear()
+                    flush_logs()
+            finally:
+                set_flush_waker(None)
+
+        set_flush_waker(wake)
+        self._tasks.append(asyncio.create_task(flush_when_written(), name="log-flush"))
 
     def reload(self) -> Settings:
         """Re-read file and environment; apply what can change live. Raises ConfigError."""

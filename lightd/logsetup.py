@@ -11,6 +11,7 @@ import io
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -77,9 +78,31 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         super().emit(record)
         if record.levelno >= logging.WARNING:
             self.really_flush()
+        else:
+            _written()
 
 
 _handler: BatchedStreamHandler | None = None
+# Told (once per batch) that unflushed lines wait; an idle daemon then never wakes up
+# just to flush nothing.
+_waker: Callable[[], None] | None = None
+_unflushed = False
+
+
+def set_flush_waker(waker: Callable[[], None] | None) -> None:
+    """Install what is called when the first line after a flush has been written."""
+    global _waker
+    _waker = waker
+
+
+def _written() -> None:
+    global _unflushed
+    if _unflushed:
+        return
+    _unflushed = True
+    waker = _waker
+    if waker is not None:
+        waker()
 
 
 def _buffered_stderr() -> Any:
@@ -168,9 +191,12 @@ def log_request(method: str, path: str, status: int, duration_ms: float) -> None
         handler.stream.write(line + "\n")
     finally:
         handler.release()
+    _written()
 
 
 def flush_logs() -> None:
+    global _unflushed
+    _unflushed = False
     if _handler is not None:
         _handler.really_flush()
 
