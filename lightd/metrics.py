@@ -82,7 +82,8 @@ class Metrics:
         )
         self.reconcile_seconds = Histogram(
             "lightd_reconcile_duration_seconds",
-            "Reconcile run durations",
+            "Reconcile run durations by outcome",
+            ["outcome"],
             registry=self.registry,
         )
         self.actions = Counter(

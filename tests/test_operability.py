@@ -64,6 +64,8 @@ def test_metrics_need_token_and_speak_prometheus(daemon: DaemonProcess, api: htt
         'lightd_websocket_connections{kind="container"}',
         "lightd_engine_up 1.0",
         "lightd_reconcile_runs_total",
+        "# TYPE lightd_reconcile_duration_seconds histogram",
+        "# TYPE lightd_reconcile_actions_total counter",
         "lightd_panel_outbox_depth",
         "lightd_panel_delivery_failures",
     ):

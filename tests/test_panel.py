@@ -6,6 +6,7 @@ Each test runs its own lightd (``fresh_daemon``) pointed at a :class:`Panel` on
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -159,6 +160,21 @@ def test_refused_notification_is_dropped_and_later_ones_arrive(panel: Panel, own
     assert [r.body["status"] for r in refused] == ["installing"]
     wait_for(lambda: "refused" in own_lab.daemon.log(), what="a log line for the drop")
     assert TOKEN not in own_lab.daemon.log()
+
+
+def test_busy_panel_is_not_retried_before_its_retry_after(panel: Panel, own_lab: Lab) -> None:
+    panel.start()
+    # The first update (installing) answered 429 twice, asking for 2 s each time; the
+    # configured backoff alone would retry within half a second.
+    panel.answer_next(429, 429, retry_after="2")
+    start(own_lab, **remote_env(panel.url))
+    cid = own_lab.create("busy", install_script="true")
+    own_lab.wait_state(cid, "running")
+    assert panel.wait_statuses(cid, UP) == UP  # nothing lost, nothing out of order
+    attempts = [r for r in panel.updates(cid, accepted=False) if r.body["status"] == "installing"]
+    assert [r.answered for r in attempts] == [429, 429, 200]
+    gaps = [later.at - earlier.at for earlier, later in itertools.pairwise(attempts)]
+    assert all(gap >= 1.9 for gap in gaps), gaps
 
 
 @pytest.mark.parametrize("kill", [True, False], ids=["sigkill", "sigterm"])

@@ -1,4 +1,5 @@
-"""Panel notifications without a daemon: what a change is told as, and the outbox bound."""
+"""Panel notifications without a daemon: what a change is told as, the outbox bound, and
+how a panel's Retry-After is read."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from lightd.remote.client import retry_after_seconds
 from lightd.remote.events import Reported, changes, failure, status
 from lightd.remote.outbox import Outbox
 from lightd.spec.observed import InstallState, ObservedContainer, RuntimeState
@@ -133,3 +135,22 @@ def test_snapshot_restores_order_records_and_sequence() -> None:
 def test_restore_refuses_a_foreign_document() -> None:
     with pytest.raises(ValueError):
         Outbox(max_entries=10).restore({"entries": [{"seq": "x"}]})
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        (None, None),
+        ("", None),
+        ("7", 7.0),
+        (" 30 ", 30.0),
+        ("86400", 600.0),  # capped
+        ("Thu, 01 Jan 1970 00:00:10 GMT", 0.0),  # in the past
+        ("Thu, 01 Jan 1970 00:01:40 GMT", 90.0),
+        ("soon", None),
+        ("-5", None),
+        ("1.5", None),  # delay-seconds is an integer
+    ],
+)
+def test_retry_after_as_seconds_or_a_date(header: str | None, seconds: float | None) -> None:
+    assert retry_after_seconds(header, now=10.0) == seconds

@@ -282,7 +282,9 @@ class Controller:
         finally:
             if self._metrics is not None:
                 self._metrics.reconciles.labels(outcome=outcome).inc()
-                self._metrics.reconcile_seconds.observe(time.perf_counter() - started)
+                self._metrics.reconcile_seconds.labels(outcome=outcome).observe(
+                    time.perf_counter() - started
+                )
 
     async def _reconcile_classified(self, key: str) -> str:
         assert self.queue is not None

@@ -2,20 +2,55 @@
 
 Classifies every answer so the sender knows what to do: 2xx delivered; a connection
 failure, a timeout, 5xx, 429 (and 1xx/3xx, which no panel should send) are
-:class:`PanelUnavailable` (retry); any other 4xx is :class:`PanelRefused` (drop). URL and
+:class:`PanelUnavailable` (retry, not before a 429's or 503's ``Retry-After``); any other
+4xx is :class:`PanelRefused` (drop). URL and
 token are passed on every call, so a reload takes effect at the next request.
 It must not log or raise with the token in a message, and must not retry by itself.
 """
 
 from __future__ import annotations
 
+import email.utils
+import time
+
 import httpx
 
 from lightd import __version__
 
+# A panel's Retry-After is honoured up to this many seconds.
+RETRY_AFTER_MAX_SECONDS = 600.0
+
 
 class PanelUnavailable(Exception):
-    """The panel could not take the notification now; a later attempt may succeed."""
+    """The panel could not take the notification now; a later attempt may succeed.
+
+    ``retry_after``: the seconds the panel asked for (429 or 503 with ``Retry-After``).
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:
+    """``Retry-After`` as seconds from now (delay-seconds or an HTTP date), capped.
+
+    None when absent or unreadable; a date in the past is 0.
+    """
+    if not value:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        seconds = float(text)
+    else:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    return min(max(seconds, 0.0), RETRY_AFTER_MAX_SECONDS)
 
 
 class PanelRefused(Exception):
@@ -66,7 +101,10 @@ class PanelClient:
             return
         if 400 <= code < 500 and code != 429:
             raise PanelRefused(code, answer.text[:200])
-        raise PanelUnavailable(f"HTTP {code}")
+        wait = None
+        if code in (429, 503):
+            wait = retry_after_seconds(answer.headers.get("Retry-After"))
+        raise PanelUnavailable(f"HTTP {code}", retry_after=wait)
 
     async def health(self, url: str, token: str, *, timeout_seconds: float) -> str | None:
         """None when the panel answers 2xx on /health; otherwise why not."""

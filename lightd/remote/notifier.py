@@ -6,8 +6,9 @@ them in the :class:`~lightd.remote.outbox.Outbox` synchronously, so their order 
 order of the changes. A writer task persists the outbox (atomically, through the
 DocumentStore) whenever it changed; one sender task per container with something
 waiting sends that container's notifications one at a time, oldest first, retrying with
-exponential backoff (tenacity) while the panel is unavailable, so a container's
-notifications never overtake each other while different containers go in parallel.
+exponential backoff (tenacity; never sooner than a ``Retry-After`` the panel sent) while
+the panel is unavailable, so a container's notifications never overtake each other while
+different containers go in parallel.
 A health task asks ``GET <url>/health`` every ``health_interval_seconds``; when the panel
 becomes reachable again, or the remote settings change, waiting senders try at once.
 
@@ -258,12 +259,22 @@ class Notifier:
             self._dirty.set()
 
     async def _deliver(self, entry: Entry) -> None:
+        exponential = wait_exponential(
+            multiplier=self._settings.retry_initial_seconds,
+            max=self._settings.retry_max_seconds,
+        )
+
+        def wait(state: RetryCallState) -> float:
+            """The backoff, but never sooner than the panel's ``Retry-After``."""
+            delay = float(exponential(state))
+            failure = state.outcome.exception() if state.outcome is not None else None
+            if isinstance(failure, PanelUnavailable) and failure.retry_after is not None:
+                delay = max(delay, failure.retry_after)
+            return delay
+
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(PanelUnavailable),
-            wait=wait_exponential(
-                multiplier=self._settings.retry_initial_seconds,
-                max=self._settings.retry_max_seconds,
-            ),
+            wait=wait,
             sleep=self._sleep,
             before_sleep=self._log_retry,
             reraise=True,

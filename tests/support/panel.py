@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -27,6 +28,7 @@ class Request:
     headers: dict[str, str]
     body: Any
     answered: int
+    at: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -34,7 +36,7 @@ class Panel:
     port: int = field(default_factory=free_port)
     requests: list[Request] = field(default_factory=list)
     status: int = 200
-    _next: collections.deque[int] = field(default_factory=collections.deque)
+    _next: collections.deque[tuple[int, str | None]] = field(default_factory=collections.deque)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
@@ -78,21 +80,26 @@ class Panel:
         """Answer every request (updates and health) with ``status`` from now on."""
         self.status = status
 
-    def answer_next(self, *statuses: int) -> None:
-        """Answer the next updates with these statuses, one each, then as before."""
+    def answer_next(self, *statuses: int, retry_after: str | None = None) -> None:
+        """Answer the next updates with these statuses, one each, then as before.
+
+        ``retry_after``: a ``Retry-After`` header sent with each of these answers.
+        """
         with self._lock:
-            self._next.extend(statuses)
+            self._next.extend((status, retry_after) for status in statuses)
 
     def _record(self, handler: BaseHTTPRequestHandler, body: Any) -> None:
         with self._lock:
-            status = self.status
+            status, retry_after = self.status, None
             if handler.command == "POST" and self._next:
-                status = self._next.popleft()
+                status, retry_after = self._next.popleft()
             self.requests.append(
                 Request(handler.command, handler.path, dict(handler.headers), body, status)
             )
         payload = b'{"ok": true}' if status < 400 else b'{"error": "no"}'
         handler.send_response(status)
+        if retry_after is not None:
+            handler.send_header("Retry-After", retry_after)
         handler.send_header("Content-Type", "application/json")
         handler.send_header("Content-Length", str(len(payload)))
         handler.end_headers()
