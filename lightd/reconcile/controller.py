@@ -2,9 +2,10 @@
 
 Hints (the ingest path, Docker's event stream, console callbacks, a periodic resync)
 only put keys into the workqueue; a worker re-reads desired, observed and actual state,
-asks the pure planner for the next step, and hands it to the executor, until the plan is
-empty. Errors are classified here: transient ones retry with backoff per key; an invalid
-spec or a conflict is reported and waits for the spec to change. It must not serve HTTP.
+asks the pure planner for the next step, and hands it to the executor; after a step that
+changed the engine the key goes back in the queue, until a pass plans nothing. Errors
+are classified here: transient ones retry with backoff per key; an invalid spec or a
+conflict is reported and waits for the spec to change. It must not serve HTTP.
 """
 
 from __future__ import annotations
@@ -343,7 +344,7 @@ class Controller:
 
     async def reconcile(self, key: str) -> float | None:
         """Converge one container; returns seconds after which to look again, if any."""
-        actual: Actual | None = None  # still true when the last step touched no container
+        actual: Actual | None = None  # looked at once per pass: record-only steps keep it
         for _step in range(MAX_STEPS):
             desired = self.desired.get(key)
             observed = self.observed.get(key)
