@@ -141,6 +141,7 @@ def configure_logging(settings: LoggingSettings) -> None:
     set_level(settings.level)
 
 
+_HTTP_LOG = logging.getLogger("lightd.http")  # looked up once: getLogger takes a lock
 _stamp_cache: tuple[int, str] = (-1, "")
 
 
@@ -162,7 +163,7 @@ def log_request(method: str, path: str, status: int, duration_ms: float) -> None
     itself on the fastest routes. Same shape as other lines; never a query string.
     """
     handler = _handler
-    http = logging.getLogger("lightd.http")
+    http = _HTTP_LOG
     if handler is None or not http.isEnabledFor(logging.INFO) or http.disabled:
         http.info("%s %s %d %.1fms", method, path, status, duration_ms)
         return

@@ -228,6 +228,16 @@ def make_folder(root: Root, parts: Parts) -> None:
 # -- delete, move, chmod ---------------------------------------------------------------
 
 
+def _clear_target(dir_fd: int, name: str, *, overwrite: bool) -> None:
+    """Make room for a move or copy onto ``name``: FileExists unless ``overwrite``."""
+    existing = lstat_at(dir_fd, name)
+    if existing is None:
+        return
+    if not overwrite:
+        raise FileExists()
+    _remove_at(dir_fd, name, existing)
+
+
 def _remove_at(dir_fd: int, name: str, info: os.stat_result) -> None:
     if stat.S_ISDIR(info.st_mode):
         # rmtree with dir_fd walks by descriptors and never follows a symlink (Linux).
@@ -255,11 +265,7 @@ def move(root: Root, source: Parts, target: Parts, *, overwrite: bool) -> None:
     if is_within(target, source):
         raise InvalidRequest("Cannot move a folder into itself")
     with guarded(target), root.parent(target, create=True) as (dst_fd, dst_name):
-        existing = lstat_at(dst_fd, dst_name)
-        if existing is not None:
-            if not overwrite:
-                raise FileExists()
-            _remove_at(dst_fd, dst_name, existing)
+        _clear_target(dst_fd, dst_name, overwrite=overwrite)
         with root.parent(source) as (src_fd, src_name):
             os.rename(src_name, dst_name, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
 
@@ -334,11 +340,7 @@ def copy(root: Root, source: Parts, target: Parts, *, overwrite: bool) -> None:
         with guarded(source), root.parent(source) as (src_fd, src_name):
             copy_entry(src_fd, src_name, root.fd, temp)
         with guarded(target), root.parent(target, create=True) as (dst_fd, dst_name):
-            existing = lstat_at(dst_fd, dst_name)
-            if existing is not None:
-                if not overwrite:
-                    raise FileExists()
-                _remove_at(dst_fd, dst_name, existing)
+            _clear_target(dst_fd, dst_name, overwrite=overwrite)
             os.rename(temp, dst_name, src_dir_fd=root.fd, dst_dir_fd=dst_fd)
     except BaseException:
         discard(root, temp)
