@@ -20,15 +20,15 @@ from lightd.auth.master import MasterToken, ensure_master_token, tokens_equal
 from lightd.auth.node import ensure_node_id
 from lightd.auth.tokens import TokenStore
 from lightd.config import ContainersSettings, Settings, load_settings
-from lightd.containers.desired import DesiredContainers
-from lightd.containers.ingest import DesiredIngest
-from lightd.containers.service import (
+from lightd.desired.documents import DesiredContainers
+from lightd.desired.ingest import DesiredIngest
+from lightd.desired.service import (
     ContainerService,
     bindings_of,
     check_host_limits,
     volume_users,
 )
-from lightd.containers.views import container_view
+from lightd.desired.views import container_view
 from lightd.engine import DockerEngine
 from lightd.errors import LightdError
 from lightd.fs import ArchiveLimits, VolumeManager

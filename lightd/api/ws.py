@@ -21,8 +21,8 @@ from quart import Blueprint, Response, websocket
 from lightd.api.context import get_daemon
 from lightd.api.outbox import Outbox, TokenBucket
 from lightd.auth.tokens import Grant
-from lightd.containers.service import ContainerNotRunning
 from lightd.daemon import Daemon
+from lightd.desired.service import ContainerNotRunning
 from lightd.engine.containers import logs
 from lightd.engine.streams import send_line
 from lightd.errors import EngineError, LightdError

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lightd.containers.desired import DesiredContainers
+from lightd.desired.documents import DesiredContainers
 from lightd.engine import DockerEngine
 from lightd.engine import containers as ops
 from lightd.engine.streams import events

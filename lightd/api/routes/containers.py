@@ -1,7 +1,7 @@
 """Container routes: the contract's ``/containers`` API plus stop, logs and install log.
 
 Each write validates its body and edits the desired document through
-:class:`~lightd.containers.service.ContainerService`; answers come from desired and
+:class:`~lightd.desired.service.ContainerService`; answers come from desired and
 observed state. It must not call the engine to change anything.
 """
 
@@ -21,7 +21,7 @@ from quart_schema import (
 from lightd.api.context import get_daemon
 from lightd.api.routes.common import ErrorBody, MessageBody, RequestModel
 from lightd.api.ws import history, send_command
-from lightd.containers.service import ContainerNotFound
+from lightd.desired.service import ContainerNotFound
 from lightd.spec.container import ContainerSpec, Limits, PortBinding, Power
 from lightd.spec.ids import is_internal_id
 from lightd.spec.observed import InstallState, RuntimeState

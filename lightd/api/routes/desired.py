@@ -18,8 +18,8 @@ from quart_schema import validate_request, validate_response
 
 from lightd.api.context import get_daemon
 from lightd.api.routes.common import ErrorBody, RequestModel
-from lightd.containers.desired import DocumentProblem
 from lightd.daemon import Daemon
+from lightd.desired.documents import DocumentProblem
 from lightd.errors import EngineError
 from lightd.spec.observed import InstallState, ObservedContainer, RuntimeState
 

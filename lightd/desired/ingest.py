@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from lightd.containers.desired import DesiredContainers, DocumentProblem
+from lightd.desired.documents import DesiredContainers, DocumentProblem
 from lightd.spec.ports import PORTS_DOCUMENT
 
 log = logging.getLogger("lightd.gitops")

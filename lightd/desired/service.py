@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from lightd.containers.desired import DesiredContainers
+from lightd.desired.documents import DesiredContainers
 from lightd.errors import Conflict, InvalidField, InvalidRequest, NotFound
 from lightd.spec.container import ContainerSpec, PortBinding, Power
 from lightd.spec.observed import InstallState, ObservedContainer
