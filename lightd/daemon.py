@@ -20,12 +20,12 @@ from lightd.auth.master import MasterToken, ensure_master_token, tokens_equal
 from lightd.auth.node import ensure_node_id
 from lightd.auth.tokens import TokenStore
 from lightd.config import ContainersSettings, Settings, load_settings
+from lightd.desired.admission import admit
 from lightd.desired.documents import DesiredContainers
 from lightd.desired.ingest import DesiredIngest
 from lightd.desired.service import (
     ContainerService,
     bindings_of,
-    check_host_limits,
     volume_users,
 )
 from lightd.desired.views import container_view
@@ -189,18 +189,13 @@ class Daemon:
 
     def admit_document(self, spec: ContainerSpec) -> str | None:
         """Why a document may not be applied (hand edits skip the API's checks), or None."""
-        try:
-            check_host_limits(
-                spec,
-                allowed_roots=self.settings.containers.allowed_mount_roots,
-                host_cpus=os.cpu_count() or 1,
-            )
-            self.ports.check_bindings(
-                [(p.ip, p.port, p.protocol) for p in spec.ports], container=spec.internal_id
-            )
-        except LightdError as exc:
-            return exc.message
-        return None
+        refusal = admit(
+            spec,
+            roots=self.settings.containers.allowed_mount_roots,
+            cpus=os.cpu_count() or 1,
+            pool=self.ports,
+        )
+        return refusal.message if refusal is not None else None
 
     def metric_state(self) -> dict[str, Any]:
         """Current figures for the metrics gauges (in memory only)."""

@@ -21,23 +21,13 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
+from lightd.desired.admission import PoolLike
 from lightd.desired.documents import DesiredContainers, DocumentProblem
 from lightd.desired.guard import decide_deletions
 from lightd.spec.ports import PORTS_DOCUMENT
 
 log = logging.getLogger("lightd.gitops")
-
-
-class PoolLike(Protocol):
-    async def reload(self) -> None: ...
-
-    @property
-    def document_error(self) -> str | None: ...
-
-    @property
-    def problems(self) -> tuple[object, ...]: ...
 
 
 @dataclass(frozen=True)
