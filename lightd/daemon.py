@@ -47,6 +47,7 @@ from lightd.spec.container import ContainerSpec
 from lightd.spec.observed import ObservedContainer
 from lightd.spec.ports import format_key
 from lightd.store import DocumentStore
+from lightd.store.install_logs import InstallLogs
 from lightd.store.watch import FolderWatcher, WatchSettings
 
 log = logging.getLogger("lightd.daemon")
@@ -82,6 +83,7 @@ class Daemon:
             configured=settings.authorization.token, data_dir=data_dir
         )
         self.tokens = TokenStore(self.data)
+        self.install_logs = InstallLogs(self.data)
         self.metrics = Metrics()
         self.node_id = ensure_node_id(data_dir)
         self.engine = DockerEngine(settings.docker)

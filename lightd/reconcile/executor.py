@@ -25,6 +25,7 @@ from lightd.reconcile.state import ObservedStore
 from lightd.runtime.console import ConsoleHub
 from lightd.spec.container import ContainerSpec, Power
 from lightd.spec.observed import InstallState, RuntimeState
+from lightd.store.install_logs import InstallLogs
 
 log = logging.getLogger("lightd.executor")
 
@@ -59,11 +60,8 @@ class Executor:
         self._consoles = consoles
         self._policy = policy
         self._install_dir = data_dir / "install"
-        self._log_dir = data_dir / "state" / "install-logs"
+        self.install_logs = InstallLogs.in_data_dir(data_dir)
         self._interrupted = interrupted
-
-    def install_log_path(self, internal_id: str) -> Path:
-        return self._log_dir / f"{internal_id}.log"
 
     async def apply(
         self,
@@ -232,8 +230,7 @@ class Executor:
         except EngineNotFound:
             output = b""
         text = output.decode("utf-8", "replace")
-        path = self.install_log_path(internal_id)
-        await asyncio.to_thread(_write_text, path, text)
+        await asyncio.to_thread(self.install_logs.write, internal_id, text)
         tail = "\n".join(text.splitlines()[-INSTALL_TAIL_LINES:])
         await self._engine.run(ops.remove, client, container_id)
         code = exit_code if isinstance(exit_code, int) else None
@@ -441,8 +438,7 @@ class Executor:
     async def _forget(self, internal_id: str) -> None:
         self._consoles.forget(internal_id)
         await asyncio.to_thread(shutil.rmtree, self._install_dir / internal_id, True)
-        path = self.install_log_path(internal_id)
-        await asyncio.to_thread(path.unlink, True)
+        await asyncio.to_thread(self.install_logs.remove, internal_id)
         await self._observed.forget(internal_id)
 
 
@@ -451,8 +447,3 @@ def _write_script(folder: Path, script: str) -> None:
     target = folder / "install.sh"
     target.write_text(script if script.endswith("\n") else script + "\n", encoding="utf-8")
     target.chmod(0o755)
-
-
-def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")

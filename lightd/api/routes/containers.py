@@ -198,11 +198,7 @@ async def rebind(internal_id: str, data: RebindRequest) -> ActionResponse:
 async def install_log(internal_id: str) -> Response:
     daemon = get_daemon()
     daemon.container_service.get(_require_id(internal_id))
-    path = daemon.controller.executor.install_log_path(internal_id)
-    try:
-        text = await asyncio.to_thread(path.read_text, "utf-8")
-    except FileNotFoundError:
-        text = ""
+    text = await asyncio.to_thread(daemon.install_logs.read, internal_id)
     return Response(text, status=200, content_type="text/plain; charset=utf-8")
 
 
