@@ -32,6 +32,7 @@ from lightd.desired.views import container_view
 from lightd.engine import DockerEngine
 from lightd.errors import LightdError
 from lightd.fs import ArchiveLimits, VolumeManager
+from lightd.fs.files import VolumeFiles
 from lightd.logsetup import flush_logs, set_flush_waker, set_level
 from lightd.metrics import Metrics, count_states
 from lightd.pool import PortPool
@@ -147,6 +148,7 @@ class Daemon:
             ),
         )
         self.volumes.users_of = lambda volume_id: volume_users(self.containers, volume_id)
+        self.files = VolumeFiles(self.volumes)
         self.metrics.watch_state(self.metric_state)
         self.ingest = DesiredIngest(
             root=settings.storage.desired_dir,
