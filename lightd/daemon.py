@@ -29,7 +29,7 @@ from lightd.desired.service import (
     volume_users,
 )
 from lightd.desired.views import container_view
-from lightd.engine import DockerEngine
+from lightd.engine.docker import DockerEngine
 from lightd.errors import LightdError
 from lightd.fs import ArchiveLimits, VolumeManager
 from lightd.fs.files import VolumeFiles
@@ -87,7 +87,7 @@ class Daemon:
         self.install_logs = InstallLogs(self.data)
         self.metrics = Metrics()
         self.node_id = ensure_node_id(data_dir)
-        self.engine = DockerEngine(settings.docker)
+        self.engine = DockerEngine(settings.docker, node_id=self.node_id)
         self.containers = DesiredContainers(self.desired)
         self.ports = PortPool(self.desired, bindings=lambda: bindings_of(self.containers))
         self.observed = ObservedStore(self.data)
@@ -108,7 +108,6 @@ class Daemon:
             consoles=self.consoles,
             volume_path=self.volume_path,
             data_dir=data_dir,
-            node_id=self.node_id,
             settings=controller_settings(settings.containers),
             metrics=self.metrics,
             admit=self.admit_document,

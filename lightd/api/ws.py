@@ -5,7 +5,7 @@ for their container; single-use tokens are consumed at connect); ``/watch?token=
 the master token. Refusals are HTTP answers before the upgrade. Inbound messages are
 rate-limited and validated; a bad one gets an ``error`` event and the socket stays open.
 Close code 4001 means the token expired. Power actions go through the same desired-state
-path as REST. It must not call the engine except to write console input and read stats.
+path as REST. It must not call the engine: console input, history and stats go through the runtime.
 """
 
 from __future__ import annotations
@@ -23,9 +23,7 @@ from lightd.api.outbox import Outbox, TokenBucket
 from lightd.auth.tokens import Grant
 from lightd.daemon import Daemon
 from lightd.desired.service import ContainerNotRunning
-from lightd.engine.containers import logs
-from lightd.engine.streams import send_line
-from lightd.errors import EngineError, LightdError
+from lightd.errors import LightdError
 from lightd.runtime.console import Batch
 from lightd.runtime.events import state_event
 from lightd.spec.ids import is_internal_id
@@ -62,19 +60,9 @@ def is_running(observed: ObservedContainer | None) -> bool:
 
 async def history(daemon: Daemon, internal_id: str, lines: int) -> str:
     """The last ``lines`` console lines: ring buffer, else the engine's log."""
-    found = daemon.consoles.history(internal_id, lines)
-    if found is None:
-        observed = daemon.observed.get(internal_id)
-        if observed is None or observed.container_id is None:
-            return ""
-        try:
-            raw = await daemon.engine.run(
-                logs, daemon.engine.client(), observed.container_id, tail=lines
-            )
-        except EngineError:
-            return ""
-        found = raw.decode("utf-8", "replace").splitlines()
-    return "".join(f"{line}\n" for line in found[-lines:]) if lines > 0 else ""
+    observed = daemon.observed.get(internal_id)
+    container_id = observed.container_id if observed is not None else None
+    return await daemon.consoles.history(internal_id, container_id=container_id, lines=lines)
 
 
 async def send_command(daemon: Daemon, internal_id: str, command: str) -> None:
@@ -83,7 +71,7 @@ async def send_command(daemon: Daemon, internal_id: str, command: str) -> None:
     if not is_running(observed):
         raise ContainerNotRunning()
     assert observed is not None and observed.container_id is not None
-    await daemon.engine.run(send_line, daemon.engine.client(), observed.container_id, command)
+    await daemon.consoles.send_command(observed.container_id, command)
 
 
 class ContainerSession:

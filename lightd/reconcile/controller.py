@@ -21,13 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from lightd.desired.documents import DesiredContainers
-from lightd.engine import DockerEngine
-from lightd.engine import containers as ops
-from lightd.engine.streams import events
+from lightd.engine.base import Engine
+from lightd.engine.records import Actual, Role, Stream, container_name
 from lightd.errors import EngineConflict, EngineError, EngineUnavailable, LightdError
 from lightd.metrics import Metrics
 from lightd.reconcile.executor import Executor, SpecInvalid
-from lightd.reconcile.model import LABEL_INTERNAL_ID, ActionKind, Actual, Role, container_name
+from lightd.reconcile.model import ActionKind
 from lightd.reconcile.planner import Policy, plan
 from lightd.reconcile.state import ObservedStore
 from lightd.reconcile.workqueue import Backoff, WorkQueue
@@ -66,13 +65,12 @@ class Controller:
     def __init__(
         self,
         *,
-        engine: DockerEngine,
+        engine: Engine,
         desired: DesiredContainers,
         observed: ObservedStore,
         consoles: ConsoleHub,
         volume_path: Callable[[str], str | None],
         data_dir: Path,
-        node_id: str,
         settings: ControllerSettings,
         metrics: Metrics | None = None,
         admit: Callable[[ContainerSpec], str | None] | None = None,
@@ -82,7 +80,6 @@ class Controller:
         self._admit: Callable[[ContainerSpec], str | None] = admit or (lambda _spec: None)
         self._refusals: set[str] = set()
         self._engine = engine
-        self._node_id = node_id
         self.desired = desired
         self.observed = observed
         self.consoles = consoles
@@ -96,14 +93,13 @@ class Controller:
             consoles=consoles,
             policy=settings.policy,
             data_dir=data_dir,
-            node_id=node_id,
             interrupted=self._interrupt_event,
         )
         self.queue: WorkQueue | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
         self._events_stop = threading.Event()
-        self._events_stream: object | None = None
+        self._events_stream: Stream[object] | None = None
         self._engine_up = True
         self.first_sync_done = asyncio.Event()
 
@@ -161,7 +157,7 @@ class Controller:
         stream = self._events_stream
         if stream is not None:
             with contextlib.suppress(Exception):  # the stream may already be dead
-                stream.close()  # type: ignore[attr-defined]
+                stream.close()
         if self.queue is not None:
             await self.queue.close()
         for task in self._tasks:
@@ -174,7 +170,7 @@ class Controller:
         """Hint every key lightd knows of: desired, observed and labelled containers."""
         keys = set(self.desired.ids()) | {o.internal_id for o in self.observed.all()}
         try:
-            managed = await self._engine.run(ops.list_managed, self._engine.client(), self._node_id)
+            managed = await self._engine.list_managed()
             keys |= {c.internal_id for c in managed if c.internal_id}
             self._set_engine_up(True)
         except EngineError as exc:
@@ -209,18 +205,17 @@ class Controller:
         delay = 0.5
         while not self._events_stop.is_set():
             try:
-                stream = events(self._engine.client(), self._node_id)
+                stream = self._engine.events()
                 self._events_stream = stream
                 loop.call_soon_threadsafe(self._engine_back)
                 delay = 0.5
                 for event in stream:
                     if self._events_stop.is_set():
                         return
-                    action = str(event.get("Action") or event.get("status") or "")
+                    action = event.action
                     if action in QUIET_EVENTS or action.startswith("exec_"):
                         continue
-                    attributes = (event.get("Actor") or {}).get("Attributes") or {}
-                    key = attributes.get(LABEL_INTERNAL_ID)
+                    key = event.internal_id
                     if key:
                         loop.call_soon_threadsafe(self.hint, key)
             except Exception as exc:
@@ -331,14 +326,9 @@ class Controller:
         )
 
     async def observe(self, key: str) -> Actual:
-        client = self._engine.client()
         main, install = await asyncio.gather(
-            self._engine.run(
-                ops.inspect_named, client, container_name(key, Role.MAIN), self._node_id
-            ),
-            self._engine.run(
-                ops.inspect_named, client, container_name(key, Role.INSTALL), self._node_id
-            ),
+            self._engine.inspect(container_name(key, Role.MAIN)),
+            self._engine.inspect(container_name(key, Role.INSTALL)),
         )
         return Actual(main=main, install=install)
 

@@ -1,6 +1,6 @@
 """The executor: applies one planned action to the engine and records what it saw.
 
-Side effects live here and only here: engine calls (through the adapter), observed
+Side effects live here and only here: engine calls (through the ``Engine`` seam), observed
 state updates, install logs on disk. It must not decide what to do next (that is the
 planner's job); it reports failures as lightd errors for the controller to classify.
 """
@@ -15,11 +15,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from lightd.engine import DockerEngine
-from lightd.engine import containers as ops
-from lightd.engine.streams import send_line
+from lightd.engine.base import Engine
+from lightd.engine.records import (
+    INSTALL_SCRIPT_DIR,
+    SHELL_PICKER,
+    Actual,
+    CreateRequest,
+    Role,
+    container_name,
+)
 from lightd.errors import EngineError, EngineNotFound, ImageNotFound
-from lightd.reconcile.model import Action, ActionKind, Actual, Role, container_name
+from lightd.reconcile.model import Action, ActionKind
 from lightd.reconcile.planner import Policy, resources_of
 from lightd.reconcile.state import ObservedStore
 from lightd.runtime.console import ConsoleHub
@@ -45,15 +51,13 @@ class Executor:
     def __init__(
         self,
         *,
-        engine: DockerEngine,
+        engine: Engine,
         observed: ObservedStore,
         consoles: ConsoleHub,
         policy: Policy,
         data_dir: Path,
-        node_id: str,
         interrupted: Callable[[str], asyncio.Event],
     ) -> None:
-        self._node_id = node_id
         self._images_seen: dict[str, float] = {}
         self._engine = engine
         self._observed = observed
@@ -84,7 +88,7 @@ class Executor:
             return
         if kind is ActionKind.REMOVE_INSTALL:
             if actual.install is not None:
-                await self._engine.run(ops.remove, self._engine.client(), actual.install.id)
+                await self._engine.remove(actual.install.id)
             return
         if kind is ActionKind.REMOVE_MAIN:
             await self._remove_main(internal_id, desired, actual)
@@ -121,7 +125,7 @@ class Executor:
             )
         elif kind is ActionKind.KILL_INSTALL:
             assert actual.install is not None
-            await self._engine.run(ops.kill, self._engine.client(), actual.install.id)
+            await self._engine.kill(actual.install.id)
             await self._finish_install(
                 internal_id,
                 actual.install.id,
@@ -144,28 +148,24 @@ class Executor:
             await self._start_main(internal_id, desired, fresh, action)
         elif kind is ActionKind.UPDATE_LIMITS:
             assert actual.main is not None
-            await self._engine.run(
-                ops.update_limits, self._engine.client(), actual.main.id, resources_of(desired)
-            )
+            await self._engine.update_limits(actual.main.id, resources_of(desired))
         else:  # pragma: no cover - every kind is handled above
             raise AssertionError(f"unhandled action {kind}")
 
     async def _observe_main(self, internal_id: str) -> Actual:
-        client = self._engine.client()
         name = container_name(internal_id, Role.MAIN)
-        main = await self._engine.run(ops.inspect_named, client, name, self._node_id)
+        main = await self._engine.inspect(name)
         return Actual(main=main, install=None)
 
     async def _ensure_image(self, internal_id: str, desired: ContainerSpec, *, phase: str) -> None:
-        client = self._engine.client()
         seen = self._images_seen.get(desired.image)
         if seen is not None and time.monotonic() - seen < IMAGE_SEEN_SECONDS:
             return  # many containers of one image converge at once: ask the engine once
-        if await self._engine.run(ops.image_present, client, desired.image):
+        if await self._engine.image_present(desired.image):
             self._images_seen[desired.image] = time.monotonic()
             return
         try:
-            await self._engine.run(ops.pull_image, client, desired.image)
+            await self._engine.pull(desired.image)
         except EngineError as exc:
             log.warning("%s: pulling %s failed: %s", internal_id, desired.image, exc.message)
             if phase == "install":
@@ -176,29 +176,27 @@ class Executor:
                     last_error=ImageNotFound.message,
                 )
             raise SpecInvalid(ImageNotFound.message) from exc
-        if not await self._engine.run(ops.image_present, client, desired.image):
+        if not await self._engine.image_present(desired.image):
             raise SpecInvalid(ImageNotFound.message)
 
     async def _start_install(
         self, internal_id: str, desired: ContainerSpec, volume_path: str, action: Action
     ) -> None:
-        client = self._engine.client()
         script_dir = self._install_dir / internal_id
         await asyncio.to_thread(_write_script, script_dir, desired.install_script or "")
         name = container_name(internal_id, Role.INSTALL)
-        stale = await self._engine.run(ops.inspect_named, client, name, self._node_id)
+        stale = await self._engine.inspect(name)
         if stale is not None and stale.managed:
-            await self._engine.run(ops.remove, client, stale.id)
-        request = ops.CreateRequest(
-            node_id=self._node_id,
+            await self._engine.remove(stale.id)
+        request = CreateRequest(
             internal_id=internal_id,
             role=Role.INSTALL,
             image=desired.image,
             entrypoint=["/bin/sh", "-c"],
-            command=[ops.SHELL_PICKER.format(script=f"{ops.INSTALL_SCRIPT_DIR}/install.sh")],
+            command=[SHELL_PICKER.format(script=f"{INSTALL_SCRIPT_DIR}/install.sh")],
             volume_path=volume_path,
             mounts={},
-            extra_binds={str(script_dir): ops.INSTALL_SCRIPT_DIR},
+            extra_binds={str(script_dir): INSTALL_SCRIPT_DIR},
             ports=[],
             environment=desired.environment,
             resources=resources_of(desired),
@@ -217,22 +215,21 @@ class Executor:
             last_error=None,
             blocked_reason=None,
         )
-        container_id = await self._engine.run(ops.create, client, request)
-        await self._engine.run(ops.start, client, container_id)
+        container_id = await self._engine.create(request)
+        await self._engine.start(container_id)
         self._consoles.new_run(internal_id, container_id=container_id, since=None, pattern=None)
 
     async def _finish_install(
         self, internal_id: str, container_id: str, exit_code: object, *, error: str | None = None
     ) -> None:
-        client = self._engine.client()
         try:
-            output = await self._engine.run(ops.logs, client, container_id)
+            output = await self._engine.logs(container_id)
         except EngineNotFound:
             output = b""
         text = output.decode("utf-8", "replace")
         await asyncio.to_thread(self.install_logs.write, internal_id, text)
         tail = "\n".join(text.splitlines()[-INSTALL_TAIL_LINES:])
-        await self._engine.run(ops.remove, client, container_id)
+        await self._engine.remove(container_id)
         code = exit_code if isinstance(exit_code, int) else None
         if error is None and code == 0:
             await self._observed.update(
@@ -255,10 +252,8 @@ class Executor:
     async def _create_main(
         self, internal_id: str, desired: ContainerSpec, volume_path: str, action: Action
     ) -> None:
-        client = self._engine.client()
         command = [desired.startup_command] if desired.startup_command else None
-        request = ops.CreateRequest(
-            node_id=self._node_id,
+        request = CreateRequest(
             internal_id=internal_id,
             role=Role.MAIN,
             image=desired.image,
@@ -274,13 +269,13 @@ class Executor:
             stdin=True,
         )
         try:
-            container_id = await self._engine.run(ops.create, client, request)
+            container_id = await self._engine.create(request)
         except ImageNotFound:
             # The image went away since it was last seen: make sure of it once more.
             self._images_seen.pop(desired.image, None)
             await self._ensure_image(internal_id, desired, phase="create")
             try:
-                container_id = await self._engine.run(ops.create, client, request)
+                container_id = await self._engine.create(request)
             except ImageNotFound as exc:
                 raise SpecInvalid(ImageNotFound.message) from exc
         await self._observed.update(
@@ -303,7 +298,6 @@ class Executor:
         self, internal_id: str, desired: ContainerSpec, actual: Actual, action: Action
     ) -> None:
         container_id = self._main_id(internal_id, actual)
-        client = self._engine.client()
         changes: dict[str, object] = {"stop_requested": False, "last_error": None}
         if "restart_handled" in action.detail:
             changes.update(
@@ -317,7 +311,7 @@ class Executor:
         # the console reader follows from a second before (no extra inspect on the way).
         started_at = time.time() - 1.0
         try:
-            await self._engine.run(ops.start, client, container_id)
+            await self._engine.start(container_id)
         except EngineError:
             # Not started at all (a port taken, the engine gone): that is no crash.
             await self._observed.update(internal_id, state=RuntimeState.OFFLINE)
@@ -343,28 +337,27 @@ class Executor:
         main = actual.main
         if main is None:
             return
-        client = self._engine.client()
         await self._observed.update(internal_id, state=RuntimeState.STOPPING, stop_requested=True)
         if graceful and desired is not None:
             policy = desired.stop
             interrupted = self._interrupted(internal_id)
             interrupted.clear()
             if policy.command:
-                await self._engine.run(send_line, client, main.id, policy.command)
+                await self._engine.send_line(main.id, policy.command)
             else:
-                await self._engine.run(ops.signal, client, main.id, policy.signal)
+                await self._engine.signal(main.id, policy.signal)
             deadline = time.monotonic() + policy.timeout_seconds
             while time.monotonic() < deadline:
-                current = await self._engine.run(ops.inspect_named, client, main.id, self._node_id)
+                current = await self._engine.inspect(main.id)
                 if current is None or not current.running:
                     break
                 if interrupted.is_set() and self._kill_wanted(desired, internal_id):
                     break
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(interrupted.wait(), timeout=0.25)
-        await self._engine.run(ops.kill, client, main.id)
-        await self._engine.run(ops.wait_exit, client, main.id, timeout=30)
-        final = await self._engine.run(ops.inspect_named, client, main.id, self._node_id)
+        await self._engine.kill(main.id)
+        await self._engine.wait_exit(main.id, seconds=30)
+        final = await self._engine.inspect(main.id)
         await self._observed.update(
             internal_id,
             state=RuntimeState.OFFLINE,
@@ -388,7 +381,7 @@ class Executor:
         if main.running:
             await self._stop_main(internal_id, desired, actual, graceful=desired is not None)
         self._consoles.stop(internal_id)
-        await self._engine.run(ops.remove, self._engine.client(), main.id)
+        await self._engine.remove(main.id)
         if self._observed.get(internal_id) is not None:
             await self._observed.update(
                 internal_id, container_id=None, spec_hash=None, state=RuntimeState.OFFLINE

@@ -8,49 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-LABEL_MANAGED = "io.lightd.managed"
-LABEL_INTERNAL_ID = "io.lightd.internal_id"
-LABEL_ROLE = "io.lightd.role"
-LABEL_SPEC_HASH = "io.lightd.spec_hash"
-# Which lightd owns a container: several daemons may share one engine.
-LABEL_NODE = "io.lightd.node"
+from lightd.engine.records import Actual, ActualContainer, Role, container_name
 
-
-class Role(StrEnum):
-    MAIN = "main"
-    INSTALL = "install"
-
-
-def container_name(internal_id: str, role: Role) -> str:
-    return f"lightd-{internal_id}" if role is Role.MAIN else f"lightd-{internal_id}-install"
-
-
-@dataclass(frozen=True)
-class ActualContainer:
-    """One Docker container as the engine reports it."""
-
-    id: str
-    name: str
-    managed: bool  # carries lightd's labels and this node's id
-    internal_id: str | None
-    role: str | None
-    spec_hash: str | None
-    running: bool
-    status: str
-    exit_code: int | None
-    started_at: float | None
-    finished_at: float | None
-    memory: int | None
-    memory_swap: int | None
-    nano_cpus: int | None
-    pids_limit: int | None
-    oom_killed: bool = False
-
-
-@dataclass(frozen=True)
-class Actual:
-    main: ActualContainer | None
-    install: ActualContainer | None
+__all__ = ["Action", "ActionKind", "Actual", "ActualContainer", "Plan", "Role", "container_name"]
 
 
 class ActionKind(StrEnum):

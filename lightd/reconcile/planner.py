@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lightd.reconcile.model import Action, ActionKind, Actual, ActualContainer, Plan
+from lightd.engine.records import Actual, ActualContainer, Resources
+from lightd.reconcile.model import Action, ActionKind, Plan
 from lightd.spec.container import ContainerSpec, Power, install_key, recreate_hash
 from lightd.spec.observed import InstallState, ObservedContainer, RuntimeState
 
@@ -26,14 +27,6 @@ class Policy:
     crash_window_seconds: float = 600.0
     crash_max: int = 5
     crash_grace_seconds: float = 2.0
-
-
-@dataclass(frozen=True)
-class Resources:
-    memory: int
-    memory_swap: int
-    nano_cpus: int
-    pids_limit: int
 
 
 def resources_of(spec: ContainerSpec) -> Resources:
