@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from quart import Blueprint, Response, g, request
 from quart_schema import validate_querystring, validate_request, validate_response
 
-from lightd.api.context import get_daemon
+from lightd.api.context import get_services
 from lightd.api.routes.common import ErrorBody, MessageBody, RequestModel
 from lightd.errors import InvalidField, InvalidRequest
 from lightd.fs import VolumeInfo
@@ -156,7 +156,7 @@ class DecompressResponse(BaseModel):
 
 
 def _files() -> VolumeFiles:
-    return get_daemon().files
+    return get_services().files
 
 
 def _view(info: VolumeInfo) -> VolumeView:
@@ -287,7 +287,7 @@ async def _close_if_asked(response: Response) -> Response:
 async def upload_file(ref: str, query_args: PathQuery) -> PathMessage:
     try:
         parts = _required(query_args)
-        limit = get_daemon().settings.volumes.max_upload_bytes
+        limit = get_services().settings.volumes.max_upload_bytes
         await _files().upload(
             ref, parts, request.body, limit=limit, declared_length=request.content_length
         )
