@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from lightd.errors import InvalidField, LightdError
 from lightd.spec.container import ContainerSpec
@@ -43,9 +43,13 @@ class PoolLike(Protocol):
 
 @dataclass(frozen=True)
 class Refusal:
-    """Why a document may not be applied; ``error`` is what the API answers with."""
+    """Why a document may not be applied; ``error`` is what the API answers with.
+
+    ``check`` names the check that refused it: ``host`` (cpu, mounts) or ``ports``.
+    """
 
     error: LightdError
+    check: Literal["host", "ports"]
 
     @property
     def message(self) -> str:
@@ -78,9 +82,12 @@ def admit(
     """
     try:
         check_host_limits(spec, roots=roots, cpus=cpus)
+    except LightdError as exc:
+        return Refusal(exc, check="host")
+    try:
         pool.check_bindings(
             [(p.ip, p.port, p.protocol) for p in spec.ports], container=spec.internal_id
         )
     except LightdError as exc:
-        return Refusal(exc)
+        return Refusal(exc, check="ports")
     return None

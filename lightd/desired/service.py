@@ -92,9 +92,12 @@ class ContainerService:
     async def _write_with_ports(self, spec: ContainerSpec, *, must_be_new: bool) -> None:
         async with self._pool.lock:
             await self._pool.refresh()
+            refusal = admit(spec, roots=self._allowed_roots, cpus=self._host_cpus, pool=self._pool)
+            # The answer's precedence: the host's limits, then an existing id, then ports.
+            if refusal is not None and refusal.check == "host":
+                raise refusal.error
             if must_be_new and self._desired.get(spec.internal_id) is not None:
                 raise ContainerExists(f"Container {spec.internal_id} already exists")
-            refusal = admit(spec, roots=self._allowed_roots, cpus=self._host_cpus, pool=self._pool)
             if refusal is not None:
                 raise refusal.error
             await asyncio.to_thread(self._desired.write, spec)
