@@ -37,7 +37,6 @@ from lightd.metrics import Metrics, count_states
 from lightd.pool import PortPool
 from lightd.reconcile.controller import Controller, ControllerSettings
 from lightd.reconcile.planner import Policy
-from lightd.reconcile.state import ObservedStore
 from lightd.remote import Notifier
 from lightd.runtime.console import ConsoleHub
 from lightd.runtime.events import ContainerEvents
@@ -47,6 +46,7 @@ from lightd.spec.container import ContainerSpec
 from lightd.spec.observed import ObservedContainer
 from lightd.spec.ports import format_key
 from lightd.store import DocumentStore
+from lightd.store.observed import ObservedStore
 from lightd.store.watch import FolderWatcher, WatchSettings
 
 log = logging.getLogger("lightd.daemon")
