@@ -37,7 +37,6 @@ from lightd.metrics import Metrics
 from lightd.pool import PortPool
 from lightd.reconcile.controller import Controller, ControllerSettings
 from lightd.reconcile.planner import Policy
-from lightd.reconcile.state import ObservedStore
 from lightd.remote import Notifier
 from lightd.runtime.console import ConsoleHub
 from lightd.runtime.events import ContainerEvents
@@ -48,6 +47,7 @@ from lightd.spec.container import ContainerSpec
 from lightd.spec.observed import ObservedContainer
 from lightd.store import DocumentStore
 from lightd.store.install_logs import InstallLogs
+from lightd.store.observed import ObservedStore
 from lightd.store.watch import FolderWatcher, WatchSettings
 
 log = logging.getLogger("lightd.daemon")

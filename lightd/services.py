@@ -28,7 +28,6 @@ from lightd.errors import EngineError
 from lightd.fs.files import VolumeFiles
 from lightd.metrics import Metrics
 from lightd.pool import PortPool
-from lightd.reconcile.state import ObservedStore
 from lightd.remote.notifier import RemoteStatus
 from lightd.runtime.console import ConsoleHub, LineSink
 from lightd.runtime.events import ContainerEvents, EventSink
@@ -37,6 +36,7 @@ from lightd.runtime.watch import NodeWatch
 from lightd.spec.container import ContainerSpec
 from lightd.spec.observed import ObservedContainer, RuntimeState
 from lightd.store.install_logs import InstallLogs
+from lightd.store.observed import ObservedStore
 
 
 def is_running(observed: ObservedContainer | None) -> bool:

@@ -129,6 +129,7 @@ class FakeEngine:
         self.calls: list[tuple[str, str]] = []
         self._faults: dict[str, deque[EngineError]] = defaultdict(deque)
         self._ids = itertools.count(1)
+        self._lines = itertools.count(1)
         self._lock = threading.RLock()
         self._outputs: dict[str, list[FakeStream[bytes]]] = defaultdict(list)
         self._event_streams: list[FakeStream[EngineEvent]] = []
@@ -375,7 +376,9 @@ class FakeEngine:
         return f"fake{next(self._ids):060d}"
 
     def _stamp(self) -> str:
-        return f"{self.now:020.9f}Z"
+        # Distinct and increasing like the engine's nanosecond stamps (readers skip
+        # lines whose stamp they saw).
+        return f"{int(self.now):012d}.{next(self._lines):09d}Z"
 
     def _find(self, name_or_id: str) -> FakeContainer | None:
         found = self.containers.get(name_or_id)
