@@ -3,7 +3,7 @@
 Answers the contract's shape with the effective settings; ``remote`` also carries the
 panel's reachability (``reachable``, ``last_checked``, ``last_error`` of the last
 ``GET <url>/health``) and ``pending`` (notifications waiting in the outbox). Must not
-change settings other than through :meth:`Daemon.reload`.
+change settings other than through ``node.reload`` (the daemon's reload).
 """
 
 from __future__ import annotations
