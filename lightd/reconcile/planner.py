@@ -268,6 +268,10 @@ def _plan_install(
             if now >= deadline:
                 return _one(KillInstall())
             return Plan(actions=(), requeue_after=max(deadline - now, 0.5))
+        if installer.status == "created":
+            # lightd stopped between creating and starting it: it never ran, and the
+            # engine reports exit code 0 for it. Remove it; the next pass runs it again.
+            return _one(RemoveInstall("install container never started"))
         return _one(FinishInstall(exit_code=installer.exit_code))
 
     if actual.main is not None and actual.main.running:
