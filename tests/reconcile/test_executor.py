@@ -302,7 +302,7 @@ CASES = [
     ),
     pytest.param(
         UpdateLimits(), spec(limits={"memory": 256 * 1024 * 1024, "cpu": 2}), running_main, None,
-        [], lambda fake: fake.named(MAIN).resources.nano_cpus == 2_000_000_000,  # type: ignore[union-attr]
+        [], lambda fake: fake.named(MAIN).resources.nano_cpus == 2_000_000_000,
         id="limits-change-live-on-the-same-container",
     ),
     pytest.param(
