@@ -1,4 +1,4 @@
-"""An in-memory :class:`~lightd.engine.base.Engine` for tests: deterministic, no threads.
+"""An in-memory :class:`~lightd.engine.base.Engine` for tests: deterministic, no I/O.
 
 It keeps containers and images in dictionaries, reports them as the real engine does
 (:class:`ActualContainer`), and lets a test inject faults: the next call of a kind fails
@@ -6,7 +6,10 @@ transient, conflict or not-found (:meth:`FakeEngine.fail_next`); the whole engin
 away and comes back (:meth:`go_away`, :meth:`come_back`); a container exits with a code
 (:meth:`exit`). Time is a number the test moves (:attr:`now`), never the wall clock.
 Install containers exit at once with :attr:`install_exit_code` unless
-:attr:`installs_run` is set. It must stay free of docker and of any real I/O.
+:attr:`installs_run` is set; a graceful signal, or a line in :attr:`stop_lines` on
+stdin, stops a container with code 0. Streams block their reader's thread until fed,
+ended or closed, like the real ones. It starts no thread of its own and must stay free
+of docker and of any real I/O.
 """
 
 from __future__ import annotations
