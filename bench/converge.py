@@ -53,7 +53,7 @@ COMMAND = "exec sleep 100000"
 MEMORY = 64 * c.MIB
 CPU = 0.25
 WORKERS = 8
-# What lightd gives every main container besides the above (lightd/engine/containers.py).
+# What lightd gives every main container besides the above (lightd/engine/docker.py).
 TMPFS_OPTIONS = "rw,exec,nosuid,size=128m"
 LOG_CONFIG: dict[str, Any] = {"type": "json-file", "config": {"max-size": "10m", "max-file": "2"}}
 

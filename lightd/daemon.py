@@ -1,8 +1,9 @@
-"""The running node: settings, stores, tokens and the engine, wired once at start.
+"""The composition root: settings, stores, tokens, the engine and the workers, built once.
 
-``Daemon`` owns the lifecycle of every long-lived part (start, reload, stop) and hands
-them to the API. It must not serve HTTP (``lightd.api``) or decide convergence
-(``lightd.reconcile``).
+``Daemon`` builds every long-lived part, wires their callbacks, owns their lifecycle
+(start, reload, stop) and hands the API only :class:`~lightd.services.Services`. It must
+not serve HTTP (``lightd.api``), build answers (``lightd.desired.views``) or decide
+convergence (``lightd.reconcile``). Only the server and the CLI's entry point import it.
 """
 
 from __future__ import annotations
@@ -14,39 +15,39 @@ import os
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from lightd.auth.master import MasterToken, ensure_master_token, tokens_equal
+from lightd.auth.master import MasterToken, ensure_master_token
 from lightd.auth.node import ensure_node_id
 from lightd.auth.tokens import TokenStore
 from lightd.config import ContainersSettings, Settings, load_settings
-from lightd.containers.desired import DesiredContainers
-from lightd.containers.ingest import DesiredIngest
-from lightd.containers.service import (
+from lightd.desired.admission import admit
+from lightd.desired.documents import DesiredContainers
+from lightd.desired.ingest import DesiredIngest
+from lightd.desired.service import (
     ContainerService,
     bindings_of,
-    check_host_limits,
     volume_users,
 )
-from lightd.containers.views import container_view
-from lightd.engine import DockerEngine
+from lightd.desired.views import Views
+from lightd.engine.docker import DockerEngine
 from lightd.errors import LightdError
 from lightd.fs import ArchiveLimits, VolumeManager
+from lightd.fs.files import VolumeFiles
 from lightd.logsetup import flush_logs, set_flush_waker, set_level
-from lightd.metrics import Metrics, count_states
+from lightd.metrics import Metrics
 from lightd.pool import PortPool
 from lightd.reconcile.controller import Controller, ControllerSettings
 from lightd.reconcile.planner import Policy
-from lightd.reconcile.state import ObservedStore
 from lightd.remote import Notifier
 from lightd.runtime.console import ConsoleHub
 from lightd.runtime.events import ContainerEvents
 from lightd.runtime.stats import StatsHub
 from lightd.runtime.watch import NodeWatch
+from lightd.services import Access, Consoles, GitOps, Node, Services, SocketCounts
 from lightd.spec.container import ContainerSpec
 from lightd.spec.observed import ObservedContainer
-from lightd.spec.ports import format_key
 from lightd.store import DocumentStore
+from lightd.store.install_logs import InstallLogs
+from lightd.store.observed import ObservedStore
 from lightd.store.watch import FolderWatcher, WatchSettings
 
 log = logging.getLogger("lightd.daemon")
@@ -67,7 +68,7 @@ def controller_settings(section: ContainersSettings) -> ControllerSettings:
 
 
 class Daemon:
-    """Everything the API and the background workers share."""
+    """Builds every long-lived part once, starts, stops and reloads them."""
 
     def __init__(self, settings: Settings, *, config_path: Path | None) -> None:
         self.settings = settings
@@ -84,7 +85,7 @@ class Daemon:
         self.tokens = TokenStore(self.data)
         self.metrics = Metrics()
         self.node_id = ensure_node_id(data_dir)
-        self.engine = DockerEngine(settings.docker)
+        self.engine = DockerEngine(settings.docker, node_id=self.node_id)
         self.containers = DesiredContainers(self.desired)
         self.ports = PortPool(self.desired, bindings=lambda: bindings_of(self.containers))
         self.observed = ObservedStore(self.data)
@@ -98,43 +99,6 @@ class Daemon:
             on_match=lambda key, cid: self.controller.on_console_match(key, cid),
             on_end=lambda key: self.controller.on_console_end(key),
         )
-        self.controller = Controller(
-            engine=self.engine,
-            desired=self.containers,
-            observed=self.observed,
-            consoles=self.consoles,
-            volume_path=self.volume_path,
-            data_dir=data_dir,
-            node_id=self.node_id,
-            settings=controller_settings(settings.containers),
-            metrics=self.metrics,
-            admit=self.admit_document,
-        )
-        self.container_service = ContainerService(
-            desired=self.containers,
-            observed=self.observed.get,
-            pool=self.ports,
-            resolve_volume=self.resolve_volume,
-            hint=self.controller.hint,
-            allowed_mount_roots=settings.containers.allowed_mount_roots,
-        )
-        self.stats = StatsHub(self.engine)
-        self.container_events = ContainerEvents()
-        self.watch = NodeWatch(
-            container_view=self.container_view,
-            container_views=lambda: {
-                key: view for key in self.containers.ids() if (view := self.container_view(key))
-            },
-            port_views=self.port_views,
-            history=settings.websocket.watch_history,
-        )
-        self._list_body: bytes | None = None
-        self.sockets: dict[str, int] = {}
-        self.watch_sockets = 0
-        self.observed.subscribe(self.container_events.on_observed)
-        self.observed.subscribe(self._observed_changed)
-        self.ports.listeners.append(self.watch.refresh_ports)
-        self.ports.listeners.append(self.controller.retry_refused)
         self.volumes = VolumeManager(
             data_dir / "volumes",
             meta=self.data,
@@ -143,9 +107,34 @@ class Daemon:
                 max_entries=settings.volumes.archive_max_entries,
                 max_ratio=settings.volumes.archive_max_ratio,
             ),
+            users_of=lambda volume_id: volume_users(self.containers, volume_id),
         )
-        self.volumes.users_of = lambda volume_id: volume_users(self.containers, volume_id)
-        self.metrics.watch_state(self.metric_state)
+        self.controller = Controller(
+            engine=self.engine,
+            desired=self.containers,
+            observed=self.observed,
+            consoles=self.consoles,
+            volume_path=self._volume_path,
+            data_dir=data_dir,
+            settings=controller_settings(settings.containers),
+            metrics=self.metrics,
+            admit=self._admit,
+        )
+        self.views = Views(desired=self.containers, observed=self.observed, ports=self.ports)
+        self.watch = NodeWatch(
+            container_view=self.views.container,
+            container_views=self.views.containers,
+            port_views=self.views.port_views,
+            history=settings.websocket.watch_history,
+        )
+        self.stats = StatsHub(self.engine)
+        self.container_events = ContainerEvents()
+        self.sockets = SocketCounts()
+        self.observed.subscribe(self.container_events.on_observed)
+        self.observed.subscribe(self._observed_changed)
+        self.ports.listeners.append(self.watch.refresh_ports)
+        self.ports.listeners.append(self.controller.retry_refused)
+        self.metrics.watch_state(self._metric_state)
         self.ingest = DesiredIngest(
             root=settings.storage.desired_dir,
             desired=self.containers,
@@ -163,67 +152,71 @@ class Daemon:
                 force_polling=settings.gitops.force_polling,
             ),
         )
+        self.services = Services(
+            settings=settings,
+            containers=ContainerService(
+                desired=self.containers,
+                observed=self.observed.get,
+                pool=self.ports,
+                resolve_volume=lambda ref: self.volumes.resolve(ref).id,
+                hint=self.controller.hint,
+                allowed_mount_roots=settings.containers.allowed_mount_roots,
+            ),
+            reads=self.views,
+            watch=self.watch,
+            gitops=GitOps(
+                ingest=self.ingest,
+                watching=lambda: self.watcher.watching,
+                desired=self.containers,
+                observed=self.observed,
+                observe=self.controller.observe,
+            ),
+            consoles=Consoles(
+                consoles=self.consoles,
+                stats=self.stats,
+                events=self.container_events,
+                observed=self.observed,
+                install_logs=InstallLogs(self.data),
+            ),
+            ports=self.ports,
+            files=VolumeFiles(self.volumes),
+            tokens=Access(
+                tokens=self.tokens,
+                master=lambda: self.master.value,
+                enabled=lambda: self.settings.authorization.enabled,
+            ),
+            node=Node(
+                node_id=self.node_id,
+                metrics=self.metrics,
+                engine_status=self.engine.status,
+                reconciled=self.controller.first_sync_done.is_set,
+                engine_up=lambda: self.controller.engine_up,
+                remote_status=self.remote.status,
+                reload=self.reload,
+            ),
+            sockets=self.sockets,
+        )
         self._tasks: list[asyncio.Task[None]] = []
 
-    def container_list_body(self) -> bytes:
-        """The encoded ``GET /containers`` answer, rebuilt only after a change.
-
-        Panels poll this list; with hundreds of containers, building and encoding it on
-        every request would dominate the route's cost.
-        """
-        if self._list_body is None:
-            items = []
-            for spec in self.containers.all():
-                observed = self.observed.get(spec.internal_id)
-                items.append(
-                    {
-                        "internal_id": spec.internal_id,
-                        "container_id": observed.container_id if observed else None,
-                        "install_state": observed.install_state.value if observed else "installing",
-                        "image": spec.image,
-                        "state": observed.state.value if observed else "offline",
-                    }
-                )
-            self._list_body = orjson.dumps({"containers": items})
-        return self._list_body
-
-    def admit_document(self, spec: ContainerSpec) -> str | None:
+    def _admit(self, spec: ContainerSpec) -> str | None:
         """Why a document may not be applied (hand edits skip the API's checks), or None."""
-        try:
-            check_host_limits(
-                spec,
-                allowed_roots=self.settings.containers.allowed_mount_roots,
-                host_cpus=os.cpu_count() or 1,
-            )
-            self.ports.check_bindings(
-                [(p.ip, p.port, p.protocol) for p in spec.ports], container=spec.internal_id
-            )
-        except LightdError as exc:
-            return exc.message
-        return None
+        refusal = admit(
+            spec,
+            roots=self.settings.containers.allowed_mount_roots,
+            cpus=os.cpu_count() or 1,
+            pool=self.ports,
+        )
+        return refusal.message if refusal is not None else None
 
-    def metric_state(self) -> dict[str, Any]:
-        """Current figures for the metrics gauges (in memory only)."""
-        pairs = []
-        for key in self.containers.ids():
-            observed = self.observed.get(key)
-            pairs.append(
-                (observed.install_state.value, observed.state.value)
-                if observed is not None
-                else ("installing", "offline")
-            )
-        ports = self.port_views()
+    def _metric_state(self) -> dict[str, Any]:
         queue = self.controller.queue
-        return {
-            "containers": count_states(pairs),
-            "pool_size": len(ports),
-            "pool_in_use": sum(1 for view in ports.values() if view["in_use"]),
-            "queue_depth": len(queue) if queue is not None else 0,
-            "retries": queue.retries if queue is not None else 0,
-            "container_sockets": sum(self.sockets.values()),
-            "watch_sockets": self.watch_sockets,
-            "engine_up": 1 if self.controller.engine_up else 0,
-            "extra": [
+        return self.views.metric_state(
+            queue_depth=len(queue) if queue is not None else 0,
+            retries=queue.retries if queue is not None else 0,
+            container_sockets=self.sockets.containers,
+            watch_sockets=self.sockets.watch,
+            engine_up=self.controller.engine_up,
+            extra=[
                 (
                     "lightd_panel_outbox_depth",
                     "Panel notifications waiting",
@@ -240,68 +233,29 @@ class Daemon:
                     self.remote.refused,
                 ),
             ],
-        }
-
-    def container_view(self, internal_id: str) -> dict[str, Any] | None:
-        spec = self.containers.get(internal_id)
-        if spec is None:
-            return None
-        problem = self.containers.problem(internal_id)
-        return container_view(
-            spec,
-            self.observed.get(internal_id),
-            document_error=str(problem) if problem else None,
-            revision_desired=self.containers.digest(internal_id),
         )
-
-    def port_views(self) -> dict[str, dict[str, Any]]:
-        bound = self.ports.bindings()
-        views = {}
-        for entry in self.ports.entries():
-            view = self.ports.view(entry, bound)
-            key = format_key((view.ip, view.port))
-            views[key] = {
-                "ip": view.ip,
-                "port": view.port,
-                "protocol": view.protocol,
-                "reserved": view.reserved,
-                "in_use": view.in_use,
-                "container": view.container,
-            }
-        return views
 
     def _observed_changed(
         self, old: ObservedContainer | None, new: ObservedContainer | None
     ) -> None:
-        self._list_body = None
+        self.views.changed()
         current = new if new is not None else old
         if current is not None:
             self.watch.refresh_container(current.internal_id)
 
     def _desired_changed(self, internal_id: str) -> None:
-        self._list_body = None
+        self.views.changed()
         self.watch.refresh_container(internal_id)
         self.watch.refresh_ports()
 
     async def _on_desired_change(self, reason: str) -> None:
         await self.ingest.ingest(reason)
 
-    def resolve_volume(self, volume_id: str) -> str:
-        """The full id of an existing volume (a unique prefix works); 404 otherwise."""
-        return self.volumes.resolve(volume_id).id
-
-    def volume_path(self, volume_id: str) -> str | None:
+    def _volume_path(self, volume_id: str) -> str | None:
         try:
             return str(self.volumes.resolve(volume_id).path)
         except LightdError:
             return None
-
-    def is_master(self, token: str) -> bool:
-        return tokens_equal(token, self.master.value)
-
-    @property
-    def auth_enabled(self) -> bool:
-        return self.settings.authorization.enabled
 
     async def start(self) -> None:
         swept = await asyncio.to_thread(self.data.sweep_temp_files)

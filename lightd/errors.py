@@ -4,44 +4,55 @@ Every module raises these (foreign exceptions are translated at their boundary w
 ``raise ... from exc``); ``lightd.api.errors`` maps them to HTTP in one table. This
 module must not know about HTTP, Quart or docker-py.
 
-::
+The tree as the code has it (HTTP status where the API answers with one; classes
+defined elsewhere name their module)::
 
-    LightdError
-    ├── InvalidRequest            bad input from a caller               (400)
-    │   ├── InvalidField          one named field is wrong              (400)
-    │   ├── MalformedBody         body is not JSON                      (400)
-    │   ├── PathTraversal         a path would leave its volume         (400)
-    │   ├── PortExists            the ip+port is already in the pool    (400)
-    │   └── PortNotInPool         a binding names an unpooled port      (400)
-    ├── Unauthorized              missing or wrong token                (401)
-    ├── Forbidden                 vendor header missing                 (403)
-    ├── NotFound                  a named thing does not exist          (404)
-    │   ├── PortNotFound          the ip+port is not in the pool        (404)
-    │   └── NoAvailablePorts      no free, bindable port is left        (404)
-    ├── Conflict                  the request collides with state       (409)
-    │   ├── PortInUse             reserving a port already in use       (409)
-    │   ├── PortBound             a container binds the port            (409)
-    │   └── PoolDocumentInvalid   ports.json cannot be read as a pool   (409)
-    │   └── ArchiveRejected       hostile archive or a limit exceeded   (400)
-    ├── Unauthorized              missing or wrong token                (401)
-    ├── Forbidden                 vendor header missing                 (403)
-    ├── NotFound                  a named thing does not exist          (404)
-    │   ├── VolumeNotFound        ``Volume not found``                  (404)
-    │   └── FileNotFound          ``File not found``                    (404)
-    ├── Conflict                  the request collides with state       (409)
-    │   ├── FileExists            the target path is taken              (409)
-    │   └── VolumeInUse           a container document uses the volume  (409)
-    ├── PayloadTooLarge           body over its limit                   (413)
-    ├── InsufficientStorage       the disk is full                      (507)
-    ├── StoreError                a document could not be read/written  (500)
-    ├── FilePermissionDenied      the OS refused a volume file access   (500)
+    LightdError                   base of every error lightd raises on purpose
+    ├── InvalidRequest            bad input from a caller                   (400)
+    │   ├── InvalidField          one named field is wrong                  (400)
+    │   ├── MalformedBody         body is not JSON                          (400)
+    │   ├── PathTraversal         a path would leave its volume             (400)
+    │   ├── PortExists            the ip+port is already in the pool        (400)
+    │   ├── PortNotInPool         a binding names an unpooled port          (400)
+    │   └── ArchiveRejected       hostile archive or a limit exceeded       (400)
+    ├── Unauthorized              missing or wrong token                    (401)
+    ├── Forbidden                 vendor header missing                     (403)
+    ├── NotFound                  a named thing does not exist              (404)
+    │   ├── PortNotFound          the ip+port is not in the pool            (404)
+    │   ├── NoAvailablePorts      no free, bindable port is left            (404)
+    │   ├── VolumeNotFound        ``Volume not found``                      (404)
+    │   ├── FileNotFound          ``File not found``                        (404)
+    │   └── ContainerNotFound     ``Container not found``  (containers.service)
+    ├── Conflict                  the request collides with state           (409)
+    │   ├── PortInUse             reserving a port already in use           (409)
+    │   ├── PortBound             a container binds the port                (409)
+    │   ├── PoolDocumentInvalid   ports.json cannot be read as a pool       (409)
+    │   ├── FileExists            the target path is taken                  (409)
+    │   ├── VolumeInUse           a container document uses the volume      (409)
+    │   ├── ContainerExists       the internal_id is taken (containers.service)
+    │   └── ContainerNotRunning   console input to a stopped container (containers.service)
+    ├── PayloadTooLarge           body over its limit                       (413)
+    ├── InsufficientStorage       the disk is full                          (507)
+    ├── StoreError                a document could not be read/written      (500)
+    ├── FilePermissionDenied      the OS refused a volume file access       (500)
     ├── ConfigError               the configuration is invalid
+    ├── SpecInvalid               a spec cannot be applied as it is: wait for a new one
+    ├── IllegalTransition         an observed-state move the transition table forbids
     └── EngineError               anything the Docker engine said
         ├── EngineUnavailable     transient: unreachable, timeout, 5xx
         ├── EngineNotFound        the object does not exist
         │   └── ImageNotFound     the image is absent (and cannot be pulled)
         ├── EngineConflict        name taken, removal in progress, ...
         └── EngineRequestError    the engine refused the request (4xx)
+
+    Outside the tree (they never leave their module's callers):
+    ValueError
+    └── PoolDocumentError         ports.json does not parse       (spec.ports)
+    Exception
+    ├── ApiError                  the daemon answered an error    (cli.client)
+    │   └── DaemonUnreachable     no daemon answers               (cli.client)
+    ├── PanelUnavailable          the panel cannot be reached     (remote.client)
+    └── PanelRefused              the panel refused a delivery    (remote.client)
 
 Errors carry a message worded for the caller; where the contract gives a wording
 (``Container not found``) the message is exactly that.
@@ -204,3 +215,22 @@ class EngineConflict(EngineError):
 
 class EngineRequestError(EngineError):
     message = "Docker engine refused the request"
+
+
+class SpecInvalid(LightdError):
+    """The spec cannot be applied as it is (e.g. its image is missing); wait for a change."""
+
+    message = "Invalid spec"
+
+
+class IllegalTransition(LightdError):
+    """An observed-state change the transition table forbids; names both states."""
+
+    def __init__(self, *, field: str, target: str, expected: tuple[str, ...], actual: str) -> None:
+        self.field = field
+        self.target = target
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"Illegal {field} move to {target}: expected {' or '.join(expected)}, found {actual}"
+        )

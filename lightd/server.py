@@ -88,7 +88,7 @@ async def run_server(settings: Settings, *, config_path: Path | None) -> None:
     actual_port = sock.getsockname()[1]
     settings.server.port = actual_port
     daemon = Daemon(settings, config_path=config_path)
-    app = create_app(daemon)
+    app = create_app(daemon.services)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

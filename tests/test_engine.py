@@ -9,14 +9,14 @@ import httpx
 import pytest
 
 from lightd.config import DockerSettings
-from lightd.engine import DockerEngine
+from lightd.engine.docker import DockerEngine
 from lightd.errors import EngineNotFound, EngineUnavailable
 from tests.support.daemon import DaemonProcess
 
 
 def test_adapter_pings_real_engine() -> None:
     async def scenario() -> None:
-        engine = DockerEngine(DockerSettings())
+        engine = DockerEngine(DockerSettings(), node_id="test-node")
         try:
             status = await engine.status()
             assert status.reachable is True
@@ -30,10 +30,10 @@ def test_adapter_pings_real_engine() -> None:
 
 def test_missing_object_becomes_lightd_error() -> None:
     async def scenario() -> None:
-        engine = DockerEngine(DockerSettings())
+        engine = DockerEngine(DockerSettings(), node_id="test-node")
         try:
             with pytest.raises(EngineNotFound):
-                await engine.run(engine.client().containers.get, "lightd-no-such-container-xyz")
+                await engine.start("lightd-no-such-container-xyz")
         finally:
             engine.close()
 
@@ -43,14 +43,15 @@ def test_missing_object_becomes_lightd_error() -> None:
 def test_stopped_engine_is_a_clear_error(tmp_path: Path) -> None:
     async def scenario() -> None:
         engine = DockerEngine(
-            DockerSettings(base_url=f"unix://{tmp_path}/docker.sock", timeout_seconds=2)
+            DockerSettings(base_url=f"unix://{tmp_path}/docker.sock", timeout_seconds=2),
+            node_id="test-node",
         )
         try:
             status = await engine.status()
             assert status.reachable is False
             assert status.error and "unreachable" in status.error
             with pytest.raises(EngineUnavailable):
-                await engine.run(lambda: engine.client().ping())
+                await engine.list_managed()
         finally:
             engine.close()
 

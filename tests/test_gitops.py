@@ -20,7 +20,7 @@ import httpx
 import orjson
 import pytest
 
-from lightd.containers.ingest import mass_delete_reason
+from lightd.desired.guard import mass_delete_reason
 from lightd.spec.schema import schema_documents
 from lightd.store.documents import encode_document
 from tests.conftest import FAST_RECONCILER

@@ -83,7 +83,7 @@ def test_openapi_describes_every_route(daemon: DaemonProcess, tmp_path: Path) ->
         Daemon(
             Settings(storage=StorageSettings(data_dir=tmp_path / "v", desired_dir=tmp_path / "d")),
             config_path=None,
-        )
+        ).services
     )
     missing = []
     for rule in app.url_map.iter_rules():

@@ -1,4 +1,4 @@
-"""Access to the running :class:`~lightd.daemon.Daemon` from request handlers.
+"""Access to the :class:`~lightd.services.Services` the app was built over, from handlers.
 
 Only a lookup; it must not create anything.
 """
@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from quart import current_app
 
-from lightd.daemon import Daemon
+from lightd.services import Services
 
 EXTENSION_KEY = "lightd"
 
 
-def get_daemon() -> Daemon:
-    daemon = current_app.extensions[EXTENSION_KEY]
-    assert isinstance(daemon, Daemon)
-    return daemon
+def get_services() -> Services:
+    services = current_app.extensions[EXTENSION_KEY]
+    assert isinstance(services, Services)
+    return services

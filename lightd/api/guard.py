@@ -15,7 +15,7 @@ from typing import Any, cast
 
 from quart import Quart, Request, Response, request, websocket
 
-from lightd.api.context import get_daemon
+from lightd.api.context import get_services
 from lightd.errors import Forbidden, Unauthorized
 from lightd.logsetup import log_request
 
@@ -57,13 +57,13 @@ def install_guard(app: Quart) -> None:
         path = req.path
         if path in PUBLIC_PATHS:
             return
-        daemon = get_daemon()
-        if path in DOCS_PATHS and daemon.settings.server.docs_public:
+        services = get_services()
+        if path in DOCS_PATHS and services.settings.server.docs_public:
             return
         headers = req.headers
-        if daemon.auth_enabled:
+        if services.tokens.auth_enabled:
             token = bearer_token(headers.get("Authorization"))
-            if token is None or not daemon.is_master(token):
+            if token is None or not services.tokens.is_master(token):
                 raise Unauthorized()
         if path not in VENDOR_EXEMPT_PATHS and not accepts_vendor(headers.get("Accept")):
             raise Forbidden()
@@ -75,7 +75,7 @@ def install_guard(app: Quart) -> None:
         seconds = time.perf_counter() - started if started else 0.0
         rule = req.url_rule.rule if req.url_rule is not None else "unmatched"
         status = response.status_code
-        get_daemon().metrics.observe_request(req.method, rule, status, seconds)
+        get_services().node.metrics.observe_request(req.method, rule, status, seconds)
         log_request(req.method, req.path, status, seconds * 1000)
         return response
 

@@ -73,9 +73,8 @@ def current_from_daemon(client: DaemonClient) -> dict[str, Current]:
 def current_from_engine(settings: Settings) -> dict[str, Current]:
     """This node's main containers as the engine shows them (no daemon runs)."""
     from lightd.auth.node import NODE_ID_FILE
-    from lightd.engine import DockerEngine
-    from lightd.engine import containers as ops
-    from lightd.reconcile.model import Role
+    from lightd.engine.docker import DockerEngine
+    from lightd.engine.records import Role
 
     try:
         node = (settings.storage.data_dir / NODE_ID_FILE).read_text("utf-8").strip()
@@ -83,9 +82,9 @@ def current_from_engine(settings: Settings) -> dict[str, Current]:
         return {}  # this data folder never ran a daemon: no container is ours
 
     async def read() -> list[Any]:
-        engine = DockerEngine(settings.docker)
+        engine = DockerEngine(settings.docker, node_id=node)
         try:
-            return await engine.run(ops.list_managed, engine.client(), node)
+            return await engine.list_managed()
         finally:
             engine.close()
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import orjson
 
-from lightd.containers.desired import FOLDER, DocumentProblem, parse_document
+from lightd.desired.documents import FOLDER, DocumentProblem, parse_document
 from lightd.spec.container import ContainerSpec
 from lightd.spec.ids import is_internal_id
 from lightd.spec.ports import (

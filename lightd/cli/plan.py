@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from lightd.reconcile.model import ActualContainer
+from lightd.engine.records import ActualContainer
 from lightd.reconcile.planner import limits_differ, resources_of
 from lightd.spec.container import ContainerSpec, Power
 from lightd.spec.ports import PortEntry, format_key

@@ -2,10 +2,13 @@
 
 Hints (the ingest path, Docker's event stream, console callbacks, a periodic resync)
 only put keys into the workqueue; a worker re-reads desired, observed and actual state,
-asks the pure planner for the next step, and hands it to the executor; after a step that
-changed the engine the key goes back in the queue, until a pass plans nothing. Errors
-are classified here: transient ones retry with backoff per key; an invalid spec or a
-conflict is reported and waits for the spec to change. It must not serve HTTP.
+computes the gates (deletion held, admission refusal, the desired revision), asks the
+pure planner for the next step, and hands each action to the executor; after a step
+that changed the engine the key goes back in the queue, until a pass plans nothing.
+The controller is the one writer of observed state: it applies the typed patches the
+executor and the planner produce. Errors are classified here: transient ones retry with
+backoff per key; an invalid spec or a conflict is reported and waits for the spec to
+change. It must not serve HTTP.
 """
 
 from __future__ import annotations
@@ -18,40 +21,46 @@ import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from lightd.containers.desired import DesiredContainers
-from lightd.engine import DockerEngine
-from lightd.engine import containers as ops
-from lightd.engine.streams import events
-from lightd.errors import EngineConflict, EngineError, EngineUnavailable, LightdError
+from lightd.engine.base import Engine
+from lightd.engine.records import Actual, Role, Stream, container_name
+from lightd.errors import (
+    EngineConflict,
+    EngineError,
+    EngineUnavailable,
+    IllegalTransition,
+    LightdError,
+    SpecInvalid,
+)
 from lightd.metrics import Metrics
-from lightd.reconcile.executor import Executor, SpecInvalid
-from lightd.reconcile.model import LABEL_INTERNAL_ID, ActionKind, Actual, Role, container_name
-from lightd.reconcile.planner import Policy, plan
-from lightd.reconcile.state import ObservedStore
+from lightd.reconcile.actions import Action
+from lightd.reconcile.executor import Executor, Outcome
+from lightd.reconcile.planner import Gates, Policy, gate, plan, settle
 from lightd.reconcile.workqueue import Backoff, WorkQueue
 from lightd.runtime.console import ConsoleHub
 from lightd.spec.container import ContainerSpec
-from lightd.spec.observed import RuntimeState
+from lightd.spec.observed import ObservedPatch, RuntimeState
+from lightd.store.observed import ObservedStore
 
 log = logging.getLogger("lightd.reconcile")
 
 MAX_STEPS = 25
 AGAIN = 0.0  # requeue at once (after the keys already waiting)
 # Engine events that cannot mean drift (lightd's own create, console attach, ...).
+NOTHING_SEEN = Actual(main=None, install=None)  # the engine not looked at (gated)
 QUIET_EVENTS = frozenset(
     {"create", "attach", "detach", "resize", "top", "export", "commit", "copy", "archive-path"}
 )
-# Actions that only record observations: the engine looks the same after them.
-RECORD_ONLY = frozenset(
-    {
-        ActionKind.SKIP_INSTALL,
-        ActionKind.MARK_STATE,
-        ActionKind.RECORD_EXIT,
-        ActionKind.REPORT_BLOCKED,
-    }
-)
+
+
+class DesiredReader(Protocol):
+    """What the controller reads of the desired side (``DesiredContainers`` in the daemon)."""
+
+    def get(self, internal_id: str) -> ContainerSpec | None: ...
+    def ids(self) -> list[str]: ...
+    def digest(self, internal_id: str) -> str | None: ...
+    def deletion_held(self, internal_id: str) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -66,23 +75,23 @@ class Controller:
     def __init__(
         self,
         *,
-        engine: DockerEngine,
-        desired: DesiredContainers,
+        engine: Engine,
+        desired: DesiredReader,
         observed: ObservedStore,
         consoles: ConsoleHub,
         volume_path: Callable[[str], str | None],
         data_dir: Path,
-        node_id: str,
         settings: ControllerSettings,
         metrics: Metrics | None = None,
         admit: Callable[[ContainerSpec], str | None] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        self._clock = clock
         self._metrics = metrics
         # Host checks a document must pass before it is applied (the pool's ports).
         self._admit: Callable[[ContainerSpec], str | None] = admit or (lambda _spec: None)
         self._refusals: set[str] = set()
         self._engine = engine
-        self._node_id = node_id
         self.desired = desired
         self.observed = observed
         self.consoles = consoles
@@ -96,18 +105,26 @@ class Controller:
             consoles=consoles,
             policy=settings.policy,
             data_dir=data_dir,
-            node_id=node_id,
             interrupted=self._interrupt_event,
+            clock=clock,
         )
         self.queue: WorkQueue | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
         self._events_stop = threading.Event()
-        self._events_stream: object | None = None
+        self._events_stream: Stream[object] | None = None
         self._engine_up = True
         self.first_sync_done = asyncio.Event()
 
     # -- hints -----------------------------------------------------------------
+
+    @property
+    def settings(self) -> ControllerSettings:
+        return self._settings
+
+    @property
+    def policy(self) -> Policy:
+        return self._settings.policy
 
     def _interrupt_event(self, key: str) -> asyncio.Event:
         event = self._interrupts.get(key)
@@ -129,7 +146,15 @@ class Controller:
             self._spawn(self._mark_running(key))
 
     async def _mark_running(self, key: str) -> None:
-        await self.observed.update(key, state=RuntimeState.RUNNING)
+        try:
+            await self.observed.patch(
+                key,
+                ObservedPatch(
+                    state=RuntimeState.RUNNING, expect=frozenset({RuntimeState.STARTING})
+                ),
+            )
+        except IllegalTransition as exc:  # stopped meanwhile: the match is stale
+            log.debug("%s: start pattern match ignored: %s", key, exc.message)
 
     def retry_refused(self) -> None:
         """The pool changed: look again at containers whose ports it refused."""
@@ -161,7 +186,7 @@ class Controller:
         stream = self._events_stream
         if stream is not None:
             with contextlib.suppress(Exception):  # the stream may already be dead
-                stream.close()  # type: ignore[attr-defined]
+                stream.close()
         if self.queue is not None:
             await self.queue.close()
         for task in self._tasks:
@@ -174,7 +199,7 @@ class Controller:
         """Hint every key lightd knows of: desired, observed and labelled containers."""
         keys = set(self.desired.ids()) | {o.internal_id for o in self.observed.all()}
         try:
-            managed = await self._engine.run(ops.list_managed, self._engine.client(), self._node_id)
+            managed = await self._engine.list_managed()
             keys |= {c.internal_id for c in managed if c.internal_id}
             self._set_engine_up(True)
         except EngineError as exc:
@@ -209,18 +234,17 @@ class Controller:
         delay = 0.5
         while not self._events_stop.is_set():
             try:
-                stream = events(self._engine.client(), self._node_id)
+                stream = self._engine.events()
                 self._events_stream = stream
                 loop.call_soon_threadsafe(self._engine_back)
                 delay = 0.5
                 for event in stream:
                     if self._events_stop.is_set():
                         return
-                    action = str(event.get("Action") or event.get("status") or "")
+                    action = event.action
                     if action in QUIET_EVENTS or action.startswith("exec_"):
                         continue
-                    attributes = (event.get("Actor") or {}).get("Attributes") or {}
-                    key = attributes.get(LABEL_INTERNAL_ID)
+                    key = event.internal_id
                     if key:
                         loop.call_soon_threadsafe(self.hint, key)
             except Exception as exc:
@@ -250,7 +274,7 @@ class Controller:
 
     async def _mark_engine_unavailable(self) -> None:
         for observed in self.observed.all():
-            await self.observed.update(observed.internal_id, engine_available=False)
+            await self.observed.patch(observed.internal_id, ObservedPatch(engine_available=False))
 
     def _engine_back(self) -> None:
         was_down = not self._engine_up
@@ -271,11 +295,12 @@ class Controller:
             if key is None:
                 return
             try:
-                await self._reconcile_safely(key)
+                await self.work(key)
             finally:
                 self.queue.done(key)
 
-    async def _reconcile_safely(self, key: str) -> None:
+    async def work(self, key: str) -> str:
+        """One worker pass over ``key``, errors classified; returns the outcome label."""
         started = time.perf_counter()
         outcome = "error"
         try:
@@ -286,6 +311,7 @@ class Controller:
                 self._metrics.reconcile_seconds.labels(outcome=outcome).observe(
                     time.perf_counter() - started
                 )
+        return outcome
 
     async def _reconcile_classified(self, key: str) -> str:
         assert self.queue is not None
@@ -295,9 +321,13 @@ class Controller:
             await self._block(key, exc.message)
             self.queue.forget(key)
             return "invalid_spec"
+        except IllegalTransition:
+            delay = self.queue.retry(key)
+            log.exception("%s: reconcile failed (retry in %.1fs)", key, delay)
+            return "error"
         except EngineConflict as exc:
             message = f"Conflict: {exc.message}"
-            await self.observed.update(key, last_error=message)
+            await self.observed.patch(key, ObservedPatch(last_error=message))
             delay = self.queue.retry(key)
             log.warning("%s: %s (retry in %.1fs)", key, message, delay)
             return "conflict"
@@ -308,7 +338,7 @@ class Controller:
             return "transient"
         except LightdError as exc:
             if self.observed.get(key) is not None or self.desired.get(key) is not None:
-                await self.observed.update(key, last_error=exc.message)
+                await self.observed.patch(key, ObservedPatch(last_error=exc.message))
             delay = self.queue.retry(key)
             log.warning("%s: %s (retry in %.1fs)", key, exc.message, delay)
             return "error"
@@ -326,19 +356,15 @@ class Controller:
     async def _block(self, key: str, message: str) -> None:
         revision = self.desired.digest(key)
         log.warning("%s: %s (waiting for the spec to change)", key, message)
-        await self.observed.update(
-            key, blocked_reason=message, blocked_revision=revision, last_error=message
+        await self.observed.patch(
+            key,
+            ObservedPatch(blocked_reason=message, blocked_revision=revision, last_error=message),
         )
 
     async def observe(self, key: str) -> Actual:
-        client = self._engine.client()
         main, install = await asyncio.gather(
-            self._engine.run(
-                ops.inspect_named, client, container_name(key, Role.MAIN), self._node_id
-            ),
-            self._engine.run(
-                ops.inspect_named, client, container_name(key, Role.INSTALL), self._node_id
-            ),
+            self._engine.inspect(container_name(key, Role.MAIN)),
+            self._engine.inspect(container_name(key, Role.INSTALL)),
         )
         return Actual(main=main, install=install)
 
@@ -348,55 +374,86 @@ class Controller:
         for _step in range(MAX_STEPS):
             desired = self.desired.get(key)
             observed = self.observed.get(key)
-            revision = self.desired.digest(key)
-            if desired is None and self.desired.deletion_held(key):
-                # The deletion guard holds it, or its document exists but is invalid.
+            gates = self.gates(key, desired)
+            volume_path = self._volume_path(desired.volume_id) if desired is not None else None
+            gated = gate(desired=desired, observed=observed, gates=gates)
+            if gated is not None:
+                if gated.actions:
+                    log.warning("%s: %s", key, gated.actions[0].reason)
+                await self._apply_all(key, gated.actions, desired, NOTHING_SEEN, volume_path)
                 return None
-            if (
-                desired is not None
-                and observed is not None
-                and observed.blocked_revision is not None
-                and observed.blocked_revision == revision
-            ):
-                return None
-            refusal = self._admit(desired) if desired is not None else None
-            if refusal is not None:
-                # A hand-edited document may name ports the pool does not give it: the
-                # container stays as it is until the document or the pool changes.
-                self._refusals.add(refusal)
-                if observed is None or observed.blocked_reason != refusal:
-                    log.warning("%s: %s", key, refusal)
-                    await self.observed.update(key, blocked_reason=refusal, last_error=refusal)
-                return None
-            if observed is not None and observed.blocked_reason in self._refusals:
-                await self.observed.update(key, blocked_reason=None, last_error=None)
-                observed = self.observed.get(key)
             if actual is None:
                 actual = await self.observe(key)
-            volume_path = self._volume_path(desired.volume_id) if desired is not None else None
             step = plan(
                 desired=desired,
                 observed=observed,
                 actual=actual,
                 volume_path=volume_path,
-                now=time.time(),
+                now=self._clock(),
                 policy=self._settings.policy,
+                gates=gates,
             )
             if step.empty:
                 self._passes.pop(key, None)
-                await self._settle(key, actual, revision)
+                await self._settle(key, desired, actual, gates.revision)
                 return step.requeue_after
-            for action in step.actions:
-                if self._metrics is not None:
-                    self._metrics.actions.labels(kind=action.kind.value).inc()
-                await self.executor.apply(
-                    action, internal_id=key, desired=desired, actual=actual, volume_path=volume_path
-                )
-            if not all(action.kind in RECORD_ONLY for action in step.actions):
+            await self._apply_all(key, step.actions, desired, actual, volume_path)
+            if any(action.engine_changing for action in step.actions):
                 # The engine changed: look again in a later pass, behind the keys that
                 # wait now (the event the change causes collapses into that pass).
                 return self._again(key)
         return self._again(key)
+
+    def gates(self, key: str, desired: ContainerSpec | None) -> Gates:
+        """What the planner cannot find out itself: the guard, admission, the revision."""
+        refusal = self._admit(desired) if desired is not None else None
+        if refusal is not None:
+            self._refusals.add(refusal)
+        console = self.consoles.watching(key)
+        return Gates(
+            held=desired is None and self.desired.deletion_held(key),
+            refusal=refusal,
+            known_refusals=frozenset(self._refusals),
+            revision=self.desired.digest(key),
+            console_matched=console is not None and console.matched,
+        )
+
+    async def _apply_all(
+        self,
+        key: str,
+        actions: tuple[Action, ...],
+        desired: ContainerSpec | None,
+        actual: Actual,
+        volume_path: str | None,
+    ) -> None:
+        async def report(patch: ObservedPatch) -> None:
+            await self.observed.patch(key, patch)
+
+        for action in actions:
+            if self._metrics is not None:
+                self._metrics.actions.labels(kind=action.kind).inc()
+            outcome = await self.executor.apply(
+                action,
+                internal_id=key,
+                desired=desired,
+                actual=actual,
+                volume_path=volume_path,
+                report=report,
+            )
+            await self._record(key, outcome)
+
+    async def _record(self, key: str, outcome: Outcome) -> None:
+        """Apply what one action changed (the one place observed state is written)."""
+        if outcome.forget:
+            await self.observed.forget(key)
+            return
+        if outcome.patch is not None:
+            await self.observed.patch(key, outcome.patch)
+        if outcome.console is not None:
+            run = outcome.console
+            self.consoles.new_run(
+                key, container_id=run.container_id, since=run.since, pattern=run.pattern
+            )
 
     def _again(self, key: str) -> float:
         """Requeue at once, unless ``key`` has gone :data:`MAX_STEPS` passes unsettled."""
@@ -408,9 +465,10 @@ class Controller:
         log.warning("%s: not converged after %d steps; will look again", key, MAX_STEPS)
         return 1.0
 
-    async def _settle(self, key: str, actual: Actual, revision: str | None) -> None:
+    async def _settle(
+        self, key: str, desired: ContainerSpec | None, actual: Actual, revision: str | None
+    ) -> None:
         observed = self.observed.get(key)
-        desired = self.desired.get(key)
         if observed is None or desired is None:
             return
         main = actual.main
@@ -418,12 +476,6 @@ class Controller:
             self.consoles.ensure(
                 key, container_id=main.id, started_at=main.started_at, pattern=desired.start_pattern
             )
-        changes: dict[str, object] = {}
-        if observed.revision_applied != revision:
-            changes["revision_applied"] = revision
-        if observed.blocked_revision is not None:
-            changes.update(blocked_revision=None, blocked_reason=None)
-        if main is not None and observed.container_id != main.id:
-            changes["container_id"] = main.id
-        if changes:
-            await self.observed.update(key, **changes)
+        patch = settle(desired=desired, observed=observed, actual=actual, revision=revision)
+        if patch is not None:
+            await self.observed.patch(key, patch)

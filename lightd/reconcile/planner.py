@@ -1,17 +1,48 @@
-"""The planner: desired + observed + actual -> the actions that converge them.
+"""The planner: desired + observed + actual + gates -> the actions that converge them.
 
 A purely computational function with no side effects: no I/O, no clock (``now`` is an
-argument), no asyncio, no docker. Running it again right after its actions were applied
-must plan nothing. The executor applies what it returns.
+argument), no asyncio, no docker. It decides everything about a container's next step:
+the gates the controller computed (deletion held, admission refusal, a blocked
+revision), crash bookkeeping, adoption of a running container, and what observed state
+to settle once nothing is left to do. Running it again right after its actions were
+applied must plan nothing. The executor applies what it returns.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lightd.reconcile.model import Action, ActionKind, Actual, ActualContainer, Plan
+from lightd.engine.records import Actual, ActualContainer, Resources
+from lightd.reconcile.actions import (
+    Action,
+    Adopt,
+    ClearConflict,
+    ClearRefusal,
+    Crash,
+    CreateMain,
+    EnsureImage,
+    FinishInstall,
+    Forget,
+    KillInstall,
+    KillMain,
+    Plan,
+    RecordEngineBack,
+    RecordExit,
+    RecordKillHandled,
+    RecordRestartHandled,
+    RemoveInstall,
+    RemoveMain,
+    ReportBlocked,
+    ReportRefused,
+    RestartMain,
+    SkipInstall,
+    StartInstall,
+    StartMain,
+    StopMain,
+    UpdateLimits,
+)
 from lightd.spec.container import ContainerSpec, Power, install_key, recreate_hash
-from lightd.spec.observed import InstallState, ObservedContainer, RuntimeState
+from lightd.spec.observed import InstallState, ObservedContainer, ObservedPatch, RuntimeState
 
 DEFAULT_PIDS_LIMIT = 512
 
@@ -29,11 +60,17 @@ class Policy:
 
 
 @dataclass(frozen=True)
-class Resources:
-    memory: int
-    memory_swap: int
-    nano_cpus: int
-    pids_limit: int
+class Gates:
+    """What the controller found out before planning (the planner cannot look)."""
+
+    held: bool = False  # the desired document is gone but the deletion guard holds it
+    refusal: str | None = None  # why the host refuses the document now, if it does
+    known_refusals: frozenset[str] = frozenset()  # refusals reported before
+    revision: str | None = None  # the digest of the desired document now
+    console_matched: bool = False  # the console reader saw the start pattern
+
+
+NO_GATES = Gates()
 
 
 def resources_of(spec: ContainerSpec) -> Resources:
@@ -75,11 +112,28 @@ def crash_delay(count: int, policy: Policy) -> float:
     )
 
 
-def _one(kind: ActionKind, reason: str = "", **detail: object) -> Plan:
-    return Plan(actions=(Action(kind, reason, dict(detail)),))
+def crash_of(
+    observed: ObservedContainer, exit_code: int | None, *, now: float, policy: Policy
+) -> Crash:
+    """The crash bookkeeping after one more crash at ``now``."""
+    times = (*recent_crashes(observed, now=now, policy=policy), now)
+    gave_up = len(times) >= policy.crash_max
+    if gave_up:
+        message = (
+            f"Crashed {len(times)} times within {int(policy.crash_window_seconds)} s; "
+            "not restarting again (start or restart it to try again)"
+        )
+    else:
+        message = f"Crashed with exit code {exit_code}"
+    return Crash(times=times, count=observed.crash_count + 1, gave_up=gave_up, message=message)
+
+
+def _one(action: Action) -> Plan:
+    return Plan(actions=(action,))
 
 
 NOTHING = Plan(actions=())
+GATED = Plan(actions=(), gated=True)
 
 
 def plan(
@@ -90,10 +144,16 @@ def plan(
     volume_path: str | None,
     now: float,
     policy: Policy,
+    gates: Gates = NO_GATES,
 ) -> Plan:
     """What to do next for one container. Each call plans one step of convergence."""
+    gated = gate(desired=desired, observed=observed, gates=gates)
+    if gated is not None:
+        return gated
     if desired is None:
         return _plan_delete(observed, actual)
+    if observed is not None and observed.blocked_reason in gates.known_refusals:
+        return _one(ClearRefusal())
 
     for found in (actual.main, actual.install):
         if found is not None and not found.managed:
@@ -103,35 +163,80 @@ def plan(
             )
             if observed is not None and observed.blocked_reason == reason:
                 return NOTHING
-            return _one(ActionKind.REPORT_BLOCKED, reason)
+            return _one(ReportBlocked(reason))
 
     if volume_path is None:
         reason = "Volume not found"
         if observed is not None and observed.blocked_reason == reason:
             return NOTHING
-        return _one(ActionKind.REPORT_BLOCKED, reason)
+        return _one(ReportBlocked(reason))
 
     obs = observed or ObservedContainer(internal_id=desired.internal_id)
     if obs.blocked_reason is not None and obs.blocked_reason.startswith("Conflict"):
-        return _one(ActionKind.MARK_STATE, "conflict resolved", blocked_reason=None)
+        return _one(ClearConflict())
 
     install = _plan_install(desired, obs, actual, now=now, policy=policy)
     if install is not None:
         return install
     if obs.install_state is InstallState.FAILED:
         if actual.main is not None and actual.main.running:
-            return _one(ActionKind.KILL_MAIN, "install failed")
+            return _one(KillMain("install failed"))
         return NOTHING
-    return _plan_main(desired, obs, actual, volume_path=volume_path, now=now, policy=policy)
+    return _plan_main(
+        desired, obs, actual, volume_path=volume_path, now=now, policy=policy, gates=gates
+    )
+
+
+def gate(
+    *, desired: ContainerSpec | None, observed: ObservedContainer | None, gates: Gates
+) -> Plan | None:
+    """The plan when a gate stops planning (the engine need not be looked at), else None."""
+    if desired is None:
+        # The deletion guard holds it, or its document exists but is invalid.
+        return GATED if gates.held else None
+    if (
+        observed is not None
+        and observed.blocked_revision is not None
+        and observed.blocked_revision == gates.revision
+    ):
+        return GATED
+    if gates.refusal is not None:
+        # A hand-edited document may name ports the pool does not give it: the
+        # container stays as it is until the document or the pool changes.
+        if observed is None or observed.blocked_reason != gates.refusal:
+            return Plan(actions=(ReportRefused(gates.refusal),), gated=True)
+        return GATED
+    return None
+
+
+def settle(
+    *,
+    desired: ContainerSpec | None,
+    observed: ObservedContainer | None,
+    actual: Actual,
+    revision: str | None,
+) -> ObservedPatch | None:
+    """What to record once a pass plans nothing: the revision applied, blocks lifted."""
+    if observed is None or desired is None:
+        return None
+    main = actual.main
+    patch = ObservedPatch()
+    if observed.revision_applied != revision:
+        patch = patch.then(ObservedPatch(revision_applied=revision))
+    if observed.blocked_revision is not None:
+        patch = patch.then(ObservedPatch(blocked_revision=None, blocked_reason=None))
+    if main is not None and observed.container_id != main.id:
+        patch = patch.then(ObservedPatch(container_id=main.id))
+    return None if patch.empty else patch
 
 
 def _plan_delete(observed: ObservedContainer | None, actual: Actual) -> Plan:
     if actual.install is not None and actual.install.managed:
-        return _one(ActionKind.REMOVE_INSTALL, "container deleted")
+        return _one(RemoveInstall("container deleted"))
     if actual.main is not None and actual.main.managed:
-        return _one(ActionKind.REMOVE_MAIN, "container deleted")
+        return _one(RemoveMain("container deleted"))
     if observed is not None:
-        return _one(ActionKind.FORGET, "container deleted")
+        return _one(Forget())
     return NOTHING
 
 
@@ -150,38 +255,36 @@ def _plan_install(
     )
     if current and obs.install_state is not InstallState.INSTALLING:
         if actual.install is not None:
-            return _one(ActionKind.REMOVE_INSTALL, "leftover install container")
+            return _one(RemoveInstall("leftover install container"))
         return None
 
     installer = actual.install
     if installer is not None:
         if not current:
-            return _one(ActionKind.REMOVE_INSTALL, "install superseded")
+            return _one(RemoveInstall("install superseded"))
         if installer.running:
             started = obs.install_started_at or installer.started_at or now
             deadline = started + policy.install_timeout_seconds
             if now >= deadline:
-                return _one(ActionKind.KILL_INSTALL, "install timed out")
+                return _one(KillInstall())
             return Plan(actions=(), requeue_after=max(deadline - now, 0.5))
-        return _one(ActionKind.FINISH_INSTALL, "install exited", exit_code=installer.exit_code)
+        if installer.status == "created":
+            # lightd stopped between creating and starting it: it never ran, and the
+            # engine reports exit code 0 for it. Remove it; the next pass runs it again.
+            return _one(RemoveInstall("install container never started"))
+        return _one(FinishInstall(exit_code=installer.exit_code))
 
     if actual.main is not None and actual.main.running:
-        return _one(ActionKind.STOP_MAIN, "stopping for install")
+        return _one(StopMain("stopping for install"))
     if not desired.install_script:
-        return _one(ActionKind.SKIP_INSTALL, "no install script", install_key=key)
-    if current and obs.install_started_at is not None:
-        # Our install container vanished before we saw it finish (lightd or the
-        # engine went away): run it again.
-        return Plan(
-            actions=(
-                Action(ActionKind.ENSURE_IMAGE, "install"),
-                Action(ActionKind.START_INSTALL, "install container lost", {"install_key": key}),
-            )
-        )
+        return _one(SkipInstall(install_key=key))
+    # Our install container vanished before we saw it finish (lightd or the engine went
+    # away): run it again.
+    lost = current and obs.install_started_at is not None
     return Plan(
         actions=(
-            Action(ActionKind.ENSURE_IMAGE, "install"),
-            Action(ActionKind.START_INSTALL, "install", {"install_key": key}),
+            EnsureImage(phase="install", reason="install"),
+            StartInstall(install_key=key, reason="install container lost" if lost else "install"),
         )
     )
 
@@ -194,34 +297,30 @@ def _plan_main(
     volume_path: str,
     now: float,
     policy: Policy,
+    gates: Gates,
 ) -> Plan:
     expected = recreate_hash(desired, volume_path=volume_path)
     main = actual.main
-    if main is None:
-        create = [
-            Action(ActionKind.ENSURE_IMAGE, "create"),
-            Action(ActionKind.CREATE_MAIN, "missing", {"spec_hash": expected}),
-        ]
-        if desired.power is Power.RUNNING and not obs.gave_up:
-            # Start what was just created in the same step (one look at the engine less).
-            detail: dict[str, object] = {}
-            if (
-                desired.restart_requested_at is not None
-                and desired.restart_requested_at != obs.restart_handled
-            ):
-                detail["restart_handled"] = desired.restart_requested_at
-            create.append(Action(ActionKind.START_MAIN, "created", detail))
-        return Plan(actions=tuple(create))
-    if main.spec_hash != expected:
-        return _one(ActionKind.REMOVE_MAIN, "spec changed: re-create")
-
     restart_pending = (
         desired.restart_requested_at is not None
         and desired.restart_requested_at != obs.restart_handled
     )
+    if main is None:
+        create: list[Action] = [
+            EnsureImage(phase="create", reason="create"),
+            CreateMain(spec_hash=expected),
+        ]
+        if desired.power is Power.RUNNING and not obs.gave_up:
+            # Start what was just created in the same step (one look at the engine less).
+            handled = desired.restart_requested_at if restart_pending else None
+            create.append(StartMain("created", restart_handled=handled))
+        return Plan(actions=tuple(create))
+    if main.spec_hash != expected:
+        return _one(RemoveMain("spec changed: re-create"))
+
     actions: list[Action] = []
     if limits_differ(desired, main):
-        actions.append(Action(ActionKind.UPDATE_LIMITS, "limits differ"))
+        actions.append(UpdateLimits())
 
     if desired.power is Power.STOPPED:
         kill_pending = (
@@ -229,52 +328,28 @@ def _plan_main(
         )
         if main.running:
             if kill_pending:
-                actions.append(
-                    Action(
-                        ActionKind.KILL_MAIN,
-                        "kill requested",
-                        {"kill_handled": desired.kill_requested_at},
-                    )
-                )
+                actions.append(KillMain("kill requested", kill_handled=desired.kill_requested_at))
             else:
-                actions.append(Action(ActionKind.STOP_MAIN, "power stopped"))
+                actions.append(StopMain("power stopped"))
         elif kill_pending:
-            actions.append(
-                Action(
-                    ActionKind.MARK_STATE,
-                    "kill while stopped",
-                    {"kill_handled": desired.kill_requested_at},
-                )
-            )
+            assert desired.kill_requested_at is not None
+            actions.append(RecordKillHandled(kill_handled=desired.kill_requested_at))
         elif obs.state is not RuntimeState.OFFLINE or not obs.engine_available:
-            actions.append(
-                Action(
-                    ActionKind.RECORD_EXIT, "stopped", {"crash": False, "exit_code": main.exit_code}
-                )
-            )
+            actions.append(RecordExit(exit_code=main.exit_code, reason="stopped"))
         if restart_pending:
-            actions.append(
-                Action(
-                    ActionKind.MARK_STATE,
-                    "restart while stopped",
-                    {"restart_handled": desired.restart_requested_at},
-                )
-            )
+            assert desired.restart_requested_at is not None
+            actions.append(RecordRestartHandled(restart_handled=desired.restart_requested_at))
         return Plan(actions=tuple(actions))
 
     if main.running:
         if restart_pending:
-            actions.append(
-                Action(
-                    ActionKind.RESTART_MAIN,
-                    "restart requested",
-                    {"restart_handled": desired.restart_requested_at},
-                )
-            )
+            assert desired.restart_requested_at is not None
+            actions.append(RestartMain(restart_handled=desired.restart_requested_at))
         elif obs.state in (RuntimeState.OFFLINE, RuntimeState.STOPPING):
-            actions.append(Action(ActionKind.MARK_STATE, "running", {"state": "adopt"}))
+            starting = bool(desired.start_pattern) and not gates.console_matched
+            actions.append(Adopt(starting=starting))
         elif not obs.engine_available:
-            actions.append(Action(ActionKind.MARK_STATE, "engine back", {"engine_available": True}))
+            actions.append(RecordEngineBack())
         return Plan(actions=tuple(actions))
 
     # Desired running, actually not running.
@@ -285,34 +360,14 @@ def _plan_main(
             if now - finished < policy.crash_grace_seconds:
                 # Wait a moment: if the engine itself is going down this is no crash.
                 return Plan(actions=tuple(actions), requeue_after=policy.crash_grace_seconds)
-            count = len(recent_crashes(obs, now=now, policy=policy)) + 1
-            actions.append(
-                Action(
-                    ActionKind.RECORD_EXIT,
-                    "crashed",
-                    {
-                        "crash": True,
-                        "exit_code": main.exit_code,
-                        "give_up": count >= policy.crash_max,
-                    },
-                )
-            )
+            crash = crash_of(obs, main.exit_code, now=now, policy=policy)
+            actions.append(RecordExit(exit_code=main.exit_code, reason="crashed", crash=crash))
         else:
-            actions.append(
-                Action(
-                    ActionKind.RECORD_EXIT, "exited", {"crash": False, "exit_code": main.exit_code}
-                )
-            )
+            actions.append(RecordExit(exit_code=main.exit_code, reason="exited"))
         return Plan(actions=tuple(actions))
 
     if restart_pending:
-        actions.append(
-            Action(
-                ActionKind.START_MAIN,
-                "restart requested",
-                {"restart_handled": desired.restart_requested_at},
-            )
-        )
+        actions.append(StartMain("restart requested", restart_handled=desired.restart_requested_at))
         return Plan(actions=tuple(actions))
     if obs.gave_up:
         return Plan(actions=tuple(actions))
@@ -321,7 +376,7 @@ def _plan_main(
         wait_until = max(crashes) + crash_delay(len(crashes), policy)
         if now < wait_until:
             return Plan(actions=tuple(actions), requeue_after=wait_until - now)
-        actions.append(Action(ActionKind.START_MAIN, "restart after crash"))
+        actions.append(StartMain("restart after crash"))
     else:
-        actions.append(Action(ActionKind.START_MAIN, "power running"))
+        actions.append(StartMain("power running"))
     return Plan(actions=tuple(actions))

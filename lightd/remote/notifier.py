@@ -1,6 +1,6 @@
 """The notifier: observed changes in, ordered and retried HTTP notifications out.
 
-Wiring: :meth:`Notifier.on_change` is an :class:`~lightd.reconcile.state.ObservedStore`
+Wiring: :meth:`Notifier.on_change` is an :class:`~lightd.store.observed.ObservedStore`
 listener. It turns a change into notifications (:mod:`lightd.remote.events`) and puts
 them in the :class:`~lightd.remote.outbox.Outbox` synchronously, so their order is the
 order of the changes. A writer task persists the outbox (atomically, through the

@@ -4,7 +4,9 @@ A reader thread follows the container's output, splits it into lines, keeps the 
 history in a ring buffer, tests each line (ANSI codes stripped) against the start
 pattern, and hands lines to subscribers on the event loop. It must not change desired
 state and must not decide restarts; it reports a pattern match and the end of output
-through callbacks.
+through callbacks. Console history (ring buffer, else the engine's log) and command
+lines to a container's stdin are served from here, so that nothing above the runtime
+calls the engine for them.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from functools import cached_property
 
 import orjson
 
-from lightd.engine import DockerEngine
-from lightd.engine.streams import Stream, follow_output
+from lightd.engine.base import Engine
+from lightd.engine.records import Stream
+from lightd.errors import EngineError
 
 log = logging.getLogger("lightd.console")
 
@@ -71,7 +74,7 @@ class Console:
     pattern: re.Pattern[str] | None
     ring: deque[str]
     matched: bool = False
-    stream: Stream | None = None
+    stream: Stream[bytes] | None = None
     thread: threading.Thread | None = None
     stopped: threading.Event = field(default_factory=threading.Event)
     sinks: set[LineSink] = field(default_factory=set)
@@ -92,7 +95,7 @@ class ConsoleHub:
 
     def __init__(
         self,
-        engine: DockerEngine,
+        engine: Engine,
         *,
         ring_lines: int = 1000,
         throttle_lines: int = 2000,
@@ -227,11 +230,29 @@ class ConsoleHub:
         for console in list(self._consoles.values()):
             self._halt(console)
 
-    def history(self, internal_id: str, lines: int) -> list[str] | None:
+    def ring(self, internal_id: str, lines: int) -> list[str] | None:
+        """The last ``lines`` lines read by this container's reader, if it read any."""
         console = self._consoles.get(internal_id)
         if console is None or not console.ring:
             return None
         return list(console.ring)[-lines:] if lines > 0 else []
+
+    async def history(self, internal_id: str, *, container_id: str | None, lines: int) -> str:
+        """The last ``lines`` console lines: ring buffer, else the engine's log."""
+        found = self.ring(internal_id, lines)
+        if found is None:
+            if container_id is None:
+                return ""
+            try:
+                raw = await self._engine.logs(container_id, tail=lines)
+            except EngineError:
+                return ""
+            found = raw.decode("utf-8", "replace").splitlines()
+        return "".join(f"{line}\n" for line in found[-lines:]) if lines > 0 else ""
+
+    async def send_command(self, container_id: str, command: str) -> None:
+        """Write ``command`` and a newline to the container's stdin."""
+        await self._engine.send_line(container_id, command)
 
     def _halt(self, console: Console) -> None:
         console.stopped.set()
@@ -244,9 +265,7 @@ class ConsoleHub:
         partial = b""
         resume = console.last_stamp
         try:
-            stream = follow_output(
-                self._engine.client(), console.container_id, since=console.started_at
-            )
+            stream = self._engine.follow_output(console.container_id, since=console.started_at)
             console.stream = stream
             if console.stopped.is_set():
                 stream.close()

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from lightd.engine import DockerEngine
-from lightd.engine.streams import Stream, follow_stats, stats_once
+from lightd.engine.base import Engine
+from lightd.engine.records import Stream
 
 log = logging.getLogger("lightd.stats")
 
@@ -73,12 +73,12 @@ def stats_event(sample: dict[str, Any]) -> dict[str, Any]:
 class _Reader:
     container_id: str
     sinks: set[StatsSink] = field(default_factory=set)
-    stream: Stream | None = None
+    stream: Stream[dict[str, Any]] | None = None
     stopped: threading.Event = field(default_factory=threading.Event)
 
 
 class StatsHub:
-    def __init__(self, engine: DockerEngine) -> None:
+    def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._readers: dict[str, _Reader] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -124,7 +124,7 @@ class StatsHub:
             self._halt(reader)
 
     async def once(self, container_id: str) -> dict[str, Any]:
-        sample = await self._engine.run(stats_once, self._engine.client(), container_id)
+        sample = await self._engine.stats_once(container_id)
         return stats_event(sample)
 
     def _halt(self, reader: _Reader) -> None:
@@ -135,7 +135,7 @@ class StatsHub:
 
     def _read(self, internal_id: str, reader: _Reader) -> None:
         try:
-            stream = follow_stats(self._engine.client(), reader.container_id)
+            stream = self._engine.follow_stats(reader.container_id)
             reader.stream = stream
             if reader.stopped.is_set():
                 stream.close()

@@ -3,7 +3,7 @@
 It is the contract's ``POST /containers`` body plus the declarative fields that turn
 commands into state (``power``, ``restart_requested_at``, ``reinstall_requested_at``).
 Checks that need the host (volume exists, ports in the pool, cpu count, allowed mount
-folders) live in ``lightd.containers.admission``; this module is pure data and must not
+folders) live in ``lightd.desired.admission``; this module is pure data and must not
 import asyncio, quart or docker.
 """
 

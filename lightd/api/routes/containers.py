@@ -1,13 +1,11 @@
 """Container routes: the contract's ``/containers`` API plus stop, logs and install log.
 
 Each write validates its body and edits the desired document through
-:class:`~lightd.containers.service.ContainerService`; answers come from desired and
+:class:`~lightd.desired.service.ContainerService`; answers come from desired and
 observed state. It must not call the engine to change anything.
 """
 
 from __future__ import annotations
-
-import asyncio
 
 from pydantic import BaseModel, Field
 from quart import Blueprint, Response
@@ -18,10 +16,9 @@ from quart_schema import (
     validate_response,
 )
 
-from lightd.api.context import get_daemon
+from lightd.api.context import get_services
 from lightd.api.routes.common import ErrorBody, MessageBody, RequestModel
-from lightd.api.ws import history, send_command
-from lightd.containers.service import ContainerNotFound
+from lightd.desired.service import ContainerNotFound
 from lightd.spec.container import ContainerSpec, Limits, PortBinding, Power
 from lightd.spec.ids import is_internal_id
 from lightd.spec.observed import InstallState, RuntimeState
@@ -98,7 +95,7 @@ def _require_id(internal_id: str) -> str:
 
 
 def _view(internal_id: str) -> ContainerView:
-    view = get_daemon().container_view(internal_id)
+    view = get_services().reads.container(internal_id)
     if view is None:
         raise ContainerNotFound()
     return ContainerView.model_validate(view)
@@ -110,7 +107,7 @@ def _view(internal_id: str) -> ContainerView:
 @validate_response(ErrorBody, 400)
 @validate_response(ErrorBody, 409)
 async def create(data: CreateContainerRequest) -> CreateContainerResponse:
-    spec = await get_daemon().container_service.create(data.model_dump(exclude_unset=True))
+    spec = await get_services().containers.create(data.model_dump(exclude_unset=True))
     return CreateContainerResponse(
         message="Container creation started", internal_id=spec.internal_id, state="installing"
     )
@@ -119,7 +116,7 @@ async def create(data: CreateContainerRequest) -> CreateContainerResponse:
 @blueprint.get("/containers")
 @document_response(ContainerList)
 async def list_all() -> Response:
-    return Response(get_daemon().container_list_body(), content_type="application/json")
+    return Response(get_services().reads.container_list_body(), content_type="application/json")
 
 
 @blueprint.get("/containers/<internal_id>")
@@ -133,7 +130,7 @@ async def show(internal_id: str) -> ContainerView:
 @validate_response(MessageBody)
 @validate_response(ErrorBody, 404)
 async def delete(internal_id: str) -> MessageBody:
-    await get_daemon().container_service.delete(_require_id(internal_id))
+    await get_services().containers.delete(_require_id(internal_id))
     return MessageBody(message="Container deleted successfully")
 
 
@@ -145,7 +142,7 @@ def _action(message: str, internal_id: str) -> ActionResponse:
 @validate_response(ActionResponse)
 @validate_response(ErrorBody, 404)
 async def start(internal_id: str) -> ActionResponse:
-    await get_daemon().container_service.start(_require_id(internal_id))
+    await get_services().containers.start(_require_id(internal_id))
     return _action("Container start initiated", internal_id)
 
 
@@ -153,7 +150,7 @@ async def start(internal_id: str) -> ActionResponse:
 @validate_response(ActionResponse)
 @validate_response(ErrorBody, 404)
 async def stop(internal_id: str) -> ActionResponse:
-    await get_daemon().container_service.stop(_require_id(internal_id))
+    await get_services().containers.stop(_require_id(internal_id))
     return _action("Container stop initiated", internal_id)
 
 
@@ -161,7 +158,7 @@ async def stop(internal_id: str) -> ActionResponse:
 @validate_response(ActionResponse)
 @validate_response(ErrorBody, 404)
 async def kill(internal_id: str) -> ActionResponse:
-    await get_daemon().container_service.kill(_require_id(internal_id))
+    await get_services().containers.kill(_require_id(internal_id))
     return _action("Container kill initiated", internal_id)
 
 
@@ -169,7 +166,7 @@ async def kill(internal_id: str) -> ActionResponse:
 @validate_response(ActionResponse)
 @validate_response(ErrorBody, 404)
 async def restart(internal_id: str) -> ActionResponse:
-    await get_daemon().container_service.restart(_require_id(internal_id))
+    await get_services().containers.restart(_require_id(internal_id))
     return _action("Container restart initiated", internal_id)
 
 
@@ -178,7 +175,7 @@ async def restart(internal_id: str) -> ActionResponse:
 @validate_response(ActionResponse)
 @validate_response(ErrorBody, 404)
 async def reinstall(internal_id: str, data: ReinstallRequest) -> ActionResponse:
-    await get_daemon().container_service.reinstall(
+    await get_services().containers.reinstall(
         _require_id(internal_id), image=data.image, install_script=data.install_script
     )
     return _action("Container reinstall started", internal_id)
@@ -190,19 +187,15 @@ async def reinstall(internal_id: str, data: ReinstallRequest) -> ActionResponse:
 @validate_response(ErrorBody, 400)
 @validate_response(ErrorBody, 404)
 async def rebind(internal_id: str, data: RebindRequest) -> ActionResponse:
-    await get_daemon().container_service.rebind(_require_id(internal_id), data.ports)
+    await get_services().containers.rebind(_require_id(internal_id), data.ports)
     return _action("Network rebinding started", internal_id)
 
 
 @blueprint.get("/containers/<internal_id>/install-log")
 async def install_log(internal_id: str) -> Response:
-    daemon = get_daemon()
-    daemon.container_service.get(_require_id(internal_id))
-    path = daemon.controller.executor.install_log_path(internal_id)
-    try:
-        text = await asyncio.to_thread(path.read_text, "utf-8")
-    except FileNotFoundError:
-        text = ""
+    services = get_services()
+    services.containers.get(_require_id(internal_id))
+    text = await services.consoles.install_log(internal_id)
     return Response(text, status=200, content_type="text/plain; charset=utf-8")
 
 
@@ -225,9 +218,9 @@ class LogsResponse(BaseModel):
 @validate_response(ErrorBody, 404)
 @validate_response(ErrorBody, 409)
 async def command(internal_id: str, data: CommandRequest) -> ActionResponse:
-    daemon = get_daemon()
-    daemon.container_service.get(_require_id(internal_id))
-    await send_command(daemon, internal_id, data.command)
+    services = get_services()
+    services.containers.get(_require_id(internal_id))
+    await services.consoles.send_command(internal_id, data.command)
     return _action("Command sent", internal_id)
 
 
@@ -236,7 +229,8 @@ async def command(internal_id: str, data: CommandRequest) -> ActionResponse:
 @validate_response(LogsResponse)
 @validate_response(ErrorBody, 404)
 async def logs(internal_id: str, query_args: LogsQuery) -> LogsResponse:
-    daemon = get_daemon()
-    daemon.container_service.get(_require_id(internal_id))
-    lines = min(query_args.lines, daemon.settings.containers.console_ring_lines)
-    return LogsResponse(internal_id=internal_id, data=await history(daemon, internal_id, lines))
+    services = get_services()
+    services.containers.get(_require_id(internal_id))
+    lines = min(query_args.lines, services.settings.containers.console_ring_lines)
+    data = await services.consoles.history(internal_id, lines)
+    return LogsResponse(internal_id=internal_id, data=data)

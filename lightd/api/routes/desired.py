@@ -4,7 +4,7 @@
 ``POST /desired/apply`` re-reads the folder now, optionally allowing a mass deletion
 (``lightd apply --allow-mass-delete``); ``GET /desired/containers`` lists each
 container's current document with its observed and actual state (``lightd plan`` and
-``lightd status`` read it). Writes go through the daemon's ingest only; this module must
+``lightd status`` read it). Writes go through the GitOps facade's ingest only; this module must
 not edit documents or change anything on the engine.
 """
 
@@ -16,12 +16,11 @@ from pydantic import BaseModel
 from quart import Blueprint
 from quart_schema import validate_request, validate_response
 
-from lightd.api.context import get_daemon
+from lightd.api.context import get_services
 from lightd.api.routes.common import ErrorBody, RequestModel
-from lightd.containers.desired import DocumentProblem
-from lightd.daemon import Daemon
-from lightd.errors import EngineError
-from lightd.spec.observed import InstallState, ObservedContainer, RuntimeState
+from lightd.desired.documents import DocumentProblem
+from lightd.services import Services
+from lightd.spec.observed import InstallState, RuntimeState
 
 blueprint = Blueprint("desired", __name__)
 
@@ -86,14 +85,15 @@ def problem_view(problem: DocumentProblem) -> ProblemView:
     )
 
 
-def desired_view(daemon: Daemon) -> DesiredView:
-    status = daemon.ingest.status
+def desired_view(services: Services) -> DesiredView:
+    gitops = services.gitops
+    status = gitops.status
     return DesiredView(
         folder=status.folder,
-        watching=daemon.watcher.watching,
+        watching=gitops.watching,
         deletion_blocked=status.deletion_blocked,
         held=status.held,
-        problems=[problem_view(problem) for problem in daemon.ingest.problems()],
+        problems=[problem_view(problem) for problem in gitops.problems()],
         last_scan_at=status.last_scan_at,
     )
 
@@ -101,7 +101,7 @@ def desired_view(daemon: Daemon) -> DesiredView:
 @blueprint.get("/desired")
 @validate_response(DesiredView)
 async def show() -> DesiredView:
-    return desired_view(get_daemon())
+    return desired_view(get_services())
 
 
 @blueprint.post("/desired/apply")
@@ -109,8 +109,8 @@ async def show() -> DesiredView:
 @validate_response(ApplyResponse)
 @validate_response(ErrorBody, 400)
 async def apply(data: ApplyRequest) -> ApplyResponse:
-    daemon = get_daemon()
-    result = await daemon.ingest.ingest("apply", allow_mass_delete=data.allow_mass_delete)
+    services = get_services()
+    result = await services.gitops.apply(allow_mass_delete=data.allow_mass_delete)
     message = "Deletion blocked" if result.deletion_blocked is not None else "Desired state applied"
     return ApplyResponse(
         message=message,
@@ -118,40 +118,26 @@ async def apply(data: ApplyRequest) -> ApplyResponse:
         deleted=result.deleted,
         held=result.held,
         deletion_blocked=result.deletion_blocked,
-        desired=desired_view(daemon),
+        desired=desired_view(services),
     )
 
 
 @blueprint.get("/desired/containers")
 @validate_response(CurrentList)
 async def containers() -> CurrentList:
-    daemon = get_daemon()
-    held = daemon.containers.held()
-    keys = set(daemon.containers.ids()) | held
-    keys |= {item.internal_id for item in daemon.observed.all()}
-    items = []
-    for key in sorted(keys):
-        spec = daemon.containers.get(key)
-        observed = daemon.observed.get(key) or ObservedContainer(internal_id=key)
-        problem = daemon.containers.problem(key)
-        main: MainView | None
-        try:
-            actual = await daemon.controller.observe(key)
-        except EngineError:
-            main = None
-        else:
-            found = actual.main
-            main = MainView(exists=found is not None, running=bool(found and found.running))
-        items.append(
-            CurrentContainer(
-                internal_id=key,
-                document=spec.document() if spec is not None else None,
-                install_state=observed.install_state,
-                state=observed.state,
-                last_error=observed.last_error,
-                document_error=str(problem) if problem else None,
-                held=key in held,
-                main=main,
-            )
+    items = [
+        CurrentContainer(
+            internal_id=item.internal_id,
+            document=item.spec.document() if item.spec is not None else None,
+            install_state=item.observed.install_state,
+            state=item.observed.state,
+            last_error=item.observed.last_error,
+            document_error=str(item.problem) if item.problem else None,
+            held=item.held,
+            main=MainView(exists=item.main.exists, running=item.main.running)
+            if item.main
+            else None,
         )
+        for item in await get_services().gitops.current()
+    ]
     return CurrentList(containers=items)

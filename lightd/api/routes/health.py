@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from quart import Blueprint, Response
 from quart_schema import validate_response
 
-from lightd.api.context import get_daemon
+from lightd.api.context import get_services
 from lightd.metrics import CONTENT_TYPE
 
 blueprint = Blueprint("health", __name__)
@@ -36,9 +36,9 @@ async def healthz() -> HealthResponse:
 @validate_response(ReadyResponse, 200)
 @validate_response(ReadyResponse, 503)
 async def readyz() -> tuple[ReadyResponse, int]:
-    daemon = get_daemon()
-    reconciled = daemon.controller.first_sync_done.is_set()
-    engine = daemon.controller.engine_up
+    node = get_services().node
+    reconciled = node.reconciled
+    engine = node.engine_up
     ready = reconciled and engine
     body = ReadyResponse(
         status="ready" if ready else "not ready", reconciled=reconciled, engine=engine
@@ -48,4 +48,4 @@ async def readyz() -> tuple[ReadyResponse, int]:
 
 @blueprint.get("/metrics")
 async def metrics() -> Response:
-    return Response(get_daemon().metrics.render(), status=200, content_type=CONTENT_TYPE)
+    return Response(get_services().node.metrics.render(), status=200, content_type=CONTENT_TYPE)

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field, StrictBool, field_validator
 from quart import Blueprint
 from quart_schema import validate_querystring, validate_request, validate_response
 
-from lightd.api.context import get_daemon
+from lightd.api.context import get_services
 from lightd.api.routes.common import ErrorBody, MessageBody, RequestModel
 from lightd.errors import InvalidField, InvalidRequest
 from lightd.pool import PortView
@@ -171,7 +171,7 @@ def port_response(view: PortView) -> PortResponse:
 @validate_response(ErrorBody, 400)
 async def add(data: AddPortRequest) -> AddPortResponse:
     entry = PortEntry(ip=data.ip, port=data.port, protocol=data.protocol)
-    await get_daemon().ports.add([entry])
+    await get_services().ports.add([entry])
     return AddPortResponse(
         message="Port added to pool", ip=entry.ip, port=entry.port, protocol=entry.protocol
     )
@@ -196,7 +196,7 @@ async def add_many(data: BulkAddRequest) -> BulkAddResponse:
             PortEntry(ip=data.ip, port=number, protocol=protocol)
             for number in parse_port_range(data.range)
         ]
-    added = await get_daemon().ports.add(entries)
+    added = await get_services().ports.add(entries)
     return BulkAddResponse(
         message=f"Added {len(added)} ports to pool",
         added_count=len(added),
@@ -207,7 +207,7 @@ async def add_many(data: BulkAddRequest) -> BulkAddResponse:
 @blueprint.get("/network/ports")
 @validate_response(PortListResponse)
 async def list_ports() -> PortListResponse:
-    listing = await get_daemon().ports.listing()
+    listing = await get_services().ports.listing()
     errors = [EntryError(index=p.index, reason=p.reason) for p in listing.problems]
     if listing.document_error is not None:
         errors.insert(0, EntryError(index=None, reason=listing.document_error))
@@ -220,7 +220,7 @@ async def list_ports() -> PortListResponse:
 @validate_response(ErrorBody, 400)
 @validate_response(ErrorBody, 404)
 async def random_port(query_args: RandomQuery) -> PortResponse:
-    view = await get_daemon().ports.random(
+    view = await get_services().ports.random(
         protocol=query_args.protocol, ip=query_args.ip, reserve=query_args.reserve
     )
     return port_response(view)
@@ -232,7 +232,7 @@ async def random_port(query_args: RandomQuery) -> PortResponse:
 @validate_response(ErrorBody, 404)
 async def show(ip: str, port: str) -> PortResponse:
     address, number = port_key(ip, port)
-    return port_response(await get_daemon().ports.get(address, number))
+    return port_response(await get_services().ports.get(address, number))
 
 
 @blueprint.put("/network/ports/<ip>/<port>/use")
@@ -243,7 +243,7 @@ async def show(ip: str, port: str) -> PortResponse:
 @validate_response(ErrorBody, 409)
 async def use(ip: str, port: str, data: UseRequest) -> UseResponse:
     address, number = port_key(ip, port)
-    view = await get_daemon().ports.set_reserved(address, number, reserved=data.in_use)
+    view = await get_services().ports.set_reserved(address, number, reserved=data.in_use)
     return UseResponse(
         message="Port usage updated",
         ip=view.ip,
@@ -261,7 +261,7 @@ async def use(ip: str, port: str, data: UseRequest) -> UseResponse:
 @validate_response(ErrorBody, 409)
 async def delete(ip: str, port: str) -> MessageBody:
     address, number = port_key(ip, port)
-    await get_daemon().ports.delete(address, number)
+    await get_services().ports.delete(address, number)
     return MessageBody(message="Port deleted from pool")
 
 
@@ -270,7 +270,7 @@ async def delete(ip: str, port: str) -> MessageBody:
 @validate_response(BulkDeleteResponse)
 @validate_response(ErrorBody, 400)
 async def delete_many(data: BulkDeleteRequest) -> BulkDeleteResponse:
-    deleted, skipped = await get_daemon().ports.delete_many([(p.ip, p.port) for p in data.ports])
+    deleted, skipped = await get_services().ports.delete_many([(p.ip, p.port) for p in data.ports])
     return BulkDeleteResponse(
         message=f"Deleted {deleted} ports from pool",
         deleted_count=deleted,

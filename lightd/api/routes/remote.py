@@ -3,7 +3,7 @@
 Answers the contract's shape with the effective settings; ``remote`` also carries the
 panel's reachability (``reachable``, ``last_checked``, ``last_error`` of the last
 ``GET <url>/health``) and ``pending`` (notifications waiting in the outbox). Must not
-change settings other than through :meth:`Daemon.reload`.
+change settings other than through ``node.reload`` (the daemon's reload).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from quart import Blueprint
 from quart_schema import validate_response
 
-from lightd.api.context import get_daemon
+from lightd.api.context import get_services
 from lightd.api.routes.common import ErrorBody, MessageBody
 from lightd.errors import ConfigError, InvalidRequest
 
@@ -49,14 +49,14 @@ class RemoteConfigResponse(BaseModel):
 @blueprint.get("/remote/config")
 @validate_response(RemoteConfigResponse)
 async def show() -> RemoteConfigResponse:
-    daemon = get_daemon()
-    settings = daemon.settings
-    status = daemon.remote.status()
+    services = get_services()
+    settings = services.settings
+    status = services.node.remote_status()
     return RemoteConfigResponse(
         version=settings.version,
         server=ServerView(host=settings.server.host, port=settings.server.port),
         authorization=AuthorizationView(
-            enabled=settings.authorization.enabled, token=daemon.master.value
+            enabled=settings.authorization.enabled, token=services.tokens.master_token
         ),
         remote=RemoteView(
             enabled=settings.remote.enabled,
@@ -75,7 +75,7 @@ async def show() -> RemoteConfigResponse:
 @validate_response(ErrorBody, 400)
 async def reload() -> MessageBody:
     try:
-        get_daemon().reload()
+        get_services().node.reload()
     except ConfigError as exc:
         raise InvalidRequest(f"Configuration not reloaded: {exc.message}") from exc
     return MessageBody(message="Configuration reloaded successfully")

@@ -10,7 +10,7 @@ from quart import Blueprint
 from quart_schema import validate_response
 
 from lightd import __version__
-from lightd.api.context import get_daemon
+from lightd.api.context import get_services
 from lightd.api.routes.desired import DesiredView, desired_view
 
 blueprint = Blueprint("system", __name__)
@@ -41,8 +41,8 @@ class SystemResponse(BaseModel):
 @blueprint.get("/system")
 @validate_response(SystemResponse)
 async def show() -> SystemResponse:
-    daemon = get_daemon()
-    status = await daemon.engine.status()
+    services = get_services()
+    status = await services.node.engine_status()
     return SystemResponse(
         version=__version__,
         docker=DockerView(
@@ -52,11 +52,11 @@ async def show() -> SystemResponse:
             error=status.error,
         ),
         runtime=RuntimeView(
-            node_id=daemon.node_id,
-            console_readers=daemon.consoles.readers(),
-            stats_readers=daemon.stats.readers(),
-            container_sockets=sum(daemon.sockets.values()),
-            watch_sockets=daemon.watch_sockets,
+            node_id=services.node.node_id,
+            console_readers=services.consoles.console_readers,
+            stats_readers=services.consoles.stats_readers,
+            container_sockets=services.sockets.containers,
+            watch_sockets=services.sockets.watch,
         ),
-        desired=desired_view(daemon),
+        desired=desired_view(services),
     )

@@ -11,7 +11,7 @@ from pydantic import BaseModel, field_validator
 from quart import Blueprint
 from quart_schema import validate_request, validate_response
 
-from lightd.api.context import get_daemon
+from lightd.api.context import get_services
 from lightd.api.routes.common import ErrorBody, MessageBody, RequestModel
 from lightd.auth.ttl import parse_ttl
 from lightd.errors import NotFound
@@ -46,7 +46,7 @@ def iso_utc(epoch: float) -> str:
 @validate_response(TokenResponse)
 @validate_response(ErrorBody, 400)
 async def mint(data: TokenRequest) -> TokenResponse:
-    token, expires_at = await get_daemon().tokens.mint(
+    token, expires_at = await get_services().tokens.mint(
         ttl_seconds=parse_ttl(data.ttl),
         remove_on_use=data.remove_on_use,
         container=data.container,
@@ -58,6 +58,6 @@ async def mint(data: TokenRequest) -> TokenResponse:
 @validate_response(MessageBody)
 @validate_response(ErrorBody, 404)
 async def revoke(token: str) -> MessageBody:
-    if not await get_daemon().tokens.revoke(token):
+    if not await get_services().tokens.revoke(token):
         raise NotFound("Token not found")
     return MessageBody(message="Token revoked")

@@ -2,8 +2,8 @@
 decompress, plus list/show/delete volumes, read, upload, delete, move and chmod.
 
 Handlers validate bodies and query strings, parse every path with
-:func:`lightd.fs.paths.parse_path`, and run the blocking file work in threads through
-the :class:`~lightd.fs.VolumeManager` (long work in its own pool), so the event loop keeps
+:func:`lightd.fs.paths.parse_path`, and hand the work to the files facade
+(:class:`~lightd.fs.files.VolumeFiles`), which runs it in threads so the event loop keeps
 answering. They must not touch a volume's files themselves: every file access goes
 through :mod:`lightd.fs`, which never follows a symlink.
 """
@@ -14,25 +14,22 @@ import base64
 import binascii
 import contextlib
 import mimetypes
-import os
-from collections.abc import AsyncIterator
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from quart import Blueprint, Response, g, request
 from quart_schema import validate_querystring, validate_request, validate_response
 
-from lightd.api.context import get_daemon
+from lightd.api.context import get_services
 from lightd.api.routes.common import ErrorBody, MessageBody, RequestModel
-from lightd.errors import InvalidField, InvalidRequest, PayloadTooLarge
-from lightd.fs import VolumeInfo, ops
-from lightd.fs.archive import ArchiveFormat, compress, extract
-from lightd.fs.beneath import Root
+from lightd.errors import InvalidField, InvalidRequest
+from lightd.fs import VolumeInfo
+from lightd.fs.archive import ArchiveFormat
+from lightd.fs.files import VolumeFiles
 from lightd.fs.paths import Parts, display, parse_path
 
 blueprint = Blueprint("volumes", __name__)
 
-UPLOAD_CHUNK = 1024 * 1024
 DRAIN_LIMIT = 1024 * 1024
 
 
@@ -158,6 +155,10 @@ class DecompressResponse(BaseModel):
 # -- helpers ---------------------------------------------------------------------------
 
 
+def _files() -> VolumeFiles:
+    return get_services().files
+
+
 def _view(info: VolumeInfo) -> VolumeView:
     return VolumeView(
         volume_id=info.id, path=str(info.path), size=info.size, created_at=info.created_at
@@ -185,34 +186,28 @@ def _decode(data: WriteFileRequest) -> bytes:
 @blueprint.post("/volumes")
 @validate_response(CreatedVolume, 201)
 async def create_volume() -> tuple[CreatedVolume, int]:
-    volumes = get_daemon().volumes
-    volume = await volumes.run(volumes.create)
+    volume = await _files().create_volume()
     return CreatedVolume(volume_id=volume.id, path=str(volume.path)), 201
 
 
 @blueprint.get("/volumes")
 @validate_response(VolumeList)
 async def list_volumes() -> VolumeList:
-    volumes = get_daemon().volumes
-    found = await volumes.run(volumes.list)
-    return VolumeList(volumes=[_view(info) for info in found])
+    return VolumeList(volumes=[_view(info) for info in await _files().volumes()])
 
 
 @blueprint.get("/volumes/<ref>")
 @validate_response(VolumeView)
 @validate_response(ErrorBody, 404)
 async def show_volume(ref: str) -> VolumeView:
-    volumes = get_daemon().volumes
-    volume = volumes.resolve(ref)
-    return _view(await volumes.run(volumes.info, volume))
+    return _view(await _files().volume(ref))
 
 
 @blueprint.delete("/volumes/<ref>")
 @validate_response(MessageBody)
 @validate_response(ErrorBody, 409)
 async def delete_volume(ref: str) -> MessageBody:
-    volumes = get_daemon().volumes
-    await volumes.run_heavy(volumes.delete, ref)
+    await _files().delete_volume(ref)
     return MessageBody(message="Volume deleted successfully")
 
 
@@ -224,14 +219,7 @@ async def delete_volume(ref: str) -> MessageBody:
 @validate_response(PathMessage)
 async def write_file(ref: str, data: WriteFileRequest) -> PathMessage:
     parts = parse_path(data.path)
-    content = _decode(data)
-    volumes = get_daemon().volumes
-
-    def work() -> None:
-        with volumes.open(ref) as root:
-            ops.write_file(root, parts, content)
-
-    await volumes.run(work)
+    await _files().write(ref, parts, _decode(data))
     return PathMessage(message="File written successfully", path=display(parts))
 
 
@@ -239,14 +227,7 @@ async def write_file(ref: str, data: WriteFileRequest) -> PathMessage:
 @validate_querystring(PathQuery)
 @validate_response(FileList)
 async def list_files(ref: str, query_args: PathQuery) -> FileList:
-    parts = parse_path(query_args.path or "")
-    volumes = get_daemon().volumes
-
-    def work() -> list[ops.Entry]:
-        with volumes.open(ref) as root:
-            return ops.list_dir(root, parts)
-
-    entries = await volumes.run(work)
+    entries = await _files().list(ref, parse_path(query_args.path or ""))
     return FileList(
         files=[
             FileEntry(name=e.name, type=e.type, size=e.size, mode=e.mode, modified_at=e.modified_at)
@@ -260,13 +241,7 @@ async def list_files(ref: str, query_args: PathQuery) -> FileList:
 @validate_response(PathMessage)
 async def delete_file(ref: str, query_args: PathQuery) -> PathMessage:
     parts = _required(query_args)
-    volumes = get_daemon().volumes
-
-    def work() -> None:
-        with volumes.open(ref) as root:
-            ops.delete(root, parts)
-
-    await volumes.run_heavy(work)
+    await _files().delete(ref, parts)
     return PathMessage(message="Deleted successfully", path=display(parts))
 
 
@@ -274,37 +249,19 @@ async def delete_file(ref: str, query_args: PathQuery) -> PathMessage:
 @validate_querystring(PathQuery)
 async def read_file(ref: str, query_args: PathQuery) -> Response:
     parts = _required(query_args)
-    volumes = get_daemon().volumes
-
-    def work() -> tuple[int, int]:
-        with volumes.open(ref) as root:
-            return ops.open_for_read(root, parts)
-
-    fd, size = await volumes.run(work)
-    # A file object closes the descriptor even if the body is never iterated.
-    handle = os.fdopen(fd, "rb", buffering=0)
-
-    async def body() -> AsyncIterator[bytes]:
-        with handle:
-            remaining = size
-            while remaining > 0:
-                chunk = await volumes.run(handle.read, min(ops.CHUNK, remaining))
-                if not chunk:
-                    break
-                remaining -= len(chunk)
-                yield chunk
-
+    stream = await _files().read(ref, parts)
     kind = mimetypes.guess_type(parts[-1])[0] or "application/octet-stream"
-    response = Response(body(), mimetype=kind)
-    response.headers["Content-Length"] = str(size)
+    response = Response(stream.chunks(), mimetype=kind)
+    response.headers["Content-Length"] = str(stream.size)
     return response
 
 
 async def _discard_rest_of_body() -> None:
     """Read what is left of a refused upload so the connection can serve the next request.
 
-    Past :data:`DRAIN_LIMIT` the answer asks the client to close the connection instead:
-    Hypercorn closes it anyway when a response ends before its request body.
+    A body already read to its end yields nothing more. Past :data:`DRAIN_LIMIT` the
+    answer asks the client to close the connection instead: Hypercorn closes it anyway
+    when a response ends before its request body.
     """
     drained = 0
     with contextlib.suppress(Exception):
@@ -328,41 +285,14 @@ async def _close_if_asked(response: Response) -> Response:
 @validate_querystring(PathQuery)
 @validate_response(PathMessage)
 async def upload_file(ref: str, query_args: PathQuery) -> PathMessage:
-    body_read = False
     try:
         parts = _required(query_args)
-        daemon = get_daemon()
-        volumes = daemon.volumes
-        limit = daemon.settings.volumes.max_upload_bytes
-        if request.content_length is not None and request.content_length > limit:
-            raise PayloadTooLarge()
-        volume = volumes.resolve(ref)
-        root = await volumes.run(Root, volume.path)
-        try:
-            writer = await volumes.run(ops.AtomicWriter, root, parts)
-            try:
-                total = 0
-                pending = bytearray()
-                async for chunk in request.body:
-                    total += len(chunk)
-                    if total > limit:
-                        raise PayloadTooLarge()
-                    pending += chunk
-                    if len(pending) >= UPLOAD_CHUNK:
-                        await volumes.run(writer.write, bytes(pending))
-                        pending.clear()
-                body_read = True
-                if pending:
-                    await volumes.run(writer.write, bytes(pending))
-                await volumes.run(writer.commit)
-            except BaseException:
-                await volumes.run(writer.abort)
-                raise
-        finally:
-            root.close()
+        limit = get_services().settings.volumes.max_upload_bytes
+        await _files().upload(
+            ref, parts, request.body, limit=limit, declared_length=request.content_length
+        )
     except Exception:
-        if not body_read:
-            await _discard_rest_of_body()
+        await _discard_rest_of_body()
         raise
     return PathMessage(message="File uploaded successfully", path=display(parts))
 
@@ -374,13 +304,7 @@ async def make_folder(ref: str, data: PathRequest) -> PathMessage:
     parts = parse_path(data.path)
     if not parts:
         raise InvalidField("path", "must name a folder below the volume root")
-    volumes = get_daemon().volumes
-
-    def work() -> None:
-        with volumes.open(ref) as root:
-            ops.make_folder(root, parts)
-
-    await volumes.run(work)
+    await _files().make_folder(ref, parts)
     return PathMessage(message="Folder created successfully", path=display(parts))
 
 
@@ -390,13 +314,7 @@ async def make_folder(ref: str, data: PathRequest) -> PathMessage:
 async def copy(ref: str, data: CopyRequest) -> CopyResponse:
     source = parse_path(data.source, field="source")
     target = parse_path(data.destination, field="destination")
-    volumes = get_daemon().volumes
-
-    def work() -> None:
-        with volumes.open(ref) as root:
-            ops.copy(root, source, target, overwrite=data.overwrite)
-
-    await volumes.run_heavy(work)
+    await _files().copy(ref, source, target, overwrite=data.overwrite)
     return CopyResponse(
         message="Copied successfully", source=display(source), destination=display(target)
     )
@@ -408,13 +326,7 @@ async def copy(ref: str, data: CopyRequest) -> CopyResponse:
 async def move(ref: str, data: MoveRequest) -> MoveResponse:
     source = parse_path(data.source, field="from")
     target = parse_path(data.target, field="to")
-    volumes = get_daemon().volumes
-
-    def work() -> None:
-        with volumes.open(ref) as root:
-            ops.move(root, source, target, overwrite=data.overwrite)
-
-    await volumes.run_heavy(work)
+    await _files().move(ref, source, target, overwrite=data.overwrite)
     return MoveResponse.model_validate(
         {"message": "Moved successfully", "from": display(source), "to": display(target)}
     )
@@ -428,13 +340,7 @@ async def chmod(ref: str, data: ChmodRequest) -> ChmodResponse:
     mode = int(data.mode, 8)
     if mode > 0o777:
         raise InvalidField("mode", "setuid, setgid and sticky bits are not allowed")
-    volumes = get_daemon().volumes
-
-    def work() -> None:
-        with volumes.open(ref) as root:
-            ops.change_mode(root, parts, mode)
-
-    await volumes.run(work)
+    await _files().chmod(ref, parts, mode)
     return ChmodResponse(
         message="Mode changed successfully", path=display(parts), mode=f"{mode:04o}"
     )
@@ -449,15 +355,9 @@ async def chmod(ref: str, data: ChmodRequest) -> ChmodResponse:
 async def compress_volume(ref: str, data: CompressRequest) -> CompressResponse:
     output = parse_path(data.output_name, field="output_name")
     sources = [parse_path(p, field="paths") for p in data.paths or []]
-    volumes = get_daemon().volumes
-
-    def work() -> tuple[Parts, int]:
-        with volumes.open(ref) as root:
-            return compress(
-                root, sources=sources, output=output, fmt=data.format, overwrite=data.overwrite
-            )
-
-    archive, size = await volumes.run_heavy(work)
+    archive, size = await _files().compress(
+        ref, sources=sources, output=output, fmt=data.format, overwrite=data.overwrite
+    )
     return CompressResponse(
         message="Compression successful", archive_path=display(archive), size=size
     )
@@ -469,20 +369,11 @@ async def compress_volume(ref: str, data: CompressRequest) -> CompressResponse:
 async def decompress_archive(ref: str, data: DecompressRequest) -> DecompressResponse:
     archive = parse_path(data.archive_path, field="archive_path")
     destination = parse_path(data.destination, field="destination")
-    volumes = get_daemon().volumes
-
-    def work() -> list[SkippedEntry]:
-        with volumes.open(ref) as root:
-            report = extract(
-                root,
-                archive=archive,
-                destination=destination,
-                limits=volumes.limits,
-                overwrite=data.overwrite,
-            )
-        return [SkippedEntry(name=s.name, reason=s.reason) for s in report.skipped]
-
-    skipped = await volumes.run_heavy(work)
+    report = await _files().extract(
+        ref, archive=archive, destination=destination, overwrite=data.overwrite
+    )
     return DecompressResponse(
-        message="Decompression successful", destination=display(destination), skipped=skipped
+        message="Decompression successful",
+        destination=display(destination),
+        skipped=[SkippedEntry(name=s.name, reason=s.reason) for s in report.skipped],
     )

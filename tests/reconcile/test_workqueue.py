@@ -99,7 +99,6 @@ def test_engine_changing_passes_requeue_at_once_until_the_step_bound(tmp_path: P
         consoles=cast(Any, None),
         volume_path=lambda _volume: None,
         data_dir=tmp_path,
-        node_id="node",
         settings=ControllerSettings(),
     )
     for _ in range(MAX_STEPS - 1):

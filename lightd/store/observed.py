@@ -1,7 +1,10 @@
 """Observed state of every container, kept in memory and persisted under ``state/``.
 
-The reconciler and the runtime watchers are its only writers; listeners (the event hub)
-hear every change. It must not decide anything and must not touch the engine.
+Changes arrive only as typed :class:`~lightd.spec.observed.ObservedPatch` values
+(:meth:`ObservedStore.patch`), each checked against the transition table of
+``lightd.spec.observed`` and validated field by field; the reconciler's controller is
+the one caller that writes. Listeners (the event hub, the panel notifier) hear every
+change. It must not decide anything and must not touch the engine.
 """
 
 from __future__ import annotations
@@ -10,12 +13,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
 from pydantic import ValidationError
 
-from lightd.spec.observed import ObservedContainer
-from lightd.store import DocumentStore
+from lightd.spec.observed import ObservedContainer, ObservedPatch, apply_patch
+from lightd.store.documents import DocumentStore
 
 log = logging.getLogger("lightd.state")
 
@@ -51,11 +53,12 @@ class ObservedStore:
     def all(self) -> list[ObservedContainer]:
         return list(self._items.values())
 
-    async def update(self, internal_id: str, **changes: Any) -> ObservedContainer:
+    async def patch(self, internal_id: str, patch: ObservedPatch) -> ObservedContainer:
+        """Apply ``patch`` (a new record when there is none); raises ``IllegalTransition``."""
         old = self._items.get(internal_id)
         now = time.time()
         base = old or ObservedContainer(internal_id=internal_id, created_at=now)
-        new = base.model_copy(update={**changes, "updated_at": now})
+        new = apply_patch(base, patch).model_copy(update={"updated_at": now})
         if old is not None and new.model_dump(exclude={"updated_at"}) == old.model_dump(
             exclude={"updated_at"}
         ):

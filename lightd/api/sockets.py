@@ -5,7 +5,9 @@ for their container; single-use tokens are consumed at connect); ``/watch?token=
 the master token. Refusals are HTTP answers before the upgrade. Inbound messages are
 rate-limited and validated; a bad one gets an ``error`` event and the socket stays open.
 Close code 4001 means the token expired. Power actions go through the same desired-state
-path as REST. It must not call the engine except to write console input and read stats.
+path as REST; console input, history and stats go through the ``consoles`` facade, socket
+counts through ``sockets`` (:class:`~lightd.services.Services`). It must not call the
+engine, nor reach the daemon.
 """
 
 from __future__ import annotations
@@ -18,18 +20,14 @@ from typing import Any
 import orjson
 from quart import Blueprint, Response, websocket
 
-from lightd.api.context import get_daemon
+from lightd.api.context import get_services
 from lightd.api.outbox import Outbox, TokenBucket
 from lightd.auth.tokens import Grant
-from lightd.containers.service import ContainerNotRunning
-from lightd.daemon import Daemon
-from lightd.engine.containers import logs
-from lightd.engine.streams import send_line
-from lightd.errors import EngineError, LightdError
+from lightd.errors import LightdError
 from lightd.runtime.console import Batch
 from lightd.runtime.events import state_event
+from lightd.services import Services
 from lightd.spec.ids import is_internal_id
-from lightd.spec.observed import ObservedContainer, RuntimeState
 
 log = logging.getLogger("lightd.ws")
 
@@ -46,54 +44,21 @@ def refuse(status: int, message: str) -> Response:
     )
 
 
-def origin_allowed(daemon: Daemon) -> bool:
-    allowed = daemon.settings.websocket.allowed_origins
+def origin_allowed(services: Services) -> bool:
+    allowed = services.settings.websocket.allowed_origins
     origin = websocket.headers.get("Origin")
     return not allowed or origin is None or origin in allowed
-
-
-def is_running(observed: ObservedContainer | None) -> bool:
-    return (
-        observed is not None
-        and observed.container_id is not None
-        and observed.state in (RuntimeState.STARTING, RuntimeState.RUNNING)
-    )
-
-
-async def history(daemon: Daemon, internal_id: str, lines: int) -> str:
-    """The last ``lines`` console lines: ring buffer, else the engine's log."""
-    found = daemon.consoles.history(internal_id, lines)
-    if found is None:
-        observed = daemon.observed.get(internal_id)
-        if observed is None or observed.container_id is None:
-            return ""
-        try:
-            raw = await daemon.engine.run(
-                logs, daemon.engine.client(), observed.container_id, tail=lines
-            )
-        except EngineError:
-            return ""
-        found = raw.decode("utf-8", "replace").splitlines()
-    return "".join(f"{line}\n" for line in found[-lines:]) if lines > 0 else ""
-
-
-async def send_command(daemon: Daemon, internal_id: str, command: str) -> None:
-    """Write a console command; raises Conflict-like errors for the caller to report."""
-    observed = daemon.observed.get(internal_id)
-    if not is_running(observed):
-        raise ContainerNotRunning()
-    assert observed is not None and observed.container_id is not None
-    await daemon.engine.run(send_line, daemon.engine.client(), observed.container_id, command)
 
 
 class ContainerSession:
     """One watcher of one container."""
 
-    def __init__(self, daemon: Daemon, internal_id: str, grant: Grant | None) -> None:
-        self.daemon = daemon
+    def __init__(self, services: Services, internal_id: str, grant: Grant | None) -> None:
+        self.services = services
+        self.consoles = services.consoles
         self.internal_id = internal_id
         self.grant = grant
-        settings = daemon.settings.websocket
+        settings = services.settings.websocket
         self.outbox = Outbox(settings.queue_frames)
         self.bucket = TokenBucket(rate=settings.inbound_per_second, burst=settings.inbound_burst)
         self._stats_on = False
@@ -111,25 +76,23 @@ class ContainerSession:
         self.outbox.put(event)
 
     def follow_stats(self) -> None:
-        observed = self.daemon.observed.get(self.internal_id)
-        if is_running(observed):
-            assert observed is not None and observed.container_id is not None
-            self.daemon.stats.subscribe(self.internal_id, observed.container_id, self.on_stats)
+        container_id = self.consoles.running_container(self.internal_id)
+        if container_id is not None:
+            self.consoles.follow_stats(self.internal_id, container_id, self.on_stats)
             self._stats_on = True
         elif self._stats_on:
-            self.daemon.stats.unsubscribe(self.internal_id, self.on_stats)
+            self.consoles.unfollow_stats(self.internal_id, self.on_stats)
             self._stats_on = False
 
     async def run(self) -> None:
-        daemon = self.daemon
-        daemon.consoles.subscribe(self.internal_id, self.on_lines)
-        daemon.container_events.subscribe(self.internal_id, self.on_event)
+        consoles = self.consoles
+        consoles.subscribe(self.internal_id, lines=self.on_lines, events=self.on_event)
         try:
             await websocket.accept()
-            observed = daemon.observed.get(self.internal_id) or ObservedContainer(
-                internal_id=self.internal_id
+            observed = consoles.state(self.internal_id)
+            self.outbox.put(
+                {"event": "logs", "data": await consoles.history(self.internal_id, 100)}
             )
-            self.outbox.put({"event": "logs", "data": await history(daemon, self.internal_id, 100)})
             self.outbox.put(state_event(observed))
             self.follow_stats()
             tasks = [
@@ -145,9 +108,9 @@ class ContainerSession:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
         finally:
-            daemon.consoles.unsubscribe(self.internal_id, self.on_lines)
-            daemon.container_events.unsubscribe(self.internal_id, self.on_event)
-            daemon.stats.unsubscribe(self.internal_id, self.on_stats)
+            consoles.unsubscribe(
+                self.internal_id, lines=self.on_lines, events=self.on_event, stats=self.on_stats
+            )
 
     async def _send(self) -> None:
         while True:
@@ -191,7 +154,7 @@ class ContainerSession:
 
     async def _handle(self, message: dict[str, Any]) -> None:
         event = message["event"]
-        daemon = self.daemon
+        services = self.services
         if event == "send_command":
             command = message.get("command")
             if not isinstance(command, str) or not command or len(command) > MAX_COMMAND_CHARS:
@@ -200,73 +163,68 @@ class ContainerSession:
             if "\n" in command or "\r" in command:
                 self.error("'command' must be one line")
                 return
-            await send_command(daemon, self.internal_id, command)
+            await services.consoles.send_command(self.internal_id, command)
         elif event == "power":
             action = message.get("action")
             if action not in POWER_ACTIONS:
                 self.error(f"'action' must be one of {', '.join(POWER_ACTIONS)}")
                 return
-            await getattr(daemon.container_service, str(action))(self.internal_id)
+            await getattr(services.containers, str(action))(self.internal_id)
             self.outbox.put({"event": "daemon_message", "data": f"Power action {action} accepted"})
         elif event == "logs":
             lines = message.get("lines", 100)
-            limit = daemon.settings.containers.console_ring_lines
+            limit = services.settings.containers.console_ring_lines
             if not isinstance(lines, int) or isinstance(lines, bool) or not 1 <= lines <= limit:
                 self.error(f"'lines' must be a number from 1 to {limit}")
                 return
             self.outbox.put(
-                {"event": "logs", "data": await history(daemon, self.internal_id, lines)}
+                {"event": "logs", "data": await services.consoles.history(self.internal_id, lines)}
             )
         elif event == "stats":
-            observed = daemon.observed.get(self.internal_id)
-            if not is_running(observed):
+            container_id = services.consoles.running_container(self.internal_id)
+            if container_id is None:
                 self.error("Container is not running")
                 return
-            assert observed is not None and observed.container_id is not None
-            self.outbox.put(await daemon.stats.once(observed.container_id))
+            self.outbox.put(await services.consoles.stats_once(container_id))
         else:
             self.error(f"Unknown event {event!r}")
 
 
 @blueprint.websocket("/ws/<internal_id>")
 async def container_socket(internal_id: str) -> Response | None:
-    daemon = get_daemon()
-    if not origin_allowed(daemon):
+    services = get_services()
+    if not origin_allowed(services):
         return refuse(403, "Origin not allowed")
+    tokens = services.tokens
     token = websocket.args.get("token", "")
     grant: Grant | None = None
     if not token:
         return refuse(401, "Missing or invalid authorization token")
-    if not daemon.is_master(token):
-        peek = daemon.tokens.peek(token)
+    if not tokens.is_master(token):
+        peek = tokens.peek(token)
         if peek is None or (peek.container is not None and peek.container != internal_id):
             return refuse(401, "Missing or invalid authorization token")
-    if not is_internal_id(internal_id) or daemon.containers.get(internal_id) is None:
+    if not is_internal_id(internal_id) or not services.reads.exists(internal_id):
         return refuse(404, "Container not found")
-    registry = daemon.sockets
-    if registry.get(internal_id, 0) >= daemon.settings.websocket.max_sockets_per_container:
+    sockets = services.sockets
+    if sockets.of_container(internal_id) >= services.settings.websocket.max_sockets_per_container:
         return refuse(429, "Too many connections to this container")
-    if not daemon.is_master(token):
-        grant = await daemon.tokens.use(token, container=internal_id)
+    if not tokens.is_master(token):
+        grant = await tokens.use(token, container=internal_id)
         if grant is None:
             return refuse(401, "Missing or invalid authorization token")
-    registry[internal_id] = registry.get(internal_id, 0) + 1
-    try:
-        await ContainerSession(daemon, internal_id, grant).run()
-    finally:
-        registry[internal_id] -= 1
-        if registry[internal_id] <= 0:
-            del registry[internal_id]
+    with sockets.container_socket(internal_id):
+        await ContainerSession(services, internal_id, grant).run()
     return None
 
 
 @blueprint.websocket("/watch")
 async def node_watch() -> Response | None:
-    daemon = get_daemon()
-    if not origin_allowed(daemon):
+    services = get_services()
+    if not origin_allowed(services):
         return refuse(403, "Origin not allowed")
     token = websocket.args.get("token", "")
-    if not token or not daemon.is_master(token):
+    if not token or not services.tokens.is_master(token):
         return refuse(401, "Missing or invalid authorization token")
     since_text = websocket.args.get("since")
     since: int | None = None
@@ -275,31 +233,32 @@ async def node_watch() -> Response | None:
             since = int(since_text)
         except ValueError:
             return refuse(400, "Invalid field 'since': must be a resource_version number")
-    if daemon.watch_sockets >= daemon.settings.websocket.max_watch_sockets:
+    settings = services.settings.websocket
+    if services.sockets.watch >= settings.max_watch_sockets:
         return refuse(429, "Too many watch connections")
-    outbox = Outbox(daemon.settings.websocket.queue_frames * 4)
-    daemon.watch_sockets += 1
-    daemon.watch.subscribe(outbox.put)
-    try:
-        missed = daemon.watch.since(since) if since is not None else None
-        if missed is None:
-            outbox.put(daemon.watch.snapshot())
-        else:
-            for event in missed:
-                outbox.put(event)
-        await websocket.accept()
-        sender = asyncio.create_task(_send_watch(outbox))
-        receiver = asyncio.create_task(_drain_watch())
-        beat = asyncio.create_task(_heartbeat(daemon, outbox))
+    outbox = Outbox(settings.queue_frames * 4)
+    watch = services.watch
+    with services.sockets.watch_socket():
+        watch.subscribe(outbox.put)
         try:
-            await asyncio.wait([sender, receiver, beat], return_when=asyncio.FIRST_COMPLETED)
+            missed = watch.since(since) if since is not None else None
+            if missed is None:
+                outbox.put(watch.snapshot())
+            else:
+                for event in missed:
+                    outbox.put(event)
+            await websocket.accept()
+            sender = asyncio.create_task(_send_watch(outbox))
+            receiver = asyncio.create_task(_drain_watch())
+            beat = asyncio.create_task(_heartbeat(services, outbox))
+            try:
+                await asyncio.wait([sender, receiver, beat], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (sender, receiver, beat):
+                    task.cancel()
+                await asyncio.gather(sender, receiver, beat, return_exceptions=True)
         finally:
-            for task in (sender, receiver, beat):
-                task.cancel()
-            await asyncio.gather(sender, receiver, beat, return_exceptions=True)
-    finally:
-        daemon.watch.unsubscribe(outbox.put)
-        daemon.watch_sockets -= 1
+            watch.unsubscribe(outbox.put)
     return None
 
 
@@ -316,7 +275,7 @@ async def _drain_watch() -> None:
         await websocket.receive()  # the watch stream takes no input; this notices a close
 
 
-async def _heartbeat(daemon: Daemon, outbox: Outbox) -> None:
+async def _heartbeat(services: Services, outbox: Outbox) -> None:
     while True:
-        await asyncio.sleep(daemon.settings.websocket.heartbeat_seconds)
-        outbox.put({"event": "heartbeat", "resource_version": daemon.watch.resource_version})
+        await asyncio.sleep(services.settings.websocket.heartbeat_seconds)
+        outbox.put({"event": "heartbeat", "resource_version": services.watch.resource_version})

@@ -3,7 +3,10 @@
 Keeps the last good spec of every container: a file that does not parse or validate is
 reported (file, position or field, reason) and its container keeps its last good spec.
 A document whose name does not match its ``internal_id`` is invalid. Writes go through
-the document store. It must not talk to the engine.
+the document store. A scan only reports what it found (changed, gone, why the folder
+cannot be listed): whether a gone document's container is deleted is the deletion
+guard's decision (:mod:`lightd.desired.guard`), applied with :meth:`forget` and
+:meth:`hold`. It must not talk to the engine.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from dataclasses import dataclass, field
 import orjson
 from pydantic import ValidationError
 
+from lightd.desired.guard import deletion_held
 from lightd.errors import StoreError
 from lightd.spec.container import ContainerSpec
 from lightd.spec.ids import is_internal_id
@@ -108,14 +112,15 @@ def parse_document(
 class ScanResult:
     """What one scan found.
 
-    ``removed`` are the deletions applied; ``withheld`` the deletions found but not applied
-    (``blocked`` says why: the folder is missing or unreadable, or too many at once).
+    ``changed`` are the containers whose document content changed; ``gone`` those whose
+    document disappeared (their last good spec is kept until :meth:`forget`);
+    ``folder_problem`` says why the folder could not be listed, if it could not (then
+    every known container counts as gone).
     """
 
     changed: set[str]
-    removed: set[str]
-    withheld: set[str] = field(default_factory=set)
-    blocked: str | None = None
+    gone: set[str] = field(default_factory=set)
+    folder_problem: str | None = None
 
 
 class DesiredContainers:
@@ -184,10 +189,8 @@ class DesiredContainers:
         (no last good spec yet, e.g. right after a restart): nothing is deleted because
         of a broken file.
         """
-        return (
-            internal_id in self._held
-            or internal_id in self._problems
-            or internal_id in self._claimed_ids
+        return deletion_held(
+            internal_id, held=self._held, invalid=self._problems.keys(), claimed=self._claimed_ids
         )
 
     def _read_folder(self) -> list[str] | str:
@@ -202,18 +205,17 @@ class DesiredContainers:
         except StoreError as exc:
             return f"the desired folder cannot be read: {exc.message}"
 
-    def scan(self, *, allow_removals: bool = True) -> ScanResult:
+    def scan(self) -> ScanResult:
         """Re-read the folder; only documents whose content changed count as changed.
 
-        Deletions (documents gone since the last scan) are applied only when
-        ``allow_removals`` and the folder could be listed; otherwise they come back as
-        ``withheld`` (see :meth:`forget` to apply them later).
+        Documents gone since the last scan come back as ``gone``, their specs kept (see
+        :meth:`forget` to drop them once the deletion guard allows it).
         """
         with self._lock:
             listing = self._read_folder()
             blocked: str | None = None
             if isinstance(listing, str):
-                # Every known container would be gone: all of them are withheld.
+                # Every known container would be gone: the guard will hold all of them.
                 blocked, listing = listing, []
             seen: set[str] = set()
             changed: set[str] = set()
@@ -261,28 +263,13 @@ class DesiredContainers:
             if blocked is None:
                 for key in {k for k in gone_keys if k.startswith("invalid:")}:
                     self._forget_locked(key)  # a misnamed file holds no container
-            removing = {k for k in gone_keys if not k.startswith("invalid:")}
-            if blocked is None and not allow_removals:
-                blocked = "removals not allowed"
-            if blocked is None:
-                for key in removing:
-                    self._forget_locked(key)
-                removed, withheld = removing, set()
-            else:
-                removed, withheld = set(), removing
             result = ScanResult(
                 changed=changed - {k for k in changed if k.startswith("invalid:")},
-                removed=removed,
-                withheld=withheld,
-                blocked=blocked if withheld else None,
+                gone={k for k in gone_keys if not k.startswith("invalid:")},
+                folder_problem=blocked,
             )
-        self._changed(result.changed | result.removed)
+        self._changed(result.changed)
         return result
-
-    def folder_problem(self) -> str | None:
-        """Why the folder cannot be listed now (missing, unreadable), or None."""
-        listing = self._read_folder()
-        return listing if isinstance(listing, str) else None
 
     def _forget_locked(self, key: str) -> None:
         self._digests.pop(key, None)

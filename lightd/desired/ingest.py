@@ -3,11 +3,12 @@
 The watcher (and the periodic rescan, and ``POST /desired/apply``) call
 :meth:`DesiredIngest.ingest`; it re-reads ``ports.json`` and ``containers/``, and hints
 the reconciler for every container whose document changed or disappeared, exactly as
-the API does after its own writes. It holds the **deletion guard**: when the folder is
-missing or unreadable, or when the deletions found at once exceed
-``max_delete_share`` of the known containers (and are more than one), it deletes nothing,
-reports ``deletion blocked`` with the reason, and waits for the files to come back or
-for an apply that allows a mass deletion.
+the API does after its own writes. Deletions go through the **deletion guard**
+(:func:`lightd.desired.guard.decide_deletions`): when the folder is missing or
+unreadable, or when the deletions found at once exceed ``max_delete_share`` of the known
+containers (and are more than one), nothing is deleted; it reports ``deletion blocked``
+with the reason and waits for the files to come back or for an apply that allows a mass
+deletion.
 
 It must not talk to the engine or decide convergence; it only feeds the workqueue.
 """
@@ -20,32 +21,13 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
-from lightd.containers.desired import DesiredContainers, DocumentProblem
+from lightd.desired.admission import PoolLike
+from lightd.desired.documents import DesiredContainers, DocumentProblem
+from lightd.desired.guard import decide_deletions
 from lightd.spec.ports import PORTS_DOCUMENT
 
 log = logging.getLogger("lightd.gitops")
-
-
-class PoolLike(Protocol):
-    async def reload(self) -> None: ...
-
-    @property
-    def document_error(self) -> str | None: ...
-
-    @property
-    def problems(self) -> tuple[object, ...]: ...
-
-
-def mass_delete_reason(removing: int, known: int, max_share: float) -> str | None:
-    """Why deleting ``removing`` of ``known`` containers at once is refused, or None."""
-    if removing <= 1 or removing <= max_share * known:
-        return None
-    return (
-        f"{removing} of {known} containers would be deleted at once "
-        f"(more than gitops.max_delete_share = {max_share:g})"
-    )
 
 
 @dataclass(frozen=True)
@@ -117,7 +99,7 @@ class DesiredIngest:
         if await asyncio.to_thread(self.root.is_dir):
             # The pool first: a checkout may add a port and the container that binds it.
             await self._pool.reload()
-        scan = await asyncio.to_thread(self._desired.scan, allow_removals=False)
+        scan = await asyncio.to_thread(self._desired.scan)
         if self._first:
             self._first = False
             self._orphans = {
@@ -126,26 +108,25 @@ class DesiredIngest:
                 if self._desired.get(key) is None and not self._desired.deletion_held(key)
             }
         self._orphans = {key for key in self._orphans if self._desired.get(key) is None}
-        pending = set(scan.withheld) | self._orphans
-        folder_problem = await asyncio.to_thread(self._desired.folder_problem)
-        blocked: str | None = None
-        if pending:
-            if folder_problem is not None:
-                blocked = folder_problem
-            elif not allow_mass_delete:
-                known = len(set(self._desired.ids()) | self._orphans)
-                blocked = mass_delete_reason(len(pending), known, self.max_delete_share)
+        deletions = decide_deletions(
+            scan.gone,
+            known=set(self._desired.ids()),
+            orphans=self._orphans,
+            folder_problem=scan.folder_problem,
+            max_share=self.max_delete_share,
+            allow_mass_delete=allow_mass_delete,
+        )
         deleted: set[str] = set()
-        if blocked is None and pending:
-            deleted = await asyncio.to_thread(self._desired.forget, set(scan.withheld))
-            deleted |= self._orphans
+        if deletions.apply:
+            deleted = await asyncio.to_thread(
+                self._desired.forget, set(deletions.apply & scan.gone)
+            )
+            deleted |= deletions.apply & self._orphans
             self._orphans = set()
-            await asyncio.to_thread(self._desired.hold, set())
-        elif blocked is not None:
-            await asyncio.to_thread(self._desired.hold, pending)
-        else:
-            await asyncio.to_thread(self._desired.hold, set())
-        self._report(blocked, pending if blocked else set())
+        await asyncio.to_thread(self._desired.hold, set(deletions.hold))
+        blocked = deletions.blocked_reason
+        pending = set(deletions.hold)
+        self._report(blocked, pending)
         for key in sorted(scan.changed | deleted):
             self._hint(key)
         if scan.changed or deleted:
@@ -160,7 +141,7 @@ class DesiredIngest:
         return IngestResult(
             changed=sorted(scan.changed),
             deleted=sorted(deleted),
-            held=sorted(pending) if blocked else [],
+            held=sorted(pending),
             deletion_blocked=blocked,
         )
 

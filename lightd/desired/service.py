@@ -1,10 +1,11 @@
-"""The container API's write path: admission checks, then a desired document, then a hint.
+"""The container API's write path: admission, then a desired document, then a hint.
 
 Every change is an edit of ``desired/containers/<id>.json`` followed by a hint to the
-reconciler (the one ingest path). Host-dependent checks live here: the volume exists,
-ports are in the pool and free, cpu fits the host, mounts lie under allowed folders.
-Pool checks and the document write happen under the pool's lock, so two callers can
-never bind one port. It must never call the engine to change anything.
+reconciler (the one ingest path). A new or rebound document must name an existing volume
+and pass :func:`lightd.desired.admission.admit` (ports in the pool and free, cpu fits the
+host, mounts under allowed folders), run once under the pool's lock right before the
+write, so two callers can never bind one port. It must never call the engine to change
+anything.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from lightd.containers.desired import DesiredContainers
-from lightd.errors import Conflict, InvalidField, InvalidRequest, NotFound
+from lightd.desired.admission import PoolLike, admit
+from lightd.desired.documents import DesiredContainers
+from lightd.errors import Conflict, InvalidRequest, NotFound
 from lightd.spec.container import ContainerSpec, PortBinding, Power
 from lightd.spec.observed import InstallState, ObservedContainer
 
@@ -42,16 +44,6 @@ class VolumeLookup(Protocol):
     def __call__(self, volume_id: str) -> str: ...  # full id, or raises VolumeNotFound
 
 
-class PoolLike(Protocol):
-    lock: asyncio.Lock
-
-    async def refresh(self) -> None: ...
-
-    def check_bindings(self, ports: Any, *, container: str) -> Any: ...
-
-    async def release_reservations_locked(self, keys: list[tuple[str, int]]) -> None: ...
-
-
 def bindings_of(desired: DesiredContainers) -> Mapping[tuple[str, int, str], str]:
     """(ip, port, protocol) -> internal_id of every container document."""
     bound: dict[tuple[str, int, str], str] = {}
@@ -59,26 +51,6 @@ def bindings_of(desired: DesiredContainers) -> Mapping[tuple[str, int, str], str
         for binding in spec.ports:
             bound[(binding.ip, binding.port, binding.protocol)] = spec.internal_id
     return bound
-
-
-def check_host_limits(spec: ContainerSpec, *, allowed_roots: list[Path], host_cpus: int) -> None:
-    """Checks that need the host: cpu within its cores, mounts under allowed folders.
-
-    The API runs them before writing a document; the reconciler runs them on documents
-    edited by hand, so that a file cannot mount what the API would refuse.
-    """
-    if spec.limits.cpu is not None and spec.limits.cpu > host_cpus:
-        raise InvalidField(
-            "limits.cpu", f"at most {host_cpus} (the host's cores), not {spec.limits.cpu}"
-        )
-    roots = [root.resolve() for root in allowed_roots]
-    for source in spec.mount:
-        path = Path(source).resolve()
-        if not any(path == root or root in path.parents for root in roots):
-            raise InvalidField(
-                "mount",
-                f"{source} is not under an allowed folder (containers.allowed_mount_roots)",
-            )
 
 
 def volume_users(desired: DesiredContainers, volume_id: str) -> list[str]:
@@ -111,9 +83,8 @@ class ContainerService:
             raise ContainerNotFound()
         return spec
 
-    def _admit(self, spec: ContainerSpec) -> ContainerSpec:
+    def _with_full_volume_id(self, spec: ContainerSpec) -> ContainerSpec:
         full_id = self._resolve_volume(spec.volume_id)
-        check_host_limits(spec, allowed_roots=self._allowed_roots, host_cpus=self._host_cpus)
         if full_id != spec.volume_id:
             spec = spec.model_copy(update={"volume_id": full_id})
         return spec
@@ -121,18 +92,21 @@ class ContainerService:
     async def _write_with_ports(self, spec: ContainerSpec, *, must_be_new: bool) -> None:
         async with self._pool.lock:
             await self._pool.refresh()
+            refusal = admit(spec, roots=self._allowed_roots, cpus=self._host_cpus, pool=self._pool)
+            # The answer's precedence: the host's limits, then an existing id, then ports.
+            if refusal is not None and refusal.check == "host":
+                raise refusal.error
             if must_be_new and self._desired.get(spec.internal_id) is not None:
                 raise ContainerExists(f"Container {spec.internal_id} already exists")
-            self._pool.check_bindings(
-                [(p.ip, p.port, p.protocol) for p in spec.ports], container=spec.internal_id
-            )
+            if refusal is not None:
+                raise refusal.error
             await asyncio.to_thread(self._desired.write, spec)
             # A binding supersedes a reservation: the panel reserved, then created.
             await self._pool.release_reservations_locked([(p.ip, p.port) for p in spec.ports])
         self._hint(spec.internal_id)
 
     async def create(self, body: dict[str, Any]) -> ContainerSpec:
-        spec = self._admit(ContainerSpec.model_validate(body))
+        spec = self._with_full_volume_id(ContainerSpec.model_validate(body))
         await self._write_with_ports(spec, must_be_new=True)
         return spec
 

@@ -6,8 +6,30 @@ from dataclasses import replace
 
 import pytest
 
-from lightd.reconcile.model import ActionKind, Actual, ActualContainer
-from lightd.reconcile.planner import Policy, crash_delay, plan, resources_of
+from lightd.engine.records import Actual, ActualContainer
+from lightd.reconcile.actions import (
+    Action,
+    Adopt,
+    ClearRefusal,
+    Crash,
+    CreateMain,
+    EnsureImage,
+    FinishInstall,
+    Forget,
+    KillInstall,
+    KillMain,
+    RecordExit,
+    RemoveMain,
+    ReportBlocked,
+    ReportRefused,
+    RestartMain,
+    SkipInstall,
+    StartInstall,
+    StartMain,
+    StopMain,
+    UpdateLimits,
+)
+from lightd.reconcile.planner import Gates, Policy, crash_delay, plan, resources_of, settle
 from lightd.spec.container import ContainerSpec, install_key, recreate_hash
 from lightd.spec.observed import InstallState, ObservedContainer, RuntimeState
 
@@ -66,7 +88,7 @@ def kinds(
     actual: Actual,
     *,
     now: float = NOW,
-) -> list[ActionKind]:
+) -> list[type[Action]]:
     result = plan(
         desired=desired,
         observed=observed,
@@ -75,7 +97,7 @@ def kinds(
         now=now,
         policy=POLICY,
     )
-    return [action.kind for action in result.actions]
+    return [type(action) for action in result.actions]
 
 
 D = spec()
@@ -84,24 +106,22 @@ D_STOPPED = spec(power="stopped")
 NONE = Actual(main=None, install=None)
 
 CASES = [
-    pytest.param(D, None, NONE, [ActionKind.SKIP_INSTALL], id="new-without-script-skips-install"),
-    pytest.param(
-        D_SCRIPT, None, NONE, [ActionKind.ENSURE_IMAGE, ActionKind.START_INSTALL], id="new-installs"
-    ),
+    pytest.param(D, None, NONE, [SkipInstall], id="new-without-script-skips-install"),
+    pytest.param(D_SCRIPT, None, NONE, [EnsureImage, StartInstall], id="new-installs"),
     pytest.param(
         D_SCRIPT,
         ready(D_SCRIPT, install_state=InstallState.INSTALLING, install_started_at=NOW - 5),
         Actual(
             main=None, install=replace(main(D_SCRIPT), role="install", running=False, exit_code=0)
         ),
-        [ActionKind.FINISH_INSTALL],
+        [FinishInstall],
         id="install-exited",
     ),
     pytest.param(
         D_SCRIPT,
         ready(D_SCRIPT, install_state=InstallState.INSTALLING, install_started_at=NOW - 4000),
         Actual(main=None, install=replace(main(D_SCRIPT), role="install")),
-        [ActionKind.KILL_INSTALL],
+        [KillInstall],
         id="install-timed-out",
     ),
     pytest.param(
@@ -115,21 +135,21 @@ CASES = [
         D,
         ready(D),
         NONE,
-        [ActionKind.ENSURE_IMAGE, ActionKind.CREATE_MAIN, ActionKind.START_MAIN],
+        [EnsureImage, CreateMain, StartMain],
         id="ready-creates-and-starts",
     ),
     pytest.param(
         D_STOPPED,
         ready(D_STOPPED),
         NONE,
-        [ActionKind.ENSURE_IMAGE, ActionKind.CREATE_MAIN],
+        [EnsureImage, CreateMain],
         id="stopped-creates-only",
     ),
     pytest.param(
         D,
         ready(D, state=RuntimeState.OFFLINE),
         Actual(main=main(D, running=False), install=None),
-        [ActionKind.START_MAIN],
+        [StartMain],
         id="created-starts",
     ),
     pytest.param(
@@ -150,35 +170,35 @@ CASES = [
         D_STOPPED,
         ready(D_STOPPED, state=RuntimeState.RUNNING),
         Actual(main=main(D_STOPPED), install=None),
-        [ActionKind.STOP_MAIN],
+        [StopMain],
         id="power-stopped-stops",
     ),
     pytest.param(
         spec(power="stopped", kill_requested_at=5.0),
         ready(D_STOPPED, state=RuntimeState.RUNNING),
         Actual(main=main(D_STOPPED), install=None),
-        [ActionKind.KILL_MAIN],
+        [KillMain],
         id="kill-kills",
     ),
     pytest.param(
         spec(image="other:1"),
         ready(spec(image="other:1"), state=RuntimeState.RUNNING),
         Actual(main=main(D), install=None),
-        [ActionKind.REMOVE_MAIN],
+        [RemoveMain],
         id="image-change-recreates",
     ),
     pytest.param(
         spec(limits={"memory": 128 * 1024 * 1024, "cpu": 0.5}),
         ready(D, state=RuntimeState.RUNNING),
         Actual(main=main(D), install=None),
-        [ActionKind.UPDATE_LIMITS],
+        [UpdateLimits],
         id="limit-change-updates-live",
     ),
     pytest.param(
         D,
         ready(D, state=RuntimeState.RUNNING),
         Actual(main=main(D, running=False, exit_code=1, finished_at=NOW - 10), install=None),
-        [ActionKind.RECORD_EXIT],
+        [RecordExit],
         id="unasked-exit-is-crash",
     ),
     pytest.param(
@@ -199,7 +219,7 @@ CASES = [
         D,
         ready(D, state=RuntimeState.OFFLINE, crash_times=[NOW - 11], crash_count=1),
         Actual(main=main(D, running=False), install=None),
-        [ActionKind.START_MAIN],
+        [StartMain],
         id="crash-backoff-over-restarts",
     ),
     pytest.param(
@@ -213,14 +233,14 @@ CASES = [
         spec(restart_requested_at=7.0),
         ready(D, state=RuntimeState.OFFLINE, gave_up=True),
         Actual(main=main(D, running=False), install=None),
-        [ActionKind.START_MAIN],
+        [StartMain],
         id="restart-request-overrides-give-up",
     ),
     pytest.param(
         spec(restart_requested_at=7.0),
         ready(D, state=RuntimeState.RUNNING),
         Actual(main=main(D), install=None),
-        [ActionKind.RESTART_MAIN],
+        [RestartMain],
         id="restart-request-restarts",
     ),
     pytest.param(
@@ -234,37 +254,37 @@ CASES = [
         D,
         ready(D, state=RuntimeState.RUNNING, engine_available=False),
         Actual(main=main(D, running=False, finished_at=NOW - 0.1), install=None),
-        [ActionKind.RECORD_EXIT],
+        [RecordExit],
         id="engine-restart-is-no-crash",
     ),
     pytest.param(
         D,
         ready(D, state=RuntimeState.OFFLINE),
         Actual(main=main(D), install=None),
-        [ActionKind.MARK_STATE],
+        [Adopt],
         id="running-behind-our-back-adopted",
     ),
     pytest.param(
         None,
         ready(D),
         Actual(main=main(D), install=None),
-        [ActionKind.REMOVE_MAIN],
+        [RemoveMain],
         id="delete-removes-main",
     ),
-    pytest.param(None, ready(D), NONE, [ActionKind.FORGET], id="delete-forgets-last"),
+    pytest.param(None, ready(D), NONE, [Forget], id="delete-forgets-last"),
     pytest.param(None, None, NONE, [], id="nothing-to-delete"),
     pytest.param(
         D,
         ready(D),
         Actual(main=main(D, managed=False), install=None),
-        [ActionKind.REPORT_BLOCKED],
+        [ReportBlocked],
         id="unlabelled-namesake-is-conflict",
     ),
     pytest.param(
         spec(reinstall_requested_at=9.0, install_script="x"),
         ready(D, state=RuntimeState.RUNNING),
         Actual(main=main(D), install=None),
-        [ActionKind.STOP_MAIN],
+        [StopMain],
         id="reinstall-stops-main-first",
     ),
 ]
@@ -275,7 +295,7 @@ def test_plan_table(
     desired: ContainerSpec | None,
     observed: ObservedContainer | None,
     actual: Actual,
-    expected: list[ActionKind],
+    expected: list[type[Action]],
 ) -> None:
     assert kinds(desired, observed, actual) == expected
 
@@ -290,7 +310,9 @@ def test_crash_count_at_max_gives_up() -> None:
         now=NOW,
         policy=POLICY,
     )
-    assert result.actions[0].detail["give_up"] is True
+    exit_action = result.actions[0]
+    assert isinstance(exit_action, RecordExit)
+    assert exit_action.crash is not None and exit_action.crash.gave_up is True
 
 
 @pytest.mark.parametrize(
@@ -311,5 +333,145 @@ def test_missing_volume_is_reported() -> None:
     result = plan(
         desired=D, observed=ready(D), actual=NONE, volume_path=None, now=NOW, policy=POLICY
     )
-    assert [a.kind for a in result.actions] == [ActionKind.REPORT_BLOCKED]
+    assert [type(a) for a in result.actions] == [ReportBlocked]
     assert result.actions[0].reason == "Volume not found"
+
+
+REFUSAL = "Invalid port binding: port not in network pool"
+GATE_CASES = [
+    pytest.param(
+        None,
+        ready(D),
+        Actual(main=main(D), install=None),
+        Gates(held=True),
+        [],
+        True,
+        id="a-held-deletion-removes-nothing",
+    ),
+    pytest.param(
+        D,
+        ready(D, blocked_revision="r1", blocked_reason="image not found"),
+        NONE,
+        Gates(revision="r1"),
+        [],
+        True,
+        id="a-blocked-revision-waits-for-a-new-one",
+    ),
+    pytest.param(
+        D,
+        ready(D, blocked_revision="r1", blocked_reason="image not found"),
+        NONE,
+        Gates(revision="r2"),
+        [EnsureImage, CreateMain, StartMain],
+        False,
+        id="a-new-revision-is-tried-again",
+    ),
+    pytest.param(
+        D, ready(D), NONE, Gates(refusal=REFUSAL), [ReportRefused], True, id="a-refusal-is-reported"
+    ),
+    pytest.param(
+        D,
+        ready(D, blocked_reason=REFUSAL),
+        NONE,
+        Gates(refusal=REFUSAL),
+        [],
+        True,
+        id="a-reported-refusal-is-not-reported-again",
+    ),
+    pytest.param(
+        D,
+        ready(D, blocked_reason=REFUSAL),
+        NONE,
+        Gates(known_refusals=frozenset({REFUSAL})),
+        [ClearRefusal],
+        False,
+        id="an-admitted-document-lifts-its-refusal",
+    ),
+    pytest.param(
+        spec(start_pattern="Done"),
+        ready(D, state=RuntimeState.OFFLINE),
+        Actual(main=main(spec(start_pattern="Done")), install=None),
+        Gates(console_matched=True),
+        [Adopt],
+        False,
+        id="an-adopted-container-whose-pattern-matched-is-running",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("desired", "observed", "actual", "gates", "expected", "gated"), GATE_CASES
+)
+def test_gates(
+    desired: ContainerSpec | None,
+    observed: ObservedContainer | None,
+    actual: Actual,
+    gates: Gates,
+    expected: list[type[Action]],
+    gated: bool,
+) -> None:
+    result = plan(
+        desired=desired,
+        observed=observed,
+        actual=actual,
+        volume_path=VOLUME,
+        now=NOW,
+        policy=POLICY,
+        gates=gates,
+    )
+    assert [type(action) for action in result.actions] == expected
+    assert result.gated is gated
+
+
+@pytest.mark.parametrize(
+    ("pattern", "matched", "starting"),
+    [
+        pytest.param(None, False, False, id="without-pattern-adopted-as-running"),
+        pytest.param("Done", False, True, id="with-an-unmatched-pattern-adopted-as-starting"),
+        pytest.param("Done", True, False, id="with-a-matched-pattern-adopted-as-running"),
+    ],
+)
+def test_adoption_state(pattern: str | None, matched: bool, starting: bool) -> None:
+    desired = spec(start_pattern=pattern)
+    result = plan(
+        desired=desired,
+        observed=ready(desired, state=RuntimeState.OFFLINE),
+        actual=Actual(main=main(desired), install=None),
+        volume_path=VOLUME,
+        now=NOW,
+        policy=POLICY,
+        gates=Gates(console_matched=matched),
+    )
+    assert result.actions == (Adopt(starting=starting),)
+
+
+def test_a_crash_carries_its_bookkeeping() -> None:
+    observed = ready(
+        D, state=RuntimeState.RUNNING, crash_times=[NOW - 700, NOW - 20], crash_count=2
+    )
+    result = plan(
+        desired=D,
+        observed=observed,
+        actual=Actual(main=main(D, running=False, exit_code=3, finished_at=NOW - 10), install=None),
+        volume_path=VOLUME,
+        now=NOW,
+        policy=POLICY,
+    )
+    assert result.actions == (
+        RecordExit(
+            exit_code=3,
+            reason="crashed",
+            crash=Crash(
+                times=(NOW - 20, NOW), count=3, gave_up=False, message="Crashed with exit code 3"
+            ),
+        ),
+    )
+
+
+def test_settling_records_the_revision_once() -> None:
+    observed = ready(D, state=RuntimeState.RUNNING, container_id="c1")
+    actual = Actual(main=main(D), install=None)
+    patch = settle(desired=D, observed=observed, actual=actual, revision="r1")
+    assert patch is not None and patch.changes() == {"revision_applied": "r1"}
+    done = observed.model_copy(update={"revision_applied": "r1"})
+    assert settle(desired=D, observed=done, actual=actual, revision="r1") is None

@@ -1,1 +1,0 @@
-"""Container documents: reading and writing desired state, admission checks at the door."""

@@ -1,0 +1,93 @@
+"""Admission: whether a container document may be applied on this host, one rule for all.
+
+The API's write path (under the pool's lock, before it writes) and the reconciler (for
+documents edited by hand, which skip the API) call :func:`admit`, so a file cannot mount,
+bind or claim what the API would refuse: cpu within the host's cores, mounts under the
+allowed folders, every port a pool entry not bound by another container. It decides only
+and returns why not; it must not write documents, talk to the engine or await anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from lightd.errors import InvalidField, LightdError
+from lightd.spec.container import ContainerSpec
+
+
+class PoolLike(Protocol):
+    """What the desired side needs of the port pool (:class:`lightd.pool.PortPool`)."""
+
+    lock: asyncio.Lock
+
+    async def refresh(self) -> None: ...
+
+    async def reload(self) -> None: ...
+
+    def check_bindings(
+        self, ports: Iterable[tuple[str, int, str]], *, container: str
+    ) -> Sequence[object]: ...
+
+    async def release_reservations_locked(self, keys: list[tuple[str, int]]) -> None: ...
+
+    @property
+    def document_error(self) -> str | None: ...
+
+    @property
+    def problems(self) -> Sequence[Any]: ...
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a document may not be applied; ``error`` is what the API answers with.
+
+    ``check`` names the check that refused it: ``host`` (cpu, mounts) or ``ports``.
+    """
+
+    error: LightdError
+    check: Literal["host", "ports"]
+
+    @property
+    def message(self) -> str:
+        return self.error.message
+
+
+def check_host_limits(spec: ContainerSpec, *, roots: Iterable[Path], cpus: int) -> None:
+    """Checks that need the host: cpu within its cores, mounts under allowed folders."""
+    if spec.limits.cpu is not None and spec.limits.cpu > cpus:
+        raise InvalidField(
+            "limits.cpu", f"at most {cpus} (the host's cores), not {spec.limits.cpu}"
+        )
+    resolved = [root.resolve() for root in roots]
+    for source in spec.mount:
+        path = Path(source).resolve()
+        if not any(path == root or root in path.parents for root in resolved):
+            raise InvalidField(
+                "mount",
+                f"{source} is not under an allowed folder (containers.allowed_mount_roots)",
+            )
+
+
+def admit(
+    spec: ContainerSpec, *, roots: Iterable[Path], cpus: int, pool: PoolLike
+) -> Refusal | None:
+    """Why ``spec`` may not be applied on this host, or None.
+
+    The port check reads the pool as it is: the API calls this with the pool's lock held
+    after a refresh, and writes the document before releasing it.
+    """
+    try:
+        check_host_limits(spec, roots=roots, cpus=cpus)
+    except LightdError as exc:
+        return Refusal(exc, check="host")
+    try:
+        pool.check_bindings(
+            [(p.ip, p.port, p.protocol) for p in spec.ports], container=spec.internal_id
+        )
+    except LightdError as exc:
+        return Refusal(exc, check="ports")
+    return None

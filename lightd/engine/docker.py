@@ -1,0 +1,440 @@
+"""The docker-py implementation of :class:`lightd.engine.base.Engine`.
+
+docker-py is blocking, so calls run in a thread pool of their own; transient failures
+(connection errors, timeouts, 5xx, 409 "removal in progress") are retried briefly with
+tenacity; every docker-py exception leaves this module translated into lightd's error
+tree. The client and the pool are private: nothing outside this module holds them. It
+decides nothing about desired state. Only ``lightd.daemon`` and ``lightd.cli`` import it
+(an import contract keeps it so); everything else takes an ``Engine``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import docker
+import docker.errors
+import requests.exceptions
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from lightd.config import DockerSettings
+from lightd.engine.records import (
+    INSTALL_TARGET,
+    LABEL_INTERNAL_ID,
+    LABEL_MANAGED,
+    LABEL_NODE,
+    LABEL_ROLE,
+    LABEL_SPEC_HASH,
+    VOLUME_TARGET,
+    ActualContainer,
+    CreateRequest,
+    EngineEvent,
+    EngineStatus,
+    Resources,
+    Role,
+    Stream,
+    container_name,
+)
+from lightd.engine.translate import translate
+from lightd.errors import EngineConflict, EngineError
+
+log = logging.getLogger("lightd.engine")
+
+T = TypeVar("T")
+
+# Only used to ask the engine which API version it speaks; every later call uses that.
+MIN_API_VERSION = "1.24"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Short retries around one engine call (longer backoff belongs to the reconciler)."""
+
+    attempts: int = 3
+    initial_seconds: float = 0.2
+    max_seconds: float = 2.0
+
+
+def _retryable(exc: BaseException) -> bool:
+    if not isinstance(exc, EngineError):
+        return False
+    if exc.transient:
+        return True
+    return isinstance(exc, EngineConflict) and "removal" in exc.message.lower()
+
+
+def _timestamp(text: str | None) -> float | None:
+    if not text or text.startswith("0001-"):
+        return None
+    cleaned = text.rstrip("Z")
+    if "." in cleaned:
+        head, frac = cleaned.split(".", 1)
+        cleaned = f"{head}.{frac[:6]}"
+    try:
+        return dt.datetime.fromisoformat(cleaned).replace(tzinfo=dt.UTC).timestamp()
+    except ValueError:
+        return None
+
+
+def view_of(attrs: dict[str, Any], node_id: str) -> ActualContainer:
+    """An :class:`ActualContainer` from ``docker inspect`` data."""
+    config = attrs.get("Config") or {}
+    labels = config.get("Labels") or {}
+    state = attrs.get("State") or {}
+    host = attrs.get("HostConfig") or {}
+    return ActualContainer(
+        id=attrs["Id"],
+        name=str(attrs.get("Name", "")).lstrip("/"),
+        managed=labels.get(LABEL_MANAGED) == "true" and labels.get(LABEL_NODE) == node_id,
+        internal_id=labels.get(LABEL_INTERNAL_ID),
+        role=labels.get(LABEL_ROLE),
+        spec_hash=labels.get(LABEL_SPEC_HASH),
+        running=bool(state.get("Running")) or bool(state.get("Restarting")),
+        status=str(state.get("Status", "")),
+        exit_code=state.get("ExitCode"),
+        started_at=_timestamp(state.get("StartedAt")),
+        finished_at=_timestamp(state.get("FinishedAt")),
+        memory=host.get("Memory"),
+        memory_swap=host.get("MemorySwap"),
+        nano_cpus=host.get("NanoCpus"),
+        pids_limit=host.get("PidsLimit"),
+        oom_killed=bool(state.get("OOMKilled")),
+    )
+
+
+class _Events:
+    """The engine's decoded event feed as :class:`EngineEvent` values."""
+
+    def __init__(self, raw: Stream[dict[str, Any]]) -> None:
+        self._raw = raw
+
+    def __iter__(self) -> Iterator[EngineEvent]:
+        for event in self._raw:
+            action = str(event.get("Action") or event.get("status") or "")
+            attributes = (event.get("Actor") or {}).get("Attributes") or {}
+            yield EngineEvent(
+                action=action,
+                internal_id=attributes.get(LABEL_INTERNAL_ID),
+                attributes={str(k): str(v) for k, v in attributes.items()},
+            )
+
+    def close(self) -> None:
+        self._raw.close()
+
+
+class DockerEngine:
+    """The :class:`~lightd.engine.base.Engine` of one node over one docker-py client."""
+
+    def __init__(
+        self,
+        settings: DockerSettings,
+        *,
+        node_id: str,
+        retry: RetryPolicy | None = None,
+        max_workers: int = 32,
+    ) -> None:
+        self._settings = settings
+        self._node_id = node_id
+        self._retry = retry or RetryPolicy()
+        self._client: docker.DockerClient | None = None
+        self._client_lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="engine")
+
+    # -- the private client and pool -----------------------------------------------
+
+    def _client_kwargs(self) -> dict[str, Any]:
+        if self._settings.base_url:
+            kwargs: dict[str, Any] = {"base_url": self._settings.base_url}
+        else:
+            kwargs = dict(docker.utils.kwargs_from_env())
+        kwargs.update(timeout=self._settings.timeout_seconds, max_pool_size=64)
+        return kwargs
+
+    def _api(self) -> docker.APIClient:
+        with self._client_lock:
+            if self._client is None:
+                # Negotiate the API version on a client we own, so that a failure closes
+                # its socket (docker-py's own "auto" leaks it when the engine is down).
+                kwargs = self._client_kwargs()
+                probe = docker.DockerClient(version=MIN_API_VERSION, **kwargs)
+                try:
+                    api_version = str(probe.api.version(api_version=False)["ApiVersion"])
+                finally:
+                    probe.close()
+                client = docker.DockerClient(version=api_version, **kwargs)
+                # requests would look for ~/.netrc and proxy variables on every call;
+                # neither applies to the engine's API.
+                client.api.trust_env = False
+                self._client = client
+            return self._client.api
+
+    async def _run(self, fn: Callable[[], T], *, retry: bool = True) -> T:
+        """Run a blocking docker-py call in the engine pool, translated and retried."""
+        loop = asyncio.get_running_loop()
+
+        def call() -> T:
+            try:
+                return fn()
+            except BaseException as exc:
+                raise translate(exc) from exc
+
+        if not retry:
+            return await loop.run_in_executor(self._pool, call)
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(_retryable),
+            stop=stop_after_attempt(self._retry.attempts),
+            wait=wait_exponential_jitter(
+                multiplier=self._retry.initial_seconds, max=self._retry.max_seconds
+            ),
+            reraise=True,
+        ):
+            with attempt:
+                return await loop.run_in_executor(self._pool, call)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    def _stream(open_stream: Callable[[], Stream[T]]) -> Stream[T]:
+        try:
+            return open_stream()
+        except Exception as exc:
+            raise translate(exc) from exc
+
+    # -- the Engine protocol ---------------------------------------------------------
+
+    async def status(self) -> EngineStatus:
+        def probe() -> dict[str, Any]:
+            api = self._api()
+            api.ping()
+            return dict(api.version())
+
+        try:
+            info = await self._run(probe, retry=False)
+        except EngineError as exc:
+            return EngineStatus(reachable=False, version=None, api_version=None, error=exc.message)
+        return EngineStatus(
+            reachable=True,
+            version=str(info.get("Version")),
+            api_version=str(info.get("ApiVersion")),
+            error=None,
+        )
+
+    async def inspect(self, name_or_id: str) -> ActualContainer | None:
+        def call() -> ActualContainer | None:
+            try:
+                attrs = self._api().inspect_container(name_or_id)
+            except docker.errors.NotFound:
+                return None
+            return view_of(attrs, self._node_id)
+
+        return await self._run(call)
+
+    async def list_managed(self) -> list[ActualContainer]:
+        def call() -> list[ActualContainer]:
+            api = self._api()
+            found = api.containers(
+                all=True,
+                filters={"label": [f"{LABEL_MANAGED}=true", f"{LABEL_NODE}={self._node_id}"]},
+            )
+            views = []
+            for entry in found:
+                try:
+                    views.append(view_of(api.inspect_container(entry["Id"]), self._node_id))
+                except docker.errors.NotFound:
+                    continue
+            return views
+
+        return await self._run(call)
+
+    async def image_present(self, image: str) -> bool:
+        def call() -> bool:
+            try:
+                self._api().inspect_image(image)
+            except docker.errors.NotFound:  # ImageNotFound is a NotFound
+                return False
+            return True
+
+        return await self._run(call)
+
+    async def pull(self, image: str) -> None:
+        last = image.split("/")[-1]
+        repository, _, tag = image.rpartition(":") if ":" in last else (image, "", "")
+
+        def call() -> None:
+            self._api().pull(repository or image, tag=tag or "latest")
+
+        await self._run(call)
+
+    async def create(self, request: CreateRequest) -> str:
+        return await self._run(lambda: self._create(request))
+
+    def _create(self, request: CreateRequest) -> str:
+        api = self._api()
+        binds = {request.volume_path: {"bind": VOLUME_TARGET, "mode": "rw"}}
+        if request.role is Role.INSTALL:
+            binds[f"{request.volume_path}/"] = {"bind": INSTALL_TARGET, "mode": "rw"}
+        for source, target in request.extra_binds.items():
+            binds[source] = {"bind": target, "mode": "ro"}
+        for source, target in request.mounts.items():
+            binds[source] = {"bind": target, "mode": "rw"}
+        port_bindings: dict[str, list[tuple[str, int]]] = {}
+        for ip, port, protocol in request.ports:
+            port_bindings.setdefault(f"{port}/{protocol}", []).append((ip, port))
+        res = request.resources
+        host_config = api.create_host_config(
+            binds=binds,
+            port_bindings=port_bindings,
+            mem_limit=res.memory or None,
+            memswap_limit=res.memory_swap if res.memory else None,
+            nano_cpus=res.nano_cpus or None,
+            pids_limit=res.pids_limit,
+            security_opt=["no-new-privileges"],
+            restart_policy={"Name": "no"},
+            tmpfs={"/tmp": "rw,exec,nosuid,size=128m"},  # noqa: S108 (inside the container)
+            log_config={"type": "json-file", "config": {"max-size": "10m", "max-file": "2"}},
+            init=True,
+        )
+        labels = {
+            LABEL_MANAGED: "true",
+            LABEL_NODE: self._node_id,
+            LABEL_INTERNAL_ID: request.internal_id,
+            LABEL_ROLE: request.role.value,
+        }
+        if request.spec_hash:
+            labels[LABEL_SPEC_HASH] = request.spec_hash
+        created = api.create_container(
+            image=request.image,
+            name=container_name(request.internal_id, request.role),
+            command=request.command,
+            entrypoint=request.entrypoint,
+            working_dir=VOLUME_TARGET,
+            environment=request.environment,
+            labels=labels,
+            host_config=host_config,
+            ports=[(port, protocol) for _ip, port, protocol in request.ports],
+            stdin_open=request.stdin,
+            tty=False,
+            detach=True,
+        )
+        return str(created["Id"])
+
+    async def start(self, container_id: str) -> None:
+        await self._run(lambda: self._api().start(container_id))
+
+    async def signal(self, container_id: str, signame: str) -> None:
+        await self._run(lambda: self._api().kill(container_id, signal=signame))
+
+    async def kill(self, container_id: str) -> None:
+        def call() -> None:
+            try:
+                self._api().kill(container_id, signal="SIGKILL")
+            except docker.errors.APIError as exc:
+                if exc.status_code == 409:  # not running any more
+                    return
+                raise
+
+        await self._run(call)
+
+    async def remove(self, container_id: str) -> None:
+        def call() -> None:
+            try:
+                self._api().remove_container(container_id, force=True, v=False)
+            except docker.errors.NotFound:
+                return
+
+        await self._run(call)
+
+    async def update_limits(self, container_id: str, resources: Resources) -> None:
+        # docker-py's update_container lacks NanoCpus/PidsLimit; post the body directly.
+        body: dict[str, Any] = {
+            "NanoCpus": resources.nano_cpus,
+            "PidsLimit": resources.pids_limit,
+        }
+        if resources.memory:
+            body["Memory"] = resources.memory
+            body["MemorySwap"] = resources.memory_swap
+
+        def call() -> None:
+            api = self._api()
+            url = api._url("/containers/{0}/update", container_id)
+            api._raise_for_status(api._post_json(url, data=body))
+
+        await self._run(call)
+
+    async def wait_exit(self, container_id: str, *, seconds: float) -> int | None:
+        def call() -> int | None:
+            try:
+                result = self._api().wait(container_id, timeout=seconds)
+            except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+                return None
+            return int(result.get("StatusCode", -1))
+
+        return await self._run(call)
+
+    async def logs(self, container_id: str, *, tail: int | str = "all") -> bytes:
+        def call() -> bytes:
+            data = self._api().logs(
+                container_id, stdout=True, stderr=True, tail=tail, timestamps=False
+            )
+            return data if isinstance(data, bytes) else b""
+
+        return await self._run(call)
+
+    async def send_line(self, container_id: str, line: str) -> None:
+        def call() -> None:
+            sock = self._api().attach_socket(container_id, params={"stdin": 1, "stream": 1})
+            try:
+                raw = getattr(sock, "_sock", sock)
+                raw.sendall(line.encode("utf-8") + b"\n")
+            finally:
+                sock.close()
+
+        await self._run(call)
+
+    async def stats_once(self, container_id: str) -> dict[str, Any]:
+        return await self._run(lambda: dict(self._api().stats(container_id, stream=False)))
+
+    def follow_output(self, container_id: str, *, since: float | None) -> Stream[bytes]:
+        kwargs: dict[str, Any] = {
+            "stdout": True,
+            "stderr": True,
+            "stream": True,
+            "follow": True,
+            "timestamps": True,
+        }
+        if since is not None:
+            kwargs["since"] = int(since)
+        return self._stream(lambda: self._api().logs(container_id, **kwargs))
+
+    def follow_stats(self, container_id: str) -> Stream[dict[str, Any]]:
+        return self._stream(lambda: self._api().stats(container_id, stream=True, decode=True))
+
+    def events(self) -> Stream[EngineEvent]:
+        raw: Stream[dict[str, Any]] = self._stream(
+            lambda: self._api().events(
+                decode=True,
+                filters={
+                    "type": "container",
+                    "label": [f"{LABEL_MANAGED}=true", f"{LABEL_NODE}={self._node_id}"],
+                },
+            )
+        )
+        return _Events(raw)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        with self._client_lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None

@@ -1,0 +1,120 @@
+"""What the engine and the reconciler say to each other: labels, names, views, requests.
+
+Neutral plain data imported by both ``lightd.engine`` and ``lightd.reconcile`` (and the
+CLI), so that neither imports the other for its vocabulary. Frozen dataclasses and
+constants only: it must not import asyncio, docker or anything that does I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol, TypeVar
+
+LABEL_MANAGED = "io.lightd.managed"
+LABEL_INTERNAL_ID = "io.lightd.internal_id"
+LABEL_ROLE = "io.lightd.role"
+LABEL_SPEC_HASH = "io.lightd.spec_hash"
+# Which lightd owns a container: several daemons may share one engine.
+LABEL_NODE = "io.lightd.node"
+
+VOLUME_TARGET = "/home/container"
+INSTALL_TARGET = "/mnt/server"
+INSTALL_SCRIPT_DIR = "/mnt/install"
+SHELL_PICKER = "if [ -x /bin/bash ]; then exec /bin/bash {script}; else exec /bin/sh {script}; fi"
+
+
+class Role(StrEnum):
+    MAIN = "main"
+    INSTALL = "install"
+
+
+def container_name(internal_id: str, role: Role) -> str:
+    return f"lightd-{internal_id}" if role is Role.MAIN else f"lightd-{internal_id}-install"
+
+
+@dataclass(frozen=True)
+class ActualContainer:
+    """One Docker container as the engine reports it."""
+
+    id: str
+    name: str
+    managed: bool  # carries lightd's labels and this node's id
+    internal_id: str | None
+    role: str | None
+    spec_hash: str | None
+    running: bool
+    status: str
+    exit_code: int | None
+    started_at: float | None
+    finished_at: float | None
+    memory: int | None
+    memory_swap: int | None
+    nano_cpus: int | None
+    pids_limit: int | None
+    oom_killed: bool = False
+
+
+@dataclass(frozen=True)
+class Actual:
+    """The two containers one internal id may have on the engine."""
+
+    main: ActualContainer | None
+    install: ActualContainer | None
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Engine limits: bytes, bytes (memory + swap, -1 unlimited), 1e-9 CPUs, processes."""
+
+    memory: int
+    memory_swap: int
+    nano_cpus: int
+    pids_limit: int
+
+
+@dataclass(frozen=True)
+class CreateRequest:
+    """Everything the engine needs to create (not start) one container of this node."""
+
+    internal_id: str
+    role: Role
+    image: str
+    command: list[str] | None
+    entrypoint: list[str] | None
+    volume_path: str
+    mounts: dict[str, str]
+    extra_binds: dict[str, str]
+    ports: list[tuple[str, int, str]]
+    environment: dict[str, str]
+    resources: Resources
+    spec_hash: str | None
+    stdin: bool
+
+
+@dataclass(frozen=True)
+class EngineStatus:
+    reachable: bool
+    version: str | None
+    api_version: str | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class EngineEvent:
+    """One container event of this node's containers (only a hint to look again)."""
+
+    action: str
+    internal_id: str | None
+    attributes: dict[str, str] = field(default_factory=dict)
+
+
+T_co = TypeVar("T_co", covariant=True)
+
+
+class Stream(Protocol[T_co]):
+    """A blocking iterator for a thread of its own; ``close()`` stops it from another."""
+
+    def __iter__(self) -> Iterator[T_co]: ...
+    def close(self) -> None: ...

@@ -1,0 +1,193 @@
+"""The async facade of volume files: what the API (and later SFTP) asks of a volume.
+
+Each method resolves the volume, opens its root, runs one operation of :mod:`lightd.fs.ops`
+or :mod:`lightd.fs.archive` in a thread (long ones on the volumes' own pool, see
+:meth:`VolumeManager.run_heavy`) and closes the root again. Uploads stream into an
+:class:`~lightd.fs.ops.AtomicWriter` under the size limit and are committed whole or not at
+all; reads hand out a :class:`FileStream` that owns its descriptor. Paths arrive parsed
+(:func:`lightd.fs.paths.parse_path`). It must not know about HTTP, nor touch a file
+without going through ``ops``/``archive`` (which never follow a symlink).
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from typing import BinaryIO, Concatenate, ParamSpec, TypeVar
+
+from lightd.errors import PayloadTooLarge
+from lightd.fs import ops
+from lightd.fs.archive import ArchiveFormat, ExtractReport, compress, extract
+from lightd.fs.beneath import Root
+from lightd.fs.paths import Parts
+from lightd.fs.volumes import Volume, VolumeInfo, VolumeManager
+
+UPLOAD_CHUNK = 1024 * 1024  # bytes gathered before one write to the volume
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class FileStream:
+    """An open regular file of a volume: its size, then its bytes, read in threads.
+
+    The descriptor is owned by a file object, so it is closed even if :meth:`chunks` is
+    never iterated.
+    """
+
+    def __init__(self, volumes: VolumeManager, fd: int, size: int) -> None:
+        self._volumes = volumes
+        self._handle: BinaryIO = os.fdopen(fd, "rb", buffering=0)
+        self.size = size
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        with self._handle:
+            remaining = self.size
+            while remaining > 0:
+                chunk = await self._volumes.run(self._handle.read, min(ops.CHUNK, remaining))
+                if not chunk:
+                    break
+                remaining -= len(chunk)
+                yield chunk
+
+
+class VolumeFiles:
+    """Volumes and the files in them, by volume reference (a UUID or a unique prefix)."""
+
+    def __init__(self, volumes: VolumeManager) -> None:
+        self._volumes = volumes
+
+    # -- volumes ---------------------------------------------------------------------
+
+    async def create_volume(self) -> Volume:
+        return await self._volumes.run(self._volumes.create)
+
+    async def volumes(self) -> builtins.list[VolumeInfo]:
+        return await self._volumes.run(self._volumes.list)
+
+    async def volume(self, ref: str) -> VolumeInfo:
+        volume = self._volumes.resolve(ref)
+        return await self._volumes.run(self._volumes.info, volume)
+
+    async def delete_volume(self, ref: str) -> None:
+        await self._volumes.run_heavy(self._volumes.delete, ref)
+
+    # -- files -----------------------------------------------------------------------
+
+    async def write(self, ref: str, parts: Parts, content: bytes) -> None:
+        await self._light(ref, ops.write_file, parts, content)
+
+    async def list(self, ref: str, parts: Parts) -> list[ops.Entry]:
+        return await self._light(ref, ops.list_dir, parts)
+
+    async def delete(self, ref: str, parts: Parts) -> None:
+        await self._heavy(ref, ops.delete, parts)
+
+    async def read(self, ref: str, parts: Parts) -> FileStream:
+        fd, size = await self._light(ref, ops.open_for_read, parts)
+        return FileStream(self._volumes, fd, size)
+
+    async def upload(
+        self,
+        ref: str,
+        parts: Parts,
+        chunks: AsyncIterable[bytes],
+        *,
+        limit: int,
+        declared_length: int | None = None,
+    ) -> None:
+        """Write the file from ``chunks``; it appears whole on success, never in part.
+
+        Raises :class:`PayloadTooLarge` when ``declared_length`` or the bytes received
+        exceed ``limit`` (then nothing was written).
+        """
+        if declared_length is not None and declared_length > limit:
+            raise PayloadTooLarge()
+        volume = self._volumes.resolve(ref)
+        root = await self._volumes.run(Root, volume.path)
+        try:
+            writer = await self._volumes.run(ops.AtomicWriter, root, parts)
+            try:
+                total = 0
+                pending = bytearray()
+                async for chunk in chunks:
+                    total += len(chunk)
+                    if total > limit:
+                        raise PayloadTooLarge()
+                    pending += chunk
+                    if len(pending) >= UPLOAD_CHUNK:
+                        await self._volumes.run(writer.write, bytes(pending))
+                        pending.clear()
+                if pending:
+                    await self._volumes.run(writer.write, bytes(pending))
+                await self._volumes.run(writer.commit)
+            except BaseException:
+                await self._volumes.run(writer.abort)
+                raise
+        finally:
+            root.close()
+
+    async def make_folder(self, ref: str, parts: Parts) -> None:
+        await self._light(ref, ops.make_folder, parts)
+
+    async def copy(self, ref: str, source: Parts, target: Parts, *, overwrite: bool) -> None:
+        await self._heavy(ref, ops.copy, source, target, overwrite=overwrite)
+
+    async def move(self, ref: str, source: Parts, target: Parts, *, overwrite: bool) -> None:
+        await self._heavy(ref, ops.move, source, target, overwrite=overwrite)
+
+    async def chmod(self, ref: str, parts: Parts, mode: int) -> None:
+        await self._light(ref, ops.change_mode, parts, mode)
+
+    # -- archives --------------------------------------------------------------------
+
+    async def compress(
+        self,
+        ref: str,
+        *,
+        sources: builtins.list[Parts],
+        output: Parts,
+        fmt: ArchiveFormat,
+        overwrite: bool,
+    ) -> tuple[Parts, int]:
+        """Write an archive of ``sources`` (default: the whole volume); its parts and size."""
+        return await self._heavy(
+            ref, compress, sources=sources, output=output, fmt=fmt, overwrite=overwrite
+        )
+
+    async def extract(
+        self, ref: str, *, archive: Parts, destination: Parts, overwrite: bool
+    ) -> ExtractReport:
+        """Extract an archive of the volume into ``destination`` within the archive limits."""
+        return await self._heavy(
+            ref,
+            extract,
+            archive=archive,
+            destination=destination,
+            limits=self._volumes.limits,
+            overwrite=overwrite,
+        )
+
+    # -- threads ---------------------------------------------------------------------
+
+    def _bind(
+        self, ref: str, fn: Callable[Concatenate[Root, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> Callable[[], T]:
+        """``fn(root, ...)`` on the volume's root, opened and closed in the worker thread."""
+
+        def work() -> T:
+            with self._volumes.open(ref) as root:
+                return fn(root, *args, **kwargs)
+
+        return work
+
+    async def _light(
+        self, ref: str, fn: Callable[Concatenate[Root, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        return await self._volumes.run(self._bind(ref, fn, *args, **kwargs))
+
+    async def _heavy(
+        self, ref: str, fn: Callable[Concatenate[Root, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        return await self._volumes.run_heavy(self._bind(ref, fn, *args, **kwargs))

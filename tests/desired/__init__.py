@@ -1,0 +1,1 @@
+"""Tests of the desired side (pure rules first)."""
