@@ -9,7 +9,12 @@ Extraction detects the format from the content, writes every entry into a tempor
 folder through the same no-follow descriptor walk, and only then moves the result into
 the destination. Absolute names, ``..`` and entries that would pass through a symlink
 are refused; links are created only when they resolve inside the destination, otherwise
-skipped and reported; device, FIFO and socket entries are skipped. Entry count, total
+skipped and reported. A symlink is judged as the kernel will follow it, through the
+links the archive already made (:func:`~lightd.fs.paths.resolve_link`), and what is
+written is that checked result, relative to the link's folder with ``..`` only up
+front, so no later entry can change where it leads. A hard link to a symlink becomes a
+symlink with the same text, judged from its own folder; device, FIFO and socket
+entries are skipped. Entry count, total
 size and expansion ratio are limited. This module must not follow a symlink, write
 outside its temporary folder before the final move, or know about HTTP.
 """
@@ -47,12 +52,16 @@ from lightd.fs.beneath import (
 from lightd.fs.codec import CHUNK, CompressingWriter, DecompressingReader, compressor_for
 from lightd.fs.ops import WRITE_FLAGS, discard, guarded, open_for_read, stat_of, temp_name
 from lightd.fs.paths import (
+    FOLDER,
     MAX_NAME_BYTES,
     MAX_PATH_BYTES,
+    OTHER,
     TEMP_PREFIX,
+    Found,
     Parts,
     display,
-    resolve_link_target,
+    relative_target,
+    resolve_link,
 )
 
 ArchiveFormat = Literal["tar.gz", "tar", "zip", "tar.bz2", "tar.xz"]
@@ -277,8 +286,23 @@ def compress(
 # -- extraction ------------------------------------------------------------------------
 
 
+def _is_tar_header(block: bytes) -> bool:
+    """True when ``block`` is a tar header by its checksum (v7 headers have no magic)."""
+    if len(block) < 512 or not block[0]:
+        return False
+    stored = block[148:156].replace(b"\x00", b" ").strip()
+    if not stored or stored.strip(b"01234567"):
+        return False
+    header = block[:148] + b" " * 8 + block[156:512]
+    signed = sum(byte - 256 if byte > 127 else byte for byte in header)
+    return int(stored, 8) in (sum(header), signed)
+
+
 def detect_format(head: bytes) -> ArchiveFormat:
-    """The archive format of a file from its first bytes (its name is not consulted)."""
+    """The archive format of a file from its first bytes (its name is not consulted).
+
+    Every tar flavour is found: ustar, GNU and pax by their magic, v7 by its checksum.
+    """
     if head[:2] == b"\x1f\x8b":
         return "tar.gz"
     if head[:3] == b"BZh":
@@ -287,7 +311,7 @@ def detect_format(head: bytes) -> ArchiveFormat:
         return "tar.xz"
     if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
         return "zip"
-    if len(head) >= 262 and head[257:262] == b"ustar":
+    if (len(head) >= 262 and head[257:262] == b"ustar") or _is_tar_header(head):
         return "tar"
     if len(head) >= 1024 and not head[:1024].strip(b"\x00"):
         return "tar"  # an empty tar archive: end-of-archive blocks only
@@ -433,11 +457,30 @@ class TreeWriter:
             with contextlib.suppress(OSError, OverflowError, ValueError):
                 os.utime(fd, (mtime, mtime))
 
+    def _lookup(self, parts: Parts) -> Found:
+        """What the tree written so far holds at ``parts`` (for :func:`resolve_link`)."""
+        try:
+            parent = self.dir_fd(parts[:-1], display(parts), create=False)
+        except (FileNotFound, ArchiveRejected):
+            return OTHER
+        found = lstat_at(parent, parts[-1])
+        if found is None:
+            return OTHER
+        if stat.S_ISDIR(found.st_mode):
+            return FOLDER
+        if stat.S_ISLNK(found.st_mode):
+            return Found("link", os.readlink(parts[-1], dir_fd=parent))
+        return OTHER
+
     def symlink(self, parts: Parts, entry: str, target: str) -> None:
-        if resolve_link_target(parts, target) is None:
+        folder = parts[:-1]
+        self.dir_fd(folder, entry)  # a real folder, so that ".." from it means its parent
+        resolved = resolve_link(folder, target, self._lookup)
+        if resolved is None:
             self.report.skipped.append(Skipped(entry, "symlink points outside the destination"))
             return
-        self._create(parts, entry, lambda parent, name: os.symlink(target, name, dir_fd=parent))
+        text = relative_target(folder, resolved)
+        self._create(parts, entry, lambda parent, name: os.symlink(text, name, dir_fd=parent))
 
     def hardlink(self, parts: Parts, entry: str, target: str) -> None:
         try:
@@ -452,6 +495,10 @@ class TreeWriter:
         except (FileNotFound, ArchiveRejected):
             source_dir = -1
         found = lstat_at(source_dir, source[-1]) if source_dir >= 0 else None
+        if found is not None and stat.S_ISLNK(found.st_mode):
+            # link(2) would give the same text a new folder to be read from: judge it there.
+            self.symlink(parts, entry, os.readlink(source[-1], dir_fd=source_dir))
+            return
         if found is None or not stat.S_ISREG(found.st_mode):
             self.report.skipped.append(Skipped(entry, "hard link target is not in the archive"))
             return
