@@ -62,6 +62,7 @@ from lightd.fs.paths import (
     display,
     relative_target,
     resolve_link,
+    shown,
 )
 
 ArchiveFormat = Literal["tar.gz", "tar", "zip", "tar.bz2", "tar.xz"]
@@ -86,6 +87,10 @@ class ArchiveLimits:
 class Skipped:
     name: str
     reason: str
+
+    def __post_init__(self) -> None:
+        # Entry names may be any bytes; the answer that lists them is JSON.
+        object.__setattr__(self, "name", shown(self.name))
 
 
 @dataclass
@@ -143,7 +148,7 @@ def _walk_sources(root: Root, sources: list[Parts], skip: set[tuple[int, int]]) 
             info = lstat_at(dir_fd, name)
             if info is None:
                 raise FileNotFound()
-            arcname = display(parts)
+            arcname = "/".join(parts)
             yield arcname, info, dir_fd, name
             if stat.S_ISDIR(info.st_mode):
                 with closing_fd(os.open(name, DIR_FLAGS, dir_fd=dir_fd)) as child:
@@ -193,9 +198,28 @@ def _zip_time(mtime: float) -> tuple[int, int, int, int, int, int]:
     return max(stamp, DOS_EPOCH)
 
 
+class _BytesNameInfo(zipfile.ZipInfo):
+    """A member whose name on disk is not UTF-8: stored as its bytes, UTF-8 flag off.
+
+    zipfile can only write a name as ASCII or flagged UTF-8; this is what Info-ZIP does
+    with such a name on Unix (readers take flagless names in their own charset).
+    """
+
+    def _encodeFilenameFlags(self) -> tuple[bytes, int]:  # zipfile's name
+        return self.filename.encode("utf-8", "surrogateescape"), self.flag_bits & ~0x800
+
+
+def _zip_info(arcname: str, mtime: float) -> zipfile.ZipInfo:
+    try:
+        arcname.encode("utf-8")
+    except UnicodeEncodeError:
+        return _BytesNameInfo(arcname, date_time=_zip_time(mtime))
+    return zipfile.ZipInfo(arcname, date_time=_zip_time(mtime))
+
+
 def _add_to_zip(archive: zipfile.ZipFile, item: Walked) -> None:
     arcname, info, dir_fd, name = item
-    entry = zipfile.ZipInfo(arcname, date_time=_zip_time(info.st_mtime))
+    entry = _zip_info(arcname, info.st_mtime)
     entry.create_system = 3
     entry.external_attr = (info.st_mode & 0xFFFF) << 16
     if stat.S_ISDIR(info.st_mode):

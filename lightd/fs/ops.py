@@ -52,6 +52,7 @@ from lightd.fs.paths import (
     display,
     is_within,
     resolve_link,
+    shown,
 )
 
 CHUNK = 1024 * 1024
@@ -121,7 +122,7 @@ def list_dir(root: Root, parts: Parts) -> list[Entry]:
             kind = entry_type(info.st_mode)
             entries.append(
                 Entry(
-                    name=item.name,
+                    name=shown(item.name),
                     type=kind,
                     size=0 if kind == "directory" else info.st_size,
                     mode=mode_text(info.st_mode),

@@ -61,9 +61,19 @@ def parse_path(raw: str, *, field: str = "path") -> Parts:
     return tuple(parts)
 
 
+def shown(name: str) -> str:
+    """``name`` as text an answer can carry: bytes that are not UTF-8 become U+FFFD.
+
+    Names read from disk or from an archive may be any bytes (Python keeps the others as
+    lone surrogates); JSON cannot carry those, so answers show them replaced, as Wings
+    does. Names callers type are UTF-8 already and come out unchanged.
+    """
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def display(parts: Parts) -> str:
     """The canonical form of a parsed path, as answered to callers (root is ``/``)."""
-    return "/".join(parts) if parts else "/"
+    return shown("/".join(parts)) if parts else "/"
 
 
 def is_within(inner: Parts, outer: Parts) -> bool:
