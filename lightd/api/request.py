@@ -4,7 +4,8 @@ An empty body reads as ``{}`` (so optional bodies work and required fields are n
 as missing); anything unparsable is :class:`~lightd.errors.MalformedBody`. The raw
 bytes go straight to orjson, never through a text decode: a body that is not UTF-8
 (UTF-16, Latin-1, a lone surrogate, a byte order mark) is malformed JSON like any other,
-not an unexpected error. Routes that
+not an unexpected error. A number without a fraction (``80.0``) is an integer, as in
+JSON Schema, so the strict models take it where the description promises an integer. Routes that
 stream a raw body (file uploads) get their own size limit instead of the JSON one,
 because Quart fixes a body's limit when the request object is built.
 """
@@ -33,9 +34,20 @@ def parse_json_body(data: bytes | str) -> Any:
     if not data.strip():
         return {}
     try:
-        return orjson.loads(data)
+        return _integral(orjson.loads(data))
     except orjson.JSONDecodeError as exc:
         raise MalformedBody() from exc
+
+
+def _integral(value: Any) -> Any:
+    """``value`` with every float that has no fraction made an int (JSON has one number)."""
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else value
+    if isinstance(value, list):
+        return [_integral(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _integral(item) for key, item in value.items()}
+    return value
 
 
 class JsonApiRequest(Request):
