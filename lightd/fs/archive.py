@@ -12,10 +12,10 @@ are refused; links are created only when they resolve inside the destination, ot
 skipped and reported. A symlink is judged as the kernel will follow it, through the
 links the archive already made (:func:`~lightd.fs.paths.resolve_link`), and what is
 written is that checked result, relative to the link's folder with ``..`` only up
-front, so no later entry can change where it leads. A hard link to a symlink becomes a
-symlink with the same text, judged from its own folder; device, FIFO and socket
-entries are skipped. Entry count, total
-size and expansion ratio are limited. This module must not follow a symlink, write
+front, so no later entry can change where it leads; merged into a folder that exists,
+every link is judged again through what that folder holds. A hard link to a symlink
+becomes a symlink with the same text, judged from its own folder; device, FIFO and
+socket entries are skipped. Entry count, total size and expansion ratio are limited. This module must not follow a symlink, write
 outside its temporary folder before the final move, or know about HTTP.
 """
 
@@ -50,7 +50,15 @@ from lightd.fs.beneath import (
     translate,
 )
 from lightd.fs.codec import CHUNK, CompressingWriter, DecompressingReader, compressor_for
-from lightd.fs.ops import WRITE_FLAGS, discard, guarded, open_for_read, stat_of, temp_name
+from lightd.fs.ops import (
+    WRITE_FLAGS,
+    discard,
+    guarded,
+    links_below,
+    open_for_read,
+    stat_of,
+    temp_name,
+)
 from lightd.fs.paths import (
     FOLDER,
     MAX_NAME_BYTES,
@@ -60,6 +68,7 @@ from lightd.fs.paths import (
     Found,
     Parts,
     display,
+    is_within,
     relative_target,
     resolve_link,
     shown,
@@ -665,7 +674,51 @@ def _merge(src_fd: int, dst_fd: int) -> None:
         os.rename(name, name, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
 
 
-def _place(root: Root, temp: str, destination: Parts, *, overwrite: bool) -> None:
+def _found_at(root: Root, parts: Parts) -> Found | None:
+    """What is at ``parts`` in the volume, for a link resolution; None if nothing."""
+    try:
+        with root.parent(parts) as (dir_fd, name):
+            info = lstat_at(dir_fd, name)
+            if info is None:
+                return None
+            if stat.S_ISLNK(info.st_mode):
+                return Found("link", os.readlink(name, dir_fd=dir_fd))
+    except FileNotFound:
+        return None
+    return FOLDER if stat.S_ISDIR(info.st_mode) else OTHER
+
+
+def _drop_links_leaving(root: Root, temp: str, destination: Parts, report: ExtractReport) -> None:
+    """Before a merge: remove (and report) links that would leave through what is there.
+
+    The extracted tree is checked against itself as it is written; merged into a folder
+    that already holds entries (links a container made among them), a link may lead
+    through those. Each is resolved again over the merged view: the archive's entry
+    where there is one, the destination's otherwise.
+    """
+
+    def merged(parts: Parts) -> Found:
+        if is_within(parts, destination):
+            extracted = _found_at(root, (temp, *parts[len(destination) :]))
+            if extracted is not None:
+                return extracted
+        return _found_at(root, parts) or OTHER
+
+    for inner, text in list(links_below(root, (temp,))):
+        folder = (*destination, *inner[:-1])
+        resolved = resolve_link(folder, text, merged)
+        if resolved is not None and is_within(resolved, destination):
+            continue
+        with root.parent((temp, *inner)) as (dir_fd, name):
+            os.unlink(name, dir_fd=dir_fd)
+        report.skipped.append(
+            Skipped("/".join(inner), "symlink points outside the destination once merged")
+        )
+
+
+def _place(
+    root: Root, temp: str, destination: Parts, *, overwrite: bool, report: ExtractReport
+) -> None:
     with guarded(destination):
         found = root.lstat(destination)
         if found is None:
@@ -685,6 +738,7 @@ def _place(root: Root, temp: str, destination: Parts, *, overwrite: bool) -> Non
                         f"File already exists: {display((*destination, conflict))} "
                         "(set overwrite to replace)"
                     )
+            _drop_links_leaving(root, temp, destination, report)
             _merge(src_fd, dst_fd)
 
 
@@ -716,7 +770,7 @@ def extract(
                             _extract_tar(fd, _CODEC[fmt], writer, budget, report)
                     finally:
                         writer.close()
-            _place(root, temp, destination, overwrite=overwrite)
+            _place(root, temp, destination, overwrite=overwrite, report=report)
         except OSError as exc:
             raise translate(exc, destination) from exc
         finally:

@@ -188,6 +188,55 @@ def test_overwrite_merge_keeps_links_inside(api: httpx.Client, volume: Vol) -> N
     assert_links_stay_inside(volume.path / "dest")
 
 
+@pytest.mark.parametrize(
+    ("planted", "items", "skipped"),
+    [
+        pytest.param(
+            {"evil": "/"},
+            [folder("n"), symlink("n/l", "../evil/etc")],
+            {"n/l"},
+            id="a new folder's link through a container's absolute link is skipped",
+        ),
+        pytest.param(
+            {"up": ".."},
+            [symlink("l", "up/x")],
+            {"l"},
+            id="a link through a container's parent link is skipped",
+        ),
+        pytest.param(
+            {"sub": "."},
+            [symlink("l", "sub/x")],
+            set(),
+            id="a link through a container's link that stays inside is kept",
+        ),
+    ],
+)
+def test_merged_links_are_judged_with_what_the_destination_holds(
+    api: httpx.Client,
+    volume: Vol,
+    planted: dict[str, str],
+    items: list[Item],
+    skipped: set[str],
+) -> None:
+    dest = volume.path / "dest"
+    dest.mkdir()
+    for name, text in planted.items():
+        os.symlink(text, dest / name)  # as a container would
+    (volume.path / "in.bin").write_bytes(archive(items, "pax"))
+    answer = api.post(
+        f"{volume.url}/decompress",
+        json={"archive_path": "in.bin", "destination": "dest", "overwrite": True},
+    )
+    assert answer.status_code == 200, answer.text
+    assert {s["name"] for s in answer.json()["skipped"]} == skipped
+    for name in skipped:
+        assert not (dest / name).is_symlink()
+    made = {name: text for name, text in _links(dest).items() if name not in planted}
+    for name in made:
+        resolved = os.path.realpath(dest / name)
+        assert resolved.startswith(os.path.realpath(dest)), (name, resolved)
+
+
 # -- links placed by move and copy ------------------------------------------------------
 
 
