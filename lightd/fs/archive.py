@@ -15,8 +15,9 @@ written is that checked result, relative to the link's folder with ``..`` only u
 front, so no later entry can change where it leads; merged into a folder that exists,
 every link is judged again through what that folder holds. A hard link to a symlink
 becomes a symlink with the same text, judged from its own folder; device, FIFO and
-socket entries are skipped. Entry count, total size and expansion ratio are limited. This module must not follow a symlink, write
-outside its temporary folder before the final move, or know about HTTP.
+socket entries are skipped. Entry count, total size and expansion ratio are limited.
+This module must not follow a symlink, write outside its temporary folder before the
+final move, or know about HTTP.
 """
 
 from __future__ import annotations
