@@ -111,6 +111,20 @@ def test_every_json_route_refuses_a_body_that_is_not_utf8_json(
         ),
         pytest.param(
             "POST",
+            "/volumes/00000000-0000-4000-8000-000000000000/files",
+            b"[" * 1024 + b"1.0" + b"]" * 1024,
+            {400},
+            id="a body nested as deep as the parser allows",
+        ),
+        pytest.param(
+            "POST",
+            "/auth/tokens",
+            b'{"ttl": ' + b"[" * 1023 + b"]" * 1023 + b"}",
+            {400},
+            id="a field nested as deep as the parser allows",
+        ),
+        pytest.param(
+            "POST",
             "/containers/nosuch-1/start",
             SAMPLE.encode("latin-1"),
             {404},

@@ -40,13 +40,23 @@ def parse_json_body(data: bytes | str) -> Any:
 
 
 def _integral(value: Any) -> Any:
-    """``value`` with every float that has no fraction made an int (JSON has one number)."""
+    """``value`` with every float that has no fraction made an int (JSON has one number).
+
+    In place and without recursion: orjson accepts nesting deeper than Python's stack.
+    """
     if isinstance(value, float):
         return int(value) if value.is_integer() else value
-    if isinstance(value, list):
-        return [_integral(item) for item in value]
-    if isinstance(value, dict):
-        return {key: _integral(item) for key, item in value.items()}
+    stack = [value]
+    while stack:
+        node = stack.pop()  # only lists and dicts are ever pushed
+        keys: Any = range(len(node)) if isinstance(node, list) else list(node)
+        for key in keys:
+            item = node[key]
+            if isinstance(item, float):
+                if item.is_integer():
+                    node[key] = int(item)
+            elif isinstance(item, list | dict):
+                stack.append(item)
     return value
 
 
