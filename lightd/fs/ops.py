@@ -8,8 +8,9 @@ old content intact. A file write never replaces a symlink (400, as for any path 
 meets one). A move or copy places links where they were not: each relative link it
 would place is first resolved from its new folder as the kernel would follow it, and the
 whole operation is refused (400 path traversal) if one would lead outside the volume;
-absolute links mean the same wherever they are and are kept as they are. Functions
-here are blocking (callers run them in threads) and must not know about HTTP.
+absolute links mean the same wherever they are and are kept as they are. A copy makes
+its links only once it is in place. Functions here are blocking (callers run them in
+threads) and must not know about HTTP.
 """
 
 from __future__ import annotations
@@ -424,11 +425,13 @@ def copy_entry(
     *,
     check: LinkCheck | None = None,
     inner: Parts = (),
+    deferred: list[tuple[Parts, str]] | None = None,
 ) -> None:
     """Copy one entry (recursively); symlinks are copied as links, special files skipped.
 
     ``check`` sees every link (its parts below the copied entry, and the very text that
-    is copied) before it is made, and raises to stop the copy.
+    is copied) before it is made, and raises to stop the copy. With ``deferred``, links
+    are listed there instead of made, for the caller to make at their final place.
     """
     info = lstat_at(src_dir, name)
     if info is None:
@@ -437,7 +440,10 @@ def copy_entry(
         text = os.readlink(name, dir_fd=src_dir)
         if check is not None:
             check(inner, text)
-        os.symlink(text, dst_name, dir_fd=dst_dir)
+        if deferred is not None:
+            deferred.append((inner, text))
+        else:
+            os.symlink(text, dst_name, dir_fd=dst_dir)
     elif stat.S_ISDIR(info.st_mode):
         os.mkdir(dst_name, stat.S_IMODE(info.st_mode) | 0o700, dir_fd=dst_dir)
         with (
@@ -447,7 +453,13 @@ def copy_entry(
         ):
             for child in children:
                 copy_entry(
-                    sfd, child.name, dfd, child.name, check=check, inner=(*inner, child.name)
+                    sfd,
+                    child.name,
+                    dfd,
+                    child.name,
+                    check=check,
+                    inner=(*inner, child.name),
+                    deferred=deferred,
                 )
     elif stat.S_ISREG(info.st_mode):
         with closing_fd(os.open(name, READ_FLAGS, dir_fd=src_dir)) as sfd:
@@ -469,16 +481,26 @@ def copy(root: Root, source: Parts, target: Parts, *, overwrite: bool) -> None:
     if not overwrite and root_lstat(root, target) is not None:
         raise FileExists()
     temp = temp_name()
+    # Links are made only once the copy is in place: in the temporary folder at the
+    # volume root a relative link would lead somewhere else (outside, even) meanwhile.
+    links: list[tuple[Parts, str]] = []
     try:
         with guarded(source), root.parent(source) as (src_fd, src_name):
             check = link_check(root, source, target, moving=False)
-            copy_entry(src_fd, src_name, root.fd, temp, check=check)
+            copy_entry(src_fd, src_name, root.fd, temp, check=check, deferred=links)
         with guarded(target), root.parent(target, create=True) as (dst_fd, dst_name):
             _clear_target(dst_fd, dst_name, overwrite=overwrite)
+            if links and not links[0][0]:  # the source is a link itself
+                os.symlink(links[0][1], dst_name, dir_fd=dst_fd)
+                return
             os.rename(temp, dst_name, src_dir_fd=root.fd, dst_dir_fd=dst_fd)
     except BaseException:
         discard(root, temp)
         raise
+    with guarded(target):
+        for inner, text in links:
+            with root.parent((*target, *inner)) as (dir_fd, name):
+                os.symlink(text, name, dir_fd=dir_fd)
 
 
 def root_lstat(root: Root, parts: Parts) -> os.stat_result | None:

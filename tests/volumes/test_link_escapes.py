@@ -288,3 +288,19 @@ def test_move_and_copy_never_place_a_link_that_leads_outside(
             resolved = os.path.realpath(volume.path / name)
             assert resolved.startswith(os.path.realpath(volume.path)), (name, text, resolved)
     assert not [p for p in volume.path.iterdir() if p.name.startswith(".lightd-tmp-")]
+
+
+def test_a_copied_tree_has_the_same_links(api: httpx.Client, volume: Vol) -> None:
+    _plant(volume.path)
+    answer = api.post(f"{volume.url}/copy", json={"source": "d", "destination": "z"})
+    assert answer.status_code == 200, answer.text
+    assert _links(volume.path / "z") == _links(volume.path / "d")
+    single = api.post(f"{volume.url}/copy", json={"source": "d/up", "destination": "z/up2"})
+    assert single.status_code == 200, single.text
+    assert os.readlink(volume.path / "z/up2") == ".."
+    again = api.post(
+        f"{volume.url}/copy", json={"source": "d", "destination": "z", "overwrite": True}
+    )
+    assert again.status_code == 200, again.text
+    assert _links(volume.path / "z") == _links(volume.path / "d")
+    assert not [p for p in volume.path.iterdir() if p.name.startswith(".lightd-tmp-")]
