@@ -237,10 +237,25 @@ def test_a_number_without_fraction_is_an_integer(api: httpx.Client) -> None:
     assert refused.status_code == 400
 
 
-def test_non_object_body_is_400(api: httpx.Client) -> None:
-    answer = api.post("/auth/tokens", json=[1, 2])
-    assert answer.status_code == 400
-    assert "error" in answer.json()
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b"[1, 2]", id="a list"),
+        pytest.param(b'"AAA"', id="a text"),
+        pytest.param(b"5", id="a number"),
+        pytest.param(b"5.0", id="a number without fraction"),
+        pytest.param(b"true", id="a boolean"),
+        pytest.param(b"null", id="null"),
+    ],
+)
+def test_non_object_body_is_400(daemon: DaemonProcess, api: httpx.Client, body: bytes) -> None:
+    before = len(daemon.log())
+    for path in ("/auth/tokens", "/network/ports", "/volumes/00000000/files"):
+        answer = api.post(path, content=body, headers={"Content-Type": "application/json"})
+        assert answer.status_code == 400, (path, answer.text)
+        assert set(answer.json()) == {"error"}
+    time.sleep(0.6)  # log lines are flushed twice a second
+    assert "Traceback" not in daemon.log()[before:]
 
 
 def test_system_reports_engine(api: httpx.Client) -> None:

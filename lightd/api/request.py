@@ -46,7 +46,7 @@ def _integral(value: Any) -> Any:
     """
     if isinstance(value, float):
         return int(value) if value.is_integer() else value
-    stack = [value]
+    stack = [value] if isinstance(value, list | dict) else []
     while stack:
         node = stack.pop()  # only lists and dicts are ever pushed
         keys: Any = range(len(node)) if isinstance(node, list) else list(node)
