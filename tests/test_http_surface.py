@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import httpx
 import pytest
@@ -79,10 +80,111 @@ def test_unknown_route_is_json_404(api: httpx.Client) -> None:
     assert answer.json() == {"error": "Not found"}
 
 
-def test_wrong_method_is_json_405(api: httpx.Client) -> None:
-    answer = api.put("/auth/tokens")
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        pytest.param("PUT", "/auth/tokens", {"OPTIONS", "POST"}, id="a post-only route names POST"),
+        pytest.param(
+            "PATCH", "/volumes", {"GET", "HEAD", "OPTIONS", "POST"}, id="a listing names its verbs"
+        ),
+        pytest.param(
+            "TRACE",
+            "/network/ports/127.0.0.1/25565",
+            {"GET", "HEAD", "OPTIONS", "DELETE"},
+            id="an unlisted verb on a resource names the resource's verbs",
+        ),
+        pytest.param(
+            "POST", "/api/v1/public/ping", {"GET", "HEAD", "OPTIONS"}, id="a public route too"
+        ),
+    ],
+)
+def test_wrong_method_is_json_405_with_allow(
+    api: httpx.Client, method: str, path: str, allowed: set[str]
+) -> None:
+    answer = api.request(method, path)
     assert answer.status_code == 405
     assert answer.json() == {"error": "Method not allowed"}
+    assert {verb.strip() for verb in answer.headers["allow"].split(",")} == allowed
+
+
+def _parameter(document: dict[str, Any], path: str, method: str, name: str) -> dict[str, Any]:
+    for parameter in document["paths"][path][method]["parameters"]:
+        if parameter["name"] == name:
+            return dict(parameter)
+    raise AssertionError(f"{method} {path} has no parameter {name}")
+
+
+@pytest.mark.parametrize(
+    ("path", "method", "name", "expected"),
+    [
+        pytest.param(
+            "/volumes/{ref}",
+            "delete",
+            "ref",
+            {"pattern": "^[0-9a-fA-F][0-9a-fA-F-]{7,35}$"},
+            id="the volume reference has the pattern the route checks",
+        ),
+        pytest.param(
+            "/network/ports/{ip}/{port}",
+            "delete",
+            "port",
+            {"type": "integer", "minimum": 1, "maximum": 65535},
+            id="a port in a path is a bounded integer",
+        ),
+        pytest.param(
+            "/network/ports/{ip}/{port}",
+            "get",
+            "ip",
+            {"anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]},
+            id="an ip in a path is an address",
+        ),
+        pytest.param(
+            "/containers/{internal_id}",
+            "get",
+            "internal_id",
+            {"pattern": "^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$"},
+            id="a container id has its pattern",
+        ),
+        pytest.param(
+            "/network/ports/random",
+            "get",
+            "ip",
+            {"anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]},
+            id="an ip in a query is an address",
+        ),
+    ],
+)
+def test_openapi_describes_what_routes_check(
+    api: httpx.Client, path: str, method: str, name: str, expected: dict[str, Any]
+) -> None:
+    schema = _parameter(api.get("/openapi.json").json(), path, method, name)["schema"]
+    for branch in schema.get("anyOf", []):
+        if branch.get("type") == "string":  # an optional parameter: its text branch
+            schema = branch
+    assert {key: schema.get(key) for key in expected} == expected
+
+
+@pytest.mark.parametrize(
+    ("path", "method"),
+    [
+        pytest.param("/volumes/{ref}/files", "delete", id="deleting needs a path"),
+        pytest.param("/volumes/{ref}/files/content", "get", id="reading needs a path"),
+        pytest.param("/volumes/{ref}/files/content", "put", id="uploading needs a path"),
+    ],
+)
+def test_openapi_marks_required_query_path(api: httpx.Client, path: str, method: str) -> None:
+    parameter = _parameter(api.get("/openapi.json").json(), path, method, "path")
+    assert parameter["required"] is True
+    assert parameter["schema"]["type"] == "string"
+    assert api.request(method.upper(), path.replace("{ref}", "0" * 8)).status_code in (400, 404)
+
+
+def test_openapi_marks_bodies_with_required_fields_required(api: httpx.Client) -> None:
+    document = api.get("/openapi.json").json()
+    command = document["paths"]["/containers/{internal_id}/command"]["post"]["requestBody"]
+    assert command["required"] is True
+    tokens = document["paths"]["/auth/tokens"]["post"]["requestBody"]
+    assert not tokens.get("required")  # every field has a default: {} is a valid body
 
 
 def test_body_over_limit_is_json_413(api: httpx.Client) -> None:
@@ -112,10 +214,48 @@ def test_invalid_fields_are_named(api: httpx.Client, body: dict[str, object], fi
     assert f"'{field}'" in answer.json()["error"]
 
 
-def test_non_object_body_is_400(api: httpx.Client) -> None:
-    answer = api.post("/auth/tokens", json=[1, 2])
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        pytest.param({"remove_on_use": 0}, "remove_on_use", id="a number is not a boolean"),
+        pytest.param({"remove_on_use": "true"}, "remove_on_use", id="a text is not a boolean"),
+        pytest.param({"ttl": 60}, "ttl", id="a number is not a duration text"),
+    ],
+)
+def test_body_types_are_strict(api: httpx.Client, body: dict[str, object], field: str) -> None:
+    answer = api.post("/auth/tokens", json=body)
     assert answer.status_code == 400
-    assert "error" in answer.json()
+    assert f"'{field}'" in answer.json()["error"]
+
+
+def test_a_number_without_fraction_is_an_integer(api: httpx.Client) -> None:
+    answer = api.post("/network/ports", json={"ip": "127.0.0.1", "port": 65432.0})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["port"] == 65432
+    assert api.delete("/network/ports/127.0.0.1/65432").status_code == 200
+    refused = api.post("/network/ports", json={"ip": "127.0.0.1", "port": 65432.5})
+    assert refused.status_code == 400
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b"[1, 2]", id="a list"),
+        pytest.param(b'"AAA"', id="a text"),
+        pytest.param(b"5", id="a number"),
+        pytest.param(b"5.0", id="a number without fraction"),
+        pytest.param(b"true", id="a boolean"),
+        pytest.param(b"null", id="null"),
+    ],
+)
+def test_non_object_body_is_400(daemon: DaemonProcess, api: httpx.Client, body: bytes) -> None:
+    before = len(daemon.log())
+    for path in ("/auth/tokens", "/network/ports", "/volumes/00000000/files"):
+        answer = api.post(path, content=body, headers={"Content-Type": "application/json"})
+        assert answer.status_code == 400, (path, answer.text)
+        assert set(answer.json()) == {"error"}
+    time.sleep(0.6)  # log lines are flushed twice a second
+    assert "Traceback" not in daemon.log()[before:]
 
 
 def test_system_reports_engine(api: httpx.Client) -> None:

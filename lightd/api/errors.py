@@ -1,8 +1,9 @@
 """Errors become HTTP answers here, in one table, always as ``{"error": "..."}``.
 
-Where the contract gives a wording it is used verbatim. Unexpected exceptions are
-logged with their traceback and answered with a generic 500; no route ever answers a
-traceback or an HTML page. This module must not decide anything but the mapping.
+Where the contract gives a wording it is used verbatim; a 405 also carries ``Allow``.
+Unexpected exceptions are logged with their traceback and answered with a generic 500;
+no route ever answers a traceback or an HTML page. This module must not decide anything
+but the mapping.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 from quart import Quart, Response, jsonify
 from quart_schema import RequestSchemaValidationError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from lightd.errors import (
     Conflict,
@@ -115,7 +116,11 @@ def install_error_handlers(app: Quart) -> None:
     @app.errorhandler(HTTPException)
     async def _http(error: HTTPException) -> tuple[Response, int]:
         status = error.code or 500
-        return error_response(HTTP_WORDING.get(status, error.name), status)
+        response, status = error_response(HTTP_WORDING.get(status, error.name), status)
+        if isinstance(error, MethodNotAllowed) and error.valid_methods:
+            # RFC 9110: a 405 names the methods the resource does allow.
+            response.headers["Allow"] = ", ".join(sorted(set(error.valid_methods)))
+        return response, status
 
     @app.errorhandler(Exception)
     async def _unexpected(error: Exception) -> tuple[Response, int]:

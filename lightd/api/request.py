@@ -1,7 +1,11 @@
 """Quart request class for a JSON API: bodies parse as JSON whatever their Content-Type.
 
 An empty body reads as ``{}`` (so optional bodies work and required fields are named
-as missing); anything unparsable is :class:`~lightd.errors.MalformedBody`. Routes that
+as missing); anything unparsable is :class:`~lightd.errors.MalformedBody`. The raw
+bytes go straight to orjson, never through a text decode: a body that is not UTF-8
+(UTF-16, Latin-1, a lone surrogate, a byte order mark) is malformed JSON like any other,
+not an unexpected error. A number without a fraction (``80.0``) is an integer, as in
+JSON Schema, so the strict models take it where the description promises an integer. Routes that
 stream a raw body (file uploads) get their own size limit instead of the JSON one,
 because Quart fixes a body's limit when the request object is built.
 """
@@ -12,12 +16,48 @@ import re
 import time
 from typing import Any, ClassVar
 
+import orjson
 from quart import Request
 
 from lightd.errors import MalformedBody
 
 STREAMED_UPLOADS = (("PUT", re.compile(r"^/volumes/[^/]+/files/content$")),)
 STREAMED_METHODS = frozenset(verb for verb, _ in STREAMED_UPLOADS)
+
+
+def parse_json_body(data: bytes | str) -> Any:
+    """The JSON value of a request body or message: ``{}`` when blank, else strict orjson.
+
+    ``data`` is parsed as it came (bytes are never decoded first), so anything that is
+    not UTF-8 JSON is :class:`~lightd.errors.MalformedBody`.
+    """
+    if not data.strip():
+        return {}
+    try:
+        return _integral(orjson.loads(data))
+    except orjson.JSONDecodeError as exc:
+        raise MalformedBody() from exc
+
+
+def _integral(value: Any) -> Any:
+    """``value`` with every float that has no fraction made an int (JSON has one number).
+
+    In place and without recursion: orjson accepts nesting deeper than Python's stack.
+    """
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else value
+    stack = [value] if isinstance(value, list | dict) else []
+    while stack:
+        node = stack.pop()  # only lists and dicts are ever pushed
+        keys: Any = range(len(node)) if isinstance(node, list) else list(node)
+        for key in keys:
+            item = node[key]
+            if isinstance(item, float):
+                if item.is_integer():
+                    node[key] = int(item)
+            elif isinstance(item, list | dict):
+                stack.append(item)
+    return value
 
 
 class JsonApiRequest(Request):
@@ -39,10 +79,18 @@ class JsonApiRequest(Request):
         return type("LightdRequest", (cls,), {"upload_limit": limit})
 
     async def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any:
+        if cache and self._cached_json[silent] is not Ellipsis:
+            return self._cached_json[silent]
         data = await self.get_data(cache=cache, as_text=False)
-        if not data.strip():
-            return {}
-        return await super().get_json(force=True, silent=silent, cache=cache)
+        try:
+            result = parse_json_body(data)
+        except MalformedBody:
+            if not silent:
+                raise
+            result = None
+        if cache:
+            self._cached_json[silent] = result
+        return result
 
     def on_json_loading_failed(self, error: Exception) -> Any:
         raise MalformedBody()

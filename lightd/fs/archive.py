@@ -9,9 +9,15 @@ Extraction detects the format from the content, writes every entry into a tempor
 folder through the same no-follow descriptor walk, and only then moves the result into
 the destination. Absolute names, ``..`` and entries that would pass through a symlink
 are refused; links are created only when they resolve inside the destination, otherwise
-skipped and reported; device, FIFO and socket entries are skipped. Entry count, total
-size and expansion ratio are limited. This module must not follow a symlink, write
-outside its temporary folder before the final move, or know about HTTP.
+skipped and reported. A symlink is judged as the kernel will follow it, through the
+links the archive already made (:func:`~lightd.fs.paths.resolve_link`), and what is
+written is that checked result, relative to the link's folder with ``..`` only up
+front, so no later entry can change where it leads; merged into a folder that exists,
+every link is judged again through what that folder holds. A hard link to a symlink
+becomes a symlink with the same text, judged from its own folder; device, FIFO and
+socket entries are skipped. Entry count, total size and expansion ratio are limited.
+This module must not follow a symlink, write outside its temporary folder before the
+final move, or know about HTTP.
 """
 
 from __future__ import annotations
@@ -45,14 +51,28 @@ from lightd.fs.beneath import (
     translate,
 )
 from lightd.fs.codec import CHUNK, CompressingWriter, DecompressingReader, compressor_for
-from lightd.fs.ops import WRITE_FLAGS, discard, guarded, open_for_read, stat_of, temp_name
+from lightd.fs.ops import (
+    WRITE_FLAGS,
+    discard,
+    guarded,
+    links_below,
+    open_for_read,
+    stat_of,
+    temp_name,
+)
 from lightd.fs.paths import (
+    FOLDER,
     MAX_NAME_BYTES,
     MAX_PATH_BYTES,
+    OTHER,
     TEMP_PREFIX,
+    Found,
     Parts,
     display,
-    resolve_link_target,
+    is_within,
+    relative_target,
+    resolve_link,
+    shown,
 )
 
 ArchiveFormat = Literal["tar.gz", "tar", "zip", "tar.bz2", "tar.xz"]
@@ -77,6 +97,10 @@ class ArchiveLimits:
 class Skipped:
     name: str
     reason: str
+
+    def __post_init__(self) -> None:
+        # Entry names may be any bytes; the answer that lists them is JSON.
+        object.__setattr__(self, "name", shown(self.name))
 
 
 @dataclass
@@ -134,7 +158,7 @@ def _walk_sources(root: Root, sources: list[Parts], skip: set[tuple[int, int]]) 
             info = lstat_at(dir_fd, name)
             if info is None:
                 raise FileNotFound()
-            arcname = display(parts)
+            arcname = "/".join(parts)
             yield arcname, info, dir_fd, name
             if stat.S_ISDIR(info.st_mode):
                 with closing_fd(os.open(name, DIR_FLAGS, dir_fd=dir_fd)) as child:
@@ -184,9 +208,28 @@ def _zip_time(mtime: float) -> tuple[int, int, int, int, int, int]:
     return max(stamp, DOS_EPOCH)
 
 
+class _BytesNameInfo(zipfile.ZipInfo):
+    """A member whose name on disk is not UTF-8: stored as its bytes, UTF-8 flag off.
+
+    zipfile can only write a name as ASCII or flagged UTF-8; this is what Info-ZIP does
+    with such a name on Unix (readers take flagless names in their own charset).
+    """
+
+    def _encodeFilenameFlags(self) -> tuple[bytes, int]:  # zipfile's name
+        return self.filename.encode("utf-8", "surrogateescape"), self.flag_bits & ~0x800
+
+
+def _zip_info(arcname: str, mtime: float) -> zipfile.ZipInfo:
+    try:
+        arcname.encode("utf-8")
+    except UnicodeEncodeError:
+        return _BytesNameInfo(arcname, date_time=_zip_time(mtime))
+    return zipfile.ZipInfo(arcname, date_time=_zip_time(mtime))
+
+
 def _add_to_zip(archive: zipfile.ZipFile, item: Walked) -> None:
     arcname, info, dir_fd, name = item
-    entry = zipfile.ZipInfo(arcname, date_time=_zip_time(info.st_mtime))
+    entry = _zip_info(arcname, info.st_mtime)
     entry.create_system = 3
     entry.external_attr = (info.st_mode & 0xFFFF) << 16
     if stat.S_ISDIR(info.st_mode):
@@ -277,8 +320,23 @@ def compress(
 # -- extraction ------------------------------------------------------------------------
 
 
+def _is_tar_header(block: bytes) -> bool:
+    """True when ``block`` is a tar header by its checksum (v7 headers have no magic)."""
+    if len(block) < 512 or not block[0]:
+        return False
+    stored = block[148:156].replace(b"\x00", b" ").strip()
+    if not stored or stored.strip(b"01234567"):
+        return False
+    header = block[:148] + b" " * 8 + block[156:512]
+    signed = sum(byte - 256 if byte > 127 else byte for byte in header)
+    return int(stored, 8) in (sum(header), signed)
+
+
 def detect_format(head: bytes) -> ArchiveFormat:
-    """The archive format of a file from its first bytes (its name is not consulted)."""
+    """The archive format of a file from its first bytes (its name is not consulted).
+
+    Every tar flavour is found: ustar, GNU and pax by their magic, v7 by its checksum.
+    """
     if head[:2] == b"\x1f\x8b":
         return "tar.gz"
     if head[:3] == b"BZh":
@@ -287,7 +345,7 @@ def detect_format(head: bytes) -> ArchiveFormat:
         return "tar.xz"
     if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
         return "zip"
-    if len(head) >= 262 and head[257:262] == b"ustar":
+    if (len(head) >= 262 and head[257:262] == b"ustar") or _is_tar_header(head):
         return "tar"
     if len(head) >= 1024 and not head[:1024].strip(b"\x00"):
         return "tar"  # an empty tar archive: end-of-archive blocks only
@@ -433,11 +491,30 @@ class TreeWriter:
             with contextlib.suppress(OSError, OverflowError, ValueError):
                 os.utime(fd, (mtime, mtime))
 
+    def _lookup(self, parts: Parts) -> Found:
+        """What the tree written so far holds at ``parts`` (for :func:`resolve_link`)."""
+        try:
+            parent = self.dir_fd(parts[:-1], display(parts), create=False)
+        except (FileNotFound, ArchiveRejected):
+            return OTHER
+        found = lstat_at(parent, parts[-1])
+        if found is None:
+            return OTHER
+        if stat.S_ISDIR(found.st_mode):
+            return FOLDER
+        if stat.S_ISLNK(found.st_mode):
+            return Found("link", os.readlink(parts[-1], dir_fd=parent))
+        return OTHER
+
     def symlink(self, parts: Parts, entry: str, target: str) -> None:
-        if resolve_link_target(parts, target) is None:
+        folder = parts[:-1]
+        self.dir_fd(folder, entry)  # a real folder, so that ".." from it means its parent
+        resolved = resolve_link(folder, target, self._lookup)
+        if resolved is None:
             self.report.skipped.append(Skipped(entry, "symlink points outside the destination"))
             return
-        self._create(parts, entry, lambda parent, name: os.symlink(target, name, dir_fd=parent))
+        text = relative_target(folder, resolved)
+        self._create(parts, entry, lambda parent, name: os.symlink(text, name, dir_fd=parent))
 
     def hardlink(self, parts: Parts, entry: str, target: str) -> None:
         try:
@@ -452,6 +529,10 @@ class TreeWriter:
         except (FileNotFound, ArchiveRejected):
             source_dir = -1
         found = lstat_at(source_dir, source[-1]) if source_dir >= 0 else None
+        if found is not None and stat.S_ISLNK(found.st_mode):
+            # link(2) would give the same text a new folder to be read from: judge it there.
+            self.symlink(parts, entry, os.readlink(source[-1], dir_fd=source_dir))
+            return
         if found is None or not stat.S_ISREG(found.st_mode):
             self.report.skipped.append(Skipped(entry, "hard link target is not in the archive"))
             return
@@ -594,7 +675,51 @@ def _merge(src_fd: int, dst_fd: int) -> None:
         os.rename(name, name, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
 
 
-def _place(root: Root, temp: str, destination: Parts, *, overwrite: bool) -> None:
+def _found_at(root: Root, parts: Parts) -> Found | None:
+    """What is at ``parts`` in the volume, for a link resolution; None if nothing."""
+    try:
+        with root.parent(parts) as (dir_fd, name):
+            info = lstat_at(dir_fd, name)
+            if info is None:
+                return None
+            if stat.S_ISLNK(info.st_mode):
+                return Found("link", os.readlink(name, dir_fd=dir_fd))
+    except FileNotFound:
+        return None
+    return FOLDER if stat.S_ISDIR(info.st_mode) else OTHER
+
+
+def _drop_links_leaving(root: Root, temp: str, destination: Parts, report: ExtractReport) -> None:
+    """Before a merge: remove (and report) links that would leave through what is there.
+
+    The extracted tree is checked against itself as it is written; merged into a folder
+    that already holds entries (links a container made among them), a link may lead
+    through those. Each is resolved again over the merged view: the archive's entry
+    where there is one, the destination's otherwise.
+    """
+
+    def merged(parts: Parts) -> Found:
+        if is_within(parts, destination):
+            extracted = _found_at(root, (temp, *parts[len(destination) :]))
+            if extracted is not None:
+                return extracted
+        return _found_at(root, parts) or OTHER
+
+    for inner, text in list(links_below(root, (temp,))):
+        folder = (*destination, *inner[:-1])
+        resolved = resolve_link(folder, text, merged)
+        if resolved is not None and is_within(resolved, destination):
+            continue
+        with root.parent((temp, *inner)) as (dir_fd, name):
+            os.unlink(name, dir_fd=dir_fd)
+        report.skipped.append(
+            Skipped("/".join(inner), "symlink points outside the destination once merged")
+        )
+
+
+def _place(
+    root: Root, temp: str, destination: Parts, *, overwrite: bool, report: ExtractReport
+) -> None:
     with guarded(destination):
         found = root.lstat(destination)
         if found is None:
@@ -614,6 +739,7 @@ def _place(root: Root, temp: str, destination: Parts, *, overwrite: bool) -> Non
                         f"File already exists: {display((*destination, conflict))} "
                         "(set overwrite to replace)"
                     )
+            _drop_links_leaving(root, temp, destination, report)
             _merge(src_fd, dst_fd)
 
 
@@ -645,7 +771,7 @@ def extract(
                             _extract_tar(fd, _CODEC[fmt], writer, budget, report)
                     finally:
                         writer.close()
-            _place(root, temp, destination, overwrite=overwrite)
+            _place(root, temp, destination, overwrite=overwrite, report=report)
         except OSError as exc:
             raise translate(exc, destination) from exc
         finally:

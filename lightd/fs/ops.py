@@ -4,8 +4,13 @@ Every function takes an open :class:`~lightd.fs.beneath.Root` and parsed parts, 
 reaches its target through the descriptor walk, so no symlink is ever followed: a link
 is listed, moved, copied and deleted as the link itself. Writes and copies go to a
 temporary name in the volume root and are renamed into place, so a failure leaves the
-old content intact. Functions here are blocking (callers run them in threads) and must
-not know about HTTP.
+old content intact. A file write never replaces a symlink (400, as for any path that
+meets one). A move or copy places links where they were not: each relative link it
+would place is first resolved from its new folder as the kernel would follow it, and the
+whole operation is refused (400 path traversal) if one would lead outside the volume;
+absolute links mean the same wherever they are and are kept as they are. A copy makes
+its links only once it is in place. Functions here are blocking (callers run them in
+threads) and must not know about HTTP.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import os
 import secrets
 import shutil
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -38,7 +43,18 @@ from lightd.fs.beneath import (
     lstat_at,
     translate,
 )
-from lightd.fs.paths import TEMP_PREFIX, Parts, display, is_within
+from lightd.fs.paths import (
+    FOLDER,
+    OTHER,
+    TEMP_PREFIX,
+    Found,
+    Lookup,
+    Parts,
+    display,
+    is_within,
+    resolve_link,
+    shown,
+)
 
 CHUNK = 1024 * 1024
 WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -107,7 +123,7 @@ def list_dir(root: Root, parts: Parts) -> list[Entry]:
             kind = entry_type(info.st_mode)
             entries.append(
                 Entry(
-                    name=item.name,
+                    name=shown(item.name),
                     type=kind,
                     size=0 if kind == "directory" else info.st_size,
                     mode=mode_text(info.st_mode),
@@ -138,6 +154,21 @@ def read_chunk(fd: int, remaining: int) -> bytes:
 
 
 # -- writing ---------------------------------------------------------------------------
+
+
+def _refuse_over(found: os.stat_result | None, parts: Parts) -> None:
+    """A file write may replace a regular file only: never a folder, never a symlink.
+
+    Writing at a link's path is a write through the link as far as the caller can tell,
+    so it is refused like any other path that meets a link (checked again just before
+    the rename, in case a container planted the link meanwhile).
+    """
+    if found is None:
+        return
+    if stat.S_ISLNK(found.st_mode):
+        raise PathTraversal()
+    if stat.S_ISDIR(found.st_mode):
+        raise FileExists(f"A folder exists at {display(parts)}")
 
 
 class AtomicWriter:
@@ -171,8 +202,7 @@ class AtomicWriter:
             ) from exc
         except OSError as exc:
             raise translate(exc, self.parts) from exc
-        if found is not None and stat.S_ISDIR(found.st_mode):
-            raise FileExists(f"A folder exists at {display(self.parts)}")
+        _refuse_over(found, self.parts)
 
     def write(self, data: bytes) -> None:
         view = memoryview(data)
@@ -188,8 +218,7 @@ class AtomicWriter:
                 os.fsync(self.fd)
                 with self.root.parent(self.parts, create=True) as (dir_fd, name):
                     old = lstat_at(dir_fd, name)
-                    if old is not None and stat.S_ISDIR(old.st_mode):
-                        raise FileExists(f"A folder exists at {display(self.parts)}")
+                    _refuse_over(old, self.parts)
                     mode = stat.S_IMODE(old.st_mode) if old and stat.S_ISREG(old.st_mode) else None
                     os.fchmod(self.fd, mode if mode is not None else FILE_MODE)
                     os.rename(self.temp, name, src_dir_fd=self.root.fd, dst_dir_fd=dir_fd)
@@ -256,6 +285,90 @@ def delete(root: Root, parts: Parts) -> None:
         _remove_at(dir_fd, name, found)
 
 
+# -- links placed by a move or copy ----------------------------------------------------
+
+
+def volume_lookup(root: Root) -> Lookup:
+    """:func:`~lightd.fs.paths.resolve_link`'s view of the volume as it is on disk."""
+
+    def lookup(parts: Parts) -> Found:
+        try:
+            with root.parent(parts) as (dir_fd, name):
+                found = lstat_at(dir_fd, name)
+                if found is not None and stat.S_ISLNK(found.st_mode):
+                    return Found("link", os.readlink(name, dir_fd=dir_fd))
+        except FileNotFound:
+            return OTHER
+        if found is not None and stat.S_ISDIR(found.st_mode):
+            return FOLDER
+        return OTHER
+
+    return lookup
+
+
+def placed_lookup(root: Root, source: Parts, target: Parts, *, moving: bool) -> Lookup:
+    """The volume as it will be once ``source`` is at ``target`` (and gone, if moved)."""
+    on_disk = volume_lookup(root)
+
+    def lookup(parts: Parts) -> Found:
+        if is_within(parts, target):
+            return on_disk((*source, *parts[len(target) :]))
+        if moving and is_within(parts, source):
+            return OTHER
+        return on_disk(parts)
+
+    return lookup
+
+
+LinkCheck = Callable[[Parts, str], None]
+
+
+def link_check(root: Root, source: Parts, target: Parts, *, moving: bool) -> LinkCheck:
+    """A check of one link at ``inner`` below ``source`` with text ``text``, once placed.
+
+    PathTraversal when the link, at ``target`` + ``inner``, would resolve outside the
+    volume through the links there (the placed tree's own included).
+    """
+    view = placed_lookup(root, source, target, moving=moving)
+
+    def check(inner: Parts, text: str) -> None:
+        if text.startswith("/"):
+            return  # the same outside place wherever the link is: nothing new is reached
+        if resolve_link((*target, *inner)[:-1], text, view) is None:
+            raise PathTraversal()
+
+    return check
+
+
+def links_below(root: Root, parts: Parts) -> Iterator[tuple[Parts, str]]:
+    """Every symlink at or below ``parts``: its parts relative to ``parts``, and its text."""
+    with root.parent(parts) as (dir_fd, name):
+        info = lstat_at(dir_fd, name)
+        if info is None:
+            raise FileNotFound()
+        if stat.S_ISLNK(info.st_mode):
+            yield (), os.readlink(name, dir_fd=dir_fd)
+            return
+        if not stat.S_ISDIR(info.st_mode):
+            return
+        top = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
+    stack: list[tuple[int, Parts]] = [(top, ())]
+    try:
+        while stack:
+            fd, inner = stack.pop()
+            with closing_fd(fd), os.scandir(fd) as found:
+                for item in found:
+                    if item.is_symlink():
+                        yield (*inner, item.name), os.readlink(item.name, dir_fd=fd)
+                    elif item.is_dir(follow_symlinks=False):
+                        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                            child = os.open(item.name, DIR_FLAGS, dir_fd=fd)
+                            stack.append((child, (*inner, item.name)))
+    finally:
+        for fd, _ in stack:
+            os.close(fd)
+
+
 def move(root: Root, source: Parts, target: Parts, *, overwrite: bool) -> None:
     if not source or not target:
         raise InvalidRequest("Invalid path: the volume root cannot be moved")
@@ -264,6 +377,10 @@ def move(root: Root, source: Parts, target: Parts, *, overwrite: bool) -> None:
         return
     if is_within(target, source):
         raise InvalidRequest("Cannot move a folder into itself")
+    with guarded(source, writing=False):
+        check = link_check(root, source, target, moving=True)
+        for inner, text in links_below(root, source):
+            check(inner, text)
     with guarded(target), root.parent(target, create=True) as (dst_fd, dst_name):
         _clear_target(dst_fd, dst_name, overwrite=overwrite)
         with root.parent(source) as (src_fd, src_name):
@@ -300,13 +417,33 @@ def copy_data(src: int, dst: int) -> None:
             view = view[os.write(dst, view) :]
 
 
-def copy_entry(src_dir: int, name: str, dst_dir: int, dst_name: str) -> None:
-    """Copy one entry (recursively); symlinks are copied as links, special files skipped."""
+def copy_entry(
+    src_dir: int,
+    name: str,
+    dst_dir: int,
+    dst_name: str,
+    *,
+    check: LinkCheck | None = None,
+    inner: Parts = (),
+    deferred: list[tuple[Parts, str]] | None = None,
+) -> None:
+    """Copy one entry (recursively); symlinks are copied as links, special files skipped.
+
+    ``check`` sees every link (its parts below the copied entry, and the very text that
+    is copied) before it is made, and raises to stop the copy. With ``deferred``, links
+    are listed there instead of made, for the caller to make at their final place.
+    """
     info = lstat_at(src_dir, name)
     if info is None:
         return
     if stat.S_ISLNK(info.st_mode):
-        os.symlink(os.readlink(name, dir_fd=src_dir), dst_name, dir_fd=dst_dir)
+        text = os.readlink(name, dir_fd=src_dir)
+        if check is not None:
+            check(inner, text)
+        if deferred is not None:
+            deferred.append((inner, text))
+        else:
+            os.symlink(text, dst_name, dir_fd=dst_dir)
     elif stat.S_ISDIR(info.st_mode):
         os.mkdir(dst_name, stat.S_IMODE(info.st_mode) | 0o700, dir_fd=dst_dir)
         with (
@@ -315,7 +452,15 @@ def copy_entry(src_dir: int, name: str, dst_dir: int, dst_name: str) -> None:
             os.scandir(sfd) as children,
         ):
             for child in children:
-                copy_entry(sfd, child.name, dfd, child.name)
+                copy_entry(
+                    sfd,
+                    child.name,
+                    dfd,
+                    child.name,
+                    check=check,
+                    inner=(*inner, child.name),
+                    deferred=deferred,
+                )
     elif stat.S_ISREG(info.st_mode):
         with closing_fd(os.open(name, READ_FLAGS, dir_fd=src_dir)) as sfd:
             if not stat.S_ISREG(os.fstat(sfd).st_mode):
@@ -336,15 +481,26 @@ def copy(root: Root, source: Parts, target: Parts, *, overwrite: bool) -> None:
     if not overwrite and root_lstat(root, target) is not None:
         raise FileExists()
     temp = temp_name()
+    # Links are made only once the copy is in place: in the temporary folder at the
+    # volume root a relative link would lead somewhere else (outside, even) meanwhile.
+    links: list[tuple[Parts, str]] = []
     try:
         with guarded(source), root.parent(source) as (src_fd, src_name):
-            copy_entry(src_fd, src_name, root.fd, temp)
+            check = link_check(root, source, target, moving=False)
+            copy_entry(src_fd, src_name, root.fd, temp, check=check, deferred=links)
         with guarded(target), root.parent(target, create=True) as (dst_fd, dst_name):
             _clear_target(dst_fd, dst_name, overwrite=overwrite)
+            if links and not links[0][0]:  # the source is a link itself
+                os.symlink(links[0][1], dst_name, dir_fd=dst_fd)
+                return
             os.rename(temp, dst_name, src_dir_fd=root.fd, dst_dir_fd=dst_fd)
     except BaseException:
         discard(root, temp)
         raise
+    with guarded(target):
+        for inner, text in links:
+            with root.parent((*target, *inner)) as (dir_fd, name):
+                os.symlink(text, name, dir_fd=dir_fd)
 
 
 def root_lstat(root: Root, parts: Parts) -> os.stat_result | None:

@@ -33,7 +33,7 @@ class Power(StrEnum):
 
 
 class PortBinding(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     ip: str = "0.0.0.0"
     port: int = Field(ge=1, le=65535)
@@ -49,7 +49,7 @@ class PortBinding(BaseModel):
 
 
 class Limits(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     memory: int | None = Field(default=None, ge=MIN_MEMORY_BYTES, description="bytes")
     cpu: float | None = Field(default=None, gt=0, description="cores")
@@ -60,7 +60,7 @@ class Limits(BaseModel):
 class StopPolicy(BaseModel):
     """How a graceful stop asks the app to end before it is killed."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     signal: str = Field(default="SIGTERM", pattern=r"^SIG[A-Z0-9]+$")
     command: str | None = Field(default=None, max_length=4096)
@@ -76,7 +76,7 @@ class ContainerSpec(BaseModel):
     """One container's desired state."""
 
     model_config = ConfigDict(
-        extra="forbid", populate_by_name=True, title="lightd container document"
+        extra="forbid", populate_by_name=True, title="lightd container document", strict=True
     )
 
     schema_uri: str | None = Field(
@@ -92,7 +92,7 @@ class ContainerSpec(BaseModel):
     install_script: str | None = Field(default=None, max_length=1024 * 1024)
     mount: dict[str, str] = Field(default_factory=dict, max_length=64)
     environment: dict[str, str] = Field(default_factory=dict, max_length=512)
-    power: Power = Power.RUNNING
+    power: Annotated[Power, Field(strict=False)] = Power.RUNNING  # its text names it
     restart_requested_at: float | None = None
     reinstall_requested_at: float | None = None
     kill_requested_at: float | None = None

@@ -173,21 +173,21 @@ def test_links_are_handled_as_links(api: httpx.Client, hostile: tuple[Vol, Canar
     assert kinds["out"] == kinds["out_file"] == kinds["rel"] == "symlink"
     assert api.post(f"{vol.url}/move", json={"from": "out", "to": "moved-link"}).status_code == 200
     assert (vol.path / "moved-link").is_symlink()
-    assert (
-        api.post(f"{vol.url}/copy", json={"source": "rel", "destination": "copied"}).status_code
-        == 200
-    )
-    assert (vol.path / "copied").is_symlink()
+    # A relative link is copied only where it still resolves inside the volume.
+    copied = api.post(f"{vol.url}/copy", json={"source": "rel", "destination": "copied"})
+    assert (copied.status_code, copied.json()) == (400, TRAVERSAL)
+    assert not (vol.path / "copied").exists() and not (vol.path / "copied").is_symlink()
+    copied = api.post(f"{vol.url}/copy", json={"source": "inside", "destination": "copied"})
+    assert copied.status_code == 200
+    assert os.readlink(vol.path / "copied") == "sub"
     assert api.delete(f"{vol.url}/files", params={"path": "moved-link"}).status_code == 200
-    assert api.delete(f"{vol.url}/files", params={"path": "sub"}).status_code == 200
     canary.assert_untouched("by link operations")
-    # Writing over a link replaces the link, never the file it points to.
-    assert (
-        api.post(f"{vol.url}/files", json={"path": "out_file", "content": "new"}).status_code == 200
-    )
-    assert not (vol.path / "out_file").is_symlink()
-    assert (vol.path / "out_file").read_text() == "new"
-    canary.assert_untouched("by writing over a link")
+    # Writing at a link's path is refused like any other path that meets a link.
+    wrote = api.post(f"{vol.url}/files", json={"path": "out_file", "content": "new"})
+    assert (wrote.status_code, wrote.json()) == (400, TRAVERSAL)
+    assert os.readlink(vol.path / "out_file") == str(canary.secret)
+    canary.assert_untouched("by writing at a link")
+    assert api.delete(f"{vol.url}/files", params={"path": "sub"}).status_code == 200
     whole = api.post(f"{vol.url}/compress", json={"output_name": "all", "format": "zip"})
     assert whole.status_code == 200
     canary.assert_untouched("by compressing a volume with links")
@@ -195,7 +195,8 @@ def test_links_are_handled_as_links(api: httpx.Client, hostile: tuple[Vol, Canar
     answer = api.post(f"{vol.url}/decompress", json={"archive_path": "all.tar", "destination": "r"})
     assert answer.status_code == 200
     skipped = {s["name"] for s in answer.json()["skipped"]}
-    assert {"rel", "copied"} <= skipped
+    assert {"out_file", "rel"} <= skipped
+    assert os.readlink(vol.path / "r/copied") == "sub"  # inside: kept as it was
     canary.assert_untouched("by extracting links")
 
 
@@ -214,3 +215,49 @@ def test_canary_watch_sees_other_processes(tmp_path: Path) -> None:
             watched.assert_untouched("after a touch")
     finally:
         watched.close()
+
+
+def _write_calls(api: httpx.Client, vol: Vol, path: str) -> list[tuple[str, httpx.Response]]:
+    return [
+        ("write", api.post(f"{vol.url}/files", json={"path": path, "content": "new"})),
+        (
+            "write-base64",
+            api.post(
+                f"{vol.url}/files", json={"path": path, "content": "bmV3", "encoding": "base64"}
+            ),
+        ),
+        ("upload", api.put(f"{vol.url}/files/content", params={"path": path}, content=b"new")),
+        (
+            "upload-empty",
+            api.put(f"{vol.url}/files/content", params={"path": path}, content=b""),
+        ),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("link", "target"),
+    [
+        pytest.param("out_file", None, id="a link to a file outside is not written through"),
+        pytest.param("out", None, id="a link to a folder outside is not written through"),
+        pytest.param("inside", "sub", id="a link to a folder inside is not replaced"),
+        pytest.param("to_real", "sub/real.txt", id="a link to a file inside is not replaced"),
+        pytest.param("dangling", "nothing-here", id="a dangling link is not replaced"),
+        pytest.param("loop", "loop", id="a looping link is not replaced"),
+        pytest.param("sub/deep", None, id="a link in a folder is not replaced"),
+    ],
+)
+def test_writing_at_a_link_is_refused(
+    api: httpx.Client, hostile: tuple[Vol, Canary], link: str, target: str | None
+) -> None:
+    vol, canary = hostile
+    os.symlink("sub/real.txt", vol.path / "to_real")
+    os.symlink("nothing-here", vol.path / "dangling")
+    before = os.readlink(vol.path / link)
+    if target is not None:
+        assert before == target
+    for name, answer in _write_calls(api, vol, link):
+        assert (answer.status_code, answer.json()) == (400, TRAVERSAL), (name, answer.text)
+        assert os.readlink(vol.path / link) == before, name
+    assert (vol.path / "sub/real.txt").read_bytes() == b"real\n"
+    assert not (vol.path / "nothing-here").exists()
+    canary.assert_untouched(f"by writing at {link}")

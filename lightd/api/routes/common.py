@@ -9,9 +9,9 @@ from pydantic import BaseModel, ConfigDict
 
 
 class RequestModel(BaseModel):
-    """Base of request bodies: unknown fields are refused with their name."""
+    """Base of request bodies: unknown fields are refused with their name, types are strict."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class ErrorBody(BaseModel):
