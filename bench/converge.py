@@ -36,6 +36,7 @@ import argparse
 import asyncio
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -192,6 +193,11 @@ def main() -> int:
     parser.add_argument(
         "--lightd-workers", type=int, help="containers.workers for lightd (default: its own)"
     )
+    parser.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="record lightd's rounds with py-spy (pip install py-spy): collapsed stacks",
+    )
     args = parser.parse_args()
     if args.quick:
         args.count, args.rounds, args.idle_seconds = 10, 1, 5.0
@@ -256,8 +262,10 @@ def main() -> int:
                             lightd_body(internal_id, volumes[i], ports[i])
                             for i, internal_id in enumerate(ids)
                         ]
+                        spy = start_profile(args.profile, daemon, round_index)
                         try:
                             posted, took = asyncio.run(lightd_run(daemon, bodies))
+                            stop_profile(spy)
                             print(f"  lightd: all POSTs answered in {posted:.2f} s")
                             if last:
                                 idle = idle_cpu(daemon, args.count, args.idle_seconds)
@@ -283,6 +291,46 @@ def main() -> int:
         c.remove_named(client, f"{project}_")
         shutil.rmtree(work, ignore_errors=True)
         client.close()
+
+
+def start_profile(
+    path: str | None, daemon: c.DaemonProcess, round_index: int
+) -> subprocess.Popen[bytes] | None:
+    """py-spy on the daemon for one lightd round (the round's number added to the name)."""
+    if path is None or daemon.proc is None:
+        return None
+    spy_bin = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    out = Path(path)
+    out = out.with_name(f"{out.stem}-r{round_index}{out.suffix or '.txt'}")
+    spy = subprocess.Popen(
+        [
+            spy_bin,
+            "record",
+            "--pid",
+            str(daemon.proc.pid),
+            "--rate",
+            "200",
+            "--format",
+            "raw",
+            "-o",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(1.0)  # py-spy attaches
+    return spy
+
+
+def stop_profile(spy: subprocess.Popen[bytes] | None) -> None:
+    if spy is None:
+        return
+    spy.send_signal(signal.SIGINT)
+    try:
+        spy.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        spy.kill()
+        spy.wait()
 
 
 def lightd_body(internal_id: str, volume_id: str, port: int) -> dict[str, Any]:

@@ -40,6 +40,7 @@ from lightd.reconcile.planner import Policy
 from lightd.remote import Notifier
 from lightd.runtime.console import ConsoleHub
 from lightd.runtime.events import ContainerEvents
+from lightd.runtime.looplag import watch_loop_lag
 from lightd.runtime.stats import StatsHub
 from lightd.runtime.watch import NodeWatch
 from lightd.services import Access, Consoles, GitOps, Node, Services, SocketCounts
@@ -271,6 +272,9 @@ class Daemon:
         else:
             log.warning("docker engine unavailable: %s", status.error)
         loop = asyncio.get_running_loop()
+        self._tasks.append(
+            asyncio.create_task(watch_loop_lag(self.metrics.loop_lag.observe), name="loop-lag")
+        )
         self.stats.bind_loop(loop)
 
         def desired_changed(key: str) -> None:

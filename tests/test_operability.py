@@ -72,6 +72,25 @@ def test_metrics_need_token_and_speak_prometheus(daemon: DaemonProcess, api: htt
         assert name in text, name
 
 
+def lag_samples(daemon: DaemonProcess) -> int:
+    answer = httpx.get(
+        f"{daemon.base_url}/metrics", headers={"Authorization": f"Bearer {daemon.token}"}
+    )
+    assert "# TYPE lightd_event_loop_lag_seconds histogram" in answer.text
+    assert 'lightd_event_loop_lag_seconds_bucket{le="0.05"}' in answer.text
+    (count,) = [
+        line
+        for line in answer.text.splitlines()
+        if line.startswith("lightd_event_loop_lag_seconds_count")
+    ]
+    return int(float(count.split()[-1]))
+
+
+def test_loop_lag_is_exported_and_keeps_being_measured(daemon: DaemonProcess) -> None:
+    first = lag_samples(daemon)
+    wait_for(lambda: lag_samples(daemon) >= first + 3, what="more loop lag samples")
+
+
 def test_openapi_describes_every_route(daemon: DaemonProcess, tmp_path: Path) -> None:
     assert httpx.get(f"{daemon.base_url}/openapi.json").status_code == 401
     spec = httpx.get(
