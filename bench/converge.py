@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -116,11 +117,15 @@ def compose_file(project: str, ports: list[int], folders: list[Path], path: Path
 
 
 def compose(compose_bin: str, project: str, path: Path, *args: str) -> subprocess.CompletedProcess:
+    # Compose v1 deadlocks with more services than its parallel limit (64 by default):
+    # each service's task holds a slot while it waits for its container's.
+    env = {**os.environ, "COMPOSE_PARALLEL_LIMIT": "1024"}
     return subprocess.run(
         [compose_bin, "--no-ansi", "-p", project, "-f", str(path), *args],
         capture_output=True,
         text=True,
         check=False,
+        env=env,
     )
 
 

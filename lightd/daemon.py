@@ -54,6 +54,14 @@ from lightd.store.watch import FolderWatcher, WatchSettings
 log = logging.getLogger("lightd.daemon")
 
 
+def _tasks_alive() -> int:
+    """asyncio tasks of the running loop (scrapes run on it); 0 off the loop."""
+    try:
+        return len(asyncio.all_tasks())
+    except RuntimeError:
+        return 0
+
+
 def controller_settings(section: ContainersSettings) -> ControllerSettings:
     return ControllerSettings(
         workers=section.workers,
@@ -211,6 +219,7 @@ class Daemon:
 
     def _metric_state(self) -> dict[str, Any]:
         queue = self.controller.queue
+        throttled, repeats = self.consoles.line_counts()
         return self.views.metric_state(
             queue_depth=len(queue) if queue is not None else 0,
             retries=queue.retries if queue is not None else 0,
@@ -227,6 +236,17 @@ class Daemon:
                     "lightd_panel_delivery_failures",
                     "Failed panel delivery attempts since start (retried)",
                     self.remote.failed_attempts,
+                ),
+                ("lightd_asyncio_tasks", "asyncio tasks alive now", _tasks_alive()),
+                (
+                    "lightd_console_lines_throttled",
+                    "Console lines not sent since start: the container wrote over the throttle",
+                    throttled,
+                ),
+                (
+                    "lightd_console_repeats_skipped",
+                    "Console lines the engine sent again (log rotation) and lightd skipped",
+                    repeats,
                 ),
                 (
                     "lightd_panel_refused",

@@ -68,6 +68,9 @@ def test_metrics_need_token_and_speak_prometheus(daemon: DaemonProcess, api: htt
         "# TYPE lightd_reconcile_actions_total counter",
         "lightd_panel_outbox_depth",
         "lightd_panel_delivery_failures",
+        "lightd_console_lines_throttled",
+        "lightd_console_repeats_skipped",
+        "lightd_asyncio_tasks",
     ):
         assert name in text, name
 

@@ -152,6 +152,7 @@ class ConsoleHub:
         self._on_match = on_match
         self._on_end = on_end
         self._consoles: dict[str, Console] = {}
+        self._retired = (0, 0)  # line counts of readers replaced or forgotten
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -159,6 +160,18 @@ class ConsoleHub:
 
     def watching(self, internal_id: str) -> Console | None:
         return self._consoles.get(internal_id)
+
+    def line_counts(self) -> tuple[int, int]:
+        """Lines the throttle dropped and lines the engine repeated, since start."""
+        throttled, repeats = self._retired
+        for console in self._consoles.values():
+            throttled += console.throttled_lines
+            repeats += console.repeats_skipped
+        return throttled, repeats
+
+    def _retire(self, console: Console) -> None:
+        throttled, repeats = self._retired
+        self._retired = (throttled + console.throttled_lines, repeats + console.repeats_skipped)
 
     def readers(self) -> int:
         """Reader threads alive now (one per container at most)."""
@@ -240,6 +253,7 @@ class ConsoleHub:
         sinks = previous.sinks if previous is not None else set()
         if previous is not None:
             self._halt(previous)
+            self._retire(previous)
         console = Console(
             internal_id=internal_id,
             container_id=container_id,
@@ -270,6 +284,7 @@ class ConsoleHub:
         console = self._consoles.pop(internal_id, None)
         if console is not None:
             self._halt(console)
+            self._retire(console)
 
     def stop_all(self) -> None:
         for console in list(self._consoles.values()):
