@@ -49,7 +49,7 @@ from lightd.spec.observed import ObservedContainer
 from lightd.store import DocumentStore
 from lightd.store.install_logs import InstallLogs
 from lightd.store.observed import ObservedStore
-from lightd.store.watch import FolderWatcher, WatchSettings
+from lightd.store.watch import FILE_EVENTS, FolderWatcher, WatchSettings
 
 log = logging.getLogger("lightd.daemon")
 
@@ -270,7 +270,7 @@ class Daemon:
         self.watch.refresh_ports()
 
     async def _on_desired_change(self, reason: str) -> None:
-        await self.ingest.ingest(reason)
+        await self.ingest.ingest(reason, full=not reason.endswith(FILE_EVENTS))
 
     def _volume_path(self, volume_id: str) -> str | None:
         try:
