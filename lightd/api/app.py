@@ -26,6 +26,7 @@ from lightd.api.routes import (
     remote,
     system,
     tokens,
+    ui,
     volumes,
 )
 from lightd.daemon import Daemon
@@ -76,4 +77,5 @@ def create_app(daemon: Daemon) -> Quart:
     modules = (public, health, tokens, remote, system, network, containers, desired, volumes, ws)
     for module in modules:
         app.register_blueprint(module.blueprint)
+    app.register_blueprint(ui.blueprint)  # the web console's static files
     return app
