@@ -1,0 +1,194 @@
+"""The web console in a real browser (Debian's Chromium via Playwright) against the shared
+daemon and a real busybox container: sign-in, node and container views, console in and
+out, power buttons, uploads, headers, and that the page talks to nobody but lightd."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import httpx
+from playwright.sync_api import expect
+
+from tests.support.daemon import DaemonProcess, wait_for
+from tests.support.lab import Lab
+from tests.ui.conftest import Console
+
+# Coloured and numbered lines, then an echo loop on stdin (as in test_websockets).
+NUMBERED = 12
+NO_VALUE = "\u2013"  # what the page shows before a first stats sample
+STARTUP = (
+    "printf '\\033[31mred alert\\033[0m and \\033[1;92mbold green\\033[0m\\n'; "
+    + "; ".join(f"echo 'line {i:02d}'" for i in range(1, NUMBERED + 1))
+    + "; echo 'Done!'; while read line; do echo \"got: $line\"; done"
+)
+
+
+def running(lab: Lab, name: str = "ui") -> str:
+    cid = lab.create(name, startup_command=STARTUP, start_pattern="Done")
+    lab.wait_state(cid, "running")
+    return cid
+
+
+def test_headers_and_public_files(daemon: DaemonProcess) -> None:
+    with httpx.Client(base_url=daemon.base_url, timeout=10) as plain:
+        bare = plain.get("/ui")
+        assert bare.status_code == 308
+        assert bare.headers["location"] == "/ui/"
+        page = plain.get("/ui/")
+        assert page.status_code == 200
+        assert page.headers["content-type"].startswith("text/html")
+        assert '<script type="module" src="app.js">' in page.text
+        csp = page.headers["content-security-policy"]
+        assert "default-src 'self'" in csp
+        assert "script-src 'self';" in csp and "unsafe-inline" not in csp
+        assert f"ws://127.0.0.1:{daemon.port}" in csp
+        assert "frame-ancestors 'none'" in csp
+        assert page.headers["x-content-type-options"] == "nosniff"
+        assert page.headers["x-frame-options"] == "DENY"
+        assert page.headers["referrer-policy"] == "no-referrer"
+        script = plain.get("/ui/app.js")
+        assert script.status_code == 200
+        assert script.headers["content-type"].startswith("text/javascript")
+        assert (
+            plain.get("/ui/app.js", headers={"If-None-Match": script.headers["etag"]}).status_code
+            == 304
+        )
+        assert plain.get("/ui/style.css").headers["content-type"].startswith("text/css")
+        for missing in (
+            "/ui/nope.js",
+            "/ui/..%2Fpyproject.toml",
+            "/ui/__init__.py",
+            "/ui/%2e%2e/x",
+        ):
+            answer = plain.get(missing)
+            assert answer.status_code == 404, missing
+            assert answer.json() == {"error": "Not found"}
+        # The page is public; the API behind it is not.
+        assert plain.get("/system").status_code == 401
+        hostile = plain.get("/ui/", headers={"Host": 'evil"; script-src *'})
+        assert "evil" not in hostile.headers["content-security-policy"]
+
+
+def test_wrong_token_is_refused(console: Console) -> None:
+    console.sign_in("lightd_" + "00" * 16)
+    alert = console.page.get_by_role("alert")
+    expect(alert).to_contain_text("This token was refused")
+    assert console.page.evaluate("sessionStorage.length") == 0
+    expect(console.page.get_by_role("button", name="Sign out")).to_be_hidden()
+    console.shot("signin-refused")
+    # The refused REST call is the one error Chromium logs for this page.
+    assert all("401" in error for error in console.recorded.errors), console.recorded.errors
+    assert console.recorded.foreign() == []
+
+
+def test_node_container_and_files_views(console: Console, lab: Lab, tmp_path: Path) -> None:
+    cid = running(lab)
+    page = console.page
+    console.sign_in()
+    # Node view: the container, live from /watch, with its state and port pool.
+    row = page.locator(f"tr[data-id='{cid}']")
+    expect(row).to_be_visible()
+    expect(row.locator("td[data-label='State'] .badge")).to_have_text("running")
+    expect(row.locator("td[data-label='Install'] .badge")).to_have_text("ready")
+    expect(page.get_by_text("reachable", exact=False).first).to_be_visible()
+    expect(row.locator("td[data-label='CPU'] .num")).not_to_have_text(NO_VALUE, timeout=15_000)
+    console.shot("node")
+
+    # Container view: replayed lines in order, colours, a command and its echo.
+    row.get_by_role("link", name=cid).click()
+    expect(page).to_have_url(re.compile(f"#/c/{cid}$"))
+    out = page.get_by_role("log", name="Console output")
+    expect(out).to_contain_text("line 12")
+    text = out.inner_text()
+    positions = [text.index(f"line {i:02d}") for i in range(1, NUMBERED + 1)]
+    assert positions == sorted(positions), text
+    red = out.locator("span.fg-1")
+    expect(red).to_have_text("red alert")
+    expect(out.locator("span.fg-10.bold")).to_have_text("bold green")
+    assert "\x1b" not in text and "[31m" not in text
+
+    command = page.get_by_label("Command")
+    command.fill("hello from the page")
+    command.press("Enter")
+    expect(out).to_contain_text("got: hello from the page")
+    command.fill("second <b>not bold</b>")
+    command.press("Enter")
+    expect(out).to_contain_text("got: second <b>not bold</b>")
+    assert out.locator("b").count() == 0
+    command.press("ArrowUp")
+    expect(command).to_have_value("second <b>not bold</b>")
+    command.press("ArrowUp")
+    expect(command).to_have_value("hello from the page")
+    command.press("ArrowDown")
+    command.press("ArrowDown")
+    expect(command).to_have_value("")
+
+    # Power buttons follow the real state.
+    start = page.get_by_role("button", name="Start", exact=True)
+    kill = page.get_by_role("button", name="Kill", exact=True)
+    state = page.locator(".head .title .badge").first
+    expect(start).to_be_disabled()
+    expect(kill).to_be_enabled()
+    expect(page.get_by_text("CPU").first).to_be_visible()
+    expect(page.locator("[data-ref='cpuNow']")).not_to_have_text(NO_VALUE, timeout=15_000)
+    page.wait_for_timeout(2500)  # a few stats samples for the charts of the screenshot
+    console.shot("container")
+    kill.click()
+    expect(state).to_have_text("offline")
+    expect(start).to_be_enabled()
+    expect(kill).to_be_disabled()
+    assert lab.get(cid)["state"] == "offline"
+    start.click()
+    expect(state).to_have_text("running", timeout=20_000)
+    expect(kill).to_be_enabled()
+    expect(start).to_be_disabled()
+    lab.wait_state(cid, "running")
+
+    # Files view: uploads through the file input and by drag and drop land on disk.
+    page.get_by_role("link", name="Files").click()
+    expect(page.get_by_role("heading", name="Files")).to_be_visible()
+    volume = Path(lab.volume_path(lab.get(cid)["volume_id"]))
+    payload = bytes(range(256)) * 300
+    picked = tmp_path / "picked.bin"
+    picked.write_bytes(payload)
+    page.locator("input[type=file]").set_input_files(str(picked))
+    expect(page.locator("tr[data-name='picked.bin']")).to_be_visible()
+    wait_for(lambda: (volume / "picked.bin").is_file(), what="picked.bin on disk")
+    assert (volume / "picked.bin").read_bytes() == payload
+
+    dropped = page.evaluate_handle(
+        """() => {
+            const data = new DataTransfer();
+            const bytes = new Uint8Array(5000).map((_, i) => (i * 7) % 251);
+            data.items.add(new File([bytes], "dropped.dat"));
+            return data;
+        }"""
+    )
+    page.locator("[data-ref='drop']").dispatch_event("drop", {"dataTransfer": dropped})
+    expect(page.locator("tr[data-name='dropped.dat']")).to_be_visible()
+    assert (volume / "dropped.dat").read_bytes() == bytes((i * 7) % 251 for i in range(5000))
+
+    assert console.recorded.errors == []
+    # An API error is shown as the daemon words it (Chromium logs the refused call).
+    page.get_by_role("button", name="New folder").click()
+    page.get_by_label("Folder name").fill("../../escape")
+    page.get_by_role("button", name="Create").click()
+    expect(page.locator(".files-view .alert.error")).to_have_text(
+        "Invalid path: path traversal detected"
+    )
+    console.shot("files")
+
+    # Sign-out forgets the token.
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_label("Token")).to_be_visible()
+    assert page.evaluate("sessionStorage.length") == 0
+
+    assert console.recorded.errors == [
+        "Failed to load resource: the server responded with a status of 400 ()"
+    ]
+    assert console.recorded.foreign() == []
+    assert any(
+        url.startswith(f"ws://127.0.0.1:{console.daemon.port}/watch")
+        for url in console.recorded.requests
+    )
