@@ -3,7 +3,7 @@
 
 import { api, ApiError, onUnauthorized, session } from "./api.js";
 import { el, view } from "./dom.js";
-import { closeAll, onExpired } from "./streams.js";
+import { closeAll, nodeWatch, onExpired } from "./streams.js";
 import * as containerView from "./container.js";
 import * as filesView from "./files.js";
 import * as nodeView from "./node.js";
@@ -11,7 +11,9 @@ import * as nodeView from "./node.js";
 const main = document.getElementById("main");
 const crumbs = document.getElementById("crumbs");
 const signout = document.getElementById("signout");
+const live = document.getElementById("live");
 let unmount = null;
+let liveOff = null;
 let notice = "";
 
 function route() {
@@ -40,6 +42,12 @@ function render() {
   main.replaceChildren();
   if (!session.token) { showSignin(); return; }
   signout.hidden = false;
+  if (session.master && !liveOff) {
+    liveOff = nodeWatch().listen((watch) => {
+      live.textContent = watch.connected ? "live" : "reconnecting…";
+      live.classList.toggle("on", watch.connected);
+    });
+  }
   let { module, params } = route();
   if (!session.master && (module === nodeView || params.id !== session.scope)) {
     location.replace(`#/c/${encodeURIComponent(session.scope)}`);
@@ -103,6 +111,8 @@ function checkScoped(token, scope) {
 }
 
 function signOut(message = "") {
+  if (liveOff) { liveOff(); liveOff = null; }
+  live.textContent = "";
   closeAll();
   session.clear();
   notice = message;

@@ -21,10 +21,10 @@ function fit(canvas) {
 
 /**
  * Draws `lines` ([{points: [[t, v]], color}]) over the last `windowSeconds` ending now.
- * `max` fixes the top of the scale (else the data's maximum); `grid` adds guide lines
+ * `max` fixes the top of the scale (else the data's maximum, at least `min`); `grid` adds guide lines
  * labelled with `label(value)`.
  */
-export function draw(canvas, lines, { windowSeconds = 600, max, grid = false, label } = {}) {
+export function draw(canvas, lines, { windowSeconds = 600, max, min = 0, grid = false, label } = {}) {
   if (!canvas.isConnected || canvas.clientWidth === 0) return;
   const { context, width, height } = fit(canvas);
   const now = Date.now() / 1000;
@@ -32,8 +32,9 @@ export function draw(canvas, lines, { windowSeconds = 600, max, grid = false, la
   let top = max ?? 0;
   if (max === undefined) {
     for (const line of lines) for (const [, v] of line.points) top = Math.max(top, v);
-    top = top > 0 ? top * 1.15 : 1;
+    top = top > 0 ? top * 1.2 : 1;
   }
+  top = Math.max(top, min);
   const pad = grid ? { l: 4, r: 4, t: 6, b: 4 } : { l: 1, r: 1, t: 2, b: 2 };
   const x = (t) => pad.l + ((t - start) / windowSeconds) * (width - pad.l - pad.r);
   const y = (v) => height - pad.b - (Math.min(v, top) / top) * (height - pad.t - pad.b);

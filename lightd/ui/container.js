@@ -4,7 +4,7 @@
 
 import { api } from "./api.js";
 import { render as renderAnsi } from "./ansi.js";
-import { draw, } from "./charts.js";
+import { draw } from "./charts.js";
 import { bytes, el, percent, toast, tone, view } from "./dom.js";
 import { HISTORY_SECONDS, containerStream, nodeWatch } from "./streams.js";
 
@@ -164,18 +164,24 @@ export function mount(root, { id }, { setCrumbs, master }) {
     const samples = stream.samples;
     const last = samples[samples.length - 1];
     const fresh = last && last.t > Date.now() / 1000 - 5;
-    const cpuTop = Math.max(100, ...samples.map((s) => s.cpu * 1.15));
+    // The axis grows with the data, from 30 seconds up to the ten minutes kept.
+    const span = samples.length ? Date.now() / 1000 - samples[0].t : 0;
+    const windowSeconds = Math.min(HISTORY_SECONDS, Math.max(30, Math.ceil(span / 30) * 30));
+    const spanText = windowSeconds < 60 ? `${windowSeconds} seconds` : `${windowSeconds / 60} minute${windowSeconds > 60 ? "s" : ""}`;
+    const common = { windowSeconds, grid: true };
+    const cpuTop = Math.max(5, ...samples.map((s) => s.cpu)) * 1.2;
     draw(refs.cpu, [{ points: samples.map((s) => [s.t, s.cpu]), color: "--cpu", fill: true }],
-      { windowSeconds: HISTORY_SECONDS, max: cpuTop, grid: true, label: percent });
+      { ...common, max: cpuTop, label: percent });
     draw(refs.mem, [{ points: samples.map((s) => [s.t, s.mem]), color: "--mem", fill: true }],
-      { windowSeconds: HISTORY_SECONDS, max: last ? last.limit : undefined, grid: true, label: bytes });
+      { ...common, min: 1024 * 1024, label: bytes });
     draw(refs.net, [
       { points: samples.map((s) => [s.t, s.rxRate]), color: "--rx" },
       { points: samples.map((s) => [s.t, s.txRate]), color: "--tx" },
-    ], { windowSeconds: HISTORY_SECONDS, grid: true, label: (v) => `${bytes(v)}/s` });
+    ], { ...common, min: 1024, label: (v) => `${bytes(v)}/s` });
     refs.cpuNow.textContent = fresh ? percent(last.cpu) : "–";
     refs.memNow.textContent = fresh ? `${bytes(last.mem)} of ${bytes(last.limit)}` : "–";
     refs.netNow.textContent = fresh ? `↓ ${bytes(last.rxRate)}/s ↑ ${bytes(last.txRate)}/s` : "–";
+    refs.span.textContent = `Last ${spanText} (up to 10 minutes), sampled about once a second.`;
   }
 
   // -- install log ----------------------------------------------------------------

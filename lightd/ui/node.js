@@ -58,7 +58,7 @@ export function mount(root, _params, { setCrumbs }) {
   }
 
   function makeRow(id) {
-    const link = el("a.mono", { href: `#/c/${encodeURIComponent(id)}` }, id);
+    const link = el("a.mono.cid", { href: `#/c/${encodeURIComponent(id)}` }, id);
     const cells = {
       state: el("span.badge"),
       install: el("span.badge"),
@@ -70,12 +70,12 @@ export function mount(root, _params, { setCrumbs }) {
       error: el("span.error-text"),
     };
     const row = el("tr", { dataset: { id } },
-      el("td", { "data-label": "Container" }, link, el("div.muted.small.image")),
+      el("td", { "data-label": "Container" }, el("div.who", {}, link, el("div.muted.small.image"))),
       el("td", { "data-label": "State" }, cells.state),
       el("td", { "data-label": "Install" }, cells.install),
       el("td", { "data-label": "Ports" }, cells.ports),
-      el("td.metric", { "data-label": "CPU" }, cells.cpu, cells.cpuText),
-      el("td.metric", { "data-label": "Memory" }, cells.mem, cells.memText),
+      el("td.metric", { "data-label": "CPU" }, el("span.pair", {}, cells.cpu, cells.cpuText)),
+      el("td.metric", { "data-label": "Memory" }, el("span.pair", {}, cells.mem, cells.memText)),
       el("td", { "data-label": "Last error" }, cells.error));
     cells.image = row.querySelector(".image");
     return { row, cells };
@@ -83,8 +83,9 @@ export function mount(root, _params, { setCrumbs }) {
 
   function showWatch(watch) {
     if (stopped) return;
-    refs.watchinfo.textContent = watch.connected ? "live" : "reconnecting…";
     const ids = [...watch.containers.keys()].sort();
+    const up = ids.filter((id) => watch.containers.get(id).state === "running").length;
+    refs.watchinfo.textContent = ids.length ? `${up} of ${ids.length} running` : "";
     refs.count.textContent = String(ids.length);
     refs.norows.hidden = ids.length > 0;
     for (const [id, entry] of rows) {
@@ -129,12 +130,14 @@ export function mount(root, _params, { setCrumbs }) {
     const samples = stream.samples;
     const last = samples[samples.length - 1];
     const { cells } = entry;
-    const since = Date.now() / 1000 - SPARK_SECONDS;
-    const recent = samples.filter((s) => s.t >= since);
+    const now = Date.now() / 1000;
+    const recent = samples.filter((s) => s.t >= now - SPARK_SECONDS);
+    // Grows from 20 seconds to two minutes, so a new stream is not a dot at the edge.
+    const windowSeconds = recent.length ? Math.min(SPARK_SECONDS, Math.max(20, now - recent[0].t + 2)) : 20;
     draw(cells.cpu, [{ points: recent.map((s) => [s.t, s.cpu]), color: "--cpu", fill: true }],
-      { windowSeconds: SPARK_SECONDS });
+      { windowSeconds, min: 5 });
     draw(cells.mem, [{ points: recent.map((s) => [s.t, s.mem]), color: "--mem", fill: true }],
-      { windowSeconds: SPARK_SECONDS, max: last ? last.limit : undefined });
+      { windowSeconds, min: 1024 * 1024 });
     const fresh = last && last.t > Date.now() / 1000 - 5;
     cells.cpuText.textContent = fresh ? percent(last.cpu) : "–";
     cells.memText.textContent = fresh ? bytes(last.mem) : "–";

@@ -8,11 +8,15 @@ import re
 from pathlib import Path
 
 import httpx
-from playwright.sync_api import expect
+import pytest
 
 from tests.support.daemon import DaemonProcess, wait_for
 from tests.support.lab import Lab
-from tests.ui.conftest import Console
+from tests.ui.conftest import Console, new_console
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+expect = sync_api.expect
+Browser = sync_api.Browser
 
 # Coloured and numbered lines, then an echo loop on stdin (as in test_websockets).
 NUMBERED = 12
@@ -24,8 +28,8 @@ STARTUP = (
 )
 
 
-def running(lab: Lab, name: str = "ui") -> str:
-    cid = lab.create(name, startup_command=STARTUP, start_pattern="Done")
+def running(lab: Lab, name: str = "ui", **changes: object) -> str:
+    cid = lab.create(name, startup_command=STARTUP, start_pattern="Done", **changes)
     lab.wait_state(cid, "running")
     return cid
 
@@ -83,7 +87,8 @@ def test_wrong_token_is_refused(console: Console) -> None:
 
 
 def test_node_container_and_files_views(console: Console, lab: Lab, tmp_path: Path) -> None:
-    cid = running(lab)
+    port = lab.pool_port()
+    cid = running(lab, ports=[port])
     page = console.page
     console.sign_in()
     # Node view: the container, live from /watch, with its state and port pool.
@@ -92,7 +97,11 @@ def test_node_container_and_files_views(console: Console, lab: Lab, tmp_path: Pa
     expect(row.locator("td[data-label='State'] .badge")).to_have_text("running")
     expect(row.locator("td[data-label='Install'] .badge")).to_have_text("ready")
     expect(page.get_by_text("reachable", exact=False).first).to_be_visible()
+    expect(row.locator("td[data-label='Ports']")).to_have_text(f"127.0.0.1:{port['port']}/tcp")
+    pool = page.locator("table.pool")
+    expect(pool.locator("tr", has_text=str(port["port"]))).to_contain_text("bound")
     expect(row.locator("td[data-label='CPU'] .num")).not_to_have_text(NO_VALUE, timeout=15_000)
+    page.wait_for_timeout(3000)  # a few stats samples for the sparklines of the screenshot
     console.shot("node")
 
     # Container view: replayed lines in order, colours, a command and its echo.
@@ -132,7 +141,7 @@ def test_node_container_and_files_views(console: Console, lab: Lab, tmp_path: Pa
     expect(kill).to_be_enabled()
     expect(page.get_by_text("CPU").first).to_be_visible()
     expect(page.locator("[data-ref='cpuNow']")).not_to_have_text(NO_VALUE, timeout=15_000)
-    page.wait_for_timeout(2500)  # a few stats samples for the charts of the screenshot
+    page.wait_for_timeout(3000)  # a few stats samples for the charts of the screenshot
     console.shot("container")
     kill.click()
     expect(state).to_have_text("offline")
@@ -192,3 +201,63 @@ def test_node_container_and_files_views(console: Console, lab: Lab, tmp_path: Pa
         url.startswith(f"ws://127.0.0.1:{console.daemon.port}/watch")
         for url in console.recorded.requests
     )
+
+
+WIDEST = """() => [...document.querySelectorAll('body *')]
+    .filter((e) => e.getBoundingClientRect().right > 390)
+    .map((e) => `${e.tagName}.${e.className} ${Math.round(e.getBoundingClientRect().right)}`)
+    .slice(0, 8)"""
+
+
+def test_phone_width_and_keyboard(browser: Browser, daemon: DaemonProcess, lab: Lab) -> None:
+    cid = running(lab, "phone")
+    for phone in new_console(browser, daemon, viewport={"width": 390, "height": 844}):
+        page = phone.page
+        phone.open()
+        # Keyboard only: type the token, Enter signs in.
+        token = page.get_by_label("Token")
+        expect(token).to_be_focused()
+        page.keyboard.type(daemon.token)
+        page.keyboard.press("Enter")
+        expect(page.locator(f"tr[data-id='{cid}']")).to_be_visible()
+        wide = page.evaluate(WIDEST)
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390, wide
+        phone.shot("phone-node")
+        page.locator(f"tr[data-id='{cid}'] a").focus()
+        page.keyboard.press("Enter")
+        out = page.get_by_role("log", name="Console output")
+        expect(out).to_contain_text("line 12")
+        page.get_by_label("Command").focus()
+        page.keyboard.type("typed on a phone")
+        page.keyboard.press("Enter")
+        expect(out).to_contain_text("got: typed on a phone")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        phone.shot("phone-container")
+        assert phone.recorded.errors == []
+        assert phone.recorded.foreign() == []
+
+
+def test_minted_token_opens_its_container_only(console: Console, lab: Lab) -> None:
+    cid = running(lab, "minted")
+    minted = lab.api.post("/auth/tokens", json={"ttl": "10m", "container": cid})
+    assert minted.status_code == 200, minted.text
+    page = console.page
+    console.open()
+    page.get_by_label("Token").fill(minted.json()["token"])
+    page.get_by_text("A minted token for one container").click()
+    page.get_by_label("Container id").fill(cid)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page).to_have_url(re.compile(f"#/c/{cid}$"))
+    out = page.get_by_role("log", name="Console output")
+    expect(out).to_contain_text("line 12")
+    command = page.get_by_label("Command")
+    command.fill("scoped hello")
+    command.press("Enter")
+    expect(out).to_contain_text("got: scoped hello")
+    expect(page.get_by_role("link", name="Files")).to_be_hidden()
+    # The node view needs the master token: the page stays on the container.
+    console.open("#/")
+    expect(page).to_have_url(re.compile(f"#/c/{cid}$"))
+    expect(out).to_be_visible()
+    assert console.recorded.errors == []
+    assert console.recorded.foreign() == []
