@@ -68,6 +68,7 @@ export function toast(message, kind = "info") {
   const box = document.getElementById("toasts");
   const item = el(`div.toast.${kind}`, { role: kind === "error" ? "alert" : "status" }, message);
   box.append(item);
+  while (box.childElementCount > 3) box.firstElementChild.remove();
   setTimeout(() => item.remove(), kind === "error" ? 8000 : 3500);
 }
 

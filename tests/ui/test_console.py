@@ -261,3 +261,69 @@ def test_minted_token_opens_its_container_only(console: Console, lab: Lab) -> No
     expect(out).to_be_visible()
     assert console.recorded.errors == []
     assert console.recorded.foreign() == []
+
+
+def test_files_edit_rename_archive_download_delete(console: Console, lab: Lab) -> None:
+    cid = lab.create("files", power="stopped")
+    volume = Path(lab.volume_path(lab.get(cid)["volume_id"]))
+    (volume / "config").mkdir()
+    (volume / "config" / "server.properties").write_text("max-players=20\n")
+    page = console.page
+    console.sign_in()
+    expect(page.locator(f"tr[data-id='{cid}']")).to_be_visible()
+    console.open(f"#/c/{cid}/files")
+    rows = page.locator("table.files tbody")
+    page.get_by_role("button", name="config/").click()
+    expect(page.locator("nav.path")).to_contain_text("config")
+
+    # Edit a small text file.
+    rows.get_by_role("button", name="server.properties").click()
+    editor = page.get_by_label("File content")
+    expect(editor).to_have_value("max-players=20\n")
+    editor.fill("max-players=64\nmotd=from the page\n")
+    page.get_by_role("button", name="Save").click()
+    wait_for(
+        lambda: (
+            (volume / "config/server.properties").read_text()
+            == "max-players=64\nmotd=from the page\n"
+        ),
+        what="saved file",
+    )
+    page.get_by_role("button", name="Close").click()
+
+    # Download it.
+    with page.expect_download() as download:
+        page.locator("tr[data-name='server.properties']").get_by_role(
+            "button", name="Download"
+        ).click()
+    assert Path(download.value.path()).read_text() == "max-players=64\nmotd=from the page\n"
+
+    # Rename it.
+    page.locator("tr[data-name='server.properties']").get_by_role("button", name="Rename").click()
+    page.get_by_label("New name or path").fill("game.properties")
+    page.get_by_role("button", name="Rename", exact=True).last.click()
+    expect(page.locator("tr[data-name='game.properties']")).to_be_visible()
+    assert (volume / "config/game.properties").is_file()
+    assert not (volume / "config/server.properties").exists()
+
+    # Compress the folder from the root, extract the archive elsewhere.
+    page.get_by_role("button", name="Up", exact=True).click()
+    page.locator("tr[data-name='config'] input[type=checkbox]").check()
+    page.get_by_role("button", name="Compress selected").click()
+    page.get_by_label("Archive name").fill("backup")
+    page.get_by_role("button", name="Compress", exact=True).click()
+    expect(page.locator("tr[data-name='backup.tar.gz']")).to_be_visible()
+    page.locator("tr[data-name='backup.tar.gz']").get_by_role("button", name="Extract").click()
+    page.get_by_label("Into folder").fill("restored")
+    page.get_by_role("button", name="Extract", exact=True).last.click()
+    expect(page.locator("tr[data-name='restored']")).to_be_visible()
+    assert (volume / "restored/config/game.properties").read_text().startswith("max-players=64")
+
+    # Delete the archive, after confirming.
+    page.locator("tr[data-name='backup.tar.gz']").get_by_role("button", name="Delete").click()
+    page.get_by_role("dialog").get_by_role("button", name="Delete").click()
+    expect(page.locator("tr[data-name='backup.tar.gz']")).to_have_count(0)
+    assert not (volume / "backup.tar.gz").exists()
+    console.shot("files-actions")
+    assert console.recorded.errors == []
+    assert console.recorded.foreign() == []
