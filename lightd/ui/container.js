@@ -181,7 +181,7 @@ export function mount(root, { id }, { setCrumbs, master }) {
     refs.cpuNow.textContent = fresh ? percent(last.cpu) : "–";
     refs.memNow.textContent = fresh ? `${bytes(last.mem)} of ${bytes(last.limit)}` : "–";
     refs.netNow.textContent = fresh ? `↓ ${bytes(last.rxRate)}/s ↑ ${bytes(last.txRate)}/s` : "–";
-    refs.span.textContent = `Last ${spanText} (up to 10 minutes), sampled about once a second.`;
+    refs.span.textContent = `Last ${spanText} · up to 10 minutes are kept`;
   }
 
   // -- install log ----------------------------------------------------------------
