@@ -241,9 +241,17 @@ def test_minted_token_opens_its_container_only(console: Console, lab: Lab) -> No
     cid = running(lab, "minted")
     minted = lab.api.post("/auth/tokens", json={"ttl": "10m", "container": cid})
     assert minted.status_code == 200, minted.text
+    token = minted.json()["token"]
+    try:
+        signed_in_with_minted(console, cid, token)
+    finally:
+        lab.api.delete(f"/auth/tokens/{token}")
+
+
+def signed_in_with_minted(console: Console, cid: str, token: str) -> None:
     page = console.page
     console.open()
-    page.get_by_label("Token").fill(minted.json()["token"])
+    page.get_by_label("Token").fill(token)
     page.get_by_text("A minted token for one container").click()
     page.get_by_label("Container id").fill(cid)
     page.get_by_role("button", name="Sign in").click()
