@@ -26,6 +26,7 @@ docker:
 
 images: docker
 	@./tests/images/build.sh
+	@./deploy/ensure-chromium.sh
 
 run: $(STAMP) docker
 	$(VENV)/bin/lightd serve $(if $(CONFIG),--config $(CONFIG),)

@@ -26,6 +26,7 @@ from lightd.api.routes import (
     remote,
     system,
     tokens,
+    ui,
     volumes,
 )
 from lightd.services import Services
@@ -87,4 +88,5 @@ def create_app(services: Services) -> Quart:
     )
     for module in modules:
         app.register_blueprint(module.blueprint)
+    app.register_blueprint(ui.blueprint)  # the web console's static files
     return app
