@@ -43,8 +43,9 @@ from lightd.runtime.console import ConsoleHub
 from lightd.runtime.events import ContainerEvents
 from lightd.runtime.stats import StatsHub
 from lightd.runtime.watch import NodeWatch
+from lightd.sftp import ContainerAccess, SftpService
 from lightd.spec.container import ContainerSpec
-from lightd.spec.observed import ObservedContainer
+from lightd.spec.observed import InstallState, ObservedContainer
 from lightd.spec.ports import format_key
 from lightd.store import DocumentStore
 from lightd.store.watch import FolderWatcher, WatchSettings
@@ -164,6 +165,30 @@ class Daemon:
             ),
         )
         self._tasks: list[asyncio.Task[None]] = []
+        # SFTP (lightd.sftp): sessions on container volumes; activity to /watch and the panel.
+        self.sftp = SftpService(
+            settings.sftp,
+            data_dir=data_dir,
+            container_of=self.sftp_access,
+            on_activity=self.sftp_activity,
+        )
+        self.observed.subscribe(self.sftp.on_observed)
+
+    def sftp_access(self, internal_id: str) -> ContainerAccess | None:
+        """An SFTP session's view of a container: its volume, and whether it is installing."""
+        spec = self.containers.get(internal_id)
+        if spec is None:
+            return None
+        path = self.volume_path(spec.volume_id)
+        observed = self.observed.get(internal_id)
+        installing = observed is not None and observed.install_state is InstallState.INSTALLING
+        return ContainerAccess(
+            volume=Path(path) if path else None, busy="installing" if installing else None
+        )
+
+    def sftp_activity(self, body: dict[str, Any]) -> None:
+        self.watch.publish("activity", str(body["server"]), body)
+        self.remote.on_activity(body)
 
     def container_list_body(self) -> bytes:
         """The encoded ``GET /containers`` answer, rebuilt only after a change.
@@ -239,6 +264,7 @@ class Daemon:
                     "Panel notifications refused with a 4xx and dropped since start",
                     self.remote.refused,
                 ),
+                *self.sftp.metrics(),
             ],
         }
 
@@ -309,6 +335,7 @@ class Daemon:
         swept += await asyncio.to_thread(self.volumes.sweep)
         if swept:
             log.info("removed %d temp files left by an interrupted write", swept)
+        await self.sftp.start()  # first: a taken port is a config error before anything runs
         await asyncio.to_thread(self.tokens.load)
         await self.ports.load()
         status = await self.engine.status()
@@ -334,6 +361,7 @@ class Daemon:
         self.watch.prime()
 
     async def stop(self) -> None:
+        await self.sftp.stop()
         await self.watcher.stop()
         await self.controller.stop()
         self.stats.stop_all()

@@ -24,6 +24,7 @@ from lightd.api.routes import (
     network,
     public,
     remote,
+    sftp,
     system,
     tokens,
     volumes,
@@ -76,4 +77,5 @@ def create_app(daemon: Daemon) -> Quart:
     modules = (public, health, tokens, remote, system, network, containers, desired, volumes, ws)
     for module in modules:
         app.register_blueprint(module.blueprint)
+    app.register_blueprint(sftp.blueprint)
     return app
