@@ -456,8 +456,13 @@ class VolumeSftp(asyncssh.SFTPServer):
     # -- file system ---------------------------------------------------------------
 
     async def statvfs(self, path: bytes) -> os.statvfs_result:
-        parts_of(path)
-        return await self._run(handles.statvfs, self.root)
+        parts = parts_of(path)
+
+        def measure() -> os.statvfs_result:
+            handles.lstat(self.root, self._follow(parts))  # the path must exist, inside
+            return handles.statvfs(self.root)
+
+        return await self._run(measure)
 
     async def fstatvfs(self, file_obj: object) -> os.statvfs_result:
         return await self._run(handles.statvfs, self.root)

@@ -22,16 +22,14 @@ LOCKOUT_SECONDS = 60.0
 # Authentication attempts (passwords and offered keys) one connection may make.
 MAX_TRIES_PER_CONNECTION = 6
 
-USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{2,63}$")
+# The container internal_id's own shape (the default username is the internal_id).
+USERNAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$")
 
 
 def username_problem(username: str) -> str | None:
     """Why ``username`` cannot be an SFTP username, or None."""
     if not USERNAME_RE.fullmatch(username):
-        return (
-            "must be 3 to 64 characters: letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit"
-        )
+        return "must be 1 to 64 characters: letters, digits, '.', '_' or '-', not starting with '.'"
     return None
 
 
