@@ -90,6 +90,44 @@ def verify_password(password: str, stored: str | None) -> bool:
     return stored is not None and hmac.compare_digest(computed, base64.b64decode(digest))
 
 
+class RecentLogins:
+    """Passwords verified recently, so a client opening many sessions pays scrypt once.
+
+    Holds only an HMAC (with a key made at start and never stored) of the username, the
+    password and the stored hash: a changed password or a replaced credential never
+    matches, and nothing here can be turned back into a password. Entries expire after
+    ``ttl`` seconds; at most ``size`` are kept. Callers still check the lockout first.
+    """
+
+    def __init__(self, *, ttl: float = 600.0, size: int = 4096) -> None:
+        self.ttl = ttl
+        self.size = size
+        self._key = secrets.token_bytes(32)
+        self._seen: dict[bytes, float] = {}
+
+    def _digest(self, username: str, password: str, stored: str) -> bytes:
+        message = b"\0".join((username.encode(), password.encode(), stored.encode()))
+        return hmac.new(self._key, message, hashlib.sha256).digest()
+
+    def known(self, username: str, password: str, stored: str, now: float) -> bool:
+        digest = self._digest(username, password, stored)
+        until = self._seen.get(digest)
+        if until is None:
+            return False
+        if now >= until:
+            del self._seen[digest]
+            return False
+        return True
+
+    def remember(self, username: str, password: str, stored: str, now: float) -> None:
+        if len(self._seen) >= self.size:
+            for digest in [d for d, until in self._seen.items() if until <= now]:
+                del self._seen[digest]
+            while len(self._seen) >= self.size:
+                del self._seen[next(iter(self._seen))]
+        self._seen[self._digest(username, password, stored)] = now + self.ttl
+
+
 def generate_password() -> str:
     return "".join(secrets.choice(_ALPHABET) for _ in range(GENERATED_PASSWORD_LENGTH))
 

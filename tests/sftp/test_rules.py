@@ -219,3 +219,17 @@ def test_resolve_follows_only_inside(tmp_path: Path) -> None:
             handles.resolve(root, ("out", "passwd"))
         with pytest.raises(PathTraversal):
             handles.resolve(root, ("loop",))
+
+
+def test_recent_logins() -> None:
+    from lightd.sftp.credentials import RecentLogins
+
+    recent = RecentLogins(ttl=10, size=2)
+    recent.remember("u", "pw", "hash1", 0)
+    assert recent.known("u", "pw", "hash1", 5)
+    assert not recent.known("u", "pw", "hash2", 5)  # a new credential never matches
+    assert not recent.known("u", "other", "hash1", 5)
+    assert not recent.known("u", "pw", "hash1", 11)  # expired
+    for i in range(5):
+        recent.remember(f"u{i}", "pw", "h", 20)
+    assert len(recent._seen) <= 2
