@@ -9,8 +9,9 @@ only the ``sftp`` subsystem (no shell, exec, scp, pty, agent, X11 or forwarding)
 verified in a thread; a password verified in the last 10 minutes is recognised by an
 in-memory HMAC so clients opening many sessions pay scrypt once) or OpenSSH public
 key, counts tries (6 per connection) and failures (3 per username and address in 60 s
-lock the pair for 60 s), and enforces the per-container and node session caps. Revocation, container deletion and reinstalls
-close a user's sessions at once; a sweeper closes idle ones. Activity (logins,
+lock the pair for 60 s), and enforces the per-container and node session caps.
+Revocation, container deletion and reinstalls close a user's sessions at once; a
+sweeper closes idle ones. Activity (logins,
 uploads, deletions, renames) is batched and handed to ``on_activity``.
 
 It must not log passwords, hashes or keys, and must not import the web framework or
