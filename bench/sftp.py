@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import (
     MIB,
+    CpuMeter,
     docker_client,
     ensure_image,
     interrupt_on_sigterm,
@@ -147,12 +148,26 @@ def remote_path(side: Side, name: str) -> str:
     return f"{side.remote.rstrip('/')}/{name}"
 
 
-def transfer(side: Side, local: Path, size_mb: int, work: Path) -> tuple[float, float]:
-    """Upload then download ``local``; MiB/s each way (hash checked)."""
+CPU: dict[str, float] = {}
+
+
+def transfer(
+    side: Side, local: Path, size_mb: int, work: Path, pid: int | None = None
+) -> tuple[float, float]:
+    """Upload then download ``local``; MiB/s each way (hash checked).
+
+    With ``pid`` (lightd's), its CPU use during each transfer is kept in ``CPU``.
+    """
     expected = sha256(local)
+    meter = CpuMeter(pid) if pid else None
     up = side.run(f"put {local} {remote_path(side, 'big.bin')}\n", cwd=work)
+    if meter:
+        CPU[f"{side.name} up"] = meter.read()
     back = work / f"back-{os.getpid()}.bin"
+    meter = CpuMeter(pid) if pid else None
     down = side.run(f"get {remote_path(side, 'big.bin')} {back}\n", cwd=work)
+    if meter:
+        CPU[f"{side.name} down"] = meter.read()
     if sha256(back) != expected:
         raise RuntimeError(f"{side.name}: downloaded file differs")
     back.unlink()
@@ -280,8 +295,10 @@ def main() -> int:
                     f"(put + get); connects {CONNECTS}; cores {os.cpu_count()}"
                 )
                 peer_up, peer_down = transfer(peer, big, args.size_mb, work)
-                up, down = transfer(ours, big, args.size_mb, work)
-                dup, ddown = transfer(default, big, args.size_mb, work)
+                assert daemon.proc is not None
+                pid = daemon.proc.pid
+                up, down = transfer(ours, big, args.size_mb, work, pid)
+                dup, ddown = transfer(default, big, args.size_mb, work, pid)
                 peer_fail, peer_par = parallel(peer, small, args.parallel_mb, work)
                 fail, par = parallel(ours, small, args.parallel_mb, work)
                 peer_p50, peer_p99 = connects(peer, work)
@@ -316,6 +333,8 @@ def main() -> int:
                     "ms",
                     lambda o, p: "target < 200 ms: " + ("met" if o < 200 else "NOT met"),
                 )
+                for label, share in CPU.items():
+                    print(f"lightd CPU during {label}: {share * 100:.0f}% of a core")
             finally:
                 with suppress(Exception):
                     api.delete(f"/containers/{internal_id}")

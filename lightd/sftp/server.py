@@ -137,7 +137,12 @@ class _Connection(asyncssh.SSHServer):
         peer = conn.get_extra_info("peername")
         if peer:
             self.address = str(peer[0])
-        self.service._pending.add(self)
+        service = self.service
+        if len(service._pending) >= service.max_pending:
+            service.refused_connections += 1
+            conn.disconnect(asyncssh.DISC_TOO_MANY_CONNECTIONS, "Too many connections")
+            return
+        service._pending.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.service._pending.discard(self)
@@ -199,6 +204,7 @@ class _Connection(asyncssh.SSHServer):
     def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
         service = self.service
         if service.lockouts.locked(username, self.address, time.monotonic()):
+            self._count_try()
             return False
         cred = service.credentials.by_username(username)
         if cred is not None and cred.accepts_key(key):
@@ -288,6 +294,9 @@ class SftpService:
         self.port = settings.port
         self.auth_failures = 0
         self.locked_refusals = 0
+        self.refused_connections = 0
+        # Connections still authenticating (each ends by login_timeout at the latest).
+        self.max_pending = max(64, settings.max_sessions)
         self._server: asyncssh.SSHAcceptor | None = None
         self._sessions: dict[_Connection, Session] = {}
         self._pending: set[_Connection] = set()
@@ -442,6 +451,11 @@ class SftpService:
                 "lightd_sftp_lockouts",
                 "SFTP (username, address) pairs locked out since start",
                 self.lockouts.count,
+            ),
+            (
+                "lightd_sftp_refused_connections",
+                "SFTP connections refused because too many were authenticating, since start",
+                self.refused_connections,
             ),
             (
                 "lightd_sftp_locked_refusals",

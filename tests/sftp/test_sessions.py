@@ -318,3 +318,29 @@ def test_container_deletion_removes_credentials(lab: Lab, api: httpx.Client) -> 
     asyncio.run(hold())
     with pytest.raises(asyncssh.PermissionDenied):
         asyncio.run(_list(acct))
+
+
+def test_seventh_key_try_closes_the_connection(account: Account, daemon: DaemonProcess) -> None:
+    keys = [asyncssh.generate_private_key("ssh-ed25519") for _ in range(8)]
+
+    async def run() -> None:
+        async with asyncssh.connect(
+            "127.0.0.1",
+            account.port,
+            username=account.username,
+            client_keys=keys,
+            known_hosts=None,
+            agent_path=None,
+            preferred_auth="publickey",
+        ):
+            pass
+
+    with pytest.raises((asyncssh.PermissionDenied, asyncssh.DisconnectError)):
+        asyncio.run(run())
+    wait_for(
+        lambda: "too many authentication attempts" in daemon.log(),
+        timeout=5,
+        what="the connection closed after six tries",
+    )
+    # Offered keys are tries, not lockout failures: the password still works.
+    assert asyncio.run(_list(account))
