@@ -103,6 +103,22 @@ class OpenSSH:
         cwd: Path | None = None,
         timeout: float = 120,
     ) -> subprocess.CompletedProcess[str]:
+        args, env = self.command(port, username, password=password, key=key)
+        return subprocess.run(
+            args,
+            input=commands,
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=cwd or self.home,
+            timeout=timeout,
+            start_new_session=True,
+        )
+
+    def command(
+        self, port: int, username: str, *, password: str | None = None, key: Path | None = None
+    ) -> tuple[list[str], dict[str, str]]:
+        """The ``sftp`` command line and environment for one login."""
         args = [
             "sftp",
             "-P",
@@ -137,16 +153,7 @@ class OpenSSH:
             )
             args += ["-o", "PreferredAuthentications=password", "-o", "PubkeyAuthentication=no"]
         args.append(f"{username}@127.0.0.1")
-        return subprocess.run(
-            args,
-            input=commands,
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=cwd or self.home,
-            timeout=timeout,
-            start_new_session=True,
-        )
+        return args, env
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ login, and a 100 MiB file both ways compared by hash."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import stat
@@ -96,3 +97,48 @@ def test_100_mib_file_both_ways(account: Account, openssh: OpenSSH) -> None:
     expected = sha256(big)
     assert sha256(account.volume / "big.bin") == expected
     assert sha256(openssh.home / "back.bin") == expected
+
+
+def test_killed_client_mid_upload_leaves_the_old_file(account: Account, openssh: OpenSSH) -> None:
+    import signal
+    import time
+
+    (account.volume / "world.dat").write_bytes(b"old world")
+    big = openssh.home / "big.bin"
+    with big.open("wb") as out:
+        for _ in range(200):
+            out.write(os.urandom(1 << 20))
+    args, env = openssh.command(account.port, account.username, password=account.password)
+    proc = subprocess.Popen(
+        args,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        cwd=openssh.home,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write(b"put big.bin world.dat\n")
+        proc.stdin.flush()
+
+        def temp_growing() -> bool:
+            temps = [p for p in account.volume.iterdir() if p.name.startswith(".lightd-tmp-")]
+            return any(p.stat().st_size > (4 << 20) for p in temps)
+
+        deadline = time.monotonic() + 30
+        while not temp_growing():
+            assert time.monotonic() < deadline, "the upload never started"
+            time.sleep(0.01)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        if proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+    assert (account.volume / "world.dat").read_bytes() == b"old world"
+    deadline = time.monotonic() + 10
+    while [p for p in account.volume.iterdir() if p.name.startswith(".lightd-tmp-")]:
+        assert time.monotonic() < deadline, "the temp entry was not removed"
+        time.sleep(0.05)
