@@ -337,7 +337,8 @@ class SftpService:
                 server_version="lightd",
                 reuse_address=True,
                 backlog=1024,
-                # Bigger windows and packets: fewer trips through Python per MiB.
+                # Bigger windows and packets: fewer trips through Python per MiB (the
+                # window bounds what one session may buffer: 8 MiB x sftp.max_sessions).
                 window=WINDOW_BYTES,
                 max_pktsize=MAX_PACKET_BYTES,
             )
