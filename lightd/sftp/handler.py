@@ -152,12 +152,19 @@ class ReadHandle:
         self.fd = fd
         self.parts = parts
 
+    def seek(self, offset: int, whence: int) -> int:
+        """For asyncssh's ``ranges@asyncssh.com`` (SEEK_DATA/SEEK_HOLE on our descriptor)."""
+        return os.lseek(self.fd, offset, whence)
+
 
 class WriteHandle:
     def __init__(self, upload: handles.Upload, parts: Parts, *, append: bool) -> None:
         self.upload = upload
         self.parts = parts
         self.append = append
+
+    def seek(self, offset: int, whence: int) -> int:
+        return os.lseek(self.upload.fd, offset, whence)
 
 
 class VolumeSftp(asyncssh.SFTPServer):
@@ -267,6 +274,11 @@ class VolumeSftp(asyncssh.SFTPServer):
             raise asyncssh.SFTPError(FX_FAILURE, "Session closed")
         self._open.add(handle)
         return handle
+
+    def open56(
+        self, path: bytes, desired_access: int, flags: int, attrs: asyncssh.SFTPAttrs
+    ) -> object:
+        raise asyncssh.SFTPError(FX_OP_UNSUPPORTED, "SFTP version 3 only")
 
     def read(self, file_obj: object, offset: int, size: int) -> bytes:
         self.context.touch()

@@ -344,3 +344,25 @@ def test_seventh_key_try_closes_the_connection(account: Account, daemon: DaemonP
     )
     # Offered keys are tries, not lockout failures: the password still works.
     assert asyncio.run(_list(account))
+
+
+def test_extensions_stay_inside(account: Account) -> None:
+    """copy-data, ranges, fsync, statvfs and hard links (refused) through the same layer."""
+    (account.volume / "src.bin").write_bytes(b"abc" * 1000)
+
+    async def run() -> None:
+        async with session_of(account) as sftp:
+            await sftp.copy("/src.bin", "/copy.bin", remote_only=True)
+            async with sftp.open("/src.bin", "rb") as f:
+                ranges = [r async for r in f.request_ranges(0, 3000)]
+                assert ranges and ranges[0][0] == 0
+            async with sftp.open("/new.bin", "wb") as f:
+                await f.write(b"x")
+                await f.fsync()
+            assert (await sftp.statvfs("/")).namemax == 255
+            with pytest.raises(asyncssh.SFTPError):
+                await sftp.link("/src.bin", "/hard.bin")
+
+    asyncio.run(run())
+    assert (account.volume / "copy.bin").read_bytes() == b"abc" * 1000
+    assert not (account.volume / "hard.bin").exists()
