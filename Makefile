@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test check lint typecheck pytest docker images bench clean
+.PHONY: run test check lint typecheck pytest docker images test-tools bench clean
 
 $(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "lightd needs Python 3.11 or newer")'
@@ -28,6 +28,10 @@ images: docker
 	@./tests/images/build.sh
 	@./deploy/ensure-chromium.sh
 
+# OpenSSH's sftp client and sftp-server for the SFTP tests and bench (apt-get if missing).
+test-tools:
+	@./deploy/ensure-test-tools.sh
+
 run: $(STAMP) docker
 	$(VENV)/bin/lightd serve $(if $(CONFIG),--config $(CONFIG),)
 
@@ -40,7 +44,7 @@ typecheck: $(STAMP)
 	$(VENV)/bin/lint-imports
 
 # make test includes the test that restarts dockerd (it runs last).
-pytest: $(STAMP) images
+pytest: $(STAMP) images test-tools
 	LIGHTD_TEST_RESTART_ENGINE=1 $(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test: $(STAMP) images lint typecheck pytest

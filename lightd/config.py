@@ -2,7 +2,7 @@
 
 The sections follow the contract's ``GET /remote/config`` shape (``version``,
 ``server``, ``authorization``, ``remote``) plus lightd's own (``storage``, ``docker``,
-``logging``, ``containers``, ``gitops``). Settings are built once by
+``logging``, ``containers``, ``gitops``, ``sftp``). Settings are built once by
 :func:`load_settings` and passed down; nothing else reads the environment or the file.
 This module must not start anything or touch the disk beyond reading the config file.
 """
@@ -131,6 +131,33 @@ class GitopsSettings(_Section):
     force_polling: bool = False
 
 
+class SftpSettings(_Section):
+    """The built-in SFTP server (``lightd.sftp``)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    # 0: any free port (the log's "sftp listening" line and GET /system tell which).
+    port: int = Field(default=2022, ge=0, le=65535)
+    max_sessions_per_container: int = Field(default=8, ge=1, le=1024)
+    # Open SFTP sessions on the whole node.
+    max_sessions: int = Field(default=256, ge=1, le=65536)
+    idle_timeout_seconds: float = Field(default=600.0, gt=0)
+    # A connection must authenticate within this; keepalives find dead clients.
+    login_timeout_seconds: float = Field(default=30.0, gt=0)
+    keepalive_seconds: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _host_is_an_address(self) -> SftpSettings:
+        if self.host != "localhost":
+            try:
+                ipaddress.ip_address(self.host)
+            except ValueError:
+                raise ValueError(
+                    f"sftp.host must be an IP address or localhost, not {self.host!r}"
+                ) from None
+        return self
+
+
 class LoggingSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["plain", "json"] = "plain"
@@ -157,6 +184,7 @@ class Settings(BaseSettings):
     websocket: WebSocketSettings = Field(default_factory=WebSocketSettings)
     volumes: VolumeSettings = Field(default_factory=VolumeSettings)
     gitops: GitopsSettings = Field(default_factory=GitopsSettings)
+    sftp: SftpSettings = Field(default_factory=SftpSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -43,8 +43,9 @@ from lightd.runtime.events import ContainerEvents
 from lightd.runtime.stats import StatsHub
 from lightd.runtime.watch import NodeWatch
 from lightd.services import Access, Consoles, GitOps, Node, Services, SocketCounts
+from lightd.sftp import ContainerAccess, SftpService
 from lightd.spec.container import ContainerSpec
-from lightd.spec.observed import ObservedContainer
+from lightd.spec.observed import InstallState, ObservedContainer
 from lightd.store import DocumentStore
 from lightd.store.install_logs import InstallLogs
 from lightd.store.observed import ObservedStore
@@ -152,6 +153,14 @@ class Daemon:
                 force_polling=settings.gitops.force_polling,
             ),
         )
+        # SFTP (lightd.sftp): sessions on container volumes; activity to /watch and the panel.
+        self.sftp = SftpService(
+            settings.sftp,
+            data_dir=data_dir,
+            container_of=self.sftp_access,
+            on_activity=self.sftp_activity,
+        )
+        self.observed.subscribe(self.sftp.on_observed)
         self.services = Services(
             settings=settings,
             containers=ContainerService(
@@ -195,8 +204,25 @@ class Daemon:
                 reload=self.reload,
             ),
             sockets=self.sockets,
+            sftp=self.sftp,
         )
         self._tasks: list[asyncio.Task[None]] = []
+
+    def sftp_access(self, internal_id: str) -> ContainerAccess | None:
+        """An SFTP session's view of a container: its volume, and whether it is installing."""
+        spec = self.containers.get(internal_id)
+        if spec is None:
+            return None
+        path = self._volume_path(spec.volume_id)
+        observed = self.observed.get(internal_id)
+        installing = observed is not None and observed.install_state is InstallState.INSTALLING
+        return ContainerAccess(
+            volume=Path(path) if path else None, busy="installing" if installing else None
+        )
+
+    def sftp_activity(self, body: dict[str, Any]) -> None:
+        self.watch.publish("activity", str(body["server"]), body)
+        self.remote.on_activity(body)
 
     def _admit(self, spec: ContainerSpec) -> str | None:
         """Why a document may not be applied (hand edits skip the API's checks), or None."""
@@ -232,6 +258,7 @@ class Daemon:
                     "Panel notifications refused with a 4xx and dropped since start",
                     self.remote.refused,
                 ),
+                *self.sftp.metrics(),
             ],
         )
 
@@ -263,6 +290,7 @@ class Daemon:
         swept += await asyncio.to_thread(self.volumes.sweep)
         if swept:
             log.info("removed %d temp files left by an interrupted write", swept)
+        await self.sftp.start()  # first: a taken port is a config error before anything runs
         await asyncio.to_thread(self.tokens.load)
         await self.ports.load()
         status = await self.engine.status()
@@ -288,6 +316,7 @@ class Daemon:
         self.watch.prime()
 
     async def stop(self) -> None:
+        await self.sftp.stop()
         await self.watcher.stop()
         await self.controller.stop()
         self.stats.stop_all()

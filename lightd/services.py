@@ -3,9 +3,10 @@
 The API (REST and WebSockets) receives :class:`Services` instead of the whole daemon:
 the desired write path (``containers``), answers built from state (``reads``, ``watch``,
 ``gitops``), console and stats streams (``consoles``), the port pool, volume files,
-tokens, node status and the open-socket counts. Each facade names what a route needs,
-so no route reaches through the daemon's parts. This module must not build anything
-(that is :mod:`lightd.daemon`), serve HTTP, or import the Docker implementation.
+tokens, node status, the open-socket counts and the SFTP server (``sftp``). Each facade
+names what a route needs, so no route reaches through the daemon's parts. This module
+must not build anything (that is :mod:`lightd.daemon`), serve HTTP, or import the Docker
+implementation.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from lightd.runtime.console import ConsoleHub, LineSink
 from lightd.runtime.events import ContainerEvents, EventSink
 from lightd.runtime.stats import StatsHub, StatsSink
 from lightd.runtime.watch import NodeWatch
+from lightd.sftp import SftpService
 from lightd.spec.container import ContainerSpec
 from lightd.spec.observed import ObservedContainer, RuntimeState
 from lightd.store.install_logs import InstallLogs
@@ -331,3 +333,4 @@ class Services:
     tokens: Access
     node: Node
     sockets: SocketCounts
+    sftp: SftpService

@@ -24,6 +24,7 @@ from lightd.api.routes import (
     network,
     public,
     remote,
+    sftp,
     system,
     tokens,
     ui,
@@ -89,4 +90,5 @@ def create_app(services: Services) -> Quart:
     for module in modules:
         app.register_blueprint(module.blueprint)
     app.register_blueprint(ui.blueprint)  # the web console's static files
+    app.register_blueprint(sftp.blueprint)
     return app

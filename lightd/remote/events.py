@@ -28,13 +28,13 @@ from typing import Literal
 
 from lightd.spec.observed import InstallState, ObservedContainer, RuntimeState
 
-Kind = Literal["state", "error"]
+Kind = Literal["state", "error", "activity"]
 
 
 @dataclass(frozen=True)
 class Notification:
     kind: Kind
-    body: dict[str, str]
+    body: dict[str, str | int | float]
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,11 @@ class Reported:
     error: str | None = None
     crash_count: int = 0
     gave_up: bool = False
+
+
+def activity(body: dict[str, str | int | float]) -> Notification:
+    """An activity event (SFTP logins, uploads, ...), already batched by its producer."""
+    return Notification("activity", dict(body))
 
 
 def status(server: str, value: str) -> Notification:
