@@ -19,6 +19,7 @@ import orjson
 from lightd.auth.master import MasterToken, ensure_master_token, tokens_equal
 from lightd.auth.node import ensure_node_id
 from lightd.auth.tokens import TokenStore
+from lightd.backups.attach import attach as attach_backups
 from lightd.config import ContainersSettings, Settings, load_settings
 from lightd.containers.desired import DesiredContainers
 from lightd.containers.ingest import DesiredIngest
@@ -164,6 +165,7 @@ class Daemon:
             ),
         )
         self._tasks: list[asyncio.Task[None]] = []
+        self.backups = attach_backups(self)
 
     def container_list_body(self) -> bytes:
         """The encoded ``GET /containers`` answer, rebuilt only after a change.
@@ -332,8 +334,10 @@ class Daemon:
         await self.remote.start()
         await self.watcher.start()
         self.watch.prime()
+        await self.backups.start()
 
     async def stop(self) -> None:
+        await self.backups.stop()
         await self.watcher.stop()
         await self.controller.stop()
         self.stats.stop_all()

@@ -18,6 +18,7 @@ from lightd.api.jsonprovider import OrjsonProvider
 from lightd.api.openapi import LightdOpenAPIProvider
 from lightd.api.request import JsonApiRequest
 from lightd.api.routes import (
+    backups,
     containers,
     desired,
     health,
@@ -73,7 +74,19 @@ def create_app(daemon: Daemon) -> Quart:
     install_guard(app)
     _install_cors(app, daemon)
     install_error_handlers(app)
-    modules = (public, health, tokens, remote, system, network, containers, desired, volumes, ws)
+    modules = (
+        public,
+        health,
+        tokens,
+        remote,
+        system,
+        network,
+        containers,
+        desired,
+        volumes,
+        backups,
+        ws,
+    )
     for module in modules:
         app.register_blueprint(module.blueprint)
     return app

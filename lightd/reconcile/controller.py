@@ -32,7 +32,7 @@ from lightd.reconcile.planner import Policy, plan
 from lightd.reconcile.state import ObservedStore
 from lightd.reconcile.workqueue import Backoff, WorkQueue
 from lightd.runtime.console import ConsoleHub
-from lightd.spec.container import ContainerSpec
+from lightd.spec.container import ContainerSpec, Power
 from lightd.spec.observed import RuntimeState
 
 log = logging.getLogger("lightd.reconcile")
@@ -81,6 +81,8 @@ class Controller:
         # Host checks a document must pass before it is applied (the pool's ports).
         self._admit: Callable[[ContainerSpec], str | None] = admit or (lambda _spec: None)
         self._refusals: set[str] = set()
+        # Keys kept stopped whatever their power (a restore of their volume runs).
+        self.held: set[str] = set()
         self._engine = engine
         self._node_id = node_id
         self.desired = desired
@@ -347,6 +349,8 @@ class Controller:
         actual: Actual | None = None  # looked at once per pass: record-only steps keep it
         for _step in range(MAX_STEPS):
             desired = self.desired.get(key)
+            if desired is not None and key in self.held:
+                desired = desired.model_copy(update={"power": Power.STOPPED})
             observed = self.observed.get(key)
             revision = self.desired.digest(key)
             if desired is None and self.desired.deletion_held(key):

@@ -36,6 +36,8 @@ class SystemResponse(BaseModel):
     docker: DockerView
     runtime: RuntimeView
     desired: DesiredView
+    # restic's version (the backup adapter), None when it is not installed.
+    restic: str | None = None
 
 
 @blueprint.get("/system")
@@ -58,5 +60,6 @@ async def show() -> SystemResponse:
             container_sockets=sum(daemon.sockets.values()),
             watch_sockets=daemon.watch_sockets,
         ),
+        restic=daemon.backups.restic_version,
         desired=desired_view(daemon),
     )
