@@ -125,7 +125,7 @@ class RecordStore:
         """Read every record; those a killed daemon left ``running`` are returned."""
         unfinished = []
         for name in self.data.names(FOLDER):
-            raw = self.data.read(f"{FOLDER}/{name}")
+            raw = self.data.read(name)
             try:
                 record = BackupRecord.model_validate(raw)
             except ValueError:
