@@ -68,6 +68,8 @@ class BackupRecord(BaseModel):
     # The container whose schedule made it (pruned by its keep rules); None: manual.
     scheduled_for: str | None = None
     data_added: int | None = None
+    # restic: "tree" (files read through a nosymfollow mount) or "stream" (a tar on stdin).
+    restic_mode: Literal["tree", "stream"] | None = None
     restore: RestoreRecord | None = None
 
     def view(self) -> dict[str, Any]:
@@ -88,6 +90,7 @@ class BackupRecord(BaseModel):
                 "progress",
                 "restore",
                 "scheduled_for",
+                "data_added",
             }
         )
 

@@ -46,6 +46,30 @@ def _die_with_parent() -> None:  # pragma: no cover (runs in the child)
     libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
+def probe_private_mount(folder: Path) -> bool:
+    """Whether ``unshare`` can make the private, read-only ``nosymfollow`` bind mount
+    :meth:`Restic.backup_tree` reads volumes through (root, Linux 5.10+)."""
+    if os.geteuid() != 0:
+        return False
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        source = folder / ".probe-source"
+        target = folder / ".probe-target"
+        source.mkdir(exist_ok=True)
+        target.mkdir(exist_ok=True)
+        done = subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+             'mount --bind "$1" "$2" && mount -o remount,bind,ro,nosymfollow "$2"',
+             "sh", str(source), str(target)],
+            capture_output=True, check=False, timeout=30,
+        )  # fmt: skip
+        source.rmdir()
+        target.rmdir()
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
 def parse_version(text: str) -> tuple[int, int, int] | None:
     found = re.search(r"restic (\d+)\.(\d+)\.(\d+)", text)
     if not found:
@@ -120,14 +144,17 @@ class Restic:
             "RESTIC_REPOSITORY": self.config.repository,
             "RESTIC_PASSWORD_FILE": str(self.config.password_file),
             "RESTIC_CACHE_DIR": str(self.config.password_file.parent / "restic-cache"),
+            "RESTIC_PROGRESS_FPS": "2",
         }
         env.update(self.config.env)
         return env
 
-    def _spawn(self, args: list[str], *, stdin: bool = False) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, args: list[str], *, stdin: bool = False, wrapper: list[str] | None = None
+    ) -> subprocess.Popen[bytes]:
         try:
             return subprocess.Popen(
-                [self.config.binary, *args],
+                [*(wrapper or []), self.config.binary, *args],
                 stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -238,7 +265,91 @@ class Restic:
                 raise self._failure("backup", bytes(err.data))
             return bytes(out.data)
 
-        output = self._retrying(attempt, "backup")
+        return self._summary(self._retrying(attempt, "backup"))
+
+    def backup_tree(
+        self,
+        backup_id: str,
+        *,
+        volume: Path,
+        mountpoint: Path,
+        paths: list[str],
+        parent: str | None,
+        progress: Callable[[int, int], None],
+        cancelled: threading.Event,
+        limit_kib_s: int = 0,
+    ) -> Summary:
+        """One snapshot of ``paths`` (relative to the volume), read through a private,
+        read-only, ``nosymfollow`` bind mount of the volume at ``mountpoint``.
+
+        The mount lives in a mount namespace of restic's own (``unshare --mount``), so it
+        disappears with restic, even after a kill -9; with ``nosymfollow`` the kernel
+        follows no symlink anywhere below it, whatever the container swaps in meanwhile.
+        """
+        self.ensure_repository()
+        mountpoint.mkdir(parents=True, exist_ok=True, mode=0o700)
+        listing = mountpoint.parent / f".paths-{backup_id}"
+        listing.write_bytes(b"".join(os.fsencode(p) + b"\0" for p in paths or ["."]))
+        wrapper = [
+            "unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+            'mount --bind "$1" "$2" && mount -o remount,bind,ro,nosymfollow "$2"'
+            ' && cd "$2" && shift 2 && exec "$@"',
+            "sh", str(volume), str(mountpoint),
+        ]  # fmt: skip
+        args = [
+            "backup", "--json", "--files-from-raw", str(listing),
+            "--tag", backup_id, "--host", "lightd",
+        ]  # fmt: skip
+        if parent:
+            args += ["--parent", parent]
+        if limit_kib_s > 0:
+            args += ["--limit-upload", str(limit_kib_s)]
+
+        def attempt() -> bytes:
+            child = self._spawn(args, wrapper=wrapper)
+            assert child.stdout is not None and child.stderr is not None
+            err = _Drain(child.stderr)
+            summary = bytearray()
+            stdout = child.stdout
+
+            def read_status() -> None:
+                for line in stdout:
+                    if line.startswith(b'{"message_type":"summary"'):
+                        summary.extend(line)
+                        continue
+                    with contextlib.suppress(orjson.JSONDecodeError, KeyError, TypeError):
+                        status = orjson.loads(line)
+                        if status.get("message_type") == "status":
+                            progress(
+                                int(status.get("bytes_done", 0)),
+                                int(status.get("total_bytes", 0)),
+                            )
+
+            reader = threading.Thread(target=read_status, daemon=True, name="lightd-restic-out")
+            reader.start()
+            while True:
+                try:
+                    child.wait(timeout=0.2)
+                    break
+                except subprocess.TimeoutExpired:
+                    if cancelled.is_set():
+                        child.kill()
+            reader.join()
+            err.join()
+            if cancelled.is_set():
+                raise ResticError("Cancelled")
+            if child.returncode != 0:
+                raise self._failure("backup", bytes(err.data))
+            return bytes(summary)
+
+        try:
+            output = self._retrying(attempt, "backup")
+        finally:
+            with contextlib.suppress(OSError):
+                listing.unlink()
+        return self._summary(output)
+
+    def _summary(self, output: bytes) -> Summary:
         for line in output.splitlines():
             with contextlib.suppress(orjson.JSONDecodeError):
                 message: Any = orjson.loads(line)
@@ -270,9 +381,9 @@ class Restic:
             self.run(["unlock"], "unlock")
 
     def dump(self, snapshot_id: str, filename: str) -> Iterator[bytes]:
-        """The content of ``filename`` in the snapshot (the volume's tar stream)."""
+        """``filename`` of the snapshot: a file's content, or a folder as a tar stream."""
         self.ensure_repository()
-        child = self._spawn(["dump", snapshot_id, f"/{filename}"])
+        child = self._spawn(["dump", snapshot_id, f"/{filename}".replace("//", "/")])
         assert child.stdout is not None and child.stderr is not None
         err = _Drain(child.stderr)
         try:

@@ -38,7 +38,7 @@ from lightd.backups.records import (
     RestoreRecord,
     new_record,
 )
-from lightd.backups.restic import Restic, ResticConfig
+from lightd.backups.restic import Restic, ResticConfig, probe_private_mount
 from lightd.backups.s3 import MultipartWrite, S3Client, S3Config
 from lightd.backups.scheduler import Scheduler
 from lightd.config import BackupSettings
@@ -166,6 +166,9 @@ class BackupService:
         )
         self.restic = Restic(self._restic_config())
         self.restic_version: str | None = None
+        # restic reads the files itself through a private nosymfollow mount (root only);
+        # otherwise it is fed lightd's tar stream.
+        self.restic_tree = False
         self._pool = ThreadPoolExecutor(settings.concurrency + 2, thread_name_prefix="lightd-bk")
         self._slots = asyncio.Semaphore(settings.concurrency)
         self._busy: dict[str, str] = {}  # volume id -> backup id (the per-volume lock)
@@ -224,6 +227,8 @@ class BackupService:
         await self._run(self.local.sweep)
         await self._run(restore.sweep_staging, self.volumes.root)
         self.restic_version = await self._run(self.restic.version)
+        if self.restic_version is not None:
+            self.restic_tree = await self._run(probe_private_mount, self.data_dir / "restic-mnt")
         for record in unfinished:
             self._interrupted(record)
         if unfinished:
@@ -435,15 +440,51 @@ class BackupService:
                     client.close()
                 record.size, record.checksum = written.size, written.checksum
                 record.upload_id = None
+            elif self.restic_tree:
+                paths, meter.bytes_total, entries = walk.tree_paths(root, spec)
+
+                def progress(done: int, total: int) -> None:
+                    meter.bytes_done = done
+                    if meter.on_progress is not None:
+                        meter.on_progress()
+
+                summary = self.restic.backup_tree(
+                    record.backup_id,
+                    volume=root.path,
+                    mountpoint=self.data_dir / "restic-mnt" / record.volume_id,
+                    paths=paths,
+                    parent=self._restic_parent(record.volume_id),
+                    progress=progress,
+                    cancelled=meter.cancelled,
+                    limit_kib_s=int(self.settings.write_limit_mib_s * 1024),
+                )
+                meter.files = entries
+                meter.bytes_done = max(meter.bytes_done, summary.total_bytes_processed)
+                record.restic_mode = "tree"
+                record.location = summary.snapshot_id
+                record.size = summary.total_bytes_processed
+                record.data_added = summary.data_added
             else:
                 summary = self.restic.backup(
                     record.backup_id,
                     f"{record.volume_id}.tar",
                     lambda write: walk.write_tar(root, spec, write, meter),
                 )
+                record.restic_mode = "stream"
                 record.location = summary.snapshot_id
                 record.size = summary.total_bytes_processed
                 record.data_added = summary.data_added
+
+    def _restic_parent(self, volume_id: str) -> str | None:
+        """The snapshot of the volume's latest restic backup (restic skips what it has)."""
+        for record in self.records.of_volume(volume_id):
+            if (
+                record.adapter == "restic"
+                and record.state == "done"
+                and record.restic_mode == "tree"
+            ):
+                return record.location
+        return None
 
     # -- reading back -------------------------------------------------------------------
 
@@ -463,6 +504,8 @@ class BackupService:
                     client.close()
 
             return read()
+        if record.restic_mode == "tree":
+            return self.restic.dump(record.location, "")
         return self.restic.dump(record.location, f"{record.volume_id}.tar")
 
     def download(self, volume_ref: str, ref: str) -> tuple[BackupRecord, Iterator[bytes]]:

@@ -27,7 +27,7 @@ import pathspec
 from lightd.errors import FileNotFound, LightdError
 from lightd.fs import ops
 from lightd.fs.archive import Walked, _add_to_tar, _walk_dir
-from lightd.fs.beneath import Root
+from lightd.fs.beneath import DIR_FLAGS, Root, closing_fd
 
 IGNORE_FILE = ".lightdignore"
 MAX_IGNORE_BYTES = 256 * 1024
@@ -117,6 +117,36 @@ def measure(root: Root, spec: pathspec.GitIgnoreSpec | None) -> tuple[int, int]:
         if stat.S_ISREG(info.st_mode):
             total += info.st_size
     return total, entries
+
+
+def tree_paths(root: Root, spec: pathspec.GitIgnoreSpec | None) -> tuple[list[str], int, int]:
+    """What restic is to read, as paths relative to the volume, and how much.
+
+    Every entry that is not a folder, and the folders that are really empty (restic reads
+    a listed folder whole, so one holding only ignored entries is left out); then the
+    bytes of regular files and the count of entries (folders included).
+    """
+    paths: list[str] = []
+    total = entries = 0
+    for arcname, info, dir_fd, name in walk(root, spec):
+        entries += 1
+        if stat.S_ISDIR(info.st_mode):
+            if _is_empty(dir_fd, name):
+                paths.append(arcname)
+            continue
+        if stat.S_ISREG(info.st_mode):
+            total += info.st_size
+        paths.append(arcname)
+    return paths, total, entries
+
+
+def _is_empty(dir_fd: int, name: str) -> bool:
+    try:
+        fd = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
+    except OSError:
+        return False
+    with closing_fd(fd), os.scandir(fd) as found:
+        return next(iter(found), None) is None
 
 
 class _MeteredStream:

@@ -159,6 +159,8 @@ def make_tree(root: Path, *, files: int = 30, size: int = 4096, seed: int = 1) -
         target.chmod(0o600 if index % 3 == 0 else 0o644 if index % 3 == 1 else 0o755)
         os.utime(target, (1_600_000_000 + index * 1000, 1_600_000_000 + index * 1000))
     (root / "server.properties").write_text("motd=hello\n")
+    # Whole seconds: tar keeps seconds (restic's dump rounds to the nearest one).
+    os.utime(root / "server.properties", (1_650_000_000, 1_650_000_000))
     (root / "empty-dir").mkdir(exist_ok=True)
     os.symlink("dir0/sub0/file0.dat", root / "link-to-file")
     os.symlink("dir1", root / "link-to-dir")

@@ -66,6 +66,8 @@ class BackupView(BaseModel):
     progress: ProgressView
     restore: RestoreView | None = None
     scheduled_for: str | None = None
+    # restic: the new (deduplicated, compressed) bytes this snapshot added.
+    data_added: int | None = None
 
 
 class BackupList(BaseModel):
