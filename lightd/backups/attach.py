@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from lightd.backups.records import BackupRecord
 from lightd.backups.scheduler import Scheduler
 from lightd.backups.service import BackupService
 from lightd.containers.service import volume_users
+from lightd.remote.events import Notification
 from lightd.spec.observed import RuntimeState
 
 
@@ -38,6 +40,23 @@ class _DaemonContainers:
         return observed is not None and observed.state is not RuntimeState.OFFLINE
 
 
+def backup_notification(server: str, record: BackupRecord, operation: str) -> Notification:
+    """The panel's ``backup`` notification: the final state of a backup or a restore."""
+    part = record.restore if operation == "restore" and record.restore else record
+    body = {
+        "event": "backup",
+        "server": server,
+        "operation": operation,
+        "backup_id": record.backup_id,
+        "adapter": record.adapter,
+        "state": part.state,
+        "error": part.error or "",
+        "size": str(record.size),
+        "checksum": record.checksum or "",
+    }
+    return Notification("backup", body)
+
+
 def attach(daemon: Any) -> BackupService:
     """The daemon's backup service, wired (``daemon`` is a built ``lightd.daemon.Daemon``)."""
     settings = daemon.settings
@@ -58,8 +77,11 @@ def attach(daemon: Any) -> BackupService:
             key, {"event": "daemon_message", "data": text}
         )
     )
-    notify = getattr(daemon.remote, "notify_backup", None)
-    if notify is not None:
-        service.listeners.finished.append(notify)
+
+    def tell_panel(record: BackupRecord, operation: str) -> None:
+        for key in volume_users(daemon.containers, record.volume_id):
+            daemon.remote.notify(key, backup_notification(key, record, operation))
+
+    service.listeners.finished.append(tell_panel)
     service.scheduler = Scheduler(service, daemon)
     return service

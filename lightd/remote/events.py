@@ -28,7 +28,8 @@ from typing import Literal
 
 from lightd.spec.observed import InstallState, ObservedContainer, RuntimeState
 
-Kind = Literal["state", "error"]
+# "backup": the end of a backup or restore of the container's volume (lightd.backups).
+Kind = Literal["state", "error", "backup"]
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 from lightd.config import RemoteSettings
 from lightd.errors import LightdError
 from lightd.remote.client import PanelClient, PanelRefused, PanelUnavailable
-from lightd.remote.events import changes
+from lightd.remote.events import Notification, changes
 from lightd.remote.outbox import Entry, Outbox
 from lightd.spec.observed import ObservedContainer
 from lightd.store import DocumentStore
@@ -175,6 +175,15 @@ class Notifier:
         item = new or old
         if item is not None:
             self._queue(item.internal_id, new)
+
+    def notify(self, server: str, notification: Notification) -> None:
+        """Queue a notification of another room (a backup's end) for ``server``."""
+        if not self._settings.enabled:
+            return
+        self.outbox.add(server, notification)
+        self._dirty.set()
+        if self._running:
+            self._kick(server)
 
     def catch_up(self) -> None:
         """Queue the difference between what was last queued and the observed state now."""

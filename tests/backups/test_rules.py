@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import itertools
 import random
 
 from hypothesis import given, settings
@@ -116,4 +117,4 @@ def test_throttle_at_most_once_a_second(steps: list[float]) -> None:
         if throttle.ready(now):
             fired.append(now)
     assert fired and fired[0] == 1000.0 + steps[0]
-    assert all(b - a >= 1.0 for a, b in zip(fired, fired[1:], strict=False))
+    assert all(b - a >= 1.0 for a, b in itertools.pairwise(fired))
