@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test check lint typecheck pytest docker images bench clean
+.PHONY: run test check lint typecheck pytest docker images backup-tools bench clean
 
 $(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "lightd needs Python 3.11 or newer")'
@@ -39,7 +39,10 @@ typecheck: $(STAMP)
 	$(VENV)/bin/lint-imports
 
 # make test includes the test that restarts dockerd (it runs last).
-pytest: $(STAMP) images
+backup-tools:
+	@./deploy/ensure-backup-tools.sh
+
+pytest: $(STAMP) images backup-tools
 	LIGHTD_TEST_RESTART_ENGINE=1 $(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test: $(STAMP) images lint typecheck pytest
