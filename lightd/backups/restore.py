@@ -29,6 +29,7 @@ from lightd.fs.beneath import Root, closing_fd
 from lightd.fs.ops import WRITE_FLAGS, discard, temp_name
 
 STAGING_PREFIX = ".lightd-restore-"
+CHUNK = 1024 * 1024
 RENAME_EXCHANGE = 2
 AT_FDCWD = -100
 
@@ -43,7 +44,21 @@ def _exchange(first: Path, second: Path) -> None:
         raise OSError(code, os.strerror(code))
 
 
-def _write_source(dir_fd: int, name: str, source: Iterable[bytes], meter: Meter) -> None:
+def _write_source(
+    dir_fd: int, name: str, source: Iterable[bytes], meter: Meter, link: Path | None
+) -> None:
+    if link is not None:
+        try:  # the stored archive itself, when it is on the same file system (read only)
+            os.link(link, name, dst_dir_fd=dir_fd, follow_symlinks=False)
+        except OSError:
+            pass
+        else:
+            # Progress, and the pace of backups.write_limit_mib_s, as if it were copied.
+            left = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_size
+            while left > 0:
+                meter.count(min(left, CHUNK))
+                left -= CHUNK
+            return
     try:
         with closing_fd(os.open(name, WRITE_FLAGS, 0o600, dir_fd=dir_fd)) as fd:
             for chunk in source:
@@ -56,11 +71,11 @@ def _write_source(dir_fd: int, name: str, source: Iterable[bytes], meter: Meter)
 
 
 def _extract_here(
-    root: Root, source: Iterable[bytes], meter: Meter, limits: ArchiveLimits
+    root: Root, source: Iterable[bytes], meter: Meter, limits: ArchiveLimits, link: Path | None
 ) -> ExtractReport:
     temp = temp_name()
     try:
-        _write_source(root.fd, temp, source, meter)
+        _write_source(root.fd, temp, source, meter, link)
         meter.check()
         return extract(root, archive=(temp,), destination=(), limits=limits, overwrite=True)
     finally:
@@ -74,26 +89,36 @@ def restore(
     truncate: bool,
     limits: ArchiveLimits,
     meter: Meter,
-) -> ExtractReport:
+    link: Path | None = None,
+) -> Path | None:
+    """Restore; returns the folder now holding the old tree (truncate), to be deleted."""
     if not truncate:
         with Root(volume_path) as root:
-            return _extract_here(root, source, meter, limits)
+            _extract_here(root, source, meter, limits, link)
+        return None
     staging = volume_path.parent / f"{STAGING_PREFIX}{volume_path.name}-{secrets.token_hex(4)}"
     try:
         os.mkdir(staging, 0o700)
         with Root(staging) as root:
-            report = _extract_here(root, source, meter, limits)
+            _extract_here(root, source, meter, limits, link)
         meter.check()
         info = os.stat(volume_path, follow_symlinks=False)
         os.chown(staging, info.st_uid, info.st_gid, follow_symlinks=False)
         os.chmod(staging, info.st_mode & 0o7777, follow_symlinks=False)
         _exchange(staging, volume_path)
-    except OSError as exc:
-        raise storage_error(exc) from exc
-    finally:
+    except BaseException as exc:
         with contextlib.suppress(OSError, LightdError):
-            shutil.rmtree(staging)  # the staged tree, or the old one after the swap
-    return report
+            shutil.rmtree(staging)
+        if isinstance(exc, OSError):
+            raise storage_error(exc) from exc
+        raise
+    return staging  # the old tree now
+
+
+def remove_tree(path: Path | None) -> None:
+    if path is not None:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(path)
 
 
 def sweep_staging(volumes_root: Path) -> int:

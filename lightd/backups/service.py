@@ -51,6 +51,7 @@ log = logging.getLogger("lightd.backups")
 P = ParamSpec("P")
 T = TypeVar("T")
 PROGRESS_INTERVAL = 1.0
+STOP_WAIT_SECONDS = 10.0
 
 
 class BackupRunning(Conflict):
@@ -265,7 +266,10 @@ class BackupService:
         for task in tasks:
             if task.get_name().startswith("backup-clean"):
                 task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            # Backups stop at their next write; an extraction runs to its end. What is
+            # still running after this is found at the next start (Interrupted).
+            await asyncio.wait(tasks, timeout=STOP_WAIT_SECONDS)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _spawn(self, work: Any, name: str = "backup-clean") -> None:
@@ -557,7 +561,13 @@ class BackupService:
         record = self.get(volume_ref, ref)
         if record.state == "running" or self._busy.get(record.volume_id) == record.backup_id:
             raise BackupRunning()
-        await self._run(self._remove_stored, record)
+        try:
+            await self._run(self._remove_stored, record)
+        except LightdError as exc:
+            if record.state == "done":
+                raise
+            # A failed backup stored nothing usable; its store may be what failed.
+            log.warning("backup %s: cleaning its store failed: %s", record.backup_id, exc)
         await self._run(self.records.remove, record.backup_id)
         self._changed(record, deleted=True)
         return record
@@ -611,9 +621,11 @@ class BackupService:
                 self._message(record.volume_id, f"Restore of backup {record.backup_id} started")
                 held = await self._stop_users(record.volume_id)
                 path = self.volumes.resolve(record.volume_id).path
-                await self._run(self._restore_work, record, path, meter)
+                old_tree = await self._run(self._restore_work, record, path, meter)
             state.state = "done"
             outcome = "done"
+            # The replaced tree goes after the restore is reported (a leftover is swept).
+            self._pool.submit(restore.remove_tree, old_tree)
         except asyncio.CancelledError:
             state.state, state.error = "failed", "Cancelled"
             raise
@@ -638,14 +650,18 @@ class BackupService:
                 "restore", record.adapter, outcome, time.monotonic() - started, meter.bytes_done
             )
 
-    def _restore_work(self, record: BackupRecord, path: Path, meter: walk.Meter) -> None:
+    def _restore_work(self, record: BackupRecord, path: Path, meter: walk.Meter) -> Path | None:
         assert record.restore is not None
-        restore.restore(
+        link = None
+        if record.adapter == "archive" and record.location:
+            link = self.local.path(record.location)
+        return restore.restore(
             path,
             self._source(record),
             truncate=record.restore.truncate,
             limits=self.limits,
             meter=meter,
+            link=link,
         )
 
     # -- schedules ----------------------------------------------------------------------

@@ -65,6 +65,8 @@ class Meter:
             self.on_progress()
         if self.limit_bytes_s <= 0:
             return
+        if self._window_bytes == 0:  # the first bytes (time spent queued is no credit)
+            self._window_start = time.monotonic()
         self._window_bytes += size
         elapsed = time.monotonic() - self._window_start
         ahead = self._window_bytes / self.limit_bytes_s - elapsed

@@ -178,3 +178,29 @@ def test_restore_stops_a_running_container_and_starts_it_again(lab: Lab) -> None
     assert snapshot(vol.path) == before
     # Back to its desired power state: running, and the document was never edited.
     lab.wait_state(cid, "running")
+
+
+def test_concurrency_limit_queues_backups(tmp_path: Path) -> None:
+    config = backup_config(tmp_path / "d", write_limit_mib_s=3, concurrency=1)
+    proc = DaemonProcess(tmp_path / "d", env=dict(FAST_RECONCILER), config=config)
+    proc.start()
+    try:
+        with proc.client() as api:
+            first, second = make_volume(api), make_volume(api)
+            for vol in (first, second):
+                (vol.path / "big.bin").write_bytes(os.urandom(6 * MIB))
+            a = api.post(f"{first.url}/backups", json={}).json()["backup_id"]
+            b = api.post(f"{second.url}/backups", json={}).json()["backup_id"]
+            _running(api, first, a)
+            queued = api.get(f"{second.url}/backups/{b}").json()
+            assert queued["state"] == "running" and queued["progress"]["bytes_done"] == 0
+            done_a = wait_backup(api, first, a)
+            done_b = wait_backup(api, second, b)
+            assert done_a["state"] == done_b["state"] == "done"
+            assert done_b["completed_at"] - done_a["completed_at"] > 1.0
+            # Throttled to about 3 MiB/s: 6 MiB takes about 2 s.
+            assert done_a["completed_at"] - done_a["created_at"] > 1.5
+            for vol in (first, second):
+                api.delete(vol.url)
+    finally:
+        proc.stop(kill=True)
