@@ -6,6 +6,7 @@ import hashlib
 import io
 import os
 import tarfile
+from pathlib import Path
 
 import httpx
 
@@ -125,3 +126,22 @@ def test_tampered_archive_is_refused_and_volume_kept(
         assert sorted(os.listdir(vol.path)) == ["world.txt"]
         assert not (vol.path.parent / "escaped.txt").exists()
     assert not [p for p in vol.path.parent.iterdir() if p.name.startswith(".lightd-restore-")]
+
+
+def test_links_are_stored_never_followed(bk_api: httpx.Client, vol: Vol, tmp_path: Path) -> None:
+    outside = tmp_path / "outside-secret.txt"
+    outside.write_text("never in a backup")
+    os.symlink(str(outside), vol.path / "to-secret")
+    os.symlink("/", vol.path / "to-root")
+    (vol.path / ".lightd-tmp-leftover").write_text("skipped")
+    (vol.path / "real.txt").write_text("real")
+    for adapter in ("archive", "restic"):
+        done = run_backup(bk_api, vol, adapter=adapter)
+        assert done["state"] == "done", done
+        answer = bk_api.get(f"{vol.url}/backups/{done['backup_id']}/download")
+        with tarfile.open(fileobj=io.BytesIO(answer.content)) as tar:
+            members = {m.name: m for m in tar.getmembers()}
+            assert sorted(members) == ["real.txt", "to-root", "to-secret"], adapter
+            assert members["to-secret"].issym()
+            assert members["to-secret"].linkname == str(outside)
+            assert members["to-root"].issym()

@@ -103,3 +103,18 @@ def test_tick_runs_due_backups_once(tmp_path: Path) -> None:
             await service.stop()
 
     asyncio.run(scenario())
+
+
+def test_plan_shows_a_changed_schedule() -> None:
+    from lightd.cli.plan import ChangeKind, Current, diff
+
+    base = {"internal_id": "c1", "image": "busybox:latest", "volume_id": "a" * 8}
+    old = ContainerSpec.model_validate({**base, "backups": {"every_seconds": 3600}})
+    new = ContainerSpec.model_validate({**base, "backups": {"every_seconds": 7200}})
+    changes = diff(
+        wanted={"c1": new},
+        current={"c1": Current("c1", document=old, exists=True, running=True)},
+        invalid=set(),
+    )
+    assert [c.kind for c in changes] == [ChangeKind.UPDATE]
+    assert "backups" in changes[0].detail and "7200" in changes[0].detail
