@@ -5,7 +5,9 @@ from __future__ import annotations
 import datetime
 import itertools
 import random
+from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -118,3 +120,42 @@ def test_throttle_at_most_once_a_second(steps: list[float]) -> None:
             fired.append(now)
     assert fired and fired[0] == 1000.0 + steps[0]
     assert all(b - a >= 1.0 for a, b in itertools.pairwise(fired))
+
+
+def test_restic_lock_retries_with_backoff(tmp_path: Path) -> None:
+    from lightd.backups.restic import Restic, ResticConfig, ResticError, parse_version
+
+    slept: list[float] = []
+    restic = Restic(
+        ResticConfig(
+            binary="restic",
+            repository=str(tmp_path / "repo"),
+            password_file=tmp_path / "pw",
+            env={},
+            lock_retries=4,
+            lock_retry_initial_seconds=0.5,
+            lock_retry_max_seconds=1.5,
+        ),
+        sleep=slept.append,
+    )
+    calls = []
+
+    def locked_three_times() -> bytes:
+        calls.append(1)
+        if len(calls) <= 3:
+            raise ResticError("restic backup failed: unable to create lock in backend: "
+                              "repository is already locked by PID 1")  # fmt: skip
+        return b"ok"
+
+    assert restic._retrying(locked_three_times, "backup") == b"ok"
+    assert slept == [0.5, 1.0, 1.5]
+
+    def other_error() -> bytes:
+        raise ResticError("restic backup failed: wrong password")
+
+    slept.clear()
+    with pytest.raises(ResticError, match="wrong password"):
+        restic._retrying(other_error, "backup")
+    assert slept == []  # only a lock is worth waiting for
+    assert parse_version("restic 0.14.0 compiled with go1.19.8 on linux/amd64") == (0, 14, 0)
+    assert parse_version("nothing") is None
