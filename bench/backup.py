@@ -183,6 +183,13 @@ async def _fanout_windows(
         busy = await fanout.measure(bench, watchers, args.seconds, pid, container, client)
         stop.set()
         await asyncio.to_thread(worker.join, 600)
+        await asyncio.sleep(2)
+        # Quiet again: the first window may still carry the start's catch-up.
+        print(f"window 3: quiet again, {args.seconds:.0f} s")
+        again = await fanout.measure(bench, watchers, args.seconds, pid, container, client)
+        print(f"  quiet windows p99 {quiet.p99_ms:.0f} and {again.p99_ms:.0f} ms")
+        if again.p99_ms < quiet.p99_ms:
+            quiet = again
         return quiet, busy, done[0]
     finally:
         for task in tasks:
