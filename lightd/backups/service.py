@@ -444,8 +444,9 @@ class BackupService:
                     client.close()
                 record.size, record.checksum = written.size, written.checksum
                 record.upload_id = None
-            elif self.restic_tree:
-                paths, meter.bytes_total, entries = walk.tree_paths(root, spec)
+            elif self.restic_tree and (found := walk.tree_paths(root, spec))[0]:
+                # (restic refuses an empty snapshot: an empty volume goes as a tar stream)
+                paths, meter.bytes_total, entries = found
 
                 def progress(done: int, total: int) -> None:
                     meter.bytes_done = done

@@ -151,3 +151,17 @@ def test_kill_during_restic_backup_leaves_no_snapshot(tmp_path: Path) -> None:
             api.delete(vol.url)
     finally:
         proc.stop(kill=True)
+
+
+def test_empty_volume_every_adapter(bk_api: httpx.Client, vol: Vol) -> None:
+    for adapter in ("archive", "s3", "restic"):
+        done = run_backup(bk_api, vol, adapter=adapter)
+        assert done["state"] == "done", (adapter, done["error"])
+        assert done["files"] == 0
+        answer = bk_api.get(f"{vol.url}/backups/{done['backup_id']}/download")
+        with tarfile.open(fileobj=io.BytesIO(answer.content), mode="r:gz") as tar:
+            assert tar.getnames() == [], adapter
+        (vol.path / "later.txt").write_text("x")
+        restored = run_restore(bk_api, vol, done["backup_id"], truncate=True)
+        assert restored["restore"]["state"] == "done", (adapter, restored)
+        assert os.listdir(vol.path) == []
