@@ -1,10 +1,13 @@
-"""The restic adapter: one snapshot per backup, fed the volume's tar stream on stdin.
+"""The restic adapter: one snapshot per backup, tagged with the backup id.
 
-restic reads nothing of the volume itself: lightd's no-follow walk produces the tar and
-restic stores it as ``/<volume_id>.tar`` with ``--stdin``, deduplicating by its
-content-defined chunks (unchanged files give unchanged chunks), tagged with the backup id.
-Downloads and restores are ``restic dump`` of that file, so restores go through the same
-hardened extractor as archives. Output is parsed from ``--json``. A locked repository
+Two ways to read a volume, neither following a symlink. As root (:meth:`backup_tree`):
+lightd's walk lists the paths and restic reads them through a read-only ``nosymfollow``
+bind mount that exists only in restic's own mount namespace, so unchanged files are
+skipped against the parent snapshot. Otherwise (:meth:`backup`): lightd's no-follow walk
+produces a tar stream that restic stores as ``/<volume_id>.tar`` with ``--stdin``,
+deduplicated by restic's content-defined chunks. Downloads and restores are
+``restic dump`` (a tar either way), so restores go through the same hardened extractor
+as archives. Output is parsed from ``--json``. A locked repository
 is retried with backoff (Debian's restic 0.14 has no ``--retry-lock``; 0.14 is the
 minimum: ``--json`` and compressed repositories). Children die with lightd
 (``PR_SET_PDEATHSIG``), so a killed daemon never leaves a backup finishing behind it.
