@@ -367,6 +367,16 @@ class BackupService:
         self._spawn(self._backup(record), name=f"backup-{record.backup_id}")
         return record
 
+    async def _save_final(self, record: BackupRecord) -> None:
+        """Write the ended record (in a thread; at shutdown, when the pool is gone, here)."""
+        try:
+            await asyncio.shield(self._run(self.records.save, record))
+        except RuntimeError:
+            with contextlib.suppress(LightdError):
+                self.records.save(record)
+        except (LightdError, asyncio.CancelledError):
+            log.warning("backup %s: its record could not be written", record.backup_id)
+
     async def finished(self, backup_id: str) -> None:
         """Until the backup (or the restore) of ``backup_id`` that runs has ended."""
         event = self._ended.get(backup_id)
@@ -399,8 +409,7 @@ class BackupService:
             record.progress.bytes_done = meter.bytes_done
             record.progress.bytes_total = max(meter.bytes_total, meter.bytes_done)
             record.files = meter.files
-            with contextlib.suppress(LightdError):
-                self.records.save(record)
+            await self._save_final(record)
             self._busy.pop(record.volume_id, None)
             self._ended.pop(record.backup_id, asyncio.Event()).set()
             self._changed(record)
@@ -640,8 +649,7 @@ class BackupService:
             state.completed_at = time.time()
             state.progress.bytes_done = meter.bytes_done
             state.progress.bytes_total = max(meter.bytes_total, meter.bytes_done)
-            with contextlib.suppress(LightdError):
-                self.records.save(record)
+            await self._save_final(record)
             self._busy.pop(record.volume_id, None)
             self._ended.pop(record.backup_id, asyncio.Event()).set()
             self._changed(record)
