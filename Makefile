@@ -26,11 +26,14 @@ docker:
 
 images: docker
 	@./tests/images/build.sh
-	@./deploy/ensure-chromium.sh
 
-# OpenSSH's sftp client and sftp-server for the SFTP tests and bench (apt-get if missing).
+# What the tests drive besides Python packages, from Debian's packages where missing:
+# OpenSSH's sftp client and sftp-server (SFTP), restic and e2fsprogs (backups, loop file
+# systems), Chromium (the web console's browser tests).
 test-tools:
 	@./deploy/ensure-test-tools.sh
+	@./deploy/ensure-backup-tools.sh
+	@./deploy/ensure-chromium.sh
 
 run: $(STAMP) docker
 	$(VENV)/bin/lightd serve $(if $(CONFIG),--config $(CONFIG),)

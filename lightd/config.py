@@ -117,6 +117,47 @@ class VolumeSettings(_Section):
     archive_max_ratio: float = Field(default=200.0, gt=1)
 
 
+class BackupS3Settings(_Section):
+    """The bucket of the ``s3`` backup adapter (path-style, SigV4)."""
+
+    endpoint: str = ""
+    region: str = "us-east-1"
+    bucket: str = ""
+    prefix: str = ""
+    access_key: str = ""
+    secret_key: str = ""
+    part_size_mib: int = Field(default=16, ge=5, le=5120)
+    retries: int = Field(default=10, ge=0, le=100)
+    retry_initial_seconds: float = Field(default=1.0, gt=0)
+    retry_max_seconds: float = Field(default=30.0, gt=0)
+    timeout_seconds: float = Field(default=120.0, gt=0)
+
+
+class BackupResticSettings(_Section):
+    # A local folder or an ``s3:`` URL; empty: <data_dir>/backups/restic.
+    repository: str = ""
+    binary: str = "restic"
+    lock_retries: int = Field(default=8, ge=0)
+
+
+class BackupSettings(_Section):
+    """Backups and restores (``lightd.backups``)."""
+
+    # Empty: <data_dir>/backups.
+    local_dir: Path | None = None
+    default_adapter: Literal["archive", "s3", "restic"] = "archive"
+    concurrency: int = Field(default=2, ge=1, le=32)
+    # Reads of the volume (and so writes of the backup) per backup; 0: unlimited.
+    write_limit_mib_s: float = Field(default=0.0, ge=0)
+    compression_level: int = Field(default=6, ge=1, le=9)
+    restore_max_total_bytes: int = Field(default=1024**4, ge=1)
+    restore_max_entries: int = Field(default=10_000_000, ge=1)
+    # A restore stops the volume's running containers and waits this long for them.
+    stop_timeout_seconds: float = Field(default=300.0, gt=0)
+    s3: BackupS3Settings = Field(default_factory=BackupS3Settings)
+    restic: BackupResticSettings = Field(default_factory=BackupResticSettings)
+
+
 class GitopsSettings(_Section):
     """The desired-folder watcher and the deletion guard."""
 
@@ -185,6 +226,7 @@ class Settings(BaseSettings):
     volumes: VolumeSettings = Field(default_factory=VolumeSettings)
     gitops: GitopsSettings = Field(default_factory=GitopsSettings)
     sftp: SftpSettings = Field(default_factory=SftpSettings)
+    backups: BackupSettings = Field(default_factory=BackupSettings)
 
     @classmethod
     def settings_customise_sources(

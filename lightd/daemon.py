@@ -18,6 +18,7 @@ from typing import Any
 from lightd.auth.master import MasterToken, ensure_master_token
 from lightd.auth.node import ensure_node_id
 from lightd.auth.tokens import TokenStore
+from lightd.backups.attach import attach as attach_backups
 from lightd.config import ContainersSettings, Settings, load_settings
 from lightd.desired.admission import admit
 from lightd.desired.documents import DesiredContainers
@@ -161,6 +162,27 @@ class Daemon:
             on_activity=self.sftp_activity,
         )
         self.observed.subscribe(self.sftp.on_observed)
+        consoles = Consoles(
+            consoles=self.consoles,
+            stats=self.stats,
+            events=self.container_events,
+            observed=self.observed,
+            install_logs=InstallLogs(self.data),
+        )
+        self.backups = attach_backups(
+            settings=settings,
+            data=self.data,
+            volumes=self.volumes,
+            desired=self.containers,
+            observed=self.observed,
+            keep_stopped=self.controller.keep_stopped,
+            let_run=self.controller.let_run,
+            send_command=consoles.send_command,
+            watch=self.watch,
+            events=self.container_events,
+            remote=self.remote,
+            metrics=self.metrics,
+        )
         self.services = Services(
             settings=settings,
             containers=ContainerService(
@@ -180,13 +202,7 @@ class Daemon:
                 observed=self.observed,
                 observe=self.controller.observe,
             ),
-            consoles=Consoles(
-                consoles=self.consoles,
-                stats=self.stats,
-                events=self.container_events,
-                observed=self.observed,
-                install_logs=InstallLogs(self.data),
-            ),
+            consoles=consoles,
             ports=self.ports,
             files=VolumeFiles(self.volumes),
             tokens=Access(
@@ -205,6 +221,7 @@ class Daemon:
             ),
             sockets=self.sockets,
             sftp=self.sftp,
+            backups=self.backups,
         )
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -314,9 +331,11 @@ class Daemon:
         await self.remote.start()
         await self.watcher.start()
         self.watch.prime()
+        await self.backups.start()
 
     async def stop(self) -> None:
         await self.sftp.stop()
+        await self.backups.stop()
         await self.watcher.stop()
         await self.controller.stop()
         self.stats.stop_all()

@@ -18,6 +18,7 @@ from lightd.api.jsonprovider import OrjsonProvider
 from lightd.api.openapi import LightdOpenAPIProvider
 from lightd.api.request import JsonApiRequest
 from lightd.api.routes import (
+    backups,
     containers,
     desired,
     health,
@@ -86,6 +87,7 @@ def create_app(services: Services) -> Quart:
         desired,
         volumes,
         sockets,
+        backups,
     )
     for module in modules:
         app.register_blueprint(module.blueprint)

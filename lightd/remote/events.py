@@ -28,7 +28,9 @@ from typing import Literal
 
 from lightd.spec.observed import InstallState, ObservedContainer, RuntimeState
 
-Kind = Literal["state", "error", "activity"]
+# "backup": the end of a backup or restore of the container's volume (lightd.backups);
+# "activity": SFTP logins and file changes (lightd.sftp).
+Kind = Literal["state", "error", "activity", "backup"]
 
 
 @dataclass(frozen=True)

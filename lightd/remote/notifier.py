@@ -38,7 +38,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 from lightd.config import RemoteSettings
 from lightd.errors import LightdError
 from lightd.remote.client import PanelClient, PanelRefused, PanelUnavailable
-from lightd.remote.events import activity, changes
+from lightd.remote.events import Notification, activity, changes
 from lightd.remote.outbox import Entry, Outbox
 from lightd.spec.observed import ObservedContainer
 from lightd.store import DocumentStore
@@ -178,10 +178,13 @@ class Notifier:
 
     def on_activity(self, body: dict[str, str | int | float]) -> None:
         """Queue an activity event (``body["server"]`` names the container) for the panel."""
+        self.notify(str(body.get("server", "")), activity(body))
+
+    def notify(self, server: str, notification: Notification) -> None:
+        """Queue a notification of another room (SFTP activity, a backup's end)."""
         if not self._settings.enabled:
             return
-        server = str(body.get("server", ""))
-        self.outbox.add(server, activity(body))
+        self.outbox.add(server, notification)
         self._dirty.set()
         if self._running:
             self._kick(server)

@@ -90,6 +90,10 @@ class NodeWatch:
             self._diff("container", key, current.get(key))
         self.refresh_ports()
 
+    def set_object(self, kind: str, key: str, obj: dict[str, Any] | None) -> None:
+        """Report an object of another room (e.g. ``backup``); None: it is gone."""
+        self._diff(kind, key, obj)
+
     def _diff(self, kind: str, key: str, obj: dict[str, Any] | None) -> None:
         previous = self._objects.get((kind, key))
         if obj == previous:

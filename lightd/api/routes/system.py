@@ -45,6 +45,8 @@ class SystemResponse(BaseModel):
     runtime: RuntimeView
     desired: DesiredView
     sftp: SftpView
+    # restic's version (the backup adapter), None when it is not installed.
+    restic: str | None = None
 
 
 @blueprint.get("/system")
@@ -69,4 +71,5 @@ async def show() -> SystemResponse:
         ),
         desired=desired_view(services),
         sftp=SftpView.model_validate(services.sftp.info()),
+        restic=services.backups.restic_version,
     )
