@@ -70,7 +70,7 @@ class StopPolicy(BaseModel):
 class BackupSchedule(BaseModel):
     """Scheduled backups of the container's volume and the keep rules that prune them."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     every_seconds: float = Field(ge=60, le=366 * 86400, description="time between backups")
     adapter: Literal["archive", "s3", "restic"] | None = None
