@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -151,12 +151,17 @@ class DesiredContainers:
         # (inode, size, mtime, ctime) of each file when last read: a scan reads only the
         # files whose identity changed (atomic writes make a new inode every time).
         self._stats: dict[str, tuple[int, int, int, int]] = {}
+        # Every change counts one up: what is derived from all specs is rebuilt only then.
+        self._generation = 0
+        self._bindings: tuple[int, dict[tuple[str, int, str], str]] = (-1, {})
         self._claimed_ids: frozenset[str] = frozenset()  # replaced whole, read lock-free
         self._lock = threading.Lock()
         # Called (from any thread, outside the lock) with each internal_id whose spec changed.
         self.listeners: list[Callable[[str], None]] = []
 
     def _changed(self, keys: set[str]) -> None:
+        if keys:
+            self._generation += 1
         for key in sorted(keys):
             if key.startswith("invalid:"):
                 continue
@@ -165,6 +170,23 @@ class DesiredContainers:
 
     def get(self, internal_id: str) -> ContainerSpec | None:
         return self._specs.get(internal_id)
+
+    def bindings(self) -> Mapping[tuple[str, int, str], str]:
+        """(ip, port, protocol) -> internal_id of every spec; rebuilt only after a change
+        (the pool and the node watch ask on every write: not a walk of every document)."""
+        generation, found = self._bindings
+        if generation == self._generation:
+            return found
+        generation = self._generation
+        bound: dict[tuple[str, int, str], str] = {}
+        for key in sorted(self._specs):
+            spec = self._specs.get(key)
+            if spec is None:
+                continue
+            for binding in spec.ports:
+                bound[(binding.ip, binding.port, binding.protocol)] = spec.internal_id
+        self._bindings = (generation, bound)
+        return bound
 
     def ids(self) -> list[str]:
         return sorted(self._specs)
