@@ -114,7 +114,7 @@ async def run_console(
         await asyncio.sleep(0.5)  # anything delivered twice would arrive now
         console = hub.watching(internal_id)
         assert console is not None
-        assert not console.stopped.is_set(), "the reader went on after the stream ended"
+        assert not console.stopped.is_set(), "the reader gave up when its stream ended"
     finally:
         hub.stop_all()
         await adapter.remove(container_id)
