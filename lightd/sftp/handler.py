@@ -10,12 +10,13 @@ to a temporary entry renamed into place when the client closes the handle; a han
 left open when the session ends (killed client, revocation, lost connection) is
 aborted, so the old file stays.
 
-Reads at an offset run inline (one ``pread``; asyncssh serves a session's requests one
-after another). Writes are answered at once and done in order by the session's own I/O
-thread (:mod:`lightd.sftp.writebehind`: at most 4 MiB pending per session; an error
-surfaces on the next write and at close, which then keeps the old file); everything
-that walks paths, fsyncs or lists runs in a thread. Permissions (read, write, delete)
-are checked per request. It must not log paths with secrets, open anything by a path string, or use
+Reads and writes at an offset run in the session's own I/O thread
+(:mod:`lightd.sftp.writebehind`; asyncssh serves a session's requests one after
+another): sequential reads are read ahead, writes are answered at once and done in
+order (at most 4 MiB queued per session, both together; a failed write surfaces on the
+next write and at close, which then keeps the old file); everything that walks paths,
+fsyncs or lists runs in a thread. Permissions (read, write, delete) are checked per
+request. It must not log paths with secrets, open anything by a path string, or use
 asyncssh's ``map_path``.
 """
 
@@ -61,7 +62,7 @@ from lightd.fs.ops import volume_lookup
 from lightd.fs.paths import Parts, parse_path, resolve_link
 from lightd.sftp.activity import Action
 from lightd.sftp.rules import Operation, allowed, open_needs
-from lightd.sftp.writebehind import Budget, WriteBehind
+from lightd.sftp.writebehind import Budget, ReadAhead, WriteBehind
 
 if TYPE_CHECKING:
     from asyncssh import SSHServerChannel
@@ -153,9 +154,17 @@ def shown(parts: Parts) -> str:
 
 
 class ReadHandle:
-    def __init__(self, fd: int, parts: Parts) -> None:
+    def __init__(
+        self,
+        fd: int,
+        parts: Parts,
+        *,
+        io: concurrent.futures.ThreadPoolExecutor,
+        budget: Budget,
+    ) -> None:
         self.fd = fd
         self.parts = parts
+        self.ahead = ReadAhead(fd, io, budget, os.fstat(fd).st_size)
 
     def seek(self, offset: int, whence: int) -> int:
         """For asyncssh's ``ranges@asyncssh.com`` (SEEK_DATA/SEEK_HOLE on our descriptor)."""
@@ -261,6 +270,10 @@ class VolumeSftp(asyncssh.SFTPServer):
                 return os.fstat(file_obj.upload.fd)
         raise asyncssh.SFTPError(FX_FAILURE, "Invalid handle")
 
+    async def _answer(self, pending: Awaitable[T]) -> T:
+        with answered():
+            return await pending
+
     async def _after_writes(self, handle: WriteHandle, fn: Callable[[], T]) -> T:
         """``fn`` once the handle's pending writes are done (their error, if one failed)."""
         with answered():
@@ -280,8 +293,14 @@ class VolumeSftp(asyncssh.SFTPServer):
 
             def open_reader() -> ReadHandle:
                 target = self._follow(parts)
-                return ReadHandle(handles.open_read(self.root, target), target)
+                fd = handles.open_read(self.root, target)
+                try:
+                    return ReadHandle(fd, target, io=io, budget=budget)
+                except BaseException:
+                    os.close(fd)
+                    raise
 
+            io, budget = self._io_thread(), self._budget
             handle: ReadHandle | WriteHandle = await self._run(open_reader)
         else:
             create = bool(pflags & FXF_CREAT)
@@ -318,7 +337,8 @@ class VolumeSftp(asyncssh.SFTPServer):
         self.context.touch()
         with answered():
             if isinstance(file_obj, ReadHandle):
-                return os.pread(file_obj.fd, size, offset)
+                got = file_obj.ahead.read(offset, size)
+                return got if isinstance(got, bytes) else self._answer(got)
             if isinstance(file_obj, WriteHandle):
                 upload = file_obj.upload
                 if file_obj.pipe.pending_bytes:
@@ -349,7 +369,7 @@ class VolumeSftp(asyncssh.SFTPServer):
         self._open.discard(handle)
         if isinstance(handle, ReadHandle):
             with contextlib.suppress(OSError):
-                os.close(handle.fd)
+                handle.ahead.close()
         else:
             handle.pipe.abort()
 

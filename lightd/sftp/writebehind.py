@@ -1,4 +1,7 @@
-"""Write-behind for SFTP uploads: ``pwrite`` in the session's I/O thread, in order.
+"""Write-behind and read-ahead for SFTP: the disk I/O of a session in its own thread.
+
+:class:`ReadAhead` serves sequential reads from blocks the thread read meanwhile (see
+its docstring); the rest of this text is about :class:`WriteBehind`.
 
 asyncssh serves a session's requests one after another and awaits each before it reads
 the next, so a write that waits for a thread hop stalls the whole pipeline, and a
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 from collections.abc import Awaitable
 from dataclasses import dataclass
 
@@ -121,3 +125,68 @@ class WriteBehind:
             self._io.submit(self.upload.abort)
         except RuntimeError:  # the executor is shut down already
             self.upload.abort()
+
+
+class ReadAhead:
+    """Sequential reads of one download handle done ahead by the session's I/O thread.
+
+    A read of the block that follows the last one is answered from what the thread
+    read meanwhile (at once if it is there); then the next blocks, of the same size,
+    are queued while the session's :class:`Budget` allows and not past the size the
+    file had at open. A read elsewhere drops what was read ahead. The event loop never
+    calls ``pread``. :meth:`close` drops what has not started and closes the
+    descriptor from the I/O thread, after the read that may be running.
+    """
+
+    def __init__(
+        self, fd: int, io: concurrent.futures.ThreadPoolExecutor, budget: Budget, size: int
+    ) -> None:
+        self.fd = fd
+        self._io = io
+        self._budget = budget
+        self._size = size
+        self._ahead: dict[tuple[int, int], tuple[asyncio.Future[bytes], int]] = {}
+        self._next = -1  # where the next block read ahead starts
+
+    def _submit(self, offset: int, size: int) -> asyncio.Future[bytes]:
+        return asyncio.wrap_future(self._io.submit(os.pread, self.fd, size, offset))
+
+    def _queue(self, offset: int, size: int) -> None:
+        future = self._submit(offset, size)
+        self._ahead[(offset, size)] = (future, size)
+        self._budget.queued += size
+
+    def _take(self, key: tuple[int, int]) -> asyncio.Future[bytes] | None:
+        found = self._ahead.pop(key, None)
+        if found is None:
+            return None
+        self._budget.queued -= found[1]
+        return found[0]
+
+    def _drop(self) -> None:
+        for future, size in self._ahead.values():
+            future.cancel()
+            self._budget.queued -= size
+        self._ahead.clear()
+
+    def read(self, offset: int, size: int) -> bytes | asyncio.Future[bytes]:
+        """The block at ``offset``: bytes when it is read already, else a future."""
+        future = self._take((offset, size))
+        if future is None:
+            self._drop()
+            future = self._submit(offset, size)
+            self._next = offset + size
+        if size > 0:
+            while self._next < self._size and self._budget.queued + size <= self._budget.limit:
+                self._queue(self._next, size)
+                self._next += size
+        if future.done():
+            return future.result()
+        return future
+
+    def close(self) -> None:
+        self._drop()
+        try:
+            self._io.submit(os.close, self.fd)
+        except RuntimeError:  # the executor is shut down already
+            os.close(self.fd)

@@ -1,5 +1,6 @@
-"""The SFTP write-behind (lightd.sftp.writebehind) without a daemon: order, the memory
-bound, errors answered late, and aborts that never close a descriptor under a write."""
+"""The SFTP write-behind and read-ahead (lightd.sftp.writebehind) without a daemon:
+order, the memory bound, errors answered late, aborts that never close a descriptor
+under a write, and reads served ahead."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 
 from lightd.fs import handles
 from lightd.fs.beneath import Root
-from lightd.sftp.writebehind import Budget, WriteBehind
+from lightd.sftp.writebehind import Budget, ReadAhead, WriteBehind
 
 
 def temps(folder: Path) -> list[str]:
@@ -142,3 +143,32 @@ def test_abort_mid_pipeline_keeps_the_old_file_and_waits_for_the_running_write(
     assert written == [0]  # the queued writes never ran
     assert (tmp_path / "f.bin").read_bytes() == b"old"
     assert temps(tmp_path) == []
+
+
+def test_read_ahead_serves_sequential_and_random_reads(tmp_path: Path) -> None:
+    data = os.urandom(1 << 20)
+    (tmp_path / "f.bin").write_bytes(data)
+
+    async def run() -> None:
+        fd = os.open(tmp_path / "f.bin", os.O_RDONLY)
+        io = concurrent.futures.ThreadPoolExecutor(1)
+        budget = Budget(limit=256 * 1024)
+        ahead = ReadAhead(fd, io, budget, len(data))
+        block = 32 * 1024
+
+        async def get(offset: int, size: int) -> bytes:
+            got = ahead.read(offset, size)
+            return got if isinstance(got, bytes) else await got
+
+        back = b"".join([await get(i * block, block) for i in range(32)])
+        assert back == data
+        assert 0 <= budget.queued <= budget.limit  # bounded, nothing past the end
+        assert await get(5000, 100) == data[5000:5100]  # elsewhere: what was ahead is dropped
+        assert await get(len(data), block) == b""
+        ahead.close()
+        await asyncio.to_thread(io.shutdown, True)
+        assert budget.queued == 0
+        with pytest.raises(OSError):
+            os.fstat(fd)  # closed by the I/O thread
+
+    asyncio.run(run())
