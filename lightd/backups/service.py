@@ -610,9 +610,11 @@ class BackupService:
     async def restore(self, volume_ref: str, ref: str, *, truncate: bool) -> BackupRecord:
         record = self.get(volume_ref, ref)
         ending = self._ended.get(record.backup_id)
-        if ending is not None and record.state == "done" and self._busy.get(
-            record.volume_id
-        ) != record.backup_id:
+        if (
+            ending is not None
+            and record.state == "done"
+            and self._busy.get(record.volume_id) != record.backup_id
+        ):
             # Its last restore has ended but its record is still being written: one write
             # of this record at a time.
             await ending.wait()
