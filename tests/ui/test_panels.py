@@ -13,6 +13,7 @@ import os
 import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,49 +52,53 @@ def volume_of(lab: Lab, cid: str) -> tuple[str, Path]:
     return volume_id, Path(lab.volume_path(volume_id))
 
 
+@dataclass
+class Tidy:
+    """What a test made besides containers: removed after it, whatever happened."""
+
+    volumes: list[str] = field(default_factory=list)  # their backups, then themselves
+    sftp: list[str] = field(default_factory=list)  # containers with credentials
+
+
 @pytest.fixture
-def backups_cleanup(api: httpx.Client) -> Iterator[list[str]]:
-    """Volumes whose backups are deleted after the test, whatever happened."""
-    volumes: list[str] = []
-    yield volumes
-    for volume_id in volumes:
+def tidy(lab: Lab, api: httpx.Client) -> Iterator[Tidy]:
+    made = Tidy()
+    yield made
+    for cid in made.sftp:
+        api.delete(f"/containers/{cid}/sftp/credentials")  # 404 when already revoked
+    for volume_id in made.volumes:
         with contextlib.suppress(AssertionError):
             wait_backups_idle(api, volume_id)
         listed = api.get(f"/volumes/{volume_id}/backups")
         for backup in listed.json()["backups"] if listed.status_code == 200 else []:
             api.delete(f"/volumes/{volume_id}/backups/{backup['backup_id']}")
-
-
-@pytest.fixture
-def sftp_cleanup(api: httpx.Client) -> Iterator[list[str]]:
-    """Containers whose SFTP credentials are revoked after the test (404 when already)."""
-    containers: list[str] = []
-    yield containers
-    for cid in containers:
-        api.delete(f"/containers/{cid}/sftp/credentials")
+    lab.cleanup()  # the containers first: a volume in use is not deleted
+    for volume_id in made.volumes:
+        api.delete(f"/volumes/{volume_id}")
 
 
 def wait_backups_idle(api: httpx.Client, volume_id: str) -> list[dict[str, Any]]:
-    def idle() -> list[dict[str, Any]] | None:
+    def idle() -> tuple[list[dict[str, Any]]] | None:
         backups: list[dict[str, Any]] = api.get(f"/volumes/{volume_id}/backups").json()["backups"]
         busy = any(
             b["state"] == "running" or (b["restore"] or {}).get("state") == "running"
             for b in backups
         )
-        return None if busy else backups
+        return None if busy else (backups,)  # a tuple: an empty list is an answer too
 
-    return wait_for(idle, timeout=90, what="backups and restores to end")
+    answer: tuple[list[dict[str, Any]]] = wait_for(idle, timeout=90, what="backups to end")
+    return answer[0]
 
 
 def test_backup_create_download_restore_delete(
     console: Console,
     lab: Lab,
     api: httpx.Client,
-    backups_cleanup: list[str],
+    tidy: Tidy,
 ) -> None:
     cid = lab.create("bk", power="stopped")
     volume_id, volume = volume_of(lab, cid)
-    backups_cleanup.append(volume_id)
+    tidy.volumes.append(volume_id)
     (volume / "world").mkdir()
     # Random bytes (gzip cannot shrink them): big enough for a progress report or two.
     (volume / "world" / "region.bin").write_bytes(os.urandom(24 * 1024 * 1024))
@@ -116,6 +121,8 @@ def test_backup_create_download_restore_delete(
     panel.get_by_role("button", name="Create backup").click()
     row = panel.locator("tbody tr").first
     expect(row.locator("td[data-label='Name']")).to_contain_text("before the update")
+    if row.get_attribute("data-state") == "running":  # usually: 24 MiB take a moment
+        console.shot("backup-running")
     expect(row).to_have_attribute("data-state", "done", timeout=60_000)
     backup_id = row.get_attribute("data-id")
     assert backup_id
@@ -199,12 +206,13 @@ def test_sftp_credentials_through_the_page(
     lab: Lab,
     api: httpx.Client,
     daemon: DaemonProcess,
-    sftp_cleanup: list[str],
+    tidy: Tidy,
 ) -> None:
     assert daemon.sftp_port, "the shared daemon must run SFTP"
     cid = lab.create("sftpui", power="stopped")
-    sftp_cleanup.append(cid)
-    _, volume = volume_of(lab, cid)
+    volume_id, volume = volume_of(lab, cid)
+    tidy.sftp.append(cid)
+    tidy.volumes.append(volume_id)
     (volume / "hello.txt").write_text("hi\n")
     page = console.page
     console.sign_in()
@@ -275,13 +283,12 @@ def test_panels_at_phone_width_by_keyboard(
     daemon: DaemonProcess,
     lab: Lab,
     api: httpx.Client,
-    backups_cleanup: list[str],
-    sftp_cleanup: list[str],
+    tidy: Tidy,
 ) -> None:
     cid = running(lab, "panels")
     volume_id, volume = volume_of(lab, cid)
-    backups_cleanup.append(volume_id)
-    sftp_cleanup.append(cid)
+    tidy.volumes.append(volume_id)
+    tidy.sftp.append(cid)
     (volume / "server.properties").write_text("max-players=20\n")
     made = api.post(f"/volumes/{volume_id}/backups", json={"name": "nightly"})
     assert made.status_code == 202, made.text
