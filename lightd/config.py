@@ -115,6 +115,8 @@ class VolumeSettings(_Section):
     archive_max_total_bytes: int = Field(default=10 * 1024**3, ge=1)
     archive_max_entries: int = Field(default=100_000, ge=1)
     archive_max_ratio: float = Field(default=200.0, gt=1)
+    # Bytes of one file a content search reads (issue 19).
+    search_content_max_bytes: int = Field(default=5 * 1024 * 1024, ge=1)
 
 
 class GitopsSettings(_Section):

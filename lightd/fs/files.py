@@ -21,6 +21,7 @@ from lightd.fs import ops
 from lightd.fs.archive import ArchiveFormat, ExtractReport, compress, extract
 from lightd.fs.beneath import Root
 from lightd.fs.paths import Parts
+from lightd.fs.search import SearchQuery, SearchResult, search
 from lightd.fs.volumes import Volume, VolumeInfo, VolumeManager
 
 UPLOAD_CHUNK = 1024 * 1024  # bytes gathered before one write to the volume
@@ -139,6 +140,10 @@ class VolumeFiles:
 
     async def chmod(self, ref: str, parts: Parts, mode: int) -> None:
         await self._light(ref, ops.change_mode, parts, mode)
+
+    async def search(self, ref: str, parts: Parts, query: SearchQuery) -> SearchResult:
+        """Entries below ``parts`` matching ``query``, within its caps (never follows links)."""
+        return await self._heavy(ref, search, parts, query)
 
     # -- archives --------------------------------------------------------------------
 
