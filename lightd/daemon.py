@@ -49,6 +49,8 @@ from lightd.store import DocumentStore
 from lightd.store.install_logs import InstallLogs
 from lightd.store.observed import ObservedStore
 from lightd.store.watch import FolderWatcher, WatchSettings
+from lightd.transfer.guard import parse_networks
+from lightd.transfer.pull import Pulls
 
 log = logging.getLogger("lightd.daemon")
 
@@ -152,6 +154,12 @@ class Daemon:
                 force_polling=settings.gitops.force_polling,
             ),
         )
+        self.files = VolumeFiles(self.volumes)
+        self.pulls = Pulls(
+            self.files,
+            allow_networks=lambda: parse_networks(self.settings.volumes.pull_allow_networks),
+            max_bytes=lambda: self.settings.volumes.max_upload_bytes,
+        )
         self.services = Services(
             settings=settings,
             containers=ContainerService(
@@ -179,7 +187,8 @@ class Daemon:
                 install_logs=InstallLogs(self.data),
             ),
             ports=self.ports,
-            files=VolumeFiles(self.volumes),
+            files=self.files,
+            pulls=self.pulls,
             tokens=Access(
                 tokens=self.tokens,
                 master=lambda: self.master.value,
@@ -292,6 +301,7 @@ class Daemon:
         await self.controller.stop()
         self.stats.stop_all()
         await self.remote.stop()
+        await self.pulls.close()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -3,8 +3,8 @@
 The API (REST and WebSockets) receives :class:`Services` instead of the whole daemon:
 the desired write path (``containers``), answers built from state (``reads``, ``watch``,
 ``gitops``), console and stats streams (``consoles``), the port pool, volume files,
-tokens, node status and the open-socket counts. Each facade names what a route needs,
-so no route reaches through the daemon's parts. This module must not build anything
+pulls from URLs, tokens, node status and the open-socket counts. Each facade names what
+a route needs, so no route reaches through the daemon's parts. This module must not build anything
 (that is :mod:`lightd.daemon`), serve HTTP, or import the Docker implementation.
 """
 
@@ -37,6 +37,7 @@ from lightd.spec.container import ContainerSpec
 from lightd.spec.observed import ObservedContainer, RuntimeState
 from lightd.store.install_logs import InstallLogs
 from lightd.store.observed import ObservedStore
+from lightd.transfer.pull import Pulls
 
 
 def is_running(observed: ObservedContainer | None) -> bool:
@@ -328,6 +329,7 @@ class Services:
     consoles: Consoles
     ports: PortPool
     files: VolumeFiles
+    pulls: Pulls
     tokens: Access
     node: Node
     sockets: SocketCounts

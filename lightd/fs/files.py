@@ -97,18 +97,20 @@ class VolumeFiles:
         *,
         limit: int,
         declared_length: int | None = None,
+        overwrite: bool = True,
     ) -> None:
         """Write the file from ``chunks``; it appears whole on success, never in part.
 
         Raises :class:`PayloadTooLarge` when ``declared_length`` or the bytes received
-        exceed ``limit`` (then nothing was written).
+        exceed ``limit`` (then nothing was written), and :class:`FileExists` when a file
+        is at ``parts`` and ``overwrite`` is false.
         """
         if declared_length is not None and declared_length > limit:
             raise PayloadTooLarge()
         volume = self._volumes.resolve(ref)
         root = await self._volumes.run(Root, volume.path)
         try:
-            writer = await self._volumes.run(ops.AtomicWriter, root, parts)
+            writer = await self._volumes.run(ops.AtomicWriter, root, parts, replace=overwrite)
             try:
                 total = 0
                 pending = bytearray()
@@ -128,6 +130,10 @@ class VolumeFiles:
                 raise
         finally:
             root.close()
+
+    async def lstat(self, ref: str, parts: Parts) -> os.stat_result | None:
+        """What is at ``parts`` (a link as itself), or None; a link on the way is 400."""
+        return await self._light(ref, ops.root_lstat, parts)
 
     async def make_folder(self, ref: str, parts: Parts) -> None:
         await self._light(ref, ops.make_folder, parts)

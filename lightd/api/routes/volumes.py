@@ -190,6 +190,33 @@ class SearchResponse(BaseModel):
     truncated: bool
 
 
+class PullRequest(RequestModel):
+    url: str = Field(min_length=1, max_length=8192)
+    path: str = ""
+    use_header: bool = False
+    overwrite: bool = False
+
+
+class PullStarted(BaseModel):
+    pull_id: str
+
+
+class PullView(BaseModel):
+    pull_id: str
+    url: str
+    path: str
+    state: Literal["running", "completed", "failed", "cancelled"]
+    bytes_done: int
+    bytes_total: int | None
+    error: str | None
+    started_at: float
+    finished_at: float | None
+
+
+class PullList(BaseModel):
+    pulls: list[PullView]
+
+
 # -- helpers ---------------------------------------------------------------------------
 
 
@@ -402,6 +429,52 @@ async def chmod(ref: str, data: ChmodRequest) -> ChmodResponse:
     return ChmodResponse(
         message="Mode changed successfully", path=display(parts), mode=f"{mode:04o}"
     )
+
+
+# -- pulls -----------------------------------------------------------------------------
+
+
+@blueprint.post("/volumes/<ref>/pull")
+@validate_request(PullRequest)
+@validate_response(PullStarted, 202)
+@validate_response(ErrorBody, 429)
+async def start_pull(ref: str, data: PullRequest) -> tuple[PullStarted, int]:
+    parts = parse_path(data.path)
+    pull = await get_services().pulls.start(
+        ref, data.url, parts, use_header=data.use_header, overwrite=data.overwrite
+    )
+    return PullStarted(pull_id=pull.id), 202
+
+
+@blueprint.get("/volumes/<ref>/pull")
+@validate_response(PullList)
+async def list_pulls(ref: str) -> PullList:
+    volume = await _files().volume(ref)
+    return PullList(
+        pulls=[
+            PullView(
+                pull_id=p.id,
+                url=p.url,
+                path=p.path,
+                state=p.state,
+                bytes_done=p.bytes_done,
+                bytes_total=p.bytes_total,
+                error=p.error,
+                started_at=p.started_at,
+                finished_at=p.finished_at,
+            )
+            for p in get_services().pulls.list(volume.id)
+        ]
+    )
+
+
+@blueprint.delete("/volumes/<ref>/pull/<pull_id>")
+@validate_response(MessageBody)
+async def cancel_pull(ref: str, pull_id: str) -> MessageBody:
+    volume = await _files().volume(ref)
+    if await get_services().pulls.cancel(volume.id, pull_id):
+        return MessageBody(message="Pull cancelled")
+    return MessageBody(message="Pull removed")
 
 
 # -- archives --------------------------------------------------------------------------
