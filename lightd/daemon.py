@@ -51,6 +51,7 @@ from lightd.store.observed import ObservedStore
 from lightd.store.watch import FolderWatcher, WatchSettings
 from lightd.transfer.guard import parse_networks
 from lightd.transfer.pull import Pulls
+from lightd.transfer.tokens import TransferTokens
 
 log = logging.getLogger("lightd.daemon")
 
@@ -85,6 +86,7 @@ class Daemon:
             configured=settings.authorization.token, data_dir=data_dir
         )
         self.tokens = TokenStore(self.data)
+        self.transfer_tokens = TransferTokens(self.data)
         self.metrics = Metrics()
         self.node_id = ensure_node_id(data_dir)
         self.engine = DockerEngine(settings.docker, node_id=self.node_id)
@@ -189,6 +191,7 @@ class Daemon:
             ports=self.ports,
             files=self.files,
             pulls=self.pulls,
+            transfer_tokens=self.transfer_tokens,
             tokens=Access(
                 tokens=self.tokens,
                 master=lambda: self.master.value,
@@ -273,6 +276,7 @@ class Daemon:
         if swept:
             log.info("removed %d temp files left by an interrupted write", swept)
         await asyncio.to_thread(self.tokens.load)
+        await asyncio.to_thread(self.transfer_tokens.load)
         await self.ports.load()
         status = await self.engine.status()
         if status.reachable:

@@ -38,6 +38,7 @@ from lightd.spec.observed import ObservedContainer, RuntimeState
 from lightd.store.install_logs import InstallLogs
 from lightd.store.observed import ObservedStore
 from lightd.transfer.pull import Pulls
+from lightd.transfer.tokens import TransferTokens
 
 
 def is_running(observed: ObservedContainer | None) -> bool:
@@ -330,6 +331,7 @@ class Services:
     ports: PortPool
     files: VolumeFiles
     pulls: Pulls
+    transfer_tokens: TransferTokens
     tokens: Access
     node: Node
     sockets: SocketCounts

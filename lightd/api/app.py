@@ -26,6 +26,7 @@ from lightd.api.routes import (
     remote,
     system,
     tokens,
+    transfers,
     volumes,
 )
 from lightd.services import Services
@@ -83,6 +84,7 @@ def create_app(services: Services) -> Quart:
         containers,
         desired,
         volumes,
+        transfers,
         sockets,
     )
     for module in modules:
