@@ -51,6 +51,7 @@ from lightd.store.observed import ObservedStore
 from lightd.store.watch import FolderWatcher, WatchSettings
 from lightd.transfer.guard import parse_networks
 from lightd.transfer.pull import Pulls
+from lightd.transfer.service import Transfers
 from lightd.transfer.tokens import TransferTokens
 
 log = logging.getLogger("lightd.daemon")
@@ -162,16 +163,27 @@ class Daemon:
             allow_networks=lambda: parse_networks(self.settings.volumes.pull_allow_networks),
             max_bytes=lambda: self.settings.volumes.max_upload_bytes,
         )
+        container_service = ContainerService(
+            desired=self.containers,
+            observed=self.observed.get,
+            pool=self.ports,
+            resolve_volume=lambda ref: self.volumes.resolve(ref).id,
+            hint=self.controller.hint,
+            allowed_mount_roots=settings.containers.allowed_mount_roots,
+        )
+        self.transfers = Transfers(
+            data_dir=data_dir,
+            data=self.data,
+            containers=container_service,
+            observed=self.observed.get,
+            volumes=self.volumes,
+            tokens=self.transfer_tokens,
+            admit=self._admit_error,
+        )
         self.services = Services(
             settings=settings,
-            containers=ContainerService(
-                desired=self.containers,
-                observed=self.observed.get,
-                pool=self.ports,
-                resolve_volume=lambda ref: self.volumes.resolve(ref).id,
-                hint=self.controller.hint,
-                allowed_mount_roots=settings.containers.allowed_mount_roots,
-            ),
+            containers=container_service,
+            transfers=self.transfers,
             reads=self.views,
             watch=self.watch,
             gitops=GitOps(
@@ -209,6 +221,16 @@ class Daemon:
             sockets=self.sockets,
         )
         self._tasks: list[asyncio.Task[None]] = []
+
+    def _admit_error(self, spec: ContainerSpec) -> LightdError | None:
+        """The error a transfer's target answers for a document it may not apply, or None."""
+        refusal = admit(
+            spec,
+            roots=self.settings.containers.allowed_mount_roots,
+            cpus=os.cpu_count() or 1,
+            pool=self.ports,
+        )
+        return refusal.error if refusal is not None else None
 
     def _admit(self, spec: ContainerSpec) -> str | None:
         """Why a document may not be applied (hand edits skip the API's checks), or None."""
@@ -299,6 +321,7 @@ class Daemon:
         await self.remote.start()
         await self.watcher.start()
         self.watch.prime()
+        await self.transfers.recover()
 
     async def stop(self) -> None:
         await self.watcher.stop()
@@ -306,6 +329,7 @@ class Daemon:
         self.stats.stop_all()
         await self.remote.stop()
         await self.pulls.close()
+        await self.transfers.close()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

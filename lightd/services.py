@@ -38,6 +38,7 @@ from lightd.spec.observed import ObservedContainer, RuntimeState
 from lightd.store.install_logs import InstallLogs
 from lightd.store.observed import ObservedStore
 from lightd.transfer.pull import Pulls
+from lightd.transfer.service import Transfers
 from lightd.transfer.tokens import TransferTokens
 
 
@@ -332,6 +333,7 @@ class Services:
     files: VolumeFiles
     pulls: Pulls
     transfer_tokens: TransferTokens
+    transfers: Transfers
     tokens: Access
     node: Node
     sockets: SocketCounts

@@ -114,5 +114,9 @@ class TransferTokens:
                 await self._persist()
             return reason
 
+    def check(self, token: str, internal_id: str) -> str | None:
+        """Whether ``token`` may carry ``internal_id`` now, without using it up."""
+        return judge(self._grants.get(token_hash(token)), internal_id, time.time())
+
     def __len__(self) -> int:
         return len(self._grants)

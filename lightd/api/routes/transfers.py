@@ -1,15 +1,22 @@
-"""Transfer routes: ``POST /transfers/tokens`` (master token), minted on the target node.
+"""Transfer routes: tokens and the receive side on the target, start and status on the source.
+
+``POST /transfers/tokens`` (master token) mints on the target; ``POST /transfers`` is
+what a source node calls with that token; ``POST /containers/<id>/transfer``,
+``GET``/``DELETE /transfers/<id>`` (master token) start, show and cancel.
 
 It must not return or log anything but the new token itself.
 """
 
 from __future__ import annotations
 
-from pydantic import BaseModel, field_validator
-from quart import Blueprint
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator
+from quart import Blueprint, request
 from quart_schema import validate_request, validate_response
 
 from lightd.api.context import get_services
+from lightd.api.guard import bearer_token
 from lightd.api.routes.common import ErrorBody, RequestModel
 from lightd.api.routes.tokens import iso_utc
 from lightd.auth.ttl import parse_ttl
@@ -45,3 +52,69 @@ async def mint(data: TransferTokenRequest) -> TransferTokenResponse:
         data.internal_id, parse_ttl(data.ttl)
     )
     return TransferTokenResponse(token=token, expires_at=iso_utc(expires_at))
+
+
+class TransferRequest(RequestModel):
+    target_url: str = Field(min_length=1, max_length=2048)
+    token: str = Field(min_length=1, max_length=256)
+    include_backups: bool = False
+    live: bool = True
+    keep_source: bool = False
+
+
+class TransferStarted(BaseModel):
+    transfer_id: str
+
+
+class TransferView(BaseModel):
+    transfer_id: str
+    internal_id: str
+    role: Literal["source", "target"]
+    state: Literal["running", "completed", "failed", "cancelled"]
+    phase: str
+    bytes_done: int
+    bytes_total: int | None
+    error: str | None
+
+
+@blueprint.post("/containers/<internal_id>/transfer")
+@validate_request(TransferRequest)
+@validate_response(TransferStarted, 202)
+async def start_transfer(internal_id: str, data: TransferRequest) -> tuple[TransferStarted, int]:
+    transfer = await get_services().transfers.start(
+        internal_id,
+        target_url=data.target_url,
+        token=data.token,
+        include_backups=data.include_backups,
+        live=data.live,
+        keep_source=data.keep_source,
+    )
+    return TransferStarted(transfer_id=transfer.id), 202
+
+
+@blueprint.post("/transfers")
+@validate_response(TransferView)
+async def receive_transfer() -> TransferView:
+    """A node sends a container here (``Authorization: Bearer <transfer token>``)."""
+    token = bearer_token(request.headers.get("Authorization")) or ""
+    internal_id = request.headers.get("X-Lightd-Internal-Id", "")
+    check_only = request.headers.get("X-Lightd-Transfer-Check") == "1"
+    transfer = await get_services().transfers.receive(
+        token, internal_id, request.body, check_only=check_only
+    )
+    return TransferView.model_validate(transfer.view())
+
+
+@blueprint.get("/transfers/<transfer_id>")
+@validate_response(TransferView)
+@validate_response(ErrorBody, 404)
+async def show_transfer(transfer_id: str) -> TransferView:
+    return TransferView.model_validate(get_services().transfers.get(transfer_id).view())
+
+
+@blueprint.delete("/transfers/<transfer_id>")
+@validate_response(TransferView)
+@validate_response(ErrorBody, 404)
+async def cancel_transfer(transfer_id: str) -> TransferView:
+    transfer = await get_services().transfers.cancel(transfer_id)
+    return TransferView.model_validate(transfer.view())
