@@ -179,6 +179,7 @@ class Daemon:
             volumes=self.volumes,
             tokens=self.transfer_tokens,
             admit=self._admit_error,
+            seed_install=self.controller.seed_install,
         )
         self.services = Services(
             settings=settings,

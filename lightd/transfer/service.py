@@ -36,7 +36,7 @@ import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import httpx
 import orjson
@@ -54,7 +54,7 @@ from lightd.errors import (
 from lightd.fs.beneath import Root
 from lightd.fs.volumes import VolumeManager
 from lightd.spec.container import ContainerSpec, Power
-from lightd.spec.observed import ObservedContainer, RuntimeState
+from lightd.spec.observed import InstallState, ObservedContainer, RuntimeState
 from lightd.store import DocumentStore
 from lightd.transfer.stream import FrameError, FrameReader, frame, pack, unpack
 from lightd.transfer.tokens import TransferTokens
@@ -67,6 +67,18 @@ VENDOR = "application/vnd.pkglatv1+json"
 STOP_WAIT = 120.0
 START_WAIT = 120.0
 TransferState = Literal["running", "completed", "failed", "cancelled"]
+
+
+class SeedInstall(Protocol):
+    async def __call__(
+        self,
+        key: str,
+        *,
+        state: InstallState,
+        install_key: str | None,
+        image: str | None,
+        exit_code: int | None,
+    ) -> None: ...
 
 
 class TransferFailed(LightdError):
@@ -114,6 +126,7 @@ class Transfers:
         volumes: VolumeManager,
         tokens: TransferTokens,
         admit: Callable[[ContainerSpec], LightdError | None],
+        seed_install: SeedInstall,
     ) -> None:
         self._data_dir = data_dir
         self._data = data
@@ -122,6 +135,7 @@ class Transfers:
         self._volumes = volumes
         self._tokens = tokens
         self._admit = admit
+        self._seed_install = seed_install
         self._transfers: dict[str, Transfer] = {}
 
     # -- recovery ------------------------------------------------------------------------
@@ -271,7 +285,14 @@ class Transfers:
             "version": 1,
             "transfer_id": transfer.id,
             "document": spec.model_dump(mode="json"),
-            "install_state": observed.install_state.value if observed else None,
+            "install": None
+            if observed is None
+            else {
+                "state": observed.install_state.value,
+                "key": observed.install_key,
+                "image": observed.install_image,
+                "exit_code": observed.install_exit_code,
+            },
         }
         volume = self._volumes.resolve(spec.volume_id)
         headers = {
@@ -395,6 +416,17 @@ class Transfers:
             transfer.phase = "converging"
             await asyncio.to_thread(self._volumes.adopt, spec.volume_id, tree)
             published = True
+            install = manifest.get("install")
+            if isinstance(install, dict) and install.get("state") == InstallState.READY.value:
+                await self._seed_install(
+                    internal_id,
+                    state=InstallState.READY,
+                    install_key=_text(install.get("key")),
+                    image=_text(install.get("image")),
+                    exit_code=install.get("exit_code")
+                    if isinstance(install.get("exit_code"), int)
+                    else None,
+                )
             await self._containers.create(spec.model_dump(mode="json"))
             if spec.power is Power.RUNNING:
                 await self._wait_state(internal_id, {RuntimeState.RUNNING}, START_WAIT)
@@ -473,6 +505,10 @@ def _unpack_file(archive: Path, tree: Path) -> None:
     tree.mkdir(mode=0o700)
     with open(archive, "rb") as handle, Root(tree) as root:
         unpack(handle, root)
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _reason(exc: BaseException) -> str:

@@ -108,8 +108,14 @@ def running_container(nodes: Nodes) -> tuple[str, str, Path, dict[str, Any]]:
     volume_id = nodes.src.volume()
     volume = Path(nodes.src.volume_path(volume_id))
     fill(volume)
-    internal_id = nodes.src.create("mc", volume_id=volume_id, ports=[port])
+    internal_id = nodes.src.create(
+        "mc",
+        volume_id=volume_id,
+        ports=[port],
+        install_script="echo installed >> /mnt/server/install.log",
+    )
     nodes.src.wait_state(internal_id, "running")
+    assert (volume / "install.log").read_text() == "installed\n"
     return internal_id, volume_id, volume, port
 
 
@@ -146,9 +152,10 @@ def test_a_running_container_moves(nodes: Nodes) -> None:
     assert outcome["bytes_done"] > 3 * 1024 * 1024  # random data does not compress
     moved = nodes.dst.get(internal_id)
     assert moved["state"] == "running"
+    assert moved["install_state"] == "ready"  # the observed install state came along
     assert moved["volume_id"] == volume_id
     target_volume = Path(nodes.dst.volume_path(volume_id))
-    assert tree(target_volume) == before
+    assert tree(target_volume) == before  # not installed again over the copy
     # The source has nothing left: document, Docker object, volume.
     assert nodes.src_api.get(f"/containers/{internal_id}").status_code == 404
     wait_for(lambda: not volume.exists(), timeout=30, what="the source volume gone")
