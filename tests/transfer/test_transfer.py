@@ -36,6 +36,15 @@ class Nodes:
     src_api: httpx.Client
     dst_api: httpx.Client
 
+    def reconnect(self, which: str) -> None:
+        """New clients for a restarted daemon (it listens on a new port)."""
+        if which == "source":
+            self.src_api.close()
+            self.src_api = self.src.api = self.source.client()
+        else:
+            self.dst_api.close()
+            self.dst_api = self.dst.api = self.target.client()
+
 
 @pytest.fixture
 def nodes(tmp_path: Path) -> Iterator[Nodes]:
@@ -62,10 +71,12 @@ def nodes(tmp_path: Path) -> Iterator[Nodes]:
                 yield pair
             finally:
                 pair.src.cleanup()
-                for item in dst_api.get("/containers").json()["containers"]:
-                    dst_api.delete(f"/containers/{item['internal_id']}")
+                for item in pair.dst_api.get("/containers").json()["containers"]:
+                    pair.dst_api.delete(f"/containers/{item['internal_id']}")
                 pair.dst.cleanup()
                 engine.remove_prefixed(prefix)
+                pair.src_api.close()
+                pair.dst_api.close()
     finally:
         target.stop(kill=True)
         source.stop(kill=True)
@@ -251,3 +262,61 @@ def test_a_corrupted_stream_is_refused_and_leaves_nothing(nodes: Nodes) -> None:
     cut = raw_send(nodes, internal_id, token_for(nodes, internal_id), body[: len(body) // 2])
     assert cut.status_code == 500 or cut.status_code == 400
     assert not staging.exists() or not any(staging.iterdir())
+
+
+def start_transfer(nodes: Nodes, internal_id: str) -> str:
+    started = nodes.src_api.post(
+        f"/containers/{internal_id}/transfer",
+        json={
+            "target_url": nodes.target.base_url,
+            "token": token_for(nodes, internal_id),
+            "live": False,
+        },
+    )
+    assert started.status_code == 202, started.text
+    return str(started.json()["transfer_id"])
+
+
+def wait_phase(nodes: Nodes, transfer_id: str, phases: set[str]) -> None:
+    def seen() -> bool:
+        answer = nodes.src_api.get(f"/transfers/{transfer_id}").json()
+        assert answer["state"] == "running", answer
+        return answer["phase"] in phases and answer["bytes_done"] > 0
+
+    wait_for(seen, timeout=60, interval=0.02, what=f"phase {phases}")
+
+
+@pytest.mark.parametrize("victim", ["source", "target"])
+def test_kill_9_mid_stream_leaves_the_source_authoritative(nodes: Nodes, victim: str) -> None:
+    internal_id, volume_id, volume, port = running_container(nodes)
+    for index in range(6):
+        (volume / f"big-{index}.bin").write_bytes(os.urandom(32 * 1024 * 1024))
+    before = tree(volume)
+    assert nodes.dst_api.post("/network/ports", json=port).status_code == 200
+    nodes.dst.ports.append(port["port"])
+    transfer_id = start_transfer(nodes, internal_id)
+    wait_phase(nodes, transfer_id, {"sending"})
+    killed = nodes.source if victim == "source" else nodes.target
+    assert killed.proc is not None
+    killed.proc.kill()
+    killed.proc.wait(timeout=10)
+    killed.start()
+    nodes.reconnect(victim)
+    if victim == "target":
+        outcome = nodes.src_api.get(f"/transfers/{transfer_id}").json()
+        deadline = time.monotonic() + 30
+        while outcome["state"] == "running" and time.monotonic() < deadline:
+            time.sleep(0.2)
+            outcome = nodes.src_api.get(f"/transfers/{transfer_id}").json()
+        assert outcome["state"] == "failed", outcome
+    nodes.src.wait_state(internal_id, "running", timeout=60)
+    assert nodes.src.get(internal_id)["power"] == "running"
+    assert tree(volume) == before
+    assert nodes.dst_api.get(f"/containers/{internal_id}").status_code == 404
+    assert not (nodes.target.data_dir / "volumes" / volume_id).exists()
+    staging = nodes.target.data_dir / "transfer-staging"
+    wait_for(
+        lambda: not staging.exists() or not any(staging.iterdir()),
+        timeout=30,
+        what="the target's staging removed",
+    )
