@@ -56,7 +56,15 @@ from lightd.fs.volumes import VolumeManager
 from lightd.spec.container import ContainerSpec, Power
 from lightd.spec.observed import InstallState, ObservedContainer, RuntimeState
 from lightd.store import DocumentStore
-from lightd.transfer.stream import FrameError, FrameReader, frame, pack, unpack
+from lightd.transfer.stream import (
+    FrameError,
+    FrameReader,
+    Signature,
+    frame,
+    pack,
+    remove,
+    unpack,
+)
 from lightd.transfer.tokens import TransferTokens
 
 log = logging.getLogger("lightd.transfer")
@@ -65,6 +73,7 @@ STAGING = "transfer-staging"
 STATE_PREFIX = "state/transfers"
 VENDOR = "application/vnd.pkglatv1+json"
 STOP_WAIT = 120.0
+STAGE_SECONDS = 600.0
 START_WAIT = 120.0
 TransferState = Literal["running", "completed", "failed", "cancelled"]
 
@@ -137,6 +146,7 @@ class Transfers:
         self._admit = admit
         self._seed_install = seed_install
         self._transfers: dict[str, Transfer] = {}
+        self._staged: dict[str, _Staged] = {}
 
     # -- recovery ------------------------------------------------------------------------
 
@@ -192,8 +202,6 @@ class Transfers:
         spec = self._containers.get(internal_id)
         if include_backups:
             raise InvalidField("include_backups", "backups are not available on this node yet")
-        if live:
-            raise InvalidField("live", "live transfers are not available yet; send live: false")
         if not target_url.startswith(("http://", "https://")):
             raise InvalidField("target_url", "must be an http:// or https:// URL")
         if any(
@@ -208,7 +216,7 @@ class Transfers:
             {"internal_id": internal_id, "power": spec.power.value},
         )
         transfer.task = asyncio.create_task(
-            self._send(transfer, spec, target_url.rstrip("/"), token, keep_source),
+            self._send(transfer, spec, target_url.rstrip("/"), token, keep_source, live),
             name=f"transfer-{transfer.id}",
         )
         return transfer
@@ -225,23 +233,39 @@ class Transfers:
         raise TransferFailed(f"Transfer failed: {internal_id} did not reach {sorted(states)}")
 
     async def _send(
-        self, transfer: Transfer, spec: ContainerSpec, target_url: str, token: str, keep: bool
+        self,
+        transfer: Transfer,
+        spec: ContainerSpec,
+        target_url: str,
+        token: str,
+        keep: bool,
+        live: bool,
     ) -> None:
         was_running = spec.power is Power.RUNNING
         try:
-            transfer.phase = "stopping"
-            if was_running:
-                await self._containers.stop(spec.internal_id)
-            await self._wait_state(spec.internal_id, {RuntimeState.OFFLINE}, STOP_WAIT)
-            transfer.phase = "checking"
-            answer = await self._post(transfer, spec, target_url, token)
-            if answer.status_code != 200:
-                try:
-                    reason = str(answer.json().get("error"))
-                except ValueError:
-                    reason = answer.text[:200]
-                raise TransferFailed(
-                    f"Transfer refused by the target ({answer.status_code}): {reason}"
+            async with httpx.AsyncClient(
+                trust_env=False, timeout=httpx.Timeout(START_WAIT + 60)
+            ) as client:
+                link = _Link(client, target_url, spec.internal_id, token)
+                manifest = self._manifest(transfer, spec)
+                transfer.phase = "checking"
+                await link.send("check", [frame(b"M", orjson.dumps(manifest))])
+                seen: dict[str, Signature] | None = None
+                if live and was_running:
+                    transfer.phase = "first pass"
+                    seen = {}
+                    answer = await link.send(
+                        "first", self._frames(transfer, manifest, spec, seen=seen)
+                    )
+                    link.secret = answer.headers.get("X-Lightd-Transfer-Secret", "")
+                transfer.phase = "stopping"
+                if was_running:
+                    await self._containers.stop(spec.internal_id)
+                await self._wait_state(spec.internal_id, {RuntimeState.OFFLINE}, STOP_WAIT)
+                transfer.phase = "final pass" if seen is not None else "sending"
+                await link.send(
+                    "final" if seen is not None else "only",
+                    self._frames(transfer, manifest, spec, since=seen),
                 )
             transfer.phase = "cleaning"
             await self._containers.delete(spec.internal_id)
@@ -277,11 +301,9 @@ class Transfers:
                     raise
                 await asyncio.sleep(0.2)
 
-    async def _post(
-        self, transfer: Transfer, spec: ContainerSpec, target_url: str, token: str
-    ) -> httpx.Response:
+    def _manifest(self, transfer: Transfer, spec: ContainerSpec) -> dict[str, Any]:
         observed = self._observed(spec.internal_id)
-        manifest = {
+        return {
             "version": 1,
             "transfer_id": transfer.id,
             "document": spec.model_dump(mode="json"),
@@ -294,34 +316,19 @@ class Transfers:
                 "exit_code": observed.install_exit_code,
             },
         }
-        volume = self._volumes.resolve(spec.volume_id)
-        headers = {
-            "Authorization": f"Bearer {token}",
-            "Accept": VENDOR,
-            "Content-Type": "application/octet-stream",
-            "X-Lightd-Internal-Id": spec.internal_id,
-        }
-        async with httpx.AsyncClient(
-            trust_env=False, timeout=httpx.Timeout(START_WAIT + 60)
-        ) as client:
-            check = await client.post(
-                f"{target_url}/transfers",
-                content=frame(b"M", orjson.dumps(manifest)),
-                headers={**headers, "X-Lightd-Transfer-Check": "1"},
-            )
-            if check.status_code != 200:
-                return check
-            transfer.phase = "sending"
-            return await client.post(
-                f"{target_url}/transfers",
-                content=self._frames(transfer, manifest, volume.path),
-                headers=headers,
-            )
 
     async def _frames(
-        self, transfer: Transfer, manifest: dict[str, Any], path: Path
+        self,
+        transfer: Transfer,
+        manifest: dict[str, Any],
+        spec: ContainerSpec,
+        *,
+        seen: dict[str, Signature] | None = None,
+        since: dict[str, Signature] | None = None,
     ) -> AsyncIterator[bytes]:
+        path = self._volumes.resolve(spec.volume_id).path
         yield frame(b"M", orjson.dumps(manifest))
+        gone: list[str] = []
         pieces: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=16)
         stop = threading.Event()
 
@@ -336,7 +343,7 @@ class Transfers:
         def produce() -> None:
             try:
                 with Root(path) as root:
-                    pack(root, put)
+                    gone.extend(pack(root, put, seen=seen, since=since))
                 put(None)
             except BaseException as exc:  # handed to the event loop side
                 put(exc)
@@ -344,6 +351,7 @@ class Transfers:
         worker = threading.Thread(target=produce, name=f"transfer-pack-{transfer.id}", daemon=True)
         worker.start()
         digest = hashlib.sha256()
+        sent = 0
         try:
             while True:
                 item = await asyncio.to_thread(pieces.get)
@@ -353,8 +361,9 @@ class Transfers:
                     raise item
                 digest.update(item)
                 transfer.bytes_done += len(item)
+                sent += len(item)
                 yield frame(b"D", item)
-            end = {"sha256": digest.hexdigest(), "bytes": transfer.bytes_done}
+            end = {"sha256": digest.hexdigest(), "bytes": sent, "deleted": gone}
             yield frame(b"E", orjson.dumps(end))
         finally:
             stop.set()
@@ -362,23 +371,115 @@ class Transfers:
     # -- target --------------------------------------------------------------------------
 
     async def receive(
-        self, token: str, internal_id: str, body: AsyncIterable[bytes], *, check_only: bool = False
-    ) -> Transfer:
-        """Take one transfer; returns once the container runs here (else raises, clean).
+        self, token: str, internal_id: str, body: AsyncIterable[bytes], *, phase: str = "only"
+    ) -> tuple[Transfer, str | None]:
+        """Take one pass of a transfer; the transfer and, after a first pass, its secret.
 
-        With ``check_only`` the body is the manifest alone: everything is checked (token
-        included, without using it up) and nothing is kept, so a source learns of a
-        refusal before any data moves.
+        ``check``: the body is the manifest alone; everything is checked (the token
+        without using it up) and nothing is kept, so a source learns of a refusal before
+        any data moves. ``only``: the whole volume, then publish and converge; the answer
+        waits until the container runs. ``first``: the whole volume while the source
+        still runs, kept in staging (for :data:`STAGE_SECONDS` at most); the answer
+        carries the secret the ``final`` pass (only what changed, and what is gone)
+        authenticates with before publishing. Any failure removes staging and whatever
+        was published.
         """
-        reason = (
-            self._tokens.check(token, internal_id)
-            if check_only
-            else await self._tokens.consume(token, internal_id)
-        )
-        if reason is not None:
-            raise Unauthorized(f"Transfer refused: {reason}")
+        if phase not in ("check", "only", "first", "final"):
+            raise InvalidRequest("Transfer refused: unknown pass")
+        staged: _Staged | None = None
+        if phase == "final":
+            staged = self._staged.pop(_secret_hash(token), None)
+            if staged is None or staged.spec.internal_id != internal_id:
+                raise Unauthorized("Transfer refused: unknown transfer secret")
+            staged.expiry.cancel()
+        else:
+            reason = (
+                self._tokens.check(token, internal_id)
+                if phase == "check"
+                else await self._tokens.consume(token, internal_id)
+            )
+            if reason is not None:
+                raise Unauthorized(f"Transfer refused: {reason}")
         reader = FrameReader()
         chunks = body.__aiter__()
+        try:
+            spec, manifest, transfer_id = await self._read_manifest(reader, chunks, internal_id)
+            if staged is None:
+                self._check_here(spec)
+            elif transfer_id != staged.transfer.id:
+                raise InvalidRequest("Transfer refused: the manifest is for another transfer")
+        except BaseException:
+            if staged is not None:
+                await asyncio.to_thread(shutil.rmtree, staged.staging, True)
+            raise
+        if phase == "check":
+            transfer = Transfer(
+                id=transfer_id, internal_id=internal_id, role="target", phase="checked"
+            )
+            return transfer, None
+        if staged is None:
+            transfer = Transfer(
+                id=transfer_id, internal_id=internal_id, role="target", phase="receiving"
+            )
+            self._transfers[transfer.id] = transfer
+            staging = self._data_dir / STAGING / transfer.id
+        else:
+            transfer, staging = staged.transfer, staged.staging
+            transfer.phase = "receiving changes"
+        published = False
+        keep = False
+        try:
+            if staged is None:
+                await asyncio.to_thread(staging.mkdir, parents=True, exist_ok=False)
+            archive = staging / f"{phase}.tar.gz"
+            deleted = await self._receive_archive(transfer, reader, chunks, archive)
+            transfer.phase = "unpacking"
+            tree = staging / "volume"
+            await asyncio.to_thread(_unpack_file, archive, tree, deleted)
+            await asyncio.to_thread(archive.unlink)
+            if phase == "first":
+                secret = secrets.token_hex(24)
+                self._staged[_secret_hash(secret)] = _Staged(
+                    transfer=transfer,
+                    spec=spec,
+                    staging=staging,
+                    expiry=asyncio.get_running_loop().call_later(
+                        STAGE_SECONDS, self._expire, _secret_hash(secret)
+                    ),
+                )
+                transfer.phase = "staged"
+                keep = True
+                return transfer, secret
+            transfer.phase = "converging"
+            await asyncio.to_thread(self._volumes.adopt, spec.volume_id, tree)
+            published = True
+            await self._seed(internal_id, manifest.get("install"))
+            await self._containers.create(spec.model_dump(mode="json"))
+            if spec.power is Power.RUNNING:
+                await self._wait_state(internal_id, {RuntimeState.RUNNING}, START_WAIT)
+        except BaseException as exc:
+            transfer.state = "failed"
+            transfer.error = _reason(exc)
+            if published:
+                await self._unpublish(spec)
+            raise
+        finally:
+            if not keep:
+                await asyncio.to_thread(shutil.rmtree, staging, True)
+        transfer.state = "completed"
+        transfer.phase = "done"
+        return transfer, None
+
+    def _expire(self, key: str) -> None:
+        staged = self._staged.pop(key, None)
+        if staged is not None:
+            staged.transfer.state = "failed"
+            staged.transfer.error = "Transfer failed: the final pass never came"
+            shutil.rmtree(staged.staging, ignore_errors=True)
+
+    async def _read_manifest(
+        self, reader: FrameReader, chunks: AsyncIterator[bytes], internal_id: str
+    ) -> tuple[ContainerSpec, dict[str, Any], str]:
         kind, payload = await _next_frame(reader, chunks)
         if kind != b"M":
             raise InvalidRequest("Transfer refused: the body must start with a manifest")
@@ -390,57 +491,29 @@ class Transfers:
             raise InvalidRequest(f"Transfer refused: bad manifest ({exc})") from None
         if spec.internal_id != internal_id or not transfer_id.isalnum():
             raise InvalidRequest("Transfer refused: the manifest is for another container")
+        return spec, manifest, transfer_id
+
+    def _check_here(self, spec: ContainerSpec) -> None:
+        """Refuse a document this node cannot take, before any data moves."""
         with contextlib.suppress(ContainerNotFound):
-            self._containers.get(internal_id)
-            raise ContainerExists(f"Container {internal_id} already exists")
+            self._containers.get(spec.internal_id)
+            raise ContainerExists(f"Container {spec.internal_id} already exists")
         if (self._volumes.root / spec.volume_id).exists():
             raise VolumeInUse(f"Volume {spec.volume_id} already exists on this node")
         refusal = self._admit(spec)
         if refusal is not None:
             raise refusal
-        if check_only:
-            return Transfer(id=transfer_id, internal_id=internal_id, role="target", phase="checked")
-        transfer = Transfer(
-            id=transfer_id, internal_id=internal_id, role="target", phase="receiving"
-        )
-        self._transfers[transfer.id] = transfer
-        staging = self._data_dir / STAGING / transfer.id
-        published = False
-        try:
-            await asyncio.to_thread(staging.mkdir, parents=True, exist_ok=False)
-            archive = staging / "volume.tar.gz"
-            await self._receive_archive(transfer, reader, chunks, archive)
-            transfer.phase = "unpacking"
-            tree = staging / "volume"
-            await asyncio.to_thread(_unpack_file, archive, tree)
-            transfer.phase = "converging"
-            await asyncio.to_thread(self._volumes.adopt, spec.volume_id, tree)
-            published = True
-            install = manifest.get("install")
-            if isinstance(install, dict) and install.get("state") == InstallState.READY.value:
-                await self._seed_install(
-                    internal_id,
-                    state=InstallState.READY,
-                    install_key=_text(install.get("key")),
-                    image=_text(install.get("image")),
-                    exit_code=install.get("exit_code")
-                    if isinstance(install.get("exit_code"), int)
-                    else None,
-                )
-            await self._containers.create(spec.model_dump(mode="json"))
-            if spec.power is Power.RUNNING:
-                await self._wait_state(internal_id, {RuntimeState.RUNNING}, START_WAIT)
-        except BaseException as exc:
-            transfer.state = "failed"
-            transfer.error = _reason(exc)
-            if published:
-                await self._unpublish(spec)
-            raise
-        finally:
-            await asyncio.to_thread(shutil.rmtree, staging, True)
-        transfer.state = "completed"
-        transfer.phase = "done"
-        return transfer
+
+    async def _seed(self, internal_id: str, install: object) -> None:
+        if isinstance(install, dict) and install.get("state") == InstallState.READY.value:
+            code = install.get("exit_code")
+            await self._seed_install(
+                internal_id,
+                state=InstallState.READY,
+                install_key=_text(install.get("key")),
+                image=_text(install.get("image")),
+                exit_code=code if isinstance(code, int) else None,
+            )
 
     async def _receive_archive(
         self,
@@ -448,37 +521,70 @@ class Transfers:
         reader: FrameReader,
         chunks: AsyncIterator[bytes],
         archive: Path,
-    ) -> None:
+    ) -> list[str]:
+        """The archive written to ``archive`` and verified; the names the source deleted."""
         digest = hashlib.sha256()
+        count = 0
         handle = await asyncio.to_thread(open, archive, "xb")
         try:
             while True:
                 kind, payload = await _next_frame(reader, chunks)
                 if kind == b"D":
                     digest.update(payload)
+                    count += len(payload)
                     transfer.bytes_done += len(payload)
                     await asyncio.to_thread(handle.write, payload)
                     continue
                 if kind != b"E":
                     raise InvalidRequest("Transfer refused: unexpected frame")
                 end = orjson.loads(payload)
-                if (
-                    end.get("sha256") != digest.hexdigest()
-                    or end.get("bytes") != transfer.bytes_done
-                ):
+                if end.get("sha256") != digest.hexdigest() or end.get("bytes") != count:
                     raise ChecksumMismatch()
+                deleted = end.get("deleted", [])
+                if not isinstance(deleted, list) or not all(isinstance(n, str) for n in deleted):
+                    raise InvalidRequest("Transfer refused: bad end frame")
                 transfer.bytes_total = transfer.bytes_done
                 break
             await asyncio.to_thread(handle.flush)
             await asyncio.to_thread(os.fsync, handle.fileno())
         finally:
             await asyncio.to_thread(handle.close)
+        return list(deleted)
 
     async def _unpublish(self, spec: ContainerSpec) -> None:
         with contextlib.suppress(LightdError):
             await self._containers.delete(spec.internal_id)
         with contextlib.suppress(LightdError, OSError):
             await self._delete_volume(spec.volume_id)
+
+
+class _Link:
+    """The source's requests to the target's ``POST /transfers``, one per pass."""
+
+    def __init__(self, client: httpx.AsyncClient, url: str, internal_id: str, token: str) -> None:
+        self.client = client
+        self.url = f"{url}/transfers"
+        self.internal_id = internal_id
+        self.token = token
+        self.secret = ""
+
+    async def send(self, phase: str, content: AsyncIterator[bytes] | list[bytes]) -> httpx.Response:
+        headers = {
+            "Authorization": f"Bearer {self.secret if phase == 'final' else self.token}",
+            "Accept": VENDOR,
+            "Content-Type": "application/octet-stream",
+            "X-Lightd-Internal-Id": self.internal_id,
+            "X-Lightd-Transfer-Pass": phase,
+        }
+        body = b"".join(content) if isinstance(content, list) else content
+        answer = await self.client.post(self.url, content=body, headers=headers)
+        if answer.status_code != 200:
+            try:
+                reason = str(answer.json().get("error"))
+            except ValueError:
+                reason = answer.text[:200]
+            raise TransferFailed(f"Transfer refused by the target ({answer.status_code}): {reason}")
+        return answer
 
 
 async def _next_frame(reader: FrameReader, chunks: AsyncIterator[bytes]) -> tuple[bytes, bytes]:
@@ -501,10 +607,26 @@ async def _next_frame(reader: FrameReader, chunks: AsyncIterator[bytes]) -> tupl
             return found
 
 
-def _unpack_file(archive: Path, tree: Path) -> None:
-    tree.mkdir(mode=0o700)
+def _unpack_file(archive: Path, tree: Path, deleted: list[str]) -> None:
+    if not tree.exists():
+        tree.mkdir(mode=0o700)
     with open(archive, "rb") as handle, Root(tree) as root:
+        remove(root, deleted)
         unpack(handle, root)
+
+
+def _secret_hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+@dataclass
+class _Staged:
+    """A first pass received and kept until the final pass (or its expiry)."""
+
+    transfer: Transfer
+    spec: ContainerSpec
+    staging: Path
+    expiry: asyncio.TimerHandle
 
 
 def _text(value: object) -> str | None:

@@ -10,7 +10,9 @@ of every ``D`` payload together). :class:`FrameReader` takes bytes as they arriv
 symlinks (their text, verbatim); special files are left out. :func:`unpack` writes such
 a tar into an empty staging folder: names with ``..`` or absolute names are refused,
 every parent is opened without following, files are created exclusively, so an entry can
-never be written through a link the archive made earlier. Both are blocking.
+never be written through a link the archive made earlier; an entry replaces what an
+earlier pass wrote at its name, and :func:`remove` drops entries a source no longer has
+(a live transfer's final pass). All are blocking.
 This module must not know about HTTP or containers.
 """
 
@@ -25,7 +27,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from typing import IO, cast
 
-from lightd.errors import ArchiveRejected
+from lightd.errors import ArchiveRejected, LightdError
 from lightd.fs.archive import entry_parts
 from lightd.fs.beneath import DIR_FLAGS, READ_FLAGS, Root, closing_fd, lstat_at
 from lightd.fs.paths import TEMP_PREFIX
@@ -112,13 +114,43 @@ def _walk(dir_fd: int, prefix: str) -> Iterator[tuple[str, os.stat_result, int, 
                 yield from _walk(child, f"{arcname}/")
 
 
-def pack(root: Root, sink: Callable[[bytes], None]) -> None:
-    """The whole volume as a gzip-compressed PAX tar, handed to ``sink`` in pieces."""
+Signature = tuple[int, int, int, int, str]
+
+
+def signature(info: os.stat_result, link: str = "") -> Signature:
+    """What a live transfer's final pass compares: kind and mode, size, mtime, inode, link."""
+    return (info.st_mode, info.st_size, info.st_mtime_ns, info.st_ino, link)
+
+
+def pack(
+    root: Root,
+    sink: Callable[[bytes], None],
+    *,
+    seen: dict[str, Signature] | None = None,
+    since: dict[str, Signature] | None = None,
+) -> list[str]:
+    """The volume as a gzip-compressed PAX tar, handed to ``sink`` in pieces.
+
+    ``seen`` receives the signature of every entry sent. With ``since`` (the ``seen`` of
+    an earlier pass) only entries whose signature changed are sent (folders always, for
+    their mode and mtime); the answer is the entries of ``since`` that are gone.
+    """
     out = _Gzip(sink)
+    present: set[str] = set()
     with tarfile.open(fileobj=cast(IO[bytes], out), mode="w|", format=tarfile.PAX_FORMAT) as tar:
         for arcname, info, dir_fd, name in _walk(root.fd, ""):
+            present.add(arcname)
+            link = os.readlink(name, dir_fd=dir_fd) if stat.S_ISLNK(info.st_mode) else ""
+            mark = signature(info, link)
+            if seen is not None:
+                seen[arcname] = mark
+            if since is not None and not stat.S_ISDIR(info.st_mode) and since.get(arcname) == mark:
+                continue
             entry = tarfile.TarInfo(arcname)
             entry.mtime = info.st_mtime
+            # Exact to the nanosecond (a float of the seconds is not).
+            seconds, nanos = divmod(info.st_mtime_ns, 1_000_000_000)
+            entry.pax_headers = {"mtime": f"{seconds}.{nanos:09d}"}
             entry.mode = stat.S_IMODE(info.st_mode)
             entry.uid, entry.gid = info.st_uid, info.st_gid
             if stat.S_ISDIR(info.st_mode):
@@ -126,7 +158,7 @@ def pack(root: Root, sink: Callable[[bytes], None]) -> None:
                 tar.addfile(entry)
             elif stat.S_ISLNK(info.st_mode):
                 entry.type = tarfile.SYMTYPE
-                entry.linkname = os.readlink(name, dir_fd=dir_fd)
+                entry.linkname = link
                 tar.addfile(entry)
             elif stat.S_ISREG(info.st_mode):
                 try:
@@ -141,11 +173,52 @@ def pack(root: Root, sink: Callable[[bytes], None]) -> None:
                     entry.size = now.st_size
                     tar.addfile(entry, cast(IO[bytes], handle))
     out.close()
+    return sorted(set(since) - present) if since is not None else []
+
+
+def _clear(parent: int, name: str) -> None:
+    """Remove whatever is at ``name`` in ``parent`` (a folder with its tree), no following."""
+    found = lstat_at(parent, name)
+    if found is None:
+        return
+    if not stat.S_ISDIR(found.st_mode):
+        os.unlink(name, dir_fd=parent)
+        return
+    with closing_fd(os.open(name, DIR_FLAGS, dir_fd=parent)) as fd:
+        with os.scandir(fd) as entries:
+            names = [entry.name for entry in entries]
+        for child in names:
+            _clear(fd, child)
+    os.rmdir(name, dir_fd=parent)
+
+
+def remove(staging: Root, names: list[str]) -> None:
+    """Remove the entries ``names`` (archive names) from ``staging``; absent ones are fine."""
+    for name in sorted(names, key=lambda n: -n.count("/")):
+        parts = entry_parts(name)
+        if not parts:
+            continue
+        try:
+            with staging.dir(parts[:-1]) as parent:
+                _clear(parent, parts[-1])
+        except FileNotFoundError:
+            continue
+        except LightdError:
+            continue  # its folder is gone already
+
+
+def mtime_ns(member: tarfile.TarInfo) -> int:
+    """The entry's mtime in nanoseconds, exact when the PAX header gives it."""
+    text = member.pax_headers.get("mtime", "")
+    whole, _, fraction = text.partition(".")
+    if whole.lstrip("-").isdigit() and (not fraction or fraction.isdigit()):
+        return int(whole) * 1_000_000_000 + int((fraction + "000000000")[:9])
+    return int(member.mtime * 1_000_000_000)
 
 
 def unpack(archive: IO[bytes], staging: Root) -> int:
     """Write the gzip tar read from ``archive`` below ``staging``; returns entries written."""
-    folders: list[tuple[tuple[str, ...], int, float]] = []
+    folders: list[tuple[tuple[str, ...], int, int]] = []
     count = 0
     try:
         with tarfile.open(fileobj=archive, mode="r|gz") as tar:
@@ -157,6 +230,9 @@ def unpack(archive: IO[bytes], staging: Root) -> int:
                 mode = member.mode & 0o7777 & ~0o7000
                 with staging.dir(parts[:-1], create=True) as parent:
                     name = parts[-1]
+                    found = lstat_at(parent, name)
+                    if found is not None and not (member.isdir() and stat.S_ISDIR(found.st_mode)):
+                        _clear(parent, name)  # a later pass replaces what an earlier wrote
                     if member.isdir():
                         with contextlib.suppress(FileExistsError):
                             os.mkdir(name, 0o700, dir_fd=parent)
@@ -164,7 +240,7 @@ def unpack(archive: IO[bytes], staging: Root) -> int:
                             os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode
                         ):
                             raise ArchiveRejected(f"Archive entry {member.name!r} is refused")
-                        folders.append((parts, mode, float(member.mtime)))
+                        folders.append((parts, mode, mtime_ns(member)))
                     elif member.isreg():
                         source = tar.extractfile(member)
                         assert source is not None
@@ -175,18 +251,17 @@ def unpack(archive: IO[bytes], staging: Root) -> int:
                                 while view:
                                     view = view[os.write(fd, view) :]
                             os.fchmod(fd, mode)
-                            os.utime(fd, (member.mtime, member.mtime))
+                            os.utime(fd, ns=(mtime_ns(member), mtime_ns(member)))
                     elif member.issym():
                         os.symlink(member.linkname, name, dir_fd=parent)
-                        os.utime(
-                            name, (member.mtime, member.mtime), dir_fd=parent, follow_symlinks=False
-                        )
+                        stamp = mtime_ns(member)
+                        os.utime(name, ns=(stamp, stamp), dir_fd=parent, follow_symlinks=False)
                     else:
                         raise ArchiveRejected(f"Archive entry {member.name!r} is refused")
     except tarfile.TarError as exc:
         raise ArchiveRejected(f"Transfer archive is damaged: {exc}") from exc
-    for parts, mode, mtime in sorted(folders, key=lambda f: -len(f[0])):
+    for parts, mode, stamp in sorted(folders, key=lambda f: -len(f[0])):
         with staging.dir(parts) as fd:
             os.fchmod(fd, mode)
-            os.utime(fd, (mtime, mtime))
+            os.utime(fd, ns=(stamp, stamp))
     return count

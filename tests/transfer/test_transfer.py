@@ -136,10 +136,10 @@ def token_for(nodes: Nodes, internal_id: str, ttl: str = "15m") -> str:
     return str(answer.json()["token"])
 
 
-def transfer(nodes: Nodes, internal_id: str, token: str) -> dict[str, Any]:
+def transfer(nodes: Nodes, internal_id: str, token: str, **extra: bool) -> dict[str, Any]:
     started = nodes.src_api.post(
         f"/containers/{internal_id}/transfer",
-        json={"target_url": nodes.target.base_url, "token": token, "live": False},
+        json={"target_url": nodes.target.base_url, "token": token, "live": False, **extra},
     )
     assert started.status_code == 202, started.text
     transfer_id = started.json()["transfer_id"]
@@ -320,3 +320,40 @@ def test_kill_9_mid_stream_leaves_the_source_authoritative(nodes: Nodes, victim:
         timeout=30,
         what="the target's staging removed",
     )
+
+
+def test_a_live_transfer_sends_the_changes_after_the_stop(nodes: Nodes) -> None:
+    """The server writes all along and, when stopped, deletes a file and writes a last
+    line: the target's copy holds both, which only the final pass (after the graceful
+    stop) can have sent."""
+    port = nodes.src.pool_port()
+    volume_id = nodes.src.volume()
+    volume = Path(nodes.src.volume_path(volume_id))
+    fill(volume)
+    (volume / "old.txt").write_bytes(b"removed before the stop")
+    internal_id = nodes.src.create(
+        "live",
+        volume_id=volume_id,
+        ports=[port],
+        startup_command=(
+            "trap 'rm -f old.txt; echo stopped >> ticks.log; exit 0' TERM; "
+            "echo 'Done (0.1s)! For help'; i=0; while true; do i=$((i+1)); "
+            "echo $i >> ticks.log; sleep 0.05; done"
+        ),
+    )
+    nodes.src.wait_state(internal_id, "running")
+    assert nodes.dst_api.post("/network/ports", json=port).status_code == 200
+    nodes.dst.ports.append(port["port"])
+    outcome = transfer(
+        nodes, internal_id, token_for(nodes, internal_id), live=True, keep_source=True
+    )
+    assert outcome["state"] == "completed", outcome
+    on_target = nodes.dst_api.get(f"/transfers/{outcome['transfer_id']}").json()
+    assert on_target["role"] == "target" and on_target["state"] == "completed"
+    assert nodes.dst.get(internal_id)["state"] == "running"
+    final = (volume / "ticks.log").read_text()  # kept: keep_source
+    assert final.endswith("stopped\n")
+    copied = (Path(nodes.dst.volume_path(volume_id)) / "ticks.log").read_text()
+    assert copied.startswith(final)  # then the target's own run appends
+    assert not (Path(nodes.dst.volume_path(volume_id)) / "old.txt").exists()
+    assert nodes.src_api.get(f"/containers/{internal_id}").status_code == 404

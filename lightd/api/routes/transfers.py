@@ -94,15 +94,17 @@ async def start_transfer(internal_id: str, data: TransferRequest) -> tuple[Trans
 
 @blueprint.post("/transfers")
 @validate_response(TransferView)
-async def receive_transfer() -> TransferView:
-    """A node sends a container here (``Authorization: Bearer <transfer token>``)."""
+async def receive_transfer() -> tuple[TransferView, int, dict[str, str]]:
+    """A node sends a container here (``Authorization: Bearer <transfer token>``, or the
+    secret of its first pass for the final one; ``X-Lightd-Transfer-Pass``)."""
     token = bearer_token(request.headers.get("Authorization")) or ""
     internal_id = request.headers.get("X-Lightd-Internal-Id", "")
-    check_only = request.headers.get("X-Lightd-Transfer-Check") == "1"
-    transfer = await get_services().transfers.receive(
-        token, internal_id, request.body, check_only=check_only
+    phase = request.headers.get("X-Lightd-Transfer-Pass", "only")
+    transfer, secret = await get_services().transfers.receive(
+        token, internal_id, request.body, phase=phase
     )
-    return TransferView.model_validate(transfer.view())
+    headers = {"X-Lightd-Transfer-Secret": secret} if secret else {}
+    return TransferView.model_validate(transfer.view()), 200, headers
 
 
 @blueprint.get("/transfers/<transfer_id>")
