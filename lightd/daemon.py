@@ -39,6 +39,7 @@ from lightd.pool import PortPool
 from lightd.reconcile.controller import Controller, ControllerSettings
 from lightd.reconcile.planner import Policy
 from lightd.remote import Notifier
+from lightd.remote.events import Notification
 from lightd.runtime.console import ConsoleHub
 from lightd.runtime.events import ContainerEvents
 from lightd.runtime.stats import StatsHub
@@ -182,6 +183,8 @@ class Daemon:
             tokens=self.transfer_tokens,
             admit=self._admit_error,
             seed_install=self.controller.seed_install,
+            changed=lambda key, view: self.watch.set_object("transfer", key, view),
+            finished=self._transfer_finished,
         )
         # SFTP (lightd.sftp): sessions on container volumes; activity to /watch and the panel.
         self.sftp = SftpService(
@@ -249,6 +252,19 @@ class Daemon:
             backups=self.backups,
         )
         self._tasks: list[asyncio.Task[None]] = []
+
+    def _transfer_finished(self, internal_id: str, view: dict[str, Any]) -> None:
+        """The panel hears of a transfer's outcome on both nodes (``event: transfer``)."""
+        body: dict[str, str | int | float] = {
+            "event": "transfer",
+            "server": internal_id,
+            "transfer_id": str(view["transfer_id"]),
+            "role": str(view["role"]),
+            "state": str(view["state"]),
+            "error": str(view["error"] or ""),
+            "bytes": int(view["bytes_done"]),
+        }
+        self.remote.notify(internal_id, Notification("transfer", body))
 
     def _admit_error(self, spec: ContainerSpec) -> LightdError | None:
         """The error a transfer's target answers for a document it may not apply, or None."""

@@ -17,8 +17,9 @@ then the volume is moved in and the document written; the answer waits until the
 container runs. Any failure removes the staging folder and whatever was published; a
 target killed meanwhile removes staging at its next start.
 
-Not here yet: live mode (a pass while running, then only the changes), backups, parallel
-streams, ``/watch`` events. This module must not serve HTTP (routes call it).
+Every phase (and progress at most once a second) goes to ``changed`` (``/watch``, ``kind:
+"transfer"``), the outcome to ``finished`` (the panel outbox), on both nodes. Not here
+yet: backups, parallel streams, zstd. This module must not serve HTTP (routes call it).
 """
 
 from __future__ import annotations
@@ -110,6 +111,7 @@ class Transfer:
     error: str | None = None
     started_at: float = field(default_factory=time.time)
     task: asyncio.Task[None] | None = field(default=None, repr=False)
+    reported_at: float = field(default=0.0, repr=False)
 
     def view(self) -> dict[str, Any]:
         return {
@@ -136,6 +138,8 @@ class Transfers:
         tokens: TransferTokens,
         admit: Callable[[ContainerSpec], LightdError | None],
         seed_install: SeedInstall,
+        changed: Callable[[str, dict[str, Any]], None] | None = None,
+        finished: Callable[[str, dict[str, Any]], None] | None = None,
     ) -> None:
         self._data_dir = data_dir
         self._data = data
@@ -145,8 +149,30 @@ class Transfers:
         self._tokens = tokens
         self._admit = admit
         self._seed_install = seed_install
+        self._changed = changed
+        self._finished = finished
         self._transfers: dict[str, Transfer] = {}
         self._staged: dict[str, _Staged] = {}
+
+    # -- reporting -----------------------------------------------------------------------
+
+    def _report(self, transfer: Transfer, *, force: bool = True) -> None:
+        """``/watch`` (``kind: "transfer"``): every phase, progress at most once a second."""
+        now = time.monotonic()
+        if not force and now - transfer.reported_at < 1.0:
+            return
+        transfer.reported_at = now
+        if self._changed is not None:
+            self._changed(transfer.id, transfer.view())
+
+    def _set_phase(self, transfer: Transfer, phase: str) -> None:
+        transfer.phase = phase
+        self._report(transfer)
+
+    def _end(self, transfer: Transfer) -> None:
+        self._report(transfer)
+        if self._finished is not None:
+            self._finished(transfer.internal_id, transfer.view())
 
     # -- recovery ------------------------------------------------------------------------
 
@@ -210,6 +236,7 @@ class Transfers:
             raise Conflict(f"A transfer of {internal_id} is already running")
         transfer = Transfer(id=secrets.token_hex(8), internal_id=internal_id, role="source")
         self._transfers[transfer.id] = transfer
+        self._report(transfer)
         await asyncio.to_thread(
             self._data.write,
             f"{STATE_PREFIX}/{transfer.id}.json",
@@ -248,26 +275,26 @@ class Transfers:
             ) as client:
                 link = _Link(client, target_url, spec.internal_id, token)
                 manifest = self._manifest(transfer, spec)
-                transfer.phase = "checking"
+                self._set_phase(transfer, "checking")
                 await link.send("check", [frame(b"M", orjson.dumps(manifest))])
                 seen: dict[str, Signature] | None = None
                 if live and was_running:
-                    transfer.phase = "first pass"
+                    self._set_phase(transfer, "first pass")
                     seen = {}
                     answer = await link.send(
                         "first", self._frames(transfer, manifest, spec, seen=seen)
                     )
                     link.secret = answer.headers.get("X-Lightd-Transfer-Secret", "")
-                transfer.phase = "stopping"
+                self._set_phase(transfer, "stopping")
                 if was_running:
                     await self._containers.stop(spec.internal_id)
                 await self._wait_state(spec.internal_id, {RuntimeState.OFFLINE}, STOP_WAIT)
-                transfer.phase = "final pass" if seen is not None else "sending"
+                self._set_phase(transfer, "final pass" if seen is not None else "sending")
                 await link.send(
                     "final" if seen is not None else "only",
                     self._frames(transfer, manifest, spec, since=seen),
                 )
-            transfer.phase = "cleaning"
+            self._set_phase(transfer, "cleaning")
             await self._containers.delete(spec.internal_id)
             if not keep:
                 await self._delete_volume(spec.volume_id)
@@ -278,6 +305,7 @@ class Transfers:
                 with contextlib.suppress(LightdError):
                     await self._containers.start(spec.internal_id)
             await self._forget(transfer)
+            self._end(transfer)
             if isinstance(exc, asyncio.CancelledError):
                 raise
             if not isinstance(exc, LightdError | httpx.HTTPError):
@@ -286,6 +314,7 @@ class Transfers:
         transfer.state = "completed"
         transfer.phase = "done"
         await self._forget(transfer)
+        self._end(transfer)
 
     async def _forget(self, transfer: Transfer) -> None:
         await asyncio.to_thread(self._data.delete, f"{STATE_PREFIX}/{transfer.id}.json")
@@ -361,6 +390,7 @@ class Transfers:
                     raise item
                 digest.update(item)
                 transfer.bytes_done += len(item)
+                self._report(transfer, force=False)
                 sent += len(item)
                 yield frame(b"D", item)
             end = {"sha256": digest.hexdigest(), "bytes": sent, "deleted": gone}
@@ -422,10 +452,11 @@ class Transfers:
                 id=transfer_id, internal_id=internal_id, role="target", phase="receiving"
             )
             self._transfers[transfer.id] = transfer
+            self._report(transfer)
             staging = self._data_dir / STAGING / transfer.id
         else:
             transfer, staging = staged.transfer, staged.staging
-            transfer.phase = "receiving changes"
+            self._set_phase(transfer, "receiving changes")
         published = False
         keep = False
         try:
@@ -433,7 +464,7 @@ class Transfers:
                 await asyncio.to_thread(staging.mkdir, parents=True, exist_ok=False)
             archive = staging / f"{phase}.tar.gz"
             deleted = await self._receive_archive(transfer, reader, chunks, archive)
-            transfer.phase = "unpacking"
+            self._set_phase(transfer, "unpacking")
             tree = staging / "volume"
             await asyncio.to_thread(_unpack_file, archive, tree, deleted)
             await asyncio.to_thread(archive.unlink)
@@ -447,10 +478,10 @@ class Transfers:
                         STAGE_SECONDS, self._expire, _secret_hash(secret)
                     ),
                 )
-                transfer.phase = "staged"
+                self._set_phase(transfer, "staged")
                 keep = True
                 return transfer, secret
-            transfer.phase = "converging"
+            self._set_phase(transfer, "converging")
             await asyncio.to_thread(self._volumes.adopt, spec.volume_id, tree)
             published = True
             await self._seed(internal_id, manifest.get("install"))
@@ -462,12 +493,14 @@ class Transfers:
             transfer.error = _reason(exc)
             if published:
                 await self._unpublish(spec)
+            self._end(transfer)
             raise
         finally:
             if not keep:
                 await asyncio.to_thread(shutil.rmtree, staging, True)
         transfer.state = "completed"
         transfer.phase = "done"
+        self._end(transfer)
         return transfer, None
 
     def _expire(self, key: str) -> None:
@@ -475,6 +508,7 @@ class Transfers:
         if staged is not None:
             staged.transfer.state = "failed"
             staged.transfer.error = "Transfer failed: the final pass never came"
+            self._end(staged.transfer)
             shutil.rmtree(staged.staging, ignore_errors=True)
 
     async def _read_manifest(
@@ -533,6 +567,7 @@ class Transfers:
                     digest.update(payload)
                     count += len(payload)
                     transfer.bytes_done += len(payload)
+                    self._report(transfer, force=False)
                     await asyncio.to_thread(handle.write, payload)
                     continue
                 if kind != b"E":

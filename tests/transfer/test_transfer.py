@@ -25,6 +25,7 @@ from tests.conftest import FAST_RECONCILER
 from tests.support import engine
 from tests.support.daemon import DaemonProcess, wait_for
 from tests.support.lab import Lab, new_prefix
+from tests.support.ws import Watcher
 
 
 @dataclass
@@ -344,10 +345,28 @@ def test_a_live_transfer_sends_the_changes_after_the_stop(nodes: Nodes) -> None:
     nodes.src.wait_state(internal_id, "running")
     assert nodes.dst_api.post("/network/ports", json=port).status_code == 200
     nodes.dst.ports.append(port["port"])
-    outcome = transfer(
-        nodes, internal_id, token_for(nodes, internal_id), live=True, keep_source=True
-    )
-    assert outcome["state"] == "completed", outcome
+    with (
+        Watcher(nodes.source, f"/watch?token={nodes.source.token}") as src_watch,
+        Watcher(nodes.target, f"/watch?token={nodes.target.token}") as dst_watch,
+    ):
+        outcome = transfer(
+            nodes, internal_id, token_for(nodes, internal_id), live=True, keep_source=True
+        )
+        assert outcome["state"] == "completed", outcome
+        for watch, role in ((src_watch, "source"), (dst_watch, "target")):
+            phases: list[str] = []
+
+            def ended(event: dict[str, Any], phases: list[str] = phases) -> bool:
+                if event.get("kind") != "transfer":
+                    return False
+                phases.append(event["object"]["phase"])
+                return bool(event["object"]["state"] == "completed")
+
+            last = watch.until(ended, timeout=30)
+            assert last["id"] == outcome["transfer_id"]
+            assert last["object"]["role"] == role
+            expected = "first pass" if role == "source" else "staged"
+            assert expected in phases, phases
     on_target = nodes.dst_api.get(f"/transfers/{outcome['transfer_id']}").json()
     assert on_target["role"] == "target" and on_target["state"] == "completed"
     assert nodes.dst.get(internal_id)["state"] == "running"
