@@ -58,6 +58,8 @@ from lightd.spec.container import ContainerSpec, Power
 from lightd.spec.observed import InstallState, ObservedContainer, RuntimeState
 from lightd.store import DocumentStore
 from lightd.transfer.stream import (
+    COMPRESSIONS,
+    Compression,
     FrameError,
     FrameReader,
     Signature,
@@ -335,6 +337,7 @@ class Transfers:
         return {
             "version": 1,
             "transfer_id": transfer.id,
+            "compression": "zstd",
             "document": spec.model_dump(mode="json"),
             "install": None
             if observed is None
@@ -372,7 +375,9 @@ class Transfers:
         def produce() -> None:
             try:
                 with Root(path) as root:
-                    gone.extend(pack(root, put, seen=seen, since=since))
+                    gone.extend(
+                        pack(root, put, seen=seen, since=since, compression=manifest["compression"])
+                    )
                 put(None)
             except BaseException as exc:  # handed to the event loop side
                 put(exc)
@@ -442,6 +447,7 @@ class Transfers:
             if staged is not None:
                 await asyncio.to_thread(shutil.rmtree, staged.staging, True)
             raise
+        compression: Compression = "zstd" if manifest.get("compression") == "zstd" else "gzip"
         if phase == "check":
             transfer = Transfer(
                 id=transfer_id, internal_id=internal_id, role="target", phase="checked"
@@ -462,11 +468,11 @@ class Transfers:
         try:
             if staged is None:
                 await asyncio.to_thread(staging.mkdir, parents=True, exist_ok=False)
-            archive = staging / f"{phase}.tar.gz"
+            archive = staging / f"{phase}.tar"
             deleted = await self._receive_archive(transfer, reader, chunks, archive)
             self._set_phase(transfer, "unpacking")
             tree = staging / "volume"
-            await asyncio.to_thread(_unpack_file, archive, tree, deleted)
+            await asyncio.to_thread(_unpack_file, archive, tree, deleted, compression)
             await asyncio.to_thread(archive.unlink)
             if phase == "first":
                 secret = secrets.token_hex(24)
@@ -525,6 +531,8 @@ class Transfers:
             raise InvalidRequest(f"Transfer refused: bad manifest ({exc})") from None
         if spec.internal_id != internal_id or not transfer_id.isalnum():
             raise InvalidRequest("Transfer refused: the manifest is for another container")
+        if manifest.get("compression", "gzip") not in COMPRESSIONS:
+            raise InvalidRequest("Transfer refused: unknown compression")
         return spec, manifest, transfer_id
 
     def _check_here(self, spec: ContainerSpec) -> None:
@@ -642,12 +650,12 @@ async def _next_frame(reader: FrameReader, chunks: AsyncIterator[bytes]) -> tupl
             return found
 
 
-def _unpack_file(archive: Path, tree: Path, deleted: list[str]) -> None:
+def _unpack_file(archive: Path, tree: Path, deleted: list[str], compression: Compression) -> None:
     if not tree.exists():
         tree.mkdir(mode=0o700)
     with open(archive, "rb") as handle, Root(tree) as root:
         remove(root, deleted)
-        unpack(handle, root)
+        unpack(handle, root, compression)
 
 
 def _secret_hash(secret: str) -> str:

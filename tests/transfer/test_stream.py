@@ -15,7 +15,15 @@ import pytest
 
 from lightd.errors import ArchiveRejected, PathTraversal
 from lightd.fs.beneath import Root
-from lightd.transfer.stream import FrameReader, Signature, frame, pack, remove, unpack
+from lightd.transfer.stream import (
+    Compression,
+    FrameReader,
+    Signature,
+    frame,
+    pack,
+    remove,
+    unpack,
+)
 
 
 def snapshot(top: Path) -> dict[str, tuple[object, ...]]:
@@ -36,16 +44,19 @@ def snapshot(top: Path) -> dict[str, tuple[object, ...]]:
     return found
 
 
-def send(source: Path, target: Path, **kw: dict[str, Signature] | None) -> tuple[int, list[str]]:
+def send(
+    source: Path, target: Path, compression: Compression, **kw: dict[str, Signature] | None
+) -> tuple[int, list[str]]:
     data = bytearray()
     with Root(source) as root:
-        gone = pack(root, data.extend, **kw)
+        gone = pack(root, data.extend, compression=compression, **kw)
     with Root(target) as root:
         remove(root, gone)
-        return unpack(io.BytesIO(bytes(data)), root), gone
+        return unpack(io.BytesIO(bytes(data)), root, compression), gone
 
 
-def test_two_passes_give_an_identical_tree(tmp_path: Path) -> None:
+@pytest.mark.parametrize("compression", ["zstd", "gzip"])
+def test_two_passes_give_an_identical_tree(tmp_path: Path, compression: Compression) -> None:
     source, target = tmp_path / "src", tmp_path / "dst"
     (source / "world" / "region").mkdir(parents=True)
     target.mkdir()
@@ -59,7 +70,7 @@ def test_two_passes_give_an_identical_tree(tmp_path: Path) -> None:
     os.mkfifo(source / "fifo")
     os.chmod(source / "keep.txt", 0o604)
     seen: dict[str, Signature] = {}
-    first, _ = send(source, target, seen=seen)
+    first, _ = send(source, target, compression, seen=seen)
     assert first == len(snapshot(source)) - 1  # everything but the FIFO
     # The server keeps running: it changes, adds, deletes and swaps kinds.
     (source / "world" / "region" / "r.mca").write_bytes(os.urandom(300_000))
@@ -73,7 +84,7 @@ def test_two_passes_give_an_identical_tree(tmp_path: Path) -> None:
     (source / "latest").unlink()
     os.symlink("keep.txt", source / "latest")
     os.utime(source / "world", (1_500_000_000, 1_500_000_000))
-    second, gone = send(source, target, since=seen)
+    second, gone = send(source, target, compression, since=seen)
     assert sorted(gone) == ["gone-dir", "gone-dir/deep", "gone-dir/deep/x", "gone.txt"]
     unchanged = {"keep.txt"}
     assert second == len(snapshot(source)) - len(unchanged) - 1  # the FIFO is never sent
@@ -111,7 +122,7 @@ def test_hostile_archives_are_refused(
     tmp_path: Path, entries: list[tuple[str, bytes | str]], error: type[Exception]
 ) -> None:
     with Root(tmp_path) as root, pytest.raises(error):
-        unpack(io.BytesIO(hostile(entries)), root)
+        unpack(io.BytesIO(hostile(entries)), root, "gzip")
     assert not Path("/etc/x").exists()
 
 
