@@ -91,6 +91,7 @@ def create_app(services: Services) -> Quart:
         sockets,
         backups,
     )
+    app.url_map.converters["transfer_id"] = transfers.TransferIdConverter
     for module in modules:
         app.register_blueprint(module.blueprint)
     app.register_blueprint(ui.blueprint)  # the web console's static files

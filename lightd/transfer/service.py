@@ -30,6 +30,7 @@ import hashlib
 import logging
 import os
 import queue
+import re
 import secrets
 import shutil
 import threading
@@ -77,6 +78,7 @@ STATE_PREFIX = "state/transfers"
 VENDOR = "application/vnd.pkglatv1+json"
 STOP_WAIT = 120.0
 STAGE_SECONDS = 600.0
+TRANSFER_ID = re.compile(r"[0-9a-f]{16}")
 START_WAIT = 120.0
 TransferState = Literal["running", "completed", "failed", "cancelled"]
 
@@ -529,7 +531,7 @@ class Transfers:
             transfer_id = str(manifest["transfer_id"])
         except (ValueError, KeyError, TypeError) as exc:
             raise InvalidRequest(f"Transfer refused: bad manifest ({exc})") from None
-        if spec.internal_id != internal_id or not transfer_id.isalnum():
+        if spec.internal_id != internal_id or not TRANSFER_ID.fullmatch(transfer_id):
             raise InvalidRequest("Transfer refused: the manifest is for another container")
         if manifest.get("compression", "gzip") not in COMPRESSIONS:
             raise InvalidRequest("Transfer refused: unknown compression")

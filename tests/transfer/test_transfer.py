@@ -221,7 +221,11 @@ def document(nodes: Nodes, internal_id: str) -> dict[str, Any]:
 
 def test_tokens_are_single_use_and_expire(nodes: Nodes) -> None:
     internal_id = f"{nodes.src.prefix}-raw"
-    manifest = {"version": 1, "transfer_id": "abc123", "document": document(nodes, internal_id)}
+    manifest = {
+        "version": 1,
+        "transfer_id": "abc1230000000000",
+        "document": document(nodes, internal_id),
+    }
     body = frame(b"M", orjson.dumps(manifest)) + frame(b"D", b"x") + frame(b"E", b"{}")
     token = token_for(nodes, internal_id)
     first = raw_send(nodes, internal_id, token, body)
@@ -244,7 +248,7 @@ def test_tokens_are_single_use_and_expire(nodes: Nodes) -> None:
 def test_a_corrupted_stream_is_refused_and_leaves_nothing(nodes: Nodes) -> None:
     internal_id = f"{nodes.src.prefix}-bad"
     doc = document(nodes, internal_id)
-    manifest = {"version": 1, "transfer_id": "def456", "document": doc}
+    manifest = {"version": 1, "transfer_id": "def4560000000000", "document": doc}
     data = os.urandom(100_000)
     end = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
     corrupted = bytes([data[0] ^ 0xFF]) + data[1:]

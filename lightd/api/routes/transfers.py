@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator
 from quart import Blueprint, request
 from quart_schema import validate_request, validate_response
+from werkzeug.routing import BaseConverter
 
 from lightd.api.context import get_services
 from lightd.api.guard import bearer_token
@@ -24,6 +25,12 @@ from lightd.spec.ids import InternalId
 from lightd.transfer.tokens import DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS
 
 blueprint = Blueprint("transfers", __name__)
+
+
+class TransferIdConverter(BaseConverter):
+    """A transfer id (16 lowercase hex digits), so ``/transfers/tokens`` is not one."""
+
+    regex = "[0-9a-f]{16}"
 
 
 class TransferTokenRequest(RequestModel):
@@ -107,14 +114,14 @@ async def receive_transfer() -> tuple[TransferView, int, dict[str, str]]:
     return TransferView.model_validate(transfer.view()), 200, headers
 
 
-@blueprint.get("/transfers/<transfer_id>")
+@blueprint.get("/transfers/<transfer_id:transfer_id>")
 @validate_response(TransferView)
 @validate_response(ErrorBody, 404)
 async def show_transfer(transfer_id: str) -> TransferView:
     return TransferView.model_validate(get_services().transfers.get(transfer_id).view())
 
 
-@blueprint.delete("/transfers/<transfer_id>")
+@blueprint.delete("/transfers/<transfer_id:transfer_id>")
 @validate_response(TransferView)
 @validate_response(ErrorBody, 404)
 async def cancel_transfer(transfer_id: str) -> TransferView:
