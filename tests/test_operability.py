@@ -115,7 +115,7 @@ def test_openapi_describes_every_route(daemon: DaemonProcess, tmp_path: Path) ->
             continue
         path = rule.rule.replace("<", "{").replace(">", "}")
         path = "".join(
-            part.split(":")[-1] if part.startswith("{") else part
+            "{" + part.split(":")[-1] if part.startswith("{") and ":" in part else part
             for part in path.replace("{", "\0{").split("\0")
         )
         for method in rule.methods or ():

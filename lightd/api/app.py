@@ -28,6 +28,7 @@ from lightd.api.routes import (
     sftp,
     system,
     tokens,
+    transfers,
     ui,
     volumes,
 )
@@ -86,9 +87,11 @@ def create_app(services: Services) -> Quart:
         containers,
         desired,
         volumes,
+        transfers,
         sockets,
         backups,
     )
+    app.url_map.converters["transfer_id"] = transfers.TransferIdConverter
     for module in modules:
         app.register_blueprint(module.blueprint)
     app.register_blueprint(ui.blueprint)  # the web console's static files

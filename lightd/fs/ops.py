@@ -178,9 +178,10 @@ class AtomicWriter:
     sweep at the next start) removes the temporary file.
     """
 
-    def __init__(self, root: Root, parts: Parts) -> None:
+    def __init__(self, root: Root, parts: Parts, *, replace: bool = True) -> None:
         self.root = root
         self.parts = parts
+        self.replace = replace
         self._check_target()
         self.temp = temp_name()
         with guarded(parts):
@@ -203,6 +204,8 @@ class AtomicWriter:
         except OSError as exc:
             raise translate(exc, self.parts) from exc
         _refuse_over(found, self.parts)
+        if found is not None and not self.replace:
+            raise FileExists()
 
     def write(self, data: bytes) -> None:
         view = memoryview(data)
@@ -219,6 +222,8 @@ class AtomicWriter:
                 with self.root.parent(self.parts, create=True) as (dir_fd, name):
                     old = lstat_at(dir_fd, name)
                     _refuse_over(old, self.parts)
+                    if old is not None and not self.replace:
+                        raise FileExists()
                     mode = stat.S_IMODE(old.st_mode) if old and stat.S_ISREG(old.st_mode) else None
                     os.fchmod(self.fd, mode if mode is not None else FILE_MODE)
                     os.rename(self.temp, name, src_dir_fd=self.root.fd, dst_dir_fd=dir_fd)
