@@ -17,7 +17,16 @@ to the minimal app, the errors (non-2xx answers and socket errors), and lightd's
 (VmRSS) before (after a short warm-up) and after the runs.
 Targets: ping >= 0.8x the minimal app's requests/s; GET /containers with 200 containers
 >= 0.5x; no error; RSS after within 10% of before.
-Usage: ``.venv/bin/python bench/api.py [--seconds 20] [--containers 200] [--quick]``.
+With ``--busy`` the bench measures instead how lightd answers while it works: one
+client pings ``GET /api/v1/public/ping`` every 20 ms (one request at a time, as a
+health checker does) while lightd is idle, while it converges ``--busy-containers``
+(default 100) new running containers (from the first POST until all are ``running``),
+and while it extracts a 512 MiB ``tar.gz`` (``--archive-mb``; uploaded first, then
+``POST /volumes/<id>/decompress``). Printed: p50, p99 and the worst ping of each phase,
+and lightd's event-loop lag histogram (``lightd_event_loop_lag_seconds``) per phase.
+Target: p99 under 100 ms in the busy phases, printed beside the idle figure.
+Usage: ``.venv/bin/python bench/api.py [--seconds 20] [--containers 200] [--quick]
+[--busy]``.
 The 200 documents (``lbench-api-<hex>-...``) are deleted at the end, also on Ctrl-C.
 Not a test.
 """
@@ -27,10 +36,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
+import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,6 +193,222 @@ def create_documents(daemon: c.DaemonProcess, ids: list[str]) -> None:
             time.sleep(0.5)
 
 
+class Prober(threading.Thread):
+    """Pings one request at a time every ``every`` seconds; latencies in milliseconds."""
+
+    def __init__(self, url: str, every: float = 0.02) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.every = every
+        self.latencies: list[float] = []
+        self.errors = 0
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        import httpx
+
+        with httpx.Client(timeout=30) as api:
+            while not self._stop_event.is_set():
+                started = time.perf_counter()
+                try:
+                    ok = api.get(self.url).status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                took = time.perf_counter() - started
+                self.latencies.append(took * 1000)
+                self.errors += 0 if ok else 1
+                self._stop_event.wait(max(0.0, self.every - took))
+
+    def finish(self) -> list[float]:
+        self._stop_event.set()
+        self.join(timeout=60)
+        return self.latencies
+
+
+def lag_buckets(daemon: c.DaemonProcess) -> dict[str, float]:
+    with daemon.client() as api:
+        text = api.get("/metrics").text
+    found = {}
+    for line in text.splitlines():
+        if line.startswith("lightd_event_loop_lag_seconds_bucket"):
+            le = re.search(r'le="([^"]+)"', line)
+            if le:
+                found[le.group(1)] = float(line.split()[-1])
+        elif line.startswith("lightd_event_loop_lag_seconds_count"):
+            found["count"] = float(line.split()[-1])
+    return found
+
+
+@dataclass
+class Phase:
+    name: str
+    latencies: list[float]
+    errors: int
+    seconds: float
+    lag_over_50ms: float
+    lag_over_100ms: float
+    lag_samples: float
+
+
+def probe_while(daemon: c.DaemonProcess, name: str, work: Callable[[], object]) -> Phase:
+    lag0 = lag_buckets(daemon)
+    prober = Prober(f"{daemon.base_url}/api/v1/public/ping")
+    prober.start()
+    started = time.monotonic()
+    try:
+        work()
+    finally:
+        latencies = prober.finish()
+    took = time.monotonic() - started
+    lag1 = lag_buckets(daemon)
+
+    def over(bucket: str) -> float:
+        total = lag1.get("count", 0) - lag0.get("count", 0)
+        return total - (lag1.get(bucket, 0) - lag0.get(bucket, 0))
+
+    return Phase(
+        name=name,
+        latencies=latencies,
+        errors=prober.errors,
+        seconds=took,
+        lag_over_50ms=over("0.05"),
+        lag_over_100ms=over("0.1"),
+        lag_samples=lag1.get("count", 0) - lag0.get("count", 0),
+    )
+
+
+def busy_converge(daemon: c.DaemonProcess, prefix: str, count: int) -> list[str]:
+    import httpx
+
+    ids = [f"{prefix}-busy{i:03d}" for i in range(count)]
+    with daemon.client() as api:
+        volume_id = api.post("/volumes").json()["volume_id"]
+
+    def one(internal_id: str) -> None:
+        with daemon.client() as api:
+            answer = api.post(
+                "/containers",
+                json={
+                    "internal_id": internal_id,
+                    "image": c.IMAGE,
+                    "volume_id": volume_id,
+                    "startup_command": "exec sleep 100000",
+                    "limits": {"memory": 64 * c.MIB, "cpu": 0.25},
+                    "stop": {"timeout_seconds": 1},
+                },
+            )
+            assert answer.status_code == 200, answer.text
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(one, ids))
+    deadline = time.monotonic() + 600
+    with httpx.Client(base_url=daemon.base_url, headers=c.headers(daemon), timeout=30) as api:
+        while time.monotonic() < deadline:
+            listed = api.get("/containers").json()["containers"]
+            running = sum(1 for x in listed if x["internal_id"] in ids and x["state"] == "running")
+            if running >= count:
+                return ids
+            time.sleep(0.5)
+    raise RuntimeError(f"the {count} containers did not all reach running in 600 s")
+
+
+def busy_archive(daemon: c.DaemonProcess, size_mb: int) -> tuple[str, Callable[[], object]]:
+    """A volume holding a ``size_mb`` tar.gz (built with GNU tar, uploaded), and the
+    extraction to run while probing."""
+    import httpx
+    from archive import build_tree
+
+    work = Path(tempfile.mkdtemp(prefix="lbench-api-archive-"))
+    try:
+        build_tree(work / "tree", size_mb=size_mb, small_files=2000)
+        packed = work / "big.tar.gz"
+        subprocess.run(["tar", "-czf", str(packed), "-C", str(work), "tree"], check=True)
+        with daemon.client() as api:
+            volume_id = api.post("/volumes").json()["volume_id"]
+        with (
+            httpx.Client(base_url=daemon.base_url, headers=c.headers(daemon), timeout=600) as api,
+            packed.open("rb") as handle,
+        ):
+            answer = api.put(
+                f"/volumes/{volume_id}/files/content", params={"path": "big.tar.gz"}, content=handle
+            )
+            assert answer.status_code == 200, answer.text
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    def extract() -> None:
+        with httpx.Client(base_url=daemon.base_url, headers=c.headers(daemon), timeout=900) as api:
+            answer = api.post(
+                f"/volumes/{volume_id}/decompress",
+                json={"archive_path": "big.tar.gz", "destination": "out"},
+            )
+            assert answer.status_code == 200, answer.text
+
+    return volume_id, extract
+
+
+def busy_main(args: argparse.Namespace) -> int:
+    client = c.docker_client()
+    c.ensure_image(client)
+    prefix = c.unique_prefix("api")
+    ids: list[str] = []
+    try:
+        with c.lightd_daemon(prefix) as daemon:
+            try:
+                print(
+                    f"busy: one ping every 20 ms; {c.CORES} cores, "
+                    f"load average {os.getloadavg()[0]:.1f}"
+                )
+                phases = [probe_while(daemon, "idle", lambda: time.sleep(args.seconds))]
+                found: list[str] = []
+                phases.append(
+                    probe_while(
+                        daemon,
+                        f"converging {args.busy_containers} containers",
+                        lambda: found.extend(busy_converge(daemon, prefix, args.busy_containers)),
+                    )
+                )
+                ids.extend(found)
+                _volume, extract = busy_archive(daemon, args.archive_mb)
+                phases.append(
+                    probe_while(daemon, f"extracting a {args.archive_mb} MiB tar.gz", extract)
+                )
+                print(f"load average after the runs {os.getloadavg()[0]:.1f}")
+                busy_report(phases)
+            finally:
+                took = c.delete_containers(
+                    daemon, client, ids, name_prefix=f"lightd-{prefix}", timeout=300
+                )
+                print(f"deleted the {len(ids)} containers in {took:.1f} s")
+        return 0
+    except KeyboardInterrupt:
+        print("interrupted; cleaned up", file=sys.stderr)
+        return 130
+    finally:
+        c.remove_named(client, f"lightd-{prefix}")
+        client.close()
+
+
+def busy_report(phases: list[Phase]) -> None:
+    print()
+    print(
+        f"{'ping while lightd is':36}{'pings':>7}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}"
+        f"{'errors':>8}{'lag>50ms':>10}{'lag>100ms':>10}  target"
+    )
+    for index, phase in enumerate(phases):
+        lat = phase.latencies
+        p99 = c.percentile(lat, 0.99) if lat else float("nan")
+        line = (
+            f"{phase.name:36}{len(lat):>7}{c.percentile(lat, 0.5) if lat else float('nan'):>9.1f}"
+            f"{p99:>9.1f}{max(lat, default=float('nan')):>9.1f}{phase.errors:>8}"
+            f"{phase.lag_over_50ms:>10.0f}{phase.lag_over_100ms:>10.0f}"
+        )
+        if index:
+            line += f"  p99 < 100 {c.verdict(p99 < 100)}"
+        print(line)
+    print("(lag>N: wake-ups of lightd's loop-lag monitor later than N, in that phase)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=20.0, help="wrk duration per URL")
@@ -186,10 +416,16 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--quick", action="store_true", help="5 s per URL")
     parser.add_argument("--serve-minimal", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--busy", action="store_true", help="ping latency while lightd works")
+    parser.add_argument("--busy-containers", type=int, default=100)
+    parser.add_argument("--archive-mb", type=int, default=512)
     args = parser.parse_args()
     if args.serve_minimal:
         serve_minimal(args.serve_minimal)
         return 0
+    if args.busy:
+        c.interrupt_on_sigterm()
+        return busy_main(args)
     if args.quick:
         args.seconds = 5.0
     c.interrupt_on_sigterm()

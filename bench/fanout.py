@@ -16,10 +16,18 @@ on a small machine can be the bottleneck; the output says so when it is). Then t
 same again with one extra watcher that connects with a tiny receive queue and never
 reads, side by side with the first window.
 
+With ``--load N``, N CPU-bound processes (``python -c`` busy loops, each bounded in time
+and killed on exit and on Ctrl-C) run beside both windows; after they end, the p99 delay
+is measured second by second, and the time until it is back under 250 ms is printed.
+Lines the throttle dropped by the container's own time (``lightd_console_lines_throttled``
+in ``/metrics``) are printed beside the lines lost, so that a loss beyond the throttle
+shows.
+
 There is no peer program: the targets are absolute. Every reading watcher receives
 every line, p99 delay under 250 ms, lightd under one core, and the stalled watcher
 changes none of the others' figures.
-Usage: ``.venv/bin/python bench/fanout.py [--watchers 100] [--seconds 30] [--quick]``.
+Usage: ``.venv/bin/python bench/fanout.py [--watchers 100] [--seconds 30] [--quick]
+[--load N]``.
 The daemon runs with ``LIGHTD_WEBSOCKET__MAX_SOCKETS_PER_CONTAINER=200``. The
 container (``lightd-lbench-fanout-<hex>-...``) is deleted at the end, also on Ctrl-C.
 Not a test.
@@ -29,6 +37,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -52,6 +62,44 @@ PRODUCER = (
     "[ $((i % 200)) -eq 0 ] && read up _ < /proc/uptime; done; usleep 10000; done"
 )
 HIST_MS = 60_000
+RECOVERED_MS = 250
+RECOVERY_LIMIT_S = 60
+
+
+class Load:
+    """N CPU-bound processes, each ending by itself after ``seconds`` (and killed on exit)."""
+
+    def __init__(self, count: int, seconds: float) -> None:
+        self.count = count
+        self.seconds = seconds
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> None:
+        code = (
+            f"import time\nend = time.monotonic() + {self.seconds}\n"
+            "while time.monotonic() < end: pass"
+        )
+        for _ in range(self.count):
+            self.procs.append(subprocess.Popen([sys.executable, "-c", code]))
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+        for proc in self.procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
+        self.procs.clear()
+
+
+def throttled_lines(daemon: c.DaemonProcess) -> int:
+    """lightd's count of console lines its throttle dropped (by the container's time)."""
+    with daemon.client() as api:
+        text = api.get("/metrics").text
+    for line in text.splitlines():
+        if line.startswith("lightd_console_lines_throttled "):
+            return int(float(line.split()[-1]))
+    return -1
 
 
 def boottime() -> float:
@@ -208,6 +256,7 @@ class Figures:
     container_cpu: float | None
     stalled: str = ""
     invalid: str = ""
+    throttled: int = -1
 
 
 def started_at(client: docker.DockerClient, container: str) -> str:
@@ -221,11 +270,14 @@ async def measure(
     bench: Bench,
     watchers: list[Watcher],
     seconds: float,
-    lightd_pid: int,
+    daemon: c.DaemonProcess,
     container: str,
     client: docker.DockerClient,
 ) -> Figures:
+    assert daemon.proc is not None
+    lightd_pid = daemon.proc.pid
     start0 = started_at(client, container)
+    throttled0 = throttled_lines(daemon)
     before = {w.index: w.counters() for w in watchers}
     mark0 = bench.mark
     bench.window = Window()
@@ -238,6 +290,7 @@ async def measure(
     lightd_cpu, bench_cpu = lightd.read(), own.read()
     cont1 = container_cpu_ns(container)
     window, bench.window = bench.window, None
+    throttled1 = throttled_lines(daemon)
     start1 = started_at(client, container)
     invalid = ""
     if start0 != start1 or start0.startswith("engine error"):
@@ -268,6 +321,7 @@ async def measure(
         bench_cpu=bench_cpu,
         container_cpu=None if cont0 is None or cont1 is None else (cont1 - cont0) / 1e9 / elapsed,
         invalid=invalid,
+        throttled=throttled1 - throttled0 if min(throttled0, throttled1) >= 0 else -1,
     )
 
 
@@ -301,29 +355,17 @@ async def run(
         container_id = str(daemon.client().get(f"/containers/{internal_id}").json()["container_id"])
 
         print(f"window 1: {len(watchers)} reading watchers, {args.seconds:.0f} s")
-        first = await measure(bench, watchers, args.seconds, daemon.proc.pid, container_id, client)
-
+        load = Load(args.load, 2 * args.seconds + 3 * args.warmup + 30)
+        if args.load:
+            print(f"load: {args.load} CPU-bound processes beside the run")
+            load.start()
         try:
-            stalled = await connect(
-                url,
-                ping_interval=None,
-                max_queue=1,
-                max_size=None,
-                open_timeout=30,
-                compression=compression,
-            )
-        except (TimeoutError, OSError) as exc:
-            print(f"the stalled watcher could not connect: {exc!r}; window 2 skipped")
-            report(args, first, None, [w for w in watchers if w.closed])
-        else:
-            sockets.append(stalled)
-            print(f"window 2: plus one watcher that never reads; warming up {args.warmup:.0f} s")
-            await asyncio.sleep(args.warmup)
-            second = await measure(
-                bench, watchers, args.seconds, daemon.proc.pid, container_id, client
-            )
-            second.stalled = stalled.state.name.lower()
-            report(args, first, second, [w for w in watchers if w.closed])
+            first = await measure(bench, watchers, args.seconds, daemon, container_id, client)
+            second = await window_two(args, bench, watchers, daemon, container_id, client, url)
+        finally:
+            load.stop()
+        recovery = await recover(bench) if args.load else None
+        report(args, first, second, [w for w in watchers if w.closed], recovery)
         if bench.notice_text:
             print(f"notice seen: {bench.notice_text!r}")
         if bench.disorder_example:
@@ -337,8 +379,58 @@ async def run(
             ws.transport.abort()
 
 
+async def recover(bench: Bench) -> float | None:
+    """Seconds after the load ended until one second's p99 delay is under 250 ms."""
+    started = time.monotonic()
+    while time.monotonic() - started < RECOVERY_LIMIT_S:
+        bench.window = Window()
+        await asyncio.sleep(1.0)
+        window, bench.window = bench.window, None
+        p99 = hist_percentile(window.hist, 0.99)
+        if p99 == p99 and p99 < RECOVERED_MS:  # not NaN: lines arrived
+            return time.monotonic() - started
+    return None
+
+
+async def window_two(
+    args: argparse.Namespace,
+    bench: Bench,
+    watchers: list[Watcher],
+    daemon: c.DaemonProcess,
+    container_id: str,
+    client: docker.DockerClient,
+    url: str,
+) -> Figures | None:
+    compression = None if args.no_deflate else "deflate"
+
+    try:
+        stalled = await connect(
+            url,
+            ping_interval=None,
+            max_queue=1,
+            max_size=None,
+            open_timeout=30,
+            compression=compression,
+        )
+    except (TimeoutError, OSError) as exc:
+        print(f"the stalled watcher could not connect: {exc!r}; window 2 skipped")
+        return None
+    try:
+        print(f"window 2: plus one watcher that never reads; warming up {args.warmup:.0f} s")
+        await asyncio.sleep(args.warmup)
+        second = await measure(bench, watchers, args.seconds, daemon, container_id, client)
+        second.stalled = stalled.state.name.lower()
+        return second
+    finally:
+        stalled.transport.abort()
+
+
 def report(
-    args: argparse.Namespace, first: Figures, second: Figures | None, closed: list[Watcher]
+    args: argparse.Namespace,
+    first: Figures,
+    second: Figures | None,
+    closed: list[Watcher],
+    recovery: float | None = None,
 ) -> None:
     def pct(value: float | None) -> str:
         return "n/a" if value is None else f"{value * 100:.0f}%"
@@ -349,6 +441,8 @@ def report(
         ("lines/s per watcher, median", lambda f: f"{f.rate_median:,.0f}", "= produced"),
         ("lines lost, worst watcher", lambda f: f"{f.lost_max:,}", "0"),
         ("lines lost, all watchers", lambda f: f"{f.lost_total:,}", "0"),
+        ("throttled by producer's time", lambda f: f"{f.throttled:,}", "per watcher"),
+        ("lost beyond throttle, worst", lambda f: f"{max(f.lost_max - f.throttled, 0):,}", "0"),
         ("out-of-order frames", lambda f: f"{f.disorder}", "0"),
         ("notice lines (throttle...)", lambda f: f"{f.notices}", ""),
         ("delay p50 (ms)", lambda f: f"{f.p50_ms:.0f}", ""),
@@ -388,6 +482,16 @@ def report(
         and second.p99_ms <= max(first.p99_ms * 1.25, first.p99_ms + 20)
     )
     print(f"stalled watcher leaves the others unchanged: {c.verdict(same)}")
+    if args.load:
+        took = "not within 60 s" if recovery is None else f"{recovery:.1f} s"
+        met = recovery is not None and recovery <= 5.0
+        ordered = all(f.disorder == 0 for f in windows)
+        print(
+            f"with {args.load} CPU-bound processes: out of order "
+            f"{sum(f.disorder for f in windows)} {c.verdict(ordered)}; "
+            f"p99 under {RECOVERED_MS} ms again {took} after the load ended "
+            f"(target 5 s) {c.verdict(met)}"
+        )
     busy = max(f.bench_cpu for f in windows)
     if busy > 0.85:
         print(
@@ -404,6 +508,9 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--rate", type=int, default=20_000, help="lines per second produced")
     parser.add_argument("--quick", action="store_true", help="two 8 s windows")
+    parser.add_argument(
+        "--load", type=int, default=0, help="CPU-bound processes running beside both windows"
+    )
     parser.add_argument(
         "--no-deflate", action="store_true", help="watchers refuse permessage-deflate"
     )

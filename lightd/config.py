@@ -76,6 +76,9 @@ class DockerSettings(_Section):
     # None: the environment decides (DOCKER_HOST, else the local socket), as docker.from_env().
     base_url: str | None = None
     timeout_seconds: float = Field(default=60.0, gt=0)
+    # The engine's json-file log of each container: size of one file, files kept.
+    log_max_size: str = Field(default="10m", pattern=r"^[1-9][0-9]*[kmg]$")
+    log_max_files: int = Field(default=2, ge=1, le=100)
 
 
 class ContainersSettings(_Section):

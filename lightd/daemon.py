@@ -42,6 +42,7 @@ from lightd.remote import Notifier
 from lightd.remote.events import Notification
 from lightd.runtime.console import ConsoleHub
 from lightd.runtime.events import ContainerEvents
+from lightd.runtime.looplag import watch_loop_lag
 from lightd.runtime.stats import StatsHub
 from lightd.runtime.watch import NodeWatch
 from lightd.services import Access, Consoles, GitOps, Node, Services, SocketCounts
@@ -51,13 +52,21 @@ from lightd.spec.observed import InstallState, ObservedContainer
 from lightd.store import DocumentStore
 from lightd.store.install_logs import InstallLogs
 from lightd.store.observed import ObservedStore
-from lightd.store.watch import FolderWatcher, WatchSettings
+from lightd.store.watch import FILE_EVENTS, FolderWatcher, WatchSettings
 from lightd.transfer.guard import parse_networks
 from lightd.transfer.pull import Pulls
 from lightd.transfer.service import Transfers
 from lightd.transfer.tokens import TransferTokens
 
 log = logging.getLogger("lightd.daemon")
+
+
+def _tasks_alive() -> int:
+    """asyncio tasks of the running loop (scrapes run on it); 0 off the loop."""
+    try:
+        return len(asyncio.all_tasks())
+    except RuntimeError:
+        return 0
 
 
 def controller_settings(section: ContainersSettings) -> ControllerSettings:
@@ -304,6 +313,7 @@ class Daemon:
 
     def _metric_state(self) -> dict[str, Any]:
         queue = self.controller.queue
+        throttled, repeats = self.consoles.line_counts()
         return self.views.metric_state(
             queue_depth=len(queue) if queue is not None else 0,
             retries=queue.retries if queue is not None else 0,
@@ -320,6 +330,17 @@ class Daemon:
                     "lightd_panel_delivery_failures",
                     "Failed panel delivery attempts since start (retried)",
                     self.remote.failed_attempts,
+                ),
+                ("lightd_asyncio_tasks", "asyncio tasks alive now", _tasks_alive()),
+                (
+                    "lightd_console_lines_throttled",
+                    "Console lines not sent since start: the container wrote over the throttle",
+                    throttled,
+                ),
+                (
+                    "lightd_console_repeats_skipped",
+                    "Console lines the engine sent again (log rotation) and lightd skipped",
+                    repeats,
                 ),
                 (
                     "lightd_panel_refused",
@@ -344,7 +365,7 @@ class Daemon:
         self.watch.refresh_ports()
 
     async def _on_desired_change(self, reason: str) -> None:
-        await self.ingest.ingest(reason)
+        await self.ingest.ingest(reason, full=not reason.endswith(FILE_EVENTS))
 
     def _volume_path(self, volume_id: str) -> str | None:
         try:
@@ -368,6 +389,9 @@ class Daemon:
         else:
             log.warning("docker engine unavailable: %s", status.error)
         loop = asyncio.get_running_loop()
+        self._tasks.append(
+            asyncio.create_task(watch_loop_lag(self.metrics.loop_lag.observe), name="loop-lag")
+        )
         self.stats.bind_loop(loop)
 
         def desired_changed(key: str) -> None:

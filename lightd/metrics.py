@@ -92,6 +92,12 @@ class Metrics:
             ["kind"],
             registry=self.registry,
         )
+        self.loop_lag = Histogram(
+            "lightd_event_loop_lag_seconds",
+            "How late the event loop woke a sleeper that asked for a known time",
+            registry=self.registry,
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
 
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 

@@ -68,8 +68,30 @@ def test_metrics_need_token_and_speak_prometheus(daemon: DaemonProcess, api: htt
         "# TYPE lightd_reconcile_actions_total counter",
         "lightd_panel_outbox_depth",
         "lightd_panel_delivery_failures",
+        "lightd_console_lines_throttled",
+        "lightd_console_repeats_skipped",
+        "lightd_asyncio_tasks",
     ):
         assert name in text, name
+
+
+def lag_samples(daemon: DaemonProcess) -> int:
+    answer = httpx.get(
+        f"{daemon.base_url}/metrics", headers={"Authorization": f"Bearer {daemon.token}"}
+    )
+    assert "# TYPE lightd_event_loop_lag_seconds histogram" in answer.text
+    assert 'lightd_event_loop_lag_seconds_bucket{le="0.05"}' in answer.text
+    (count,) = [
+        line
+        for line in answer.text.splitlines()
+        if line.startswith("lightd_event_loop_lag_seconds_count")
+    ]
+    return int(float(count.split()[-1]))
+
+
+def test_loop_lag_is_exported_and_keeps_being_measured(daemon: DaemonProcess) -> None:
+    first = lag_samples(daemon)
+    wait_for(lambda: lag_samples(daemon) >= first + 3, what="more loop lag samples")
 
 
 def test_openapi_describes_every_route(daemon: DaemonProcess, tmp_path: Path) -> None:
@@ -93,7 +115,7 @@ def test_openapi_describes_every_route(daemon: DaemonProcess, tmp_path: Path) ->
             continue
         path = rule.rule.replace("<", "{").replace(">", "}")
         path = "".join(
-            part.split(":")[-1] if part.startswith("{") else part
+            "{" + part.split(":")[-1] if part.startswith("{") and ":" in part else part
             for part in path.replace("{", "\0{").split("\0")
         )
         for method in rule.methods or ():

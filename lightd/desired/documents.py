@@ -11,9 +11,11 @@ guard's decision (:mod:`lightd.desired.guard`), applied with :meth:`forget` and
 
 from __future__ import annotations
 
+import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import orjson
 from pydantic import ValidationError
@@ -123,6 +125,15 @@ class ScanResult:
     folder_problem: str | None = None
 
 
+def _identity(path: Path) -> tuple[int, int, int, int] | None:
+    """What tells a file's content changed without reading it (None: cannot stat it)."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
 class DesiredContainers:
     """Last good specs, per-file problems and content digests of the container folder."""
 
@@ -137,12 +148,20 @@ class DesiredContainers:
         # internal_ids whose deletion is held back by the deletion guard.
         self._held: set[str] = set()
         self._present: set[str] = set()  # file keys seen by the last scan
+        # (inode, size, mtime, ctime) of each file when last read: a scan reads only the
+        # files whose identity changed (atomic writes make a new inode every time).
+        self._stats: dict[str, tuple[int, int, int, int]] = {}
+        # Every change counts one up: what is derived from all specs is rebuilt only then.
+        self._generation = 0
+        self._bindings: tuple[int, dict[tuple[str, int, str], str]] = (-1, {})
         self._claimed_ids: frozenset[str] = frozenset()  # replaced whole, read lock-free
         self._lock = threading.Lock()
         # Called (from any thread, outside the lock) with each internal_id whose spec changed.
         self.listeners: list[Callable[[str], None]] = []
 
     def _changed(self, keys: set[str]) -> None:
+        if keys:
+            self._generation += 1
         for key in sorted(keys):
             if key.startswith("invalid:"):
                 continue
@@ -151,6 +170,23 @@ class DesiredContainers:
 
     def get(self, internal_id: str) -> ContainerSpec | None:
         return self._specs.get(internal_id)
+
+    def bindings(self) -> Mapping[tuple[str, int, str], str]:
+        """(ip, port, protocol) -> internal_id of every spec; rebuilt only after a change
+        (the pool and the node watch ask on every write: not a walk of every document)."""
+        generation, found = self._bindings
+        if generation == self._generation:
+            return found
+        generation = self._generation
+        bound: dict[tuple[str, int, str], str] = {}
+        for key in sorted(self._specs):
+            spec = self._specs.get(key)
+            if spec is None:
+                continue
+            for binding in spec.ports:
+                bound[(binding.ip, binding.port, binding.protocol)] = spec.internal_id
+        self._bindings = (generation, bound)
+        return bound
 
     def ids(self) -> list[str]:
         return sorted(self._specs)
@@ -205,11 +241,14 @@ class DesiredContainers:
         except StoreError as exc:
             return f"the desired folder cannot be read: {exc.message}"
 
-    def scan(self) -> ScanResult:
+    def scan(self, *, full: bool = True) -> ScanResult:
         """Re-read the folder; only documents whose content changed count as changed.
 
         Documents gone since the last scan come back as ``gone``, their specs kept (see
-        :meth:`forget` to drop them once the deletion guard allows it).
+        :meth:`forget` to drop them once the deletion guard allows it). Unless ``full``,
+        a file whose inode, size, modification and change times are those of its last
+        read is not read again, so that a scan after a file event costs a listing and a
+        ``stat`` per file, not a read and a hash of every document.
         """
         with self._lock:
             listing = self._read_folder()
@@ -222,6 +261,15 @@ class DesiredContainers:
             for name in listing:
                 stem = name.rsplit("/", 1)[1][: -len(".json")]
                 key = stem if is_internal_id(stem) else f"invalid:{stem}"
+                identity = _identity(self._store.path_of(name))
+                if (
+                    not full
+                    and identity is not None
+                    and key in self._digests
+                    and self._stats.get(key) == identity
+                ):
+                    seen.add(key)
+                    continue
                 try:
                     raw = self._store.read_bytes(name)
                 except StoreError as exc:
@@ -231,6 +279,8 @@ class DesiredContainers:
                 if raw is None:
                     continue
                 seen.add(key)
+                if identity is not None:
+                    self._stats[key] = identity
                 new_digest = digest(raw)
                 if self._digests.get(key) == new_digest:
                     continue
@@ -273,6 +323,7 @@ class DesiredContainers:
 
     def _forget_locked(self, key: str) -> None:
         self._digests.pop(key, None)
+        self._stats.pop(key, None)
         self._problems.pop(key, None)
         self._specs.pop(key, None)
         self._held.discard(key)
@@ -287,16 +338,25 @@ class DesiredContainers:
         return dropped
 
     def write(self, spec: ContainerSpec) -> bool:
-        """Write a spec through the store (atomic); the cache follows at once."""
-        with self._lock:
-            name = document_name(spec.internal_id)
+        """Write a spec through the store (atomic); the cache follows at once.
+
+        Writers of different documents run side by side (each write waits for its
+        fsyncs); only the cache update takes the folder's lock, so that a POST does not
+        wait for every other document's disk flush nor for a scan.
+        """
+        name = document_name(spec.internal_id)
+        with self._store.lock(f"{name}#spec"):  # one writer per document, in order
             changed = self._store.write(name, spec.document())
+            identity = _identity(self._store.path_of(name))
             raw = self._store.read_bytes(name) or b""
-            self._digests[spec.internal_id] = digest(raw)
-            self._specs[spec.internal_id] = spec
-            self._problems.pop(spec.internal_id, None)
-            self._held.discard(spec.internal_id)
-            self._present.add(spec.internal_id)
+            with self._lock:
+                self._digests[spec.internal_id] = digest(raw)
+                if identity is not None:
+                    self._stats[spec.internal_id] = identity
+                self._specs[spec.internal_id] = spec
+                self._problems.pop(spec.internal_id, None)
+                self._held.discard(spec.internal_id)
+                self._present.add(spec.internal_id)
         self._changed({spec.internal_id})
         return changed
 
@@ -304,6 +364,7 @@ class DesiredContainers:
         with self._lock:
             existed = self._store.delete(document_name(internal_id))
             self._digests.pop(internal_id, None)
+            self._stats.pop(internal_id, None)
             self._problems.pop(internal_id, None)
             self._present.discard(internal_id)
             self._held.discard(internal_id)

@@ -91,15 +91,19 @@ class DesiredIngest:
         found = [self._desired.problems()[key] for key in sorted(self._desired.problems())]
         return found + pool_problems(self._pool)
 
-    async def ingest(self, reason: str, *, allow_mass_delete: bool = False) -> IngestResult:
+    async def ingest(
+        self, reason: str, *, allow_mass_delete: bool = False, full: bool = True
+    ) -> IngestResult:
+        """Look at the folder again; unless ``full``, files whose identity (inode, size,
+        times) is unchanged are not read again."""
         async with self._lock:
-            return await self._ingest(reason, allow_mass_delete=allow_mass_delete)
+            return await self._ingest(reason, allow_mass_delete=allow_mass_delete, full=full)
 
-    async def _ingest(self, reason: str, *, allow_mass_delete: bool) -> IngestResult:
+    async def _ingest(self, reason: str, *, allow_mass_delete: bool, full: bool) -> IngestResult:
         if await asyncio.to_thread(self.root.is_dir):
             # The pool first: a checkout may add a port and the container that binds it.
             await self._pool.reload()
-        scan = await asyncio.to_thread(self._desired.scan)
+        scan = await asyncio.to_thread(lambda: self._desired.scan(full=full))
         if self._first:
             self._first = False
             self._orphans = {

@@ -45,12 +45,8 @@ class VolumeLookup(Protocol):
 
 
 def bindings_of(desired: DesiredContainers) -> Mapping[tuple[str, int, str], str]:
-    """(ip, port, protocol) -> internal_id of every container document."""
-    bound: dict[tuple[str, int, str], str] = {}
-    for spec in desired.all():
-        for binding in spec.ports:
-            bound[(binding.ip, binding.port, binding.protocol)] = spec.internal_id
-    return bound
+    """(ip, port, protocol) -> internal_id of every container document (cached)."""
+    return desired.bindings()
 
 
 def volume_users(desired: DesiredContainers, volume_id: str) -> list[str]:

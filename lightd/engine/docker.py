@@ -322,7 +322,13 @@ class DockerEngine:
             security_opt=["no-new-privileges"],
             restart_policy={"Name": "no"},
             tmpfs={"/tmp": "rw,exec,nosuid,size=128m"},  # noqa: S108 (inside the container)
-            log_config={"type": "json-file", "config": {"max-size": "10m", "max-file": "2"}},
+            log_config={
+                "type": "json-file",
+                "config": {
+                    "max-size": self._settings.log_max_size,
+                    "max-file": str(self._settings.log_max_files),
+                },
+            },
             init=True,
         )
         labels = {
@@ -437,8 +443,8 @@ class DockerEngine:
             "follow": True,
             "timestamps": True,
         }
-        if since is not None:
-            kwargs["since"] = int(since)
+        if since is not None and since > 0:
+            kwargs["since"] = float(since)  # fractions kept: a resume starts near its line
         return self._stream(lambda: self._api().logs(container_id, **kwargs))
 
     def follow_stats(self, container_id: str) -> Stream[dict[str, Any]]:

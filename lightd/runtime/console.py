@@ -7,6 +7,14 @@ state and must not decide restarts; it reports a pattern match and the end of ou
 through callbacks. Console history (ring buffer, else the engine's log) and command
 lines to a container's stdin are served from here, so that nothing above the runtime
 calls the engine for them.
+
+Order and loss are judged on the engine's own timestamps of the lines, never on when
+the reader happened to read them: the throttle limits what the container wrote per
+window of its own time (a reader that fell behind delivers its backlog whole), a line
+older than the newest one delivered (beyond a short tolerance for stdout and stderr
+interleaving) is a repeat of the engine's and is skipped, and when the engine ends a
+stream while the container runs the reader opens a new one from the newest line it
+delivered, so a log rotation or a stream restart neither loses nor repeats lines.
 """
 
 from __future__ import annotations
@@ -16,10 +24,10 @@ import contextlib
 import logging
 import re
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import cached_property
 
 import orjson
@@ -46,18 +54,47 @@ class Batch:
 
 
 LineSink = Callable[[Batch], None]
-Stamp = tuple[bytes, bytes]
-RECENT_STAMPS = 16_384
+Stamp = tuple[int, int]  # (nanoseconds since the epoch, hash of the line's text)
+RECENT_STAMPS = 65_536
+# A line this much older than the newest one delivered can only be a repeat (the engine
+# re-reads a rotated file); within it, stdout and stderr lines may interleave.
+REPEAT_TOLERANCE_NS = 250_000_000
+# A resumed stream starts this far before the newest line delivered (repeats skipped).
+RESUME_OVERLAP_SECONDS = 1.0
+NS = 1_000_000_000
 
 
-def stamp_key(stamp: bytes) -> Stamp:
-    """A comparable form of the engine's RFC 3339 timestamp (fractions padded)."""
+_epoch_cache: dict[bytes, int] = {}
+
+
+def stamp_ns(stamp: bytes) -> int:
+    """Nanoseconds since the epoch of the engine's RFC 3339 UTC timestamp (0 if unreadable).
+
+    The seconds part is parsed once per distinct second (cached), the fraction as digits.
+    """
     head, _, fraction = stamp.rstrip(b"Z").partition(b".")
-    return head, fraction.ljust(9, b"0")
+    seconds = _epoch_cache.get(head)
+    if seconds is None:
+        try:
+            parsed = datetime.strptime(head.decode("ascii"), "%Y-%m-%dT%H:%M:%S")
+        except (UnicodeDecodeError, ValueError):
+            return 0
+        seconds = int(parsed.replace(tzinfo=UTC).timestamp())
+        if len(_epoch_cache) > 4096:
+            _epoch_cache.clear()
+        _epoch_cache[head] = seconds
+    digits = fraction[:9].ljust(9, b"0")
+    nanos = int(digits) if digits.isdigit() else 0
+    return seconds * NS + nanos
+
+
+def stamp_key(stamp: bytes) -> int:
+    """A comparable form of the engine's timestamp (kept for callers that order stamps)."""
+    return stamp_ns(stamp)
 
 
 THROTTLE_NOTICE = (
-    "[lightd] console output is too fast (over {limit} lines per 100 ms): "
+    "[lightd] console output is too fast (over {limit} lines per {window} ms): "
     "some lines are not shown here; the server log keeps them"
 )
 
@@ -82,12 +119,14 @@ class Console:
     pending_lock: threading.Lock = field(default_factory=threading.Lock)
     flush_scheduled: bool = False
     tokens: float = -1.0  # throttle bucket; -1: full at the first line
-    refilled_at: float = 0.0
+    refilled_ns: int = 0  # the engine time of the line that last refilled the bucket
     throttled: bool = False
-    last_stamp: Stamp | None = None  # the newest line read, to resume without repeats
-    # Stamps of recent lines: the engine repeats some lines around a log rotation.
+    last_ns: int | None = None  # engine time of the newest line read: resume, skip repeats
+    # Keys of recent lines: the engine repeats some lines around a log rotation.
     recent: set[Stamp] = field(default_factory=set)
     recent_order: deque[Stamp] = field(default_factory=deque)
+    throttled_lines: int = 0  # dropped by the throttle (the container wrote too fast)
+    repeats_skipped: int = 0  # lines the engine sent twice
 
 
 class ConsoleHub:
@@ -102,14 +141,18 @@ class ConsoleHub:
         throttle_window_seconds: float = 0.1,
         on_match: Callable[[str, str], None],
         on_end: Callable[[str], None],
+        before_chunk: Callable[[], None] | None = None,
     ) -> None:
         self._engine = engine
+        # A test's hook, called by the reader thread before each chunk (to fall behind).
+        self._before_chunk = before_chunk
         self._ring_lines = ring_lines
         self._throttle_lines = throttle_lines
         self._throttle_window = throttle_window_seconds
         self._on_match = on_match
         self._on_end = on_end
         self._consoles: dict[str, Console] = {}
+        self._retired = (0, 0)  # line counts of readers replaced or forgotten
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -117,6 +160,18 @@ class ConsoleHub:
 
     def watching(self, internal_id: str) -> Console | None:
         return self._consoles.get(internal_id)
+
+    def line_counts(self) -> tuple[int, int]:
+        """Lines the throttle dropped and lines the engine repeated, since start."""
+        throttled, repeats = self._retired
+        for console in self._consoles.values():
+            throttled += console.throttled_lines
+            repeats += console.repeats_skipped
+        return throttled, repeats
+
+    def _retire(self, console: Console) -> None:
+        throttled, repeats = self._retired
+        self._retired = (throttled + console.throttled_lines, repeats + console.repeats_skipped)
 
     def readers(self) -> int:
         """Reader threads alive now (one per container at most)."""
@@ -165,7 +220,8 @@ class ConsoleHub:
             if not current.stopped.is_set():
                 current.pattern = re.compile(pattern) if pattern else None
                 return current
-            # The engine ended the stream (log rotation does): go on after the last line.
+            # The reader gave up (the engine failed or ended twice): go on after the
+            # newest line delivered (the reader starts from there).
             return self._start_reader(
                 internal_id,
                 container_id=container_id,
@@ -197,6 +253,7 @@ class ConsoleHub:
         sinks = previous.sinks if previous is not None else set()
         if previous is not None:
             self._halt(previous)
+            self._retire(previous)
         console = Console(
             internal_id=internal_id,
             container_id=container_id,
@@ -206,9 +263,11 @@ class ConsoleHub:
             sinks=sinks,
         )
         if resume is not None:
-            console.last_stamp = resume.last_stamp
+            console.last_ns = resume.last_ns
             console.matched = resume.matched
             console.recent, console.recent_order = resume.recent, resume.recent_order
+            console.tokens, console.refilled_ns = resume.tokens, resume.refilled_ns
+            console.throttled = resume.throttled
         self._consoles[internal_id] = console
         console.thread = threading.Thread(
             target=self._read, args=(console,), name=f"console-{internal_id}", daemon=True
@@ -225,6 +284,7 @@ class ConsoleHub:
         console = self._consoles.pop(internal_id, None)
         if console is not None:
             self._halt(console)
+            self._retire(console)
 
     def stop_all(self) -> None:
         for console in list(self._consoles.values()):
@@ -262,29 +322,19 @@ class ConsoleHub:
                 stream.close()
 
     def _read(self, console: Console) -> None:
-        partial = b""
-        resume = console.last_stamp
         try:
-            stream = self._engine.follow_output(console.container_id, since=console.started_at)
-            console.stream = stream
-            if console.stopped.is_set():
-                stream.close()
-                return
-            for chunk in stream:
-                if console.stopped.is_set():
+            # Whole seconds: the first lines can carry times just before StartedAt.
+            since = None if console.started_at is None else float(int(console.started_at))
+            while not console.stopped.is_set():
+                if console.last_ns is not None:
+                    resume_at = console.last_ns / NS - RESUME_OVERLAP_SECONDS
+                    since = resume_at if since is None else max(since, resume_at)
+                delivered = self._follow(console, since)
+                # The engine ended the stream: the container stopped, or the engine
+                # restarted the stream (a rotation can). Look once more from the newest
+                # line delivered; a stream that brings nothing new is the real end.
+                if not delivered:
                     break
-                if not chunk:
-                    continue
-                partial += chunk
-                if b"\n" not in partial:
-                    if len(partial) > 64 * 1024:
-                        partial, chunk = b"", partial
-                        self._deliver(console, self._fresh(console, [chunk], resume))
-                    continue
-                *complete, partial = partial.split(b"\n")
-                self._deliver(console, self._fresh(console, complete, resume))
-            if partial:
-                self._deliver(console, self._fresh(console, [partial], resume))
         except Exception as exc:
             if not console.stopped.is_set():
                 log.info("console of %s ended: %s", console.internal_id, exc)
@@ -294,28 +344,103 @@ class ConsoleHub:
             if ended and self._loop is not None:
                 self._loop.call_soon_threadsafe(self._on_end, console.internal_id)
 
+    def _follow(self, console: Console, since: float | None) -> int:
+        """Read one engine stream to its end; the number of new lines it brought."""
+        partial = b""
+        delivered = 0
+        stream = self._engine.follow_output(console.container_id, since=since)
+        console.stream = stream
+        try:
+            if console.stopped.is_set():
+                return 0
+            for chunk in stream:
+                if console.stopped.is_set():
+                    return delivered
+                if not chunk:
+                    continue
+                if self._before_chunk is not None:
+                    self._before_chunk()
+                partial += chunk
+                if b"\n" not in partial:
+                    if len(partial) > 64 * 1024:
+                        partial, chunk = b"", partial
+                        delivered += self._deliver(console, self._fresh(console, [chunk]))
+                    continue
+                *complete, partial = partial.split(b"\n")
+                delivered += self._deliver(console, self._fresh(console, complete))
+        except Exception as exc:  # the stream broke under the reader: a new one goes on
+            if not console.stopped.is_set():
+                log.info("console stream of %s broke: %s", console.internal_id, exc)
+            return delivered
+        finally:
+            with contextlib.suppress(Exception):  # closing a dead stream may fail
+                stream.close()
+        if partial:
+            delivered += self._deliver(console, self._fresh(console, [partial]))
+        return delivered
+
     @staticmethod
-    def _fresh(console: Console, raw_lines: list[bytes], resume: Stamp | None) -> list[str]:
-        """Lines without their engine timestamps, skipping those read before a resume."""
+    def _fresh(console: Console, raw_lines: list[bytes]) -> list[tuple[int, str]]:
+        """Lines with their engine times, skipping the ones the engine sent before."""
         lines = []
         recent, order = console.recent, console.recent_order
         for raw in raw_lines:
             stamp, _, text = raw.partition(b" ")
-            key = stamp_key(stamp)
-            if (resume is not None and key <= resume) or key in recent:
+            at = stamp_ns(stamp)
+            key = (at, hash(text))
+            last = console.last_ns
+            if key in recent or (last is not None and at < last - REPEAT_TOLERANCE_NS):
+                console.repeats_skipped += 1
                 continue
             recent.add(key)
             order.append(key)
-            if len(order) > RECENT_STAMPS:
+            # Keys older than the tolerance are judged by time alone: keep fewer.
+            while order and (
+                len(order) > RECENT_STAMPS or order[0][0] < at - 2 * REPEAT_TOLERANCE_NS
+            ):
                 recent.discard(order.popleft())
-            if console.last_stamp is None or key > console.last_stamp:
-                console.last_stamp = key
-            lines.append(text.decode("utf-8", "replace"))
+            if last is None or at > last:
+                console.last_ns = at
+            lines.append((at, text.decode("utf-8", "replace")))
         return lines
 
-    def _deliver(self, console: Console, lines: list[str]) -> None:
+    def _admit(self, console: Console, lines: list[tuple[int, str]]) -> list[str]:
+        """The throttle, on the container's own clock: a token bucket refilled by the
+        engine time between lines, ``throttle_lines`` per window on average and bursts up
+        to twice that (output arrives in bursts even from a steady writer). A backlog read
+        late keeps its original spacing, so it passes whole unless the container itself
+        wrote too fast."""
+        capacity = 2.0 * self._throttle_lines
+        rate = self._throttle_lines / (self._throttle_window * NS)
+        kept: list[str] = []
+        for at, text in lines:
+            if console.tokens < 0:
+                console.tokens = capacity
+            elif at > console.refilled_ns:
+                console.tokens = min(capacity, console.tokens + (at - console.refilled_ns) * rate)
+            console.refilled_ns = max(console.refilled_ns, at)
+            if console.tokens >= capacity:
+                console.throttled = False  # the flood is over: a new one gets a new notice
+            if console.tokens >= 1.0:
+                console.tokens -= 1.0
+                kept.append(text)
+                continue
+            console.throttled_lines += 1
+            if not console.throttled:
+                console.throttled = True
+                kept.append(
+                    THROTTLE_NOTICE.format(
+                        limit=self._throttle_lines, window=round(self._throttle_window * 1000)
+                    )
+                )
+        return kept
+
+    def _deliver(self, console: Console, stamped: list[tuple[int, str]]) -> int:
         """Reader thread: history, start detection (every line), throttled fan-out."""
-        lines = [line.rstrip("\r") for line in lines]
+        if not stamped:
+            return 0
+        stamped = [(at, text.rstrip("\r")) for at, text in stamped]
+        lines = [text for _, text in stamped]
         console.ring.extend(lines)
         if console.pattern is not None and not console.matched:
             for line in lines:
@@ -327,36 +452,17 @@ class ConsoleHub:
                         )
                     break
         if not console.sinks or self._loop is None:
-            return
-        # A token bucket: `throttle_lines` per window on average, bursts up to twice that
-        # (output arrives in bursts even from a steady writer).
-        now = time.monotonic()
-        capacity = 2.0 * self._throttle_lines
-        if console.tokens < 0:
-            console.tokens = capacity
-        else:
-            rate = self._throttle_lines / self._throttle_window
-            console.tokens = min(capacity, console.tokens + (now - console.refilled_at) * rate)
-        console.refilled_at = now
-        if console.tokens >= capacity:
-            console.throttled = False  # the flood is over: a new one gets a new notice
-        if console.tokens >= len(lines):
-            console.tokens -= len(lines)
-        else:
-            kept = lines[: int(console.tokens)]
-            console.tokens -= len(kept)
-            if not console.throttled:
-                console.throttled = True
-                kept.append(THROTTLE_NOTICE.format(limit=self._throttle_lines))
-            lines = kept
-        if not lines:
-            return
+            return len(stamped)
+        kept = self._admit(console, stamped)
+        if not kept:
+            return len(stamped)
         with console.pending_lock:
-            console.pending.extend(lines)
+            console.pending.extend(kept)
             if console.flush_scheduled:
-                return
+                return len(stamped)
             console.flush_scheduled = True
         self._loop.call_soon_threadsafe(self._flush, console)
+        return len(stamped)
 
     def _flush(self, console: Console) -> None:
         """Event loop: hand every pending line to every sink as one batch."""

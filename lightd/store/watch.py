@@ -35,6 +35,9 @@ OnChange = Callable[[str], Awaitable[None]]
 """Called with the reason of the look ("files changed", "rescan", "folder back", ...)."""
 
 IGNORED_FOLDERS = ("schema",)
+# The reason of a look after file events ends with this: a look that may trust the
+# files' identities (the periodic rescan and every other look read every file).
+FILE_EVENTS = "file events"
 
 
 @dataclass(frozen=True)
@@ -152,7 +155,7 @@ class FolderWatcher:
         async with contextlib.aclosing(changes_stream) as stream:
             async for changes in stream:
                 if changes:
-                    await self._notify(f"{len(changes)} file events")
+                    await self._notify(f"{len(changes)} {FILE_EVENTS}")
                 if await asyncio.to_thread(folder_identity, self.root) != identity:
                     log.warning("desired folder %s was removed or replaced", self.root)
                     self.watching = False
