@@ -25,6 +25,7 @@ from lightd.api.routes import (
     public,
     remote,
     system,
+    templates,
     tokens,
     volumes,
 )
@@ -82,6 +83,7 @@ def create_app(services: Services) -> Quart:
         network,
         containers,
         desired,
+        templates,
         volumes,
         sockets,
     )

@@ -304,6 +304,8 @@ class DockerEngine:
             tmpfs={"/tmp": "rw,exec,nosuid,size=128m"},  # noqa: S108 (inside the container)
             log_config={"type": "json-file", "config": {"max-size": "10m", "max-file": "2"}},
             init=True,
+            cap_drop=list(request.cap_drop) or None,
+            read_only=request.read_only or None,
         )
         labels = {
             LABEL_MANAGED: "true",
@@ -320,6 +322,7 @@ class DockerEngine:
             entrypoint=request.entrypoint,
             working_dir=VOLUME_TARGET,
             environment=request.environment,
+            user=request.user or None,
             labels=labels,
             host_config=host_config,
             ports=[(port, protocol) for _ip, port, protocol in request.ports],
