@@ -29,11 +29,14 @@ from lightd.cli.plan import Change, Current, diff, pool_diff, summary
 from lightd.config import Settings
 from lightd.desired.templates import template_document
 from lightd.errors import LightdError
+from lightd.reconcile.planner import Policy, main_user
 from lightd.spec.container import ContainerSpec, recreate_hash
+from lightd.spec.observed import ObservedContainer
 from lightd.spec.schema import schema_documents
 from lightd.spec.template import TemplateSpec
 from lightd.store import DocumentStore
 from lightd.store.documents import encode_document
+from lightd.store.observed import STATE_FOLDER
 from lightd.templates.eggs import EggInvalid, parse_egg_bytes, template_from_body
 from lightd.templates.resolve import effective_spec
 
@@ -139,6 +142,16 @@ def current_from_engine(settings: Settings) -> dict[str, Current]:
     return found
 
 
+def observed_of(settings: Settings, internal_id: str) -> ObservedContainer:
+    """The daemon's observed state of a container, read from its data folder (or empty)."""
+    store = DocumentStore(settings.storage.data_dir)
+    try:
+        data = store.read(f"{STATE_FOLDER}/{internal_id}.json")
+        return ObservedContainer.model_validate(data)
+    except (LightdError, ValueError):
+        return ObservedContainer(internal_id=internal_id)
+
+
 def volume_path(settings: Settings, volume_id: str) -> str:
     # Mirrors Daemon.volume_path: volumes live in <data_dir>/volumes/<id>.
     return str(settings.storage.data_dir / "volumes" / volume_id)
@@ -168,7 +181,14 @@ def plan(folder: Path, *, settings: Settings, client: DaemonClient, out: TextIO)
         source = "the Docker engine (no daemon answers; the pool is not compared)"
 
         def expected(spec: ContainerSpec) -> str:
-            return recreate_hash(spec, volume_path=volume_path(settings, spec.volume_id))
+            path = volume_path(settings, spec.volume_id)
+            user = main_user(
+                spec,
+                observed_of(settings, spec.internal_id),
+                volume_path=path,
+                policy=Policy(default_user=settings.containers.user),
+            )
+            return recreate_hash(spec, volume_path=path, user=user)
 
     except ApiError as exc:
         print(f"lightd plan: {exc.message}", file=out)
