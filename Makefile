@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test check lint typecheck pytest docker images bench clean
+.PHONY: run test check lint typecheck pytest docker images test-tools bench clean
 
 $(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "lightd needs Python 3.11 or newer")'
@@ -27,6 +27,14 @@ docker:
 images: docker
 	@./tests/images/build.sh
 
+# What the tests drive besides Python packages, from Debian's packages where missing:
+# OpenSSH's sftp client and sftp-server (SFTP), restic and e2fsprogs (backups, loop file
+# systems), Chromium (the web console's browser tests).
+test-tools:
+	@./deploy/ensure-test-tools.sh
+	@./deploy/ensure-backup-tools.sh
+	@./deploy/ensure-chromium.sh
+
 run: $(STAMP) docker
 	$(VENV)/bin/lightd serve $(if $(CONFIG),--config $(CONFIG),)
 
@@ -39,7 +47,7 @@ typecheck: $(STAMP)
 	$(VENV)/bin/lint-imports
 
 # make test includes the test that restarts dockerd (it runs last).
-pytest: $(STAMP) images
+pytest: $(STAMP) images test-tools
 	LIGHTD_TEST_RESTART_ENGINE=1 $(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test: $(STAMP) images lint typecheck pytest

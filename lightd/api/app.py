@@ -18,15 +18,18 @@ from lightd.api.jsonprovider import OrjsonProvider
 from lightd.api.openapi import LightdOpenAPIProvider
 from lightd.api.request import JsonApiRequest
 from lightd.api.routes import (
+    backups,
     containers,
     desired,
     health,
     network,
     public,
     remote,
+    sftp,
     system,
     templates,
     tokens,
+    ui,
     volumes,
 )
 from lightd.services import Services
@@ -86,7 +89,10 @@ def create_app(services: Services) -> Quart:
         templates,
         volumes,
         sockets,
+        backups,
     )
     for module in modules:
         app.register_blueprint(module.blueprint)
+    app.register_blueprint(ui.blueprint)  # the web console's static files
+    app.register_blueprint(sftp.blueprint)
     return app

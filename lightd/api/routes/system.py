@@ -1,4 +1,4 @@
-"""``GET /system``: the daemon's version, the Docker engine's reachability, the desired folder.
+"""``GET /system``: version, the Docker engine's reachability, the desired folder, SFTP.
 
 Read-only; it must not change anything.
 """
@@ -31,11 +31,22 @@ class RuntimeView(BaseModel):
     watch_sockets: int
 
 
+class SftpView(BaseModel):
+    enabled: bool
+    host: str
+    port: int
+    host_key_fingerprint: str | None
+    sessions: int
+
+
 class SystemResponse(BaseModel):
     version: str
     docker: DockerView
     runtime: RuntimeView
     desired: DesiredView
+    sftp: SftpView
+    # restic's version (the backup adapter), None when it is not installed.
+    restic: str | None = None
 
 
 @blueprint.get("/system")
@@ -59,4 +70,6 @@ async def show() -> SystemResponse:
             watch_sockets=services.sockets.watch,
         ),
         desired=desired_view(services),
+        sftp=SftpView.model_validate(services.sftp.info()),
+        restic=services.backups.restic_version,
     )
