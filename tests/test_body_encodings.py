@@ -44,6 +44,7 @@ PATH_VALUES = {
     "ip": "127.0.0.1",
     "port": "25565",
     "token": "lightd_" + "0" * 32,
+    "backup_id": "0" * 16,
 }
 
 

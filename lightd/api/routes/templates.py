@@ -12,16 +12,25 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from quart import Blueprint, request
-from quart_schema import validate_querystring, validate_response
+from quart import Blueprint
+from quart_schema import validate_querystring, validate_request, validate_response
 
 from lightd.api.context import get_services
 from lightd.api.routes.common import ErrorBody, MessageBody
 from lightd.desired.templates import TemplateNotFound
-from lightd.errors import InvalidRequest
 from lightd.spec.template import TEMPLATE_NAME_PATTERN, TemplateSpec, is_template_name
 
 blueprint = Blueprint("templates", __name__)
+
+
+class ImportBody(BaseModel):
+    """An egg (``meta.version`` PTDL_v1/PTDL_v2/PLCN_*) or a lightd template document.
+
+    Its shape is checked by the importer (:mod:`lightd.templates.eggs`), which names the
+    field it refuses.
+    """
+
+    model_config = ConfigDict(extra="allow", title="Egg or lightd template")
 
 
 class ImportQuery(BaseModel):
@@ -73,13 +82,12 @@ def _require_name(name: str) -> str:
 
 @blueprint.post("/templates")
 @validate_querystring(ImportQuery)
+@validate_request(ImportBody)
 @validate_response(TemplateWritten)
 @validate_response(ErrorBody, 400)
-async def put(query_args: ImportQuery) -> TemplateWritten:
-    body = await request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise InvalidRequest("The body must be a JSON object: an egg or a lightd template")
+async def put(data: ImportBody, query_args: ImportQuery) -> TemplateWritten:
     services = get_services()
+    body = {**(data.model_extra or {})}
     template = await services.templates.put(body, name=query_args.name)
     return TemplateWritten(
         message="Template written",
