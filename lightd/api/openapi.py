@@ -22,6 +22,7 @@ from quart_schema.openapi import OpenAPIProvider
 
 from lightd.api.guard import PUBLIC_PATHS
 from lightd.api.routes.common import ErrorBody
+from lightd.backups.records import REF_RE as BACKUP_REF_RE
 from lightd.fs.paths import MAX_NAME_BYTES, MAX_PATH_BYTES, TEMP_PREFIX
 from lightd.fs.volumes import VOLUME_REF_RE
 from lightd.spec.container import ContainerSpec
@@ -68,6 +69,11 @@ PATH_PARAMETERS: dict[str, dict[str, Any]] = {
     },
     "internal_id": {"type": "string", "pattern": INTERNAL_ID_RE.pattern},
     "name": {"type": "string", "pattern": TEMPLATE_NAME_PATTERN},
+    "backup_id": {
+        "type": "string",
+        "pattern": BACKUP_REF_RE.pattern.replace("0-9a-f", "0-9a-fA-F"),
+        "description": "A backup UUID or a unique prefix of at least 8 characters",
+    },
     "ip": IP_ADDRESS,
     "port": PORT,
 }

@@ -10,8 +10,11 @@ to a temporary entry renamed into place when the client closes the handle; a han
 left open when the session ends (killed client, revocation, lost connection) is
 aborted, so the old file stays.
 
-Reads and writes at an offset run inline (one ``pread``/``pwrite``, requests of a
-session are served one after another by asyncssh); everything that walks paths,
+Reads and writes at an offset run in the session's own I/O thread
+(:mod:`lightd.sftp.writebehind`; asyncssh serves a session's requests one after
+another): sequential reads are read ahead, writes are answered at once and done in
+order (at most 4 MiB queued per session, both together; a failed write surfaces on the
+next write and at close, which then keeps the old file); everything that walks paths,
 fsyncs or lists runs in a thread. Permissions (read, write, delete) are checked per
 request. It must not log paths with secrets, open anything by a path string, or use
 asyncssh's ``map_path``.
@@ -20,10 +23,11 @@ asyncssh's ``map_path``.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import errno
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
@@ -58,6 +62,7 @@ from lightd.fs.ops import hand_new, volume_lookup
 from lightd.fs.paths import Parts, parse_path, resolve_link
 from lightd.sftp.activity import Action
 from lightd.sftp.rules import Operation, allowed, open_needs
+from lightd.sftp.writebehind import Budget, ReadAhead, WriteBehind
 
 if TYPE_CHECKING:
     from asyncssh import SSHServerChannel
@@ -150,9 +155,17 @@ def shown(parts: Parts) -> str:
 
 
 class ReadHandle:
-    def __init__(self, fd: int, parts: Parts) -> None:
+    def __init__(
+        self,
+        fd: int,
+        parts: Parts,
+        *,
+        io: concurrent.futures.ThreadPoolExecutor,
+        budget: Budget,
+    ) -> None:
         self.fd = fd
         self.parts = parts
+        self.ahead = ReadAhead(fd, io, budget, os.fstat(fd).st_size)
 
     def seek(self, offset: int, whence: int) -> int:
         """For asyncssh's ``ranges@asyncssh.com`` (SEEK_DATA/SEEK_HOLE on our descriptor)."""
@@ -160,10 +173,19 @@ class ReadHandle:
 
 
 class WriteHandle:
-    def __init__(self, upload: handles.Upload, parts: Parts, *, append: bool) -> None:
+    def __init__(
+        self,
+        upload: handles.Upload,
+        parts: Parts,
+        *,
+        append: bool,
+        io: concurrent.futures.ThreadPoolExecutor,
+        budget: Budget,
+    ) -> None:
         self.upload = upload
         self.parts = parts
         self.append = append
+        self.pipe = WriteBehind(upload, io, budget)
 
     def seek(self, offset: int, whence: int) -> int:
         return os.lseek(self.upload.fd, offset, whence)
@@ -178,6 +200,14 @@ class VolumeSftp(asyncssh.SFTPServer):
         self.root = Root(context.volume)
         self._open: set[ReadHandle | WriteHandle] = set()
         self._closed = False
+        self._io: concurrent.futures.ThreadPoolExecutor | None = None
+        self._budget = Budget()
+
+    def _io_thread(self) -> concurrent.futures.ThreadPoolExecutor:
+        """The session's I/O thread (made at its first upload, ended with the session)."""
+        if self._io is None:
+            self._io = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sftp-io")
+        return self._io
 
     # -- helpers -------------------------------------------------------------------
 
@@ -230,14 +260,26 @@ class VolumeSftp(asyncssh.SFTPServer):
         parts = parts_of(path)
         return await self._run(lambda: handles.lstat(self.root, self._entry(parts)))
 
-    def fstat(self, file_obj: object) -> os.stat_result:
+    def fstat(self, file_obj: object) -> os.stat_result | Awaitable[os.stat_result]:
         self.context.touch()
         with answered():
             if isinstance(file_obj, ReadHandle):
                 return os.fstat(file_obj.fd)
             if isinstance(file_obj, WriteHandle):
+                if file_obj.pipe.pending_bytes:
+                    return self._after_writes(file_obj, lambda: os.fstat(file_obj.upload.fd))
                 return os.fstat(file_obj.upload.fd)
         raise asyncssh.SFTPError(FX_FAILURE, "Invalid handle")
+
+    async def _answer(self, pending: Awaitable[T]) -> T:
+        with answered():
+            return await pending
+
+    async def _after_writes(self, handle: WriteHandle, fn: Callable[[], T]) -> T:
+        """``fn`` once the handle's pending writes are done (their error, if one failed)."""
+        with answered():
+            await handle.pipe.drain()
+            return fn()
 
     # -- files ---------------------------------------------------------------------
 
@@ -252,8 +294,14 @@ class VolumeSftp(asyncssh.SFTPServer):
 
             def open_reader() -> ReadHandle:
                 target = self._follow(parts)
-                return ReadHandle(handles.open_read(self.root, target), target)
+                fd = handles.open_read(self.root, target)
+                try:
+                    return ReadHandle(fd, target, io=io, budget=budget)
+                except BaseException:
+                    os.close(fd)
+                    raise
 
+            io, budget = self._io_thread(), self._budget
             handle: ReadHandle | WriteHandle = await self._run(open_reader)
         else:
             create = bool(pflags & FXF_CREAT)
@@ -268,7 +316,11 @@ class VolumeSftp(asyncssh.SFTPServer):
                 )
                 if attrs.permissions is not None:
                     upload.mode = attrs.permissions
-                return WriteHandle(upload, target, append=bool(pflags & FXF_APPEND))
+                return WriteHandle(
+                    upload, target, append=bool(pflags & FXF_APPEND), io=io, budget=budget
+                )
+
+            io, budget = self._io_thread(), self._budget
 
             handle = await self._run(open_writer)
         if self._ending():
@@ -282,32 +334,45 @@ class VolumeSftp(asyncssh.SFTPServer):
     ) -> object:
         raise asyncssh.SFTPError(FX_OP_UNSUPPORTED, "SFTP version 3 only")
 
-    def read(self, file_obj: object, offset: int, size: int) -> bytes:
+    def read(self, file_obj: object, offset: int, size: int) -> bytes | Awaitable[bytes]:
         self.context.touch()
         with answered():
             if isinstance(file_obj, ReadHandle):
-                return os.pread(file_obj.fd, size, offset)
+                got = file_obj.ahead.read(offset, size)
+                return got if isinstance(got, bytes) else self._answer(got)
             if isinstance(file_obj, WriteHandle):
-                return file_obj.upload.pread(size, offset)
+                upload = file_obj.upload
+                if file_obj.pipe.pending_bytes:
+                    return self._after_writes(file_obj, lambda: upload.pread(size, offset))
+                return upload.pread(size, offset)
         raise asyncssh.SFTPError(FX_FAILURE, "Invalid handle")
 
-    def write(self, file_obj: object, offset: int, data: bytes) -> int:
+    def write(self, file_obj: object, offset: int, data: bytes) -> int | Awaitable[int]:
         self.context.touch()
         if not isinstance(file_obj, WriteHandle):
             raise denied()
+        if file_obj.append:
+            return self._append(file_obj, data)
         with answered():
-            upload = file_obj.upload
-            if file_obj.append:
-                offset = upload.size()
-            return upload.pwrite(data, offset)
+            return file_obj.pipe.write(data, offset)
+
+    async def _append(self, handle: WriteHandle, data: bytes) -> int:
+        # The end of the file is known once the writes before are done.
+        with answered():
+            await handle.pipe.drain()
+            written = handle.pipe.write(data, handle.upload.size())
+            if not isinstance(written, int):
+                written = await written
+            await handle.pipe.drain()
+            return written
 
     def _discard(self, handle: ReadHandle | WriteHandle) -> None:
         self._open.discard(handle)
         if isinstance(handle, ReadHandle):
             with contextlib.suppress(OSError):
-                os.close(handle.fd)
+                handle.ahead.close()
         else:
-            handle.upload.abort()
+            handle.pipe.abort()
 
     async def close(self, file_obj: object) -> None:
         if not isinstance(file_obj, ReadHandle | WriteHandle) or file_obj not in self._open:
@@ -315,6 +380,16 @@ class VolumeSftp(asyncssh.SFTPServer):
         if isinstance(file_obj, ReadHandle) or self._ending():
             self._discard(file_obj)
             return
+        try:
+            with answered():
+                await file_obj.pipe.drain()
+        except BaseException:
+            # A write that was answered failed: nothing is committed, the old file stays.
+            self._discard(file_obj)
+            raise
+        if self._ending() or file_obj not in self._open:
+            self._discard(file_obj)
+            raise asyncssh.SFTPError(FX_FAILURE, "Session closed")
         self._open.discard(file_obj)
         await self._run(file_obj.upload.commit)
         await self._run(hand_new, self.root, file_obj.parts, self.context.owner)
@@ -322,6 +397,8 @@ class VolumeSftp(asyncssh.SFTPServer):
 
     async def fsync(self, file_obj: object) -> None:
         if isinstance(file_obj, WriteHandle):
+            with answered():
+                await file_obj.pipe.drain()
             await self._run(os.fsync, file_obj.upload.fd)
 
     # -- attributes ----------------------------------------------------------------
@@ -353,6 +430,8 @@ class VolumeSftp(asyncssh.SFTPServer):
             if attrs.permissions is not None:
                 file_obj.upload.mode = attrs.permissions
             if attrs.size is not None:
+                with answered():
+                    await file_obj.pipe.drain()
                 await self._run(os.ftruncate, file_obj.upload.fd, attrs.size)
             return
         if isinstance(file_obj, ReadHandle):
@@ -496,7 +575,13 @@ class VolumeSftp(asyncssh.SFTPServer):
             with contextlib.suppress(OSError):
                 os.close(fd)
         self.context.listings.clear()
-        self.root.close()
+        if self._io is not None:
+            # The aborts queued above run first (they unlink temp entries relative to
+            # the root, so it is closed after them, in the same thread); nothing waits.
+            self._io.submit(self.root.close)
+            self._io.shutdown(wait=False)
+        else:
+            self.root.close()
 
     def close_all(self) -> None:
         """Called by the service when it ends the session (revocation, idle, stop)."""

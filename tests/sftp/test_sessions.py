@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import time
 
 import asyncssh
@@ -366,3 +367,66 @@ def test_extensions_stay_inside(account: Account) -> None:
     asyncio.run(run())
     assert (account.volume / "copy.bin").read_bytes() == b"abc" * 1000
     assert not (account.volume / "hard.bin").exists()
+
+
+def test_pipelined_out_of_order_writes_land_correctly(account: Account) -> None:
+    """Many writes in flight at shuffled offsets (answered before the disk has them)."""
+    block = 32 * 1024
+    data = os.urandom(256 * block)
+    order = list(range(256))
+    random.Random(15).shuffle(order)
+
+    async def run() -> tuple[bytes, bytes, bytes]:
+        async with session_of(account) as sftp:
+            async with sftp.open("/ooo.bin", "wb") as f:
+
+                async def put(index: int) -> None:
+                    await f.write(data[index * block : (index + 1) * block], index * block)
+
+                await asyncio.gather(*(put(i) for i in order))
+            async with sftp.open("/ooo.bin", "r+b") as f:
+                # Read, fstat and append on a handle with writes pending see them.
+                await f.write(b"HEAD", 0)
+                head = await f.read(4, 0)
+                size = (await f.stat()).size
+            async with sftp.open("/ooo.bin", "ab") as f:
+                await f.write(b"tail")
+            async with sftp.open("/ooo.bin", "rb") as f:
+                back = await f.read()
+            assert size == len(data)
+            return head, bytes(back[4:-4]), bytes(back[-4:])
+
+    head, middle, tail = asyncio.run(run())
+    assert head == b"HEAD"
+    assert middle == data[4:]
+    assert tail == b"tail"
+    assert (account.volume / "ooo.bin").read_bytes() == b"HEAD" + data[4:] + b"tail"
+
+
+def test_session_dropped_mid_pipeline_leaves_the_old_file(account: Account) -> None:
+    (account.volume / "keep.bin").write_bytes(b"old content")
+
+    async def run() -> None:
+        conn = await asyncssh.connect(
+            "127.0.0.1",
+            account.port,
+            username=account.username,
+            password=account.password,
+            known_hosts=None,
+            agent_path=None,
+            preferred_auth="password",
+        )
+        sftp = await conn.start_sftp_client()
+        f = await sftp.open("/keep.bin", "wb")
+        chunk = os.urandom(256 * 1024)
+        await asyncio.gather(*(f.write(chunk, i * len(chunk)) for i in range(64)))
+        conn.abort()  # no close of the handle: the upload must not be committed
+        await conn.wait_closed()
+
+    asyncio.run(run())
+    wait_for(
+        lambda: not [p for p in account.volume.iterdir() if p.name.startswith(".lightd-tmp-")],
+        timeout=5,
+        what="temp entry removed",
+    )
+    assert (account.volume / "keep.bin").read_bytes() == b"old content"
