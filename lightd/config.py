@@ -132,6 +132,19 @@ class VolumeSettings(_Section):
     archive_max_total_bytes: int = Field(default=10 * 1024**3, ge=1)
     archive_max_entries: int = Field(default=100_000, ge=1)
     archive_max_ratio: float = Field(default=200.0, gt=1)
+    # Bytes of one file a content search reads (issue 19).
+    search_content_max_bytes: int = Field(default=5 * 1024 * 1024, ge=1)
+    # Networks a pull from a URL may reach although they are loopback, private, ...
+    pull_allow_networks: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _networks_parse(self) -> VolumeSettings:
+        for entry in self.pull_allow_networks:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"volumes.pull_allow_networks: {exc}") from None
+        return self
 
 
 class BackupS3Settings(_Section):

@@ -41,6 +41,7 @@ from lightd.pool import PortPool
 from lightd.reconcile.controller import Controller, ControllerSettings
 from lightd.reconcile.planner import Policy
 from lightd.remote import Notifier
+from lightd.remote.events import Notification
 from lightd.runtime.console import ConsoleHub
 from lightd.runtime.events import ContainerEvents
 from lightd.runtime.stats import StatsHub
@@ -53,6 +54,10 @@ from lightd.store import DocumentStore
 from lightd.store.install_logs import InstallLogs
 from lightd.store.observed import ObservedStore
 from lightd.store.watch import FolderWatcher, WatchSettings
+from lightd.transfer.guard import parse_networks
+from lightd.transfer.pull import Pulls
+from lightd.transfer.service import Transfers
+from lightd.transfer.tokens import TransferTokens
 
 log = logging.getLogger("lightd.daemon")
 
@@ -89,6 +94,7 @@ class Daemon:
             configured=settings.authorization.token, data_dir=data_dir
         )
         self.tokens = TokenStore(self.data)
+        self.transfer_tokens = TransferTokens(self.data)
         self.metrics = Metrics()
         self.node_id = ensure_node_id(data_dir)
         self.engine = DockerEngine(settings.docker, node_id=self.node_id)
@@ -167,6 +173,33 @@ class Daemon:
                 force_polling=settings.gitops.force_polling,
             ),
         )
+        self.files = VolumeFiles(self.volumes, owner_of=self._volume_owner)
+        self.pulls = Pulls(
+            self.files,
+            allow_networks=lambda: parse_networks(self.settings.volumes.pull_allow_networks),
+            max_bytes=lambda: self.settings.volumes.max_upload_bytes,
+        )
+        container_service = ContainerService(
+            desired=self.containers,
+            observed=self.observed.get,
+            pool=self.ports,
+            resolve_volume=lambda ref: self.volumes.resolve(ref).id,
+            hint=self.controller.hint,
+            allowed_mount_roots=settings.containers.allowed_mount_roots,
+            check_template=self.resolver.check,
+        )
+        self.transfers = Transfers(
+            data_dir=data_dir,
+            data=self.data,
+            containers=container_service,
+            observed=self.observed.get,
+            volumes=self.volumes,
+            tokens=self.transfer_tokens,
+            admit=self._admit_error,
+            seed_install=self.controller.seed_install,
+            changed=lambda key, view: self.watch.set_object("transfer", key, view),
+            finished=self._transfer_finished,
+        )
         # SFTP (lightd.sftp): sessions on container volumes; activity to /watch and the panel.
         self.sftp = SftpService(
             settings.sftp,
@@ -199,18 +232,11 @@ class Daemon:
         self.backups.owner_of = self._volume_owner
         self.services = Services(
             settings=settings,
-            containers=ContainerService(
-                desired=self.containers,
-                observed=self.observed.get,
-                pool=self.ports,
-                resolve_volume=lambda ref: self.volumes.resolve(ref).id,
-                hint=self.controller.hint,
-                allowed_mount_roots=settings.containers.allowed_mount_roots,
-                check_template=self.resolver.check,
-            ),
+            containers=container_service,
             templates=TemplateService(
                 templates=self.templates, users=self.effective.users_of_template
             ),
+            transfers=self.transfers,
             reads=self.views,
             watch=self.watch,
             gitops=GitOps(
@@ -222,7 +248,9 @@ class Daemon:
             ),
             consoles=consoles,
             ports=self.ports,
-            files=VolumeFiles(self.volumes, owner_of=self._volume_owner),
+            files=self.files,
+            pulls=self.pulls,
+            transfer_tokens=self.transfer_tokens,
             tokens=Access(
                 tokens=self.tokens,
                 master=lambda: self.master.value,
@@ -242,6 +270,29 @@ class Daemon:
             backups=self.backups,
         )
         self._tasks: list[asyncio.Task[None]] = []
+
+    def _transfer_finished(self, internal_id: str, view: dict[str, Any]) -> None:
+        """The panel hears of a transfer's outcome on both nodes (``event: transfer``)."""
+        body: dict[str, str | int | float] = {
+            "event": "transfer",
+            "server": internal_id,
+            "transfer_id": str(view["transfer_id"]),
+            "role": str(view["role"]),
+            "state": str(view["state"]),
+            "error": str(view["error"] or ""),
+            "bytes": int(view["bytes_done"]),
+        }
+        self.remote.notify(internal_id, Notification("transfer", body))
+
+    def _admit_error(self, spec: ContainerSpec) -> LightdError | None:
+        """The error a transfer's target answers for a document it may not apply, or None."""
+        refusal = admit(
+            spec,
+            roots=self.settings.containers.allowed_mount_roots,
+            cpus=os.cpu_count() or 1,
+            pool=self.ports,
+        )
+        return refusal.error if refusal is not None else None
 
     def sftp_access(self, internal_id: str) -> ContainerAccess | None:
         """An SFTP session's view of a container: its volume, and whether it is installing."""
@@ -341,6 +392,7 @@ class Daemon:
             log.info("removed %d temp files left by an interrupted write", swept)
         await self.sftp.start()  # first: a taken port is a config error before anything runs
         await asyncio.to_thread(self.tokens.load)
+        await asyncio.to_thread(self.transfer_tokens.load)
         await self.ports.load()
         status = await self.engine.status()
         if status.reachable:
@@ -371,6 +423,7 @@ class Daemon:
         await self.remote.start()
         await self.watcher.start()
         self.watch.prime()
+        await self.transfers.recover()
         await self.backups.start()
 
     async def stop(self) -> None:
@@ -380,6 +433,8 @@ class Daemon:
         await self.controller.stop()
         self.stats.stop_all()
         await self.remote.stop()
+        await self.pulls.close()
+        await self.transfers.close()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

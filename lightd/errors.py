@@ -14,7 +14,8 @@ defined elsewhere name their module)::
     │   ├── PathTraversal         a path would leave its volume             (400)
     │   ├── PortExists            the ip+port is already in the pool        (400)
     │   ├── PortNotInPool         a binding names an unpooled port          (400)
-    │   └── ArchiveRejected       hostile archive or a limit exceeded       (400)
+    │   ├── ArchiveRejected       hostile archive or a limit exceeded       (400)
+    │   └── PullRefused           a pull URL or address the guard refuses   (400)
     ├── Unauthorized              missing or wrong token                    (401)
     ├── Forbidden                 vendor header missing                     (403)
     ├── NotFound                  a named thing does not exist              (404)
@@ -22,6 +23,8 @@ defined elsewhere name their module)::
     │   ├── NoAvailablePorts      no free, bindable port is left            (404)
     │   ├── VolumeNotFound        ``Volume not found``                      (404)
     │   ├── FileNotFound          ``File not found``                        (404)
+    │   ├── PullNotFound          ``Pull not found``                        (404)
+    │   ├── TransferNotFound      ``Transfer not found``                    (404)
     │   └── ContainerNotFound     ``Container not found``  (containers.service)
     ├── Conflict                  the request collides with state           (409)
     │   ├── PortInUse             reserving a port already in use           (409)
@@ -32,6 +35,7 @@ defined elsewhere name their module)::
     │   ├── ContainerExists       the internal_id is taken (containers.service)
     │   └── ContainerNotRunning   console input to a stopped container (containers.service)
     ├── PayloadTooLarge           body over its limit                       (413)
+    ├── TooManyRequests           a per-volume or per-node count is reached (429)
     ├── InsufficientStorage       the disk is full                          (507)
     ├── StoreError                a document could not be read/written      (500)
     ├── FilePermissionDenied      the OS refused a volume file access       (500)
@@ -107,6 +111,15 @@ class ArchiveRejected(InvalidRequest):
     message = "Archive rejected"
 
 
+class PullRefused(InvalidRequest):
+    """The pull guard refused a URL, an address it resolves to, or a redirect."""
+
+    message = "Pull refused"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"Pull refused: {reason}")
+
+
 class Unauthorized(LightdError):
     message = "Missing or invalid authorization token"
 
@@ -133,6 +146,14 @@ class VolumeNotFound(NotFound):
 
 class FileNotFound(NotFound):
     message = "File not found"
+
+
+class PullNotFound(NotFound):
+    message = "Pull not found"
+
+
+class TransferNotFound(NotFound):
+    message = "Transfer not found"
 
 
 class Conflict(LightdError):
@@ -169,6 +190,10 @@ class VolumeInUse(Conflict):
 
 class PayloadTooLarge(LightdError):
     message = "Request body too large"
+
+
+class TooManyRequests(LightdError):
+    message = "Too many requests"
 
 
 class InsufficientStorage(LightdError):

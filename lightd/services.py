@@ -3,10 +3,10 @@
 The API (REST and WebSockets) receives :class:`Services` instead of the whole daemon:
 the desired write paths (``containers``, ``templates``), answers built from state
 (``reads``, ``watch``, ``gitops``), console and stats streams (``consoles``), the port
-pool, volume files, tokens, node status, the open-socket counts, the SFTP server
-(``sftp``) and backups. Each facade names what a route needs, so no route reaches
-through the daemon's parts. This module must not build anything (that is
-:mod:`lightd.daemon`), serve HTTP, or import the Docker implementation.
+pool, volume files, pulls from URLs, tokens, node status, the open-socket counts, the
+SFTP server (``sftp``), backups and transfers. Each facade names what a route needs, so
+no route reaches through the daemon's parts. This module must not build anything (that
+is :mod:`lightd.daemon`), serve HTTP, or import the Docker implementation.
 """
 
 from __future__ import annotations
@@ -41,6 +41,9 @@ from lightd.spec.container import ContainerSpec
 from lightd.spec.observed import ObservedContainer, RuntimeState
 from lightd.store.install_logs import InstallLogs
 from lightd.store.observed import ObservedStore
+from lightd.transfer.pull import Pulls
+from lightd.transfer.service import Transfers
+from lightd.transfer.tokens import TransferTokens
 
 
 def is_running(observed: ObservedContainer | None) -> bool:
@@ -333,6 +336,9 @@ class Services:
     consoles: Consoles
     ports: PortPool
     files: VolumeFiles
+    pulls: Pulls
+    transfer_tokens: TransferTokens
+    transfers: Transfers
     tokens: Access
     node: Node
     sockets: SocketCounts

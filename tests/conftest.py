@@ -21,6 +21,9 @@ FAST_RECONCILER = {
     "LIGHTD_CONTAINERS__RESYNC_SECONDS": "2",
     # The fan-out test opens 50 watchers on one container (the default allows 30).
     "LIGHTD_WEBSOCKET__MAX_SOCKETS_PER_CONTAINER": "60",
+    # Pulls from the tests' own loopback web server (tests/volumes/test_pull.py); other
+    # loopback addresses (127.0.0.2) stay refused, so redirects to them can be tried.
+    "LIGHTD_VOLUMES__PULL_ALLOW_NETWORKS": '["127.0.0.1/32"]',
 }
 
 

@@ -262,6 +262,12 @@ def test_system_reports_engine(api: httpx.Client) -> None:
     body = api.get("/system").json()
     assert body["docker"]["reachable"] is True
     assert body["docker"]["version"]
+    # What the console offers: archive always, s3 only once configured (it is not here),
+    # restic when its binary answered.
+    backups = body["backups"]
+    assert backups["default_adapter"] == "archive"
+    assert backups["adapters"][0] == "archive" and "s3" not in backups["adapters"]
+    assert ("restic" in backups["adapters"]) == (body["restic"] is not None)
 
 
 def test_tokens_never_logged(daemon: DaemonProcess, api: httpx.Client) -> None:

@@ -29,6 +29,7 @@ from lightd.api.routes import (
     system,
     templates,
     tokens,
+    transfers,
     ui,
     volumes,
 )
@@ -88,9 +89,11 @@ def create_app(services: Services) -> Quart:
         desired,
         templates,
         volumes,
+        transfers,
         sockets,
         backups,
     )
+    app.url_map.converters["transfer_id"] = transfers.TransferIdConverter
     for module in modules:
         app.register_blueprint(module.blueprint)
     app.register_blueprint(ui.blueprint)  # the web console's static files

@@ -28,6 +28,7 @@ from lightd.errors import (
     NotFound,
     PayloadTooLarge,
     StoreError,
+    TooManyRequests,
     Unauthorized,
 )
 
@@ -41,6 +42,7 @@ STATUS_BY_ERROR: tuple[tuple[type[LightdError], int], ...] = (
     (NotFound, 404),
     (Conflict, 409),
     (PayloadTooLarge, 413),
+    (TooManyRequests, 429),
     (InsufficientStorage, 507),
     (ImageNotFound, 500),
     (EngineUnavailable, 503),

@@ -4,7 +4,8 @@ Every route but the public ones needs ``Authorization: Bearer <master token>`` (
 in constant time); then every REST route needs an ``Accept`` header naming the vendor
 media type ``application/vnd.pkglat…``. WebSocket upgrades authenticate with a
 ``token`` query parameter instead (browsers cannot set headers) and skip the vendor
-check. This module must never log a token or a query string.
+check. ``POST /transfers`` (a node sending a container here) carries a transfer token
+instead, which its route consumes. This module must never log a token or a query string.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, cast
 from quart import Quart, Request, Response, request, websocket
 
 from lightd.api.context import get_services
+from lightd.api.request import TRANSFER_PATH
 from lightd.errors import Forbidden, Unauthorized
 from lightd.logsetup import log_request
 
@@ -62,7 +64,11 @@ def install_guard(app: Quart) -> None:
         if path in DOCS_PATHS and services.settings.server.docs_public:
             return
         headers = req.headers
-        if services.tokens.auth_enabled:
+        if path == TRANSFER_PATH and req.method == "POST":
+            # Authenticated by the transfer token the route consumes (lightd.transfer).
+            if bearer_token(headers.get("Authorization")) is None:
+                raise Unauthorized()
+        elif services.tokens.auth_enabled:
             token = bearer_token(headers.get("Authorization"))
             if token is None or not services.tokens.is_master(token):
                 raise Unauthorized()

@@ -23,6 +23,7 @@ from lightd.errors import MalformedBody
 
 STREAMED_UPLOADS = (("PUT", re.compile(r"^/volumes/[^/]+/files/content$")),)
 STREAMED_METHODS = frozenset(verb for verb, _ in STREAMED_UPLOADS)
+TRANSFER_PATH = "/transfers"
 
 
 def parse_json_body(data: bytes | str) -> Any:
@@ -71,6 +72,10 @@ class JsonApiRequest(Request):
             and any(method == verb and pattern.match(path) for verb, pattern in STREAMED_UPLOADS)
         ):
             kwargs["max_content_length"] = self.upload_limit
+        elif method == "POST" and path == TRANSFER_PATH:
+            # A transfer's body is a whole volume, verified by its own checksums.
+            kwargs["max_content_length"] = None
+            kwargs["body_timeout"] = None
         super().__init__(method, scheme, path, *args, **kwargs)
 
     @classmethod

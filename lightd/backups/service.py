@@ -720,3 +720,14 @@ class BackupService:
 
     def adapters(self) -> tuple[Adapter, ...]:
         return ADAPTERS
+
+    def available_adapters(self) -> list[Adapter]:
+        """The adapters a backup can use on this node: ``archive`` always, ``s3`` once its
+        endpoint and bucket are set, ``restic`` when its binary answered at start."""
+        s3 = self.settings.s3
+        available: list[Adapter] = ["archive"]
+        if s3.endpoint and s3.bucket:
+            available.append("s3")
+        if self.restic_version is not None:
+            available.append("restic")
+        return available

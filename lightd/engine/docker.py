@@ -46,6 +46,7 @@ from lightd.engine.records import (
     Role,
     Stream,
     container_name,
+    node_scoped_name,
 )
 from lightd.engine.translate import translate
 from lightd.errors import EngineConflict, EngineError
@@ -230,13 +231,32 @@ class DockerEngine:
             error=None,
         )
 
+    def _inspect_view(self, name_or_id: str) -> tuple[ActualContainer | None, bool]:
+        """The container and whether another lightd node manages it."""
+        try:
+            attrs = self._api().inspect_container(name_or_id)
+        except docker.errors.NotFound:
+            return None, False
+        labels = (attrs.get("Config") or {}).get("Labels") or {}
+        foreign = labels.get(LABEL_MANAGED) == "true" and labels.get(LABEL_NODE) != self._node_id
+        return view_of(attrs, self._node_id), foreign
+
     async def inspect(self, name_or_id: str) -> ActualContainer | None:
+        """The container by id or by lightd name; a lightd name also finds this node's
+        node-scoped copy (:func:`node_scoped_name`) when the plain name is absent or
+        held by another lightd node. A foreign non-lightd holder is answered as it is
+        (the planner reports the conflict)."""
+
         def call() -> ActualContainer | None:
-            try:
-                attrs = self._api().inspect_container(name_or_id)
-            except docker.errors.NotFound:
-                return None
-            return view_of(attrs, self._node_id)
+            found, foreign = self._inspect_view(name_or_id)
+            if found is not None and not foreign:
+                return found
+            if not name_or_id.startswith("lightd-"):
+                return found
+            scoped, _ = self._inspect_view(node_scoped_name(name_or_id, self._node_id))
+            if scoped is not None and scoped.managed:
+                return scoped
+            return None if found is None or foreign else found
 
         return await self._run(call)
 
@@ -315,9 +335,13 @@ class DockerEngine:
         }
         if request.spec_hash:
             labels[LABEL_SPEC_HASH] = request.spec_hash
+        name = container_name(request.internal_id, request.role)
+        _, foreign = self._inspect_view(name)
+        if foreign:
+            name = node_scoped_name(name, self._node_id)
         created = api.create_container(
             image=request.image,
-            name=container_name(request.internal_id, request.role),
+            name=name,
             command=request.command,
             entrypoint=request.entrypoint,
             working_dir=VOLUME_TARGET,

@@ -34,6 +34,18 @@ def container_name(internal_id: str, role: Role) -> str:
     return f"lightd-{internal_id}" if role is Role.MAIN else f"lightd-{internal_id}-install"
 
 
+def node_scoped_name(name: str, node_id: str) -> str:
+    """The name a container gets while ``name`` is held by another lightd node's container.
+
+    Two nodes sharing one engine can both hold a container of one ``internal_id`` (the
+    source of a transfer keeps its own until the target's copy runs): the second one is
+    ``<name>.n-<node id, first 12 name characters>``. Containers whose plain name was
+    free keep it, so upgrades never rename (nor re-create) an existing container.
+    """
+    safe = "".join(ch for ch in node_id if ch.isascii() and (ch.isalnum() or ch in "_.-"))
+    return f"{name}.n-{safe[:12] or 'node'}"
+
+
 @dataclass(frozen=True)
 class ActualContainer:
     """One Docker container as the engine reports it."""

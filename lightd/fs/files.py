@@ -23,6 +23,7 @@ from lightd.fs import ops
 from lightd.fs.archive import ArchiveFormat, ExtractReport, compress, extract
 from lightd.fs.beneath import Root
 from lightd.fs.paths import Parts
+from lightd.fs.search import SearchQuery, SearchResult, search
 from lightd.fs.volumes import Volume, VolumeInfo, VolumeManager
 
 UPLOAD_CHUNK = 1024 * 1024  # bytes gathered before one write to the volume
@@ -109,11 +110,13 @@ class VolumeFiles:
         *,
         limit: int,
         declared_length: int | None = None,
+        overwrite: bool = True,
     ) -> None:
         """Write the file from ``chunks``; it appears whole on success, never in part.
 
         Raises :class:`PayloadTooLarge` when ``declared_length`` or the bytes received
-        exceed ``limit`` (then nothing was written).
+        exceed ``limit`` (then nothing was written), and :class:`FileExists` when a file
+        is at ``parts`` and ``overwrite`` is false.
         """
         if declared_length is not None and declared_length > limit:
             raise PayloadTooLarge()
@@ -121,7 +124,7 @@ class VolumeFiles:
         root = await self._volumes.run(Root, volume.path)
         try:
             owner = self._owner(ref)
-            writer = await self._volumes.run(ops.AtomicWriter, root, parts)
+            writer = await self._volumes.run(ops.AtomicWriter, root, parts, replace=overwrite)
             try:
                 total = 0
                 pending = bytearray()
@@ -143,6 +146,10 @@ class VolumeFiles:
         finally:
             root.close()
 
+    async def lstat(self, ref: str, parts: Parts) -> os.stat_result | None:
+        """What is at ``parts`` (a link as itself), or None; a link on the way is 400."""
+        return await self._light(ref, ops.root_lstat, parts)
+
     async def make_folder(self, ref: str, parts: Parts) -> None:
         owner = self._owner(ref)
         await self._light(ref, _made, ops.make_folder, parts, owner=owner)
@@ -158,6 +165,10 @@ class VolumeFiles:
 
     async def chmod(self, ref: str, parts: Parts, mode: int) -> None:
         await self._light(ref, ops.change_mode, parts, mode)
+
+    async def search(self, ref: str, parts: Parts, query: SearchQuery) -> SearchResult:
+        """Entries below ``parts`` matching ``query``, within its caps (never follows links)."""
+        return await self._heavy(ref, search, parts, query)
 
     # -- archives --------------------------------------------------------------------
 

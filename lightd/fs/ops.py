@@ -258,9 +258,17 @@ class AtomicWriter:
     sweep at the next start) removes the temporary file.
     """
 
-    def __init__(self, root: Root, parts: Parts, *, owner: tuple[int, int] | None = None) -> None:
+    def __init__(
+        self,
+        root: Root,
+        parts: Parts,
+        *,
+        replace: bool = True,
+        owner: tuple[int, int] | None = None,
+    ) -> None:
         self.root = root
         self.parts = parts
+        self.replace = replace
         self.owner = owner  # uid, gid the file is handed to (the container's user)
         self._check_target()
         self.temp = temp_name()
@@ -284,6 +292,8 @@ class AtomicWriter:
         except OSError as exc:
             raise translate(exc, self.parts) from exc
         _refuse_over(found, self.parts)
+        if found is not None and not self.replace:
+            raise FileExists()
 
     def write(self, data: bytes) -> None:
         view = memoryview(data)
@@ -300,6 +310,8 @@ class AtomicWriter:
                 with self.root.parent(self.parts, create=True) as (dir_fd, name):
                     old = lstat_at(dir_fd, name)
                     _refuse_over(old, self.parts)
+                    if old is not None and not self.replace:
+                        raise FileExists()
                     mode = stat.S_IMODE(old.st_mode) if old and stat.S_ISREG(old.st_mode) else None
                     os.fchmod(self.fd, mode if mode is not None else FILE_MODE)
                     if self.owner is not None:

@@ -163,6 +163,22 @@ class VolumeManager:
         self.meta.write(f"volume-meta/{volume_id}.json", {"created_at": int(time.time())})
         return Volume(id=volume_id, path=path)
 
+    def adopt(self, volume_id: str, staged: Path) -> Volume:
+        """Make the folder ``staged`` (same file system) the volume ``volume_id``.
+
+        Used by a transfer's target once every checksum matched; 409 if the id exists.
+        """
+        if not VOLUME_ID_RE.fullmatch(volume_id):
+            raise InvalidField("volume_id", "must be a full lowercase UUID")
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / volume_id
+        if path.exists():
+            raise VolumeInUse(f"Volume {volume_id} already exists on this node")
+        staged.chmod(0o755)
+        os.rename(staged, path)
+        self.meta.write(f"volume-meta/{volume_id}.json", {"created_at": int(time.time())})
+        return Volume(id=volume_id, path=path)
+
     def info(self, volume: Volume) -> VolumeInfo:
         stored = self.meta.read(f"volume-meta/{volume.id}.json")
         created = stored.get("created_at") if isinstance(stored, dict) else None

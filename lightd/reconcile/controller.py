@@ -40,7 +40,7 @@ from lightd.reconcile.planner import Gates, Policy, gate, plan, settle
 from lightd.reconcile.workqueue import Backoff, WorkQueue
 from lightd.runtime.console import ConsoleHub
 from lightd.spec.container import ContainerSpec, Power
-from lightd.spec.observed import ObservedPatch, RuntimeState
+from lightd.spec.observed import InstallState, ObservedPatch, RuntimeState
 from lightd.store.observed import ObservedStore
 
 log = logging.getLogger("lightd.reconcile")
@@ -133,6 +133,27 @@ class Controller:
         if event is None:
             event = self._interrupts[key] = asyncio.Event()
         return event
+
+    async def seed_install(
+        self,
+        key: str,
+        *,
+        state: InstallState,
+        install_key: str | None,
+        image: str | None,
+        exit_code: int | None,
+    ) -> None:
+        """Record an install done elsewhere (a transfer's source) before the document exists,
+        so a transferred-in container is not installed again over its copied volume."""
+        await self.observed.patch(
+            key,
+            ObservedPatch(
+                install_state=state,
+                install_key=install_key,
+                install_image=image,
+                install_exit_code=exit_code,
+            ),
+        )
 
     def keep_stopped(self, key: str) -> None:
         """Converge ``key`` as if its power were ``stopped`` until :meth:`let_run`."""

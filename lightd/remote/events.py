@@ -29,8 +29,9 @@ from typing import Literal
 from lightd.spec.observed import InstallState, ObservedContainer, RuntimeState
 
 # "backup": the end of a backup or restore of the container's volume (lightd.backups);
-# "activity": SFTP logins and file changes (lightd.sftp).
-Kind = Literal["state", "error", "activity", "backup"]
+# "activity": SFTP logins and file changes (lightd.sftp); "transfer": the end of a
+# node-to-node transfer of the container, on either node (lightd.transfer).
+Kind = Literal["state", "error", "activity", "backup", "transfer"]
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,14 @@
 // The container view: console (ANSI colours, replayed last lines, command line with
 // history), power buttons that follow the real state, CPU / memory / network charts
-// over the last 10 minutes, and the install log.
+// over the last 10 minutes, the install log, and (master token only) the Backups and
+// SFTP panels.
 
 import { api } from "./api.js";
 import { render as renderAnsi } from "./ansi.js";
+import { mountBackups } from "./backups.js";
 import { draw } from "./charts.js";
 import { bytes, el, percent, toast, tone, view } from "./dom.js";
+import { mountSftp } from "./sftp.js";
 import { HISTORY_SECONDS, containerStream, nodeWatch } from "./streams.js";
 
 const MAX_LINES = 3000;
@@ -31,6 +34,7 @@ export function mount(root, { id }, { setCrumbs, master }) {
   refs.fileslink.href = `#/c/${encodeURIComponent(id)}/files`;
   refs.fileslink.hidden = !master;
   refs.installDetails.hidden = !master;
+  refs.panels.hidden = !master;
   const stream = containerStream(id);
   const offs = [];
   const ansiState = { fg: null, bg: null, bold: false };
@@ -211,7 +215,17 @@ export function mount(root, { id }, { setCrumbs, master }) {
     }
   }));
   if (stream.open) stream.send({ event: "logs", lines: REPLAY_LINES });
-  if (master) offs.push(nodeWatch().listen(fromWatch));
+  if (master) {
+    offs.push(nodeWatch().listen(fromWatch));
+    // Backups and SFTP need the master token's REST; GET /system says what the node offers.
+    let unmounted = false;
+    let panelsOff = [];
+    offs.push(() => { unmounted = true; for (const off of panelsOff) off(); });
+    api("GET", "/system").catch(() => null).then((system) => {
+      if (unmounted) return;
+      panelsOff = [mountBackups(refs, id, system), mountSftp(refs, id, system)];
+    });
+  }
   showState();
   loadInstallLog();
   drawCharts();

@@ -72,8 +72,11 @@ export function toast(message, kind = "info") {
   setTimeout(() => item.remove(), kind === "error" ? 8000 : 3500);
 }
 
-/** A <dialog> question: resolves to the text typed (ask) or true (confirm), null when cancelled. */
-export function ask({ title, message = "", label = "", value = "", ok = "OK", input = true }) {
+/**
+ * A <dialog> question: resolves to the text typed (ask) or true (confirm), null when
+ * cancelled. With `check` (a checkbox's label) it resolves to {checked} instead of true.
+ */
+export function ask({ title, message = "", label = "", value = "", ok = "OK", input = true, check = "", danger = false }) {
   const dialog = document.getElementById("ask");
   const refs = refsOf(dialog);
   refs.title.textContent = title;
@@ -85,9 +88,14 @@ export function ask({ title, message = "", label = "", value = "", ok = "OK", in
   refs.input.required = input;
   refs.input.value = value;
   refs.ok.textContent = ok;
+  refs.ok.className = danger ? "danger" : "primary";
+  refs.checkRow.hidden = !check;
+  refs.checkText.textContent = check;
+  refs.check.checked = false;
   return new Promise((resolve) => {
     dialog.addEventListener("close", () => {
       if (dialog.returnValue !== "ok") resolve(null);
+      else if (check) resolve({ checked: refs.check.checked, value: refs.input.value });
       else resolve(input ? refs.input.value : true);
     }, { once: true });
     dialog.returnValue = "";

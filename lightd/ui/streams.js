@@ -105,13 +105,15 @@ export function closeStream(id) {
 
 export function openStreams() { return [...streams.keys()]; }
 
-/** The node watch: a map of containers and ports kept current, and listeners. */
+/** The node watch: a map of containers and ports kept current, and listeners; changes
+ * of other kinds (backups) go to their followers untouched. */
 class NodeWatch {
   constructor() {
     this.containers = new Map();
     this.ports = new Map();
     this.version = null;
     this.listeners = new Set();
+    this.others = new Set();
     this.socket = null;
     this.retry = 1000;
     this.closed = false;
@@ -142,18 +144,25 @@ class NodeWatch {
   }
 
   apply(data) {
+    if (data.event === "heartbeat") return;
     if (data.event === "snapshot") {
       this.containers = new Map(data.containers.map((c) => [c.internal_id, c]));
       this.ports = new Map(data.ports.map((p) => [`${p.ip}:${p.port}`, p]));
       this.version = data.resource_version;
-    } else if (data.event === "changed") {
-      const target = data.kind === "container" ? this.containers : this.ports;
-      if (data.type === "DELETED") target.delete(data.id);
-      else target.set(data.id, data.object);
-      this.version = data.resource_version;
-    } else if (data.event === "heartbeat") {
+      // Other kinds (backups) are not in a snapshot: their followers read them again.
+      for (const listener of [...this.others]) listener(data);
+      this.emit();
       return;
     }
+    if (typeof data.resource_version === "number") this.version = data.resource_version;
+    if (data.event !== "changed") return; // activity
+    if (data.kind !== "container" && data.kind !== "port") {
+      for (const listener of [...this.others]) listener(data);
+      return;
+    }
+    const target = data.kind === "container" ? this.containers : this.ports;
+    if (data.type === "DELETED") target.delete(data.id);
+    else target.set(data.id, data.object);
     this.emit();
   }
 
@@ -163,6 +172,12 @@ class NodeWatch {
     this.listeners.add(listener);
     listener(this);
     return () => this.listeners.delete(listener);
+  }
+
+  /** Changes of other kinds (`backup`), and every `snapshot`, as the socket sends them. */
+  follow(listener) {
+    this.others.add(listener);
+    return () => this.others.delete(listener);
   }
 
   close() {

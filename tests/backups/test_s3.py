@@ -29,6 +29,13 @@ from tests.conftest import FAST_RECONCILER
 from tests.support.daemon import DaemonProcess
 
 
+def test_system_offers_s3_once_configured(bk_api: httpx.Client) -> None:
+    body = bk_api.get("/system").json()
+    adapters = body["backups"]["adapters"]
+    assert adapters[:2] == ["archive", "s3"]
+    assert ("restic" in adapters) == (body["restic"] is not None)
+
+
 def test_s3_backup_download_restore(
     bk: DaemonProcess, bk_api: httpx.Client, vol: Vol, s3: S3Server
 ) -> None:

@@ -24,7 +24,13 @@ CHROMIUM = os.environ.get("LIGHTD_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
 try:
-    from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+    from playwright.sync_api import (
+        Browser,
+        BrowserContext,
+        ConsoleMessage,
+        Page,
+        sync_playwright,
+    )
 except ImportError:  # pragma: no cover - the test extras install it
     sync_playwright = None
 
@@ -49,11 +55,26 @@ def browser() -> Iterator[Browser]:
 
 @dataclass
 class Recorded:
-    """What one page did: console errors, uncaught errors and every request's URL."""
+    """What one page did: console errors, uncaught errors and every request's URL.
+
+    The one answer an API gives to say "none yet", the 404 of ``GET .../sftp/info`` for a
+    container without SFTP credentials, is Chromium's "Failed to load resource" too: it is
+    kept apart in ``no_credentials`` (its URLs), not in ``errors``.
+    """
 
     origin: str
     errors: list[str] = field(default_factory=list)
     requests: list[str] = field(default_factory=list)
+    no_credentials: list[str] = field(default_factory=list)
+
+    def console(self, message: ConsoleMessage) -> None:
+        if message.type != "error":
+            return
+        url = (message.location or {}).get("url", "")
+        if "status of 404" in message.text and urlsplit(url).path.endswith("/sftp/info"):
+            self.no_credentials.append(url)
+        else:
+            self.errors.append(message.text)
 
     def foreign(self) -> list[str]:
         own = urlsplit(self.origin).netloc
@@ -84,6 +105,7 @@ class Console:
     def shot(self, name: str) -> Path:
         ARTIFACTS.mkdir(exist_ok=True)
         path = ARTIFACTS / f"{name}.png"
+        self.page.evaluate("window.scrollTo(0, 0)")  # the sticky top bar stays on top
         self.page.screenshot(path=str(path), full_page=True)
         return path
 
@@ -96,10 +118,7 @@ def new_console(browser: Browser, daemon: DaemonProcess, **options: Any) -> Iter
     )
     page = context.new_page()
     recorded = Recorded(origin=daemon.base_url)
-    page.on(
-        "console",
-        lambda message: recorded.errors.append(message.text) if message.type == "error" else None,
-    )
+    page.on("console", recorded.console)
     page.on("pageerror", lambda error: recorded.errors.append(f"uncaught: {error}"))
     page.on("request", lambda request: recorded.requests.append(request.url))
     page.on("websocket", lambda socket: recorded.requests.append(socket.url))

@@ -263,6 +263,9 @@ def signed_in_with_minted(console: Console, cid: str, token: str) -> None:
     command.press("Enter")
     expect(out).to_contain_text("got: scoped hello")
     expect(page.get_by_role("link", name="Files")).to_be_hidden()
+    # Backups and SFTP need the master token's REST: not there at all.
+    expect(page.get_by_role("heading", name="Backups")).to_be_hidden()
+    expect(page.get_by_role("heading", name="SFTP")).to_be_hidden()
     # The node view needs the master token: the page stays on the container.
     console.open("#/")
     expect(page).to_have_url(re.compile(f"#/c/{cid}$"))

@@ -1,4 +1,5 @@
-"""``GET /system``: version, the Docker engine's reachability, the desired folder, SFTP.
+"""``GET /system``: version, the Docker engine's reachability, the desired folder, SFTP,
+backup adapters.
 
 Read-only; it must not change anything.
 """
@@ -39,6 +40,12 @@ class SftpView(BaseModel):
     sessions: int
 
 
+class BackupsView(BaseModel):
+    default_adapter: str
+    # The adapters a backup can use here: archive, s3 once configured, restic if installed.
+    adapters: list[str]
+
+
 class SystemResponse(BaseModel):
     version: str
     docker: DockerView
@@ -47,6 +54,7 @@ class SystemResponse(BaseModel):
     sftp: SftpView
     # restic's version (the backup adapter), None when it is not installed.
     restic: str | None = None
+    backups: BackupsView
 
 
 @blueprint.get("/system")
@@ -72,4 +80,8 @@ async def show() -> SystemResponse:
         desired=desired_view(services),
         sftp=SftpView.model_validate(services.sftp.info()),
         restic=services.backups.restic_version,
+        backups=BackupsView(
+            default_adapter=services.backups.settings.default_adapter,
+            adapters=list(services.backups.available_adapters()),
+        ),
     )

@@ -27,6 +27,15 @@ from lightd.fs import VolumeInfo
 from lightd.fs.archive import ArchiveFormat
 from lightd.fs.files import VolumeFiles
 from lightd.fs.paths import Parts, display, parse_path
+from lightd.fs.search import (
+    DEFAULT_DEPTH,
+    DEFAULT_LIMIT,
+    MAX_DEPTH,
+    MAX_LIMIT,
+    MAX_PATTERN,
+    MIN_PATTERN,
+    SearchQuery,
+)
 
 blueprint = Blueprint("volumes", __name__)
 
@@ -152,6 +161,62 @@ class DecompressResponse(BaseModel):
     skipped: list[SkippedEntry]
 
 
+class SearchArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    pattern: str | None = Field(
+        default=None,
+        min_length=MIN_PATTERN,
+        max_length=MAX_PATTERN,
+        description="glob (with * ? [) or substring of the name, case-insensitive",
+    )
+    content: str | None = Field(default=None, min_length=1, max_length=1024)
+    path: str | None = None
+    max_depth: int = Field(default=DEFAULT_DEPTH, ge=1, le=MAX_DEPTH)
+    limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
+    include_skipped: bool = False
+
+
+class SearchMatch(BaseModel):
+    path: str
+    type: Literal["file", "directory", "symlink"]
+    size: int
+    modified_at: int
+    line: int | None = None
+
+
+class SearchResponse(BaseModel):
+    matches: list[SearchMatch]
+    truncated: bool
+
+
+class PullRequest(RequestModel):
+    url: str = Field(min_length=1, max_length=8192)
+    path: str = ""
+    use_header: bool = False
+    overwrite: bool = False
+
+
+class PullStarted(BaseModel):
+    pull_id: str
+
+
+class PullView(BaseModel):
+    pull_id: str
+    url: str
+    path: str
+    state: Literal["running", "completed", "failed", "cancelled"]
+    bytes_done: int
+    bytes_total: int | None
+    error: str | None
+    started_at: float
+    finished_at: float | None
+
+
+class PullList(BaseModel):
+    pulls: list[PullView]
+
+
 # -- helpers ---------------------------------------------------------------------------
 
 
@@ -234,6 +299,26 @@ async def list_files(ref: str, query_args: PathQuery) -> FileList:
             for e in entries
         ]
     )
+
+
+@blueprint.get("/volumes/<ref>/search")
+@validate_querystring(SearchArgs)
+@validate_response(SearchResponse)
+async def search_files(ref: str, query_args: SearchArgs) -> SearchResponse:
+    query = SearchQuery(
+        pattern=query_args.pattern,
+        content=None if query_args.content is None else query_args.content.encode("utf-8"),
+        max_depth=query_args.max_depth,
+        limit=query_args.limit,
+        include_skipped=query_args.include_skipped,
+        content_max_bytes=get_services().settings.volumes.search_content_max_bytes,
+    )
+    result = await _files().search(ref, parse_path(query_args.path or ""), query)
+    matches = [
+        SearchMatch(path=m.path, type=m.type, size=m.size, modified_at=m.modified_at, line=m.line)
+        for m in result.matches
+    ]
+    return SearchResponse(matches=matches, truncated=result.truncated)
 
 
 @blueprint.delete("/volumes/<ref>/files")
@@ -344,6 +429,52 @@ async def chmod(ref: str, data: ChmodRequest) -> ChmodResponse:
     return ChmodResponse(
         message="Mode changed successfully", path=display(parts), mode=f"{mode:04o}"
     )
+
+
+# -- pulls -----------------------------------------------------------------------------
+
+
+@blueprint.post("/volumes/<ref>/pull")
+@validate_request(PullRequest)
+@validate_response(PullStarted, 202)
+@validate_response(ErrorBody, 429)
+async def start_pull(ref: str, data: PullRequest) -> tuple[PullStarted, int]:
+    parts = parse_path(data.path)
+    pull = await get_services().pulls.start(
+        ref, data.url, parts, use_header=data.use_header, overwrite=data.overwrite
+    )
+    return PullStarted(pull_id=pull.id), 202
+
+
+@blueprint.get("/volumes/<ref>/pull")
+@validate_response(PullList)
+async def list_pulls(ref: str) -> PullList:
+    volume = await _files().volume(ref)
+    return PullList(
+        pulls=[
+            PullView(
+                pull_id=p.id,
+                url=p.url,
+                path=p.path,
+                state=p.state,
+                bytes_done=p.bytes_done,
+                bytes_total=p.bytes_total,
+                error=p.error,
+                started_at=p.started_at,
+                finished_at=p.finished_at,
+            )
+            for p in get_services().pulls.list(volume.id)
+        ]
+    )
+
+
+@blueprint.delete("/volumes/<ref>/pull/<pull_id>")
+@validate_response(MessageBody)
+async def cancel_pull(ref: str, pull_id: str) -> MessageBody:
+    volume = await _files().volume(ref)
+    if await get_services().pulls.cancel(volume.id, pull_id):
+        return MessageBody(message="Pull cancelled")
+    return MessageBody(message="Pull removed")
 
 
 # -- archives --------------------------------------------------------------------------

@@ -1,0 +1,225 @@
+"""Benchmark: a volume moved between two lightd daemons beside a raw tar | zstd stream.
+
+Builds a tree in a volume of a source lightd (default about 1 GiB: 10,000 small files and
+a few large ones, half random and half text-like, as ``bench/archive.py``), then in the
+same run times:
+
+    ``tar -cf - | zstd -1 -T0`` into a loopback TCP socket, ``zstd -d | tar -xf -`` out of
+    it (the nc-style peer; Python only relays the socket)
+    vs a non-live transfer of a stopped container with that volume, from
+    ``POST /containers/<id>/transfer`` to ``completed`` (target: at least 0.8x of the
+    peer's throughput)
+
+and then the downtime of a live transfer of a running server (the container prints a
+tick every 50 ms; downtime is from the source's last tick to the target's first; target:
+under 5 s plus the container's start time). Needs tar and zstd; uses the local test
+image (``tests/images/build.sh``). Exits 0 whatever the figures. Not a test.
+
+    .venv/bin/python bench/transfer.py [--size-mb 1024] [--small-files 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import httpx
+
+from bench._common import interrupt_on_sigterm, verdict
+from bench.archive import build_tree
+from tests.support import engine
+from tests.support.daemon import DaemonProcess
+
+MIB = 1024 * 1024
+PREFIX = f"lbench-transfer-{uuid.uuid4().hex[:6]}"
+
+
+def peer_stream(source: Path, target: Path) -> float:
+    """Seconds for ``tar | zstd`` through a loopback socket into ``zstd -d | tar -x``."""
+    target.mkdir(parents=True)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    done = threading.Event()
+
+    def receive() -> None:
+        conn, _ = listener.accept()
+        unpack = subprocess.Popen(
+            ["sh", "-c", f"zstd -d -q | tar -xf - -C '{target}'"], stdin=subprocess.PIPE
+        )
+        assert unpack.stdin is not None
+        with conn:
+            while chunk := conn.recv(MIB):
+                unpack.stdin.write(chunk)
+        unpack.stdin.close()
+        unpack.wait()
+        done.set()
+
+    receiver = threading.Thread(target=receive, daemon=True)
+    receiver.start()
+    started = time.monotonic()
+    pack = subprocess.Popen(
+        ["sh", "-c", f"tar -cf - -C '{source}' . | zstd -1 -q -T0"], stdout=subprocess.PIPE
+    )
+    assert pack.stdout is not None
+    with socket.create_connection(("127.0.0.1", port)) as out:
+        while chunk := pack.stdout.read(MIB):
+            out.sendall(chunk)
+    pack.wait()
+    done.wait()
+    listener.close()
+    return time.monotonic() - started
+
+
+def container(api: httpx.Client, volume_id: str, port: int, name: str, command: str) -> str:
+    internal_id = f"{PREFIX}-{name}"
+    body: dict[str, Any] = {
+        "internal_id": internal_id,
+        "image": engine.TEST_IMAGE,
+        "volume_id": volume_id,
+        "startup_command": command,
+        "limits": {"memory": 64 * MIB, "cpu": 0.5},
+        "ports": [{"ip": "127.0.0.1", "port": port, "protocol": "tcp"}],
+    }
+    answer = api.post("/containers", json=body)
+    answer.raise_for_status()
+    return internal_id
+
+
+def wait_state(api: httpx.Client, internal_id: str, state: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        answer = api.get(f"/containers/{internal_id}")
+        if answer.status_code == 200 and answer.json()["state"] == state:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{internal_id} did not reach {state}")
+
+
+def move(
+    src: httpx.Client, dst: httpx.Client, target_url: str, internal_id: str, *, live: bool
+) -> tuple[float, dict[str, Any]]:
+    token = dst.post("/transfers/tokens", json={"internal_id": internal_id}).json()["token"]
+    started = time.monotonic()
+    answer = src.post(
+        f"/containers/{internal_id}/transfer",
+        json={"target_url": target_url, "token": token, "live": live},
+    )
+    answer.raise_for_status()
+    transfer_id = answer.json()["transfer_id"]
+    while True:
+        seen = src.get(f"/transfers/{transfer_id}").json()
+        if seen["state"] != "running":
+            return time.monotonic() - started, seen
+        time.sleep(0.05)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def add_port(api: httpx.Client, port: int) -> None:
+    api.post("/network/ports", json={"ip": "127.0.0.1", "port": port, "protocol": "tcp"})
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size-mb", type=int, default=1024)
+    parser.add_argument("--small-files", type=int, default=10_000)
+    args = parser.parse_args()
+    for tool in ("tar", "zstd"):
+        if shutil.which(tool) is None:
+            print(f"{tool} not found (apt-get install {tool})")
+            return 0
+    interrupt_on_sigterm()
+    root = Path(tempfile.mkdtemp(prefix="bench-transfer-"))
+    source = DaemonProcess(root / "source", token="lightd_" + "c3" * 16)
+    target = DaemonProcess(root / "target", token="lightd_" + "d4" * 16)
+    source.log_path = Path(f"/tmp/{PREFIX}-source.log")
+    target.log_path = Path(f"/tmp/{PREFIX}-target.log")
+    try:
+        source.start()
+        target.start()
+        with source.client() as src, target.client() as dst:
+            volume = src.post("/volumes").json()
+            top = Path(volume["path"])
+            size = build_tree(top, size_mb=args.size_mb, small_files=args.small_files)
+            subprocess.run(["sync"], check=False)
+            print(f"tree: {size / MIB:.0f} MiB, {args.small_files} small files + 4 large")
+            peer = peer_stream(top, root / "peer-copy")
+            shutil.rmtree(root / "peer-copy", ignore_errors=True)
+            port = free_port()
+            add_port(src, port)
+            add_port(dst, port)
+            cold = container(src, volume["volume_id"], port, "cold", "exec sleep 100000")
+            wait_state(src, cold, "running")
+            src.post(f"/containers/{cold}/stop")
+            wait_state(src, cold, "offline")
+            seconds, outcome = move(src, dst, target.base_url, cold, live=False)
+            if outcome["state"] != "completed":
+                print(f"transfer failed: {outcome}")
+                return 0
+            ratio = peer / seconds
+            print(
+                f"non-live transfer   lightd {seconds:6.2f} s ({size / MIB / seconds:5.0f} MiB/s)"
+                f"   tar|zstd|socket {peer:6.2f} s ({size / MIB / peer:5.0f} MiB/s)"
+                f"   throughput {ratio:.2f}x (target >= 0.8: {verdict(ratio >= 0.8)})"
+            )
+            dst.delete(f"/containers/{cold}")
+            wait_gone = time.monotonic() + 60
+            while engine.managed_names(cold) and time.monotonic() < wait_gone:
+                time.sleep(0.2)
+            # Live: a running server that ticks (host uptime, 10 ms steps); downtime = the
+            # largest gap between ticks, i.e. the source's last one to the target's first.
+            live_volume = dst.post("/volumes").json()
+            build_tree(Path(live_volume["path"]), size_mb=256, small_files=2000)
+            ticking = (
+                "echo 'Done'; while true; do "
+                "cut -d' ' -f1 /proc/uptime >> ticks.log; sleep 0.05; done"
+            )
+            hot = container(dst, live_volume["volume_id"], port, "hot", ticking)
+            wait_state(dst, hot, "running")
+            time.sleep(1)
+            seconds, outcome = move(dst, src, source.base_url, hot, live=True)
+            if outcome["state"] != "completed":
+                print(f"live transfer failed: {outcome}")
+                return 0
+            ticks = Path(src.get(f"/volumes/{live_volume['volume_id']}").json()["path"])
+            wait_state(src, hot, "running")
+            time.sleep(1)
+            lines = (ticks / "ticks.log").read_text().split()
+            gaps = [float(b) - float(a) for a, b in itertools.pairwise(lines)]
+            downtime = max(gaps)
+            print(
+                f"live transfer       total {seconds:6.2f} s   downtime {downtime:5.2f} s "
+                f"(last tick on the source to first on the target, start included; "
+                f"target < 5 s plus start: {verdict(downtime < 5)})"
+            )
+            src.delete(f"/containers/{hot}")
+    except KeyboardInterrupt:
+        print("interrupted")
+    finally:
+        target.stop()
+        source.stop()
+        engine.remove_prefixed(PREFIX)
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    os.umask(0o022)
+    sys.exit(main())

@@ -1,0 +1,284 @@
+"""The transfer wire format and the volume tar made and unpacked without following links.
+
+A transfer body is a sequence of frames: one byte of kind, eight bytes of big-endian
+length, the payload. ``M`` carries the manifest (JSON), ``D`` a piece of the
+compressed (zstd, or gzip) PAX tar of the volume, ``E`` the end (JSON: the SHA-256 and byte count
+of every ``D`` payload together). :class:`FrameReader` takes bytes as they arrive.
+
+:func:`pack` walks the volume with descriptors (``O_NOFOLLOW`` at every step, as
+:mod:`lightd.fs.beneath`) and writes folders, regular files (mode, float mtime) and
+symlinks (their text, verbatim); special files are left out. :func:`unpack` writes such
+a tar into an empty staging folder: names with ``..`` or absolute names are refused,
+every parent is opened without following, files are created exclusively, so an entry can
+never be written through a link the archive made earlier; an entry replaces what an
+earlier pass wrote at its name, and :func:`remove` drops entries a source no longer has
+(a live transfer's final pass). All are blocking.
+This module must not know about HTTP or containers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import struct
+import tarfile
+import zlib
+from collections.abc import Callable, Iterator
+from typing import IO, Any, Literal, cast
+
+import zstandard
+
+from lightd.errors import ArchiveRejected, LightdError
+from lightd.fs.archive import entry_parts
+from lightd.fs.beneath import DIR_FLAGS, READ_FLAGS, Root, closing_fd, lstat_at
+from lightd.fs.paths import TEMP_PREFIX
+
+HEADER = struct.Struct(">cQ")
+MAX_META_FRAME = 4 * 1024 * 1024
+MAX_DATA_FRAME = 8 * 1024 * 1024
+CHUNK = 1024 * 1024
+WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def frame(kind: bytes, payload: bytes) -> bytes:
+    return HEADER.pack(kind, len(payload)) + payload
+
+
+class FrameError(ValueError):
+    """The body is not a sequence of well-formed frames."""
+
+
+class FrameReader:
+    """Frames out of bytes fed in any pieces."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> Iterator[tuple[bytes, bytes]]:
+        self._buffer += data
+        while len(self._buffer) >= HEADER.size:
+            kind, length = HEADER.unpack_from(self._buffer)
+            limit = MAX_DATA_FRAME if kind == b"D" else MAX_META_FRAME
+            if kind not in (b"M", b"D", b"E") or length > limit:
+                raise FrameError(f"bad frame header {kind!r} of {length} bytes")
+            end = HEADER.size + length
+            if len(self._buffer) < end:
+                return
+            payload = bytes(self._buffer[HEADER.size : end])
+            del self._buffer[:end]
+            yield kind, payload
+
+    @property
+    def pending(self) -> int:
+        return len(self._buffer)
+
+
+Compression = Literal["zstd", "gzip"]
+COMPRESSIONS: tuple[Compression, ...] = ("zstd", "gzip")
+
+
+class _Compressed:
+    """A write-only file object that compresses into ``sink``: zstd level 1 on every core,
+    or gzip level 1 (the network, not the compressor, should be the limit)."""
+
+    def __init__(self, sink: Callable[[bytes], None], compression: Compression) -> None:
+        self._sink = sink
+        self._zip: Any = (
+            zstandard.ZstdCompressor(level=1, threads=-1).compressobj()
+            if compression == "zstd"
+            else zlib.compressobj(1, zlib.DEFLATED, 31)
+        )
+        self._pending = bytearray()
+
+    def write(self, data: bytes) -> int:
+        self._pending += self._zip.compress(data)
+        if len(self._pending) >= CHUNK:
+            self._sink(bytes(self._pending))
+            self._pending.clear()
+        return len(data)
+
+    def close(self) -> None:
+        self._pending += self._zip.flush()
+        if self._pending:
+            self._sink(bytes(self._pending))
+        self._pending.clear()
+
+
+def _walk(dir_fd: int, prefix: str) -> Iterator[tuple[str, os.stat_result, int, str]]:
+    with os.scandir(dir_fd) as found:
+        names = sorted(item.name for item in found)
+    for name in names:
+        if not prefix and name.startswith(TEMP_PREFIX):
+            continue
+        info = lstat_at(dir_fd, name)
+        if info is None:
+            continue
+        arcname = f"{prefix}{name}"
+        yield arcname, info, dir_fd, name
+        if stat.S_ISDIR(info.st_mode):
+            try:
+                child = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
+            except OSError:
+                continue
+            with closing_fd(child):
+                yield from _walk(child, f"{arcname}/")
+
+
+Signature = tuple[int, int, int, int, str]
+
+
+def signature(info: os.stat_result, link: str = "") -> Signature:
+    """What a live transfer's final pass compares: kind and mode, size, mtime, inode, link."""
+    return (info.st_mode, info.st_size, info.st_mtime_ns, info.st_ino, link)
+
+
+def pack(
+    root: Root,
+    sink: Callable[[bytes], None],
+    *,
+    seen: dict[str, Signature] | None = None,
+    since: dict[str, Signature] | None = None,
+    compression: Compression = "zstd",
+) -> list[str]:
+    """The volume as a compressed PAX tar, handed to ``sink`` in pieces.
+
+    ``seen`` receives the signature of every entry sent. With ``since`` (the ``seen`` of
+    an earlier pass) only entries whose signature changed are sent (folders always, for
+    their mode and mtime); the answer is the entries of ``since`` that are gone.
+    """
+    out = _Compressed(sink, compression)
+    present: set[str] = set()
+    with tarfile.open(fileobj=cast(IO[bytes], out), mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        for arcname, info, dir_fd, name in _walk(root.fd, ""):
+            present.add(arcname)
+            link = os.readlink(name, dir_fd=dir_fd) if stat.S_ISLNK(info.st_mode) else ""
+            mark = signature(info, link)
+            if seen is not None:
+                seen[arcname] = mark
+            if since is not None and not stat.S_ISDIR(info.st_mode) and since.get(arcname) == mark:
+                continue
+            entry = tarfile.TarInfo(arcname)
+            entry.mtime = info.st_mtime
+            # Exact to the nanosecond (a float of the seconds is not).
+            seconds, nanos = divmod(info.st_mtime_ns, 1_000_000_000)
+            entry.pax_headers = {"mtime": f"{seconds}.{nanos:09d}"}
+            entry.mode = stat.S_IMODE(info.st_mode)
+            entry.uid, entry.gid = info.st_uid, info.st_gid
+            if stat.S_ISDIR(info.st_mode):
+                entry.type = tarfile.DIRTYPE
+                tar.addfile(entry)
+            elif stat.S_ISLNK(info.st_mode):
+                entry.type = tarfile.SYMTYPE
+                entry.linkname = link
+                tar.addfile(entry)
+            elif stat.S_ISREG(info.st_mode):
+                try:
+                    fd = os.open(name, READ_FLAGS, dir_fd=dir_fd)
+                except OSError:
+                    continue
+                with os.fdopen(fd, "rb", buffering=0) as handle:
+                    now = os.fstat(fd)
+                    if not stat.S_ISREG(now.st_mode):
+                        continue
+                    os.set_blocking(fd, True)
+                    entry.size = now.st_size
+                    tar.addfile(entry, cast(IO[bytes], handle))
+    out.close()
+    return sorted(set(since) - present) if since is not None else []
+
+
+def _clear(parent: int, name: str) -> None:
+    """Remove whatever is at ``name`` in ``parent`` (a folder with its tree), no following."""
+    found = lstat_at(parent, name)
+    if found is None:
+        return
+    if not stat.S_ISDIR(found.st_mode):
+        os.unlink(name, dir_fd=parent)
+        return
+    with closing_fd(os.open(name, DIR_FLAGS, dir_fd=parent)) as fd:
+        with os.scandir(fd) as entries:
+            names = [entry.name for entry in entries]
+        for child in names:
+            _clear(fd, child)
+    os.rmdir(name, dir_fd=parent)
+
+
+def remove(staging: Root, names: list[str]) -> None:
+    """Remove the entries ``names`` (archive names) from ``staging``; absent ones are fine."""
+    for name in sorted(names, key=lambda n: -n.count("/")):
+        parts = entry_parts(name)
+        if not parts:
+            continue
+        try:
+            with staging.dir(parts[:-1]) as parent:
+                _clear(parent, parts[-1])
+        except FileNotFoundError:
+            continue
+        except LightdError:
+            continue  # its folder is gone already
+
+
+def mtime_ns(member: tarfile.TarInfo) -> int:
+    """The entry's mtime in nanoseconds, exact when the PAX header gives it."""
+    text = member.pax_headers.get("mtime", "")
+    whole, _, fraction = text.partition(".")
+    if whole.lstrip("-").isdigit() and (not fraction or fraction.isdigit()):
+        return int(whole) * 1_000_000_000 + int((fraction + "000000000")[:9])
+    return int(member.mtime * 1_000_000_000)
+
+
+def unpack(archive: IO[bytes], staging: Root, compression: Compression = "zstd") -> int:
+    """Write the compressed tar read from ``archive`` below ``staging``; entries written."""
+    folders: list[tuple[tuple[str, ...], int, int]] = []
+    count = 0
+    raw: IO[bytes] = (
+        cast(IO[bytes], zstandard.ZstdDecompressor().stream_reader(archive))
+        if compression == "zstd"
+        else archive
+    )
+    try:
+        with tarfile.open(fileobj=raw, mode="r|" if compression == "zstd" else "r|gz") as tar:
+            for member in tar:
+                parts = entry_parts(member.name)
+                if not parts:
+                    continue
+                count += 1
+                mode = member.mode & 0o7777 & ~0o7000
+                with staging.dir(parts[:-1], create=True) as parent:
+                    name = parts[-1]
+                    found = lstat_at(parent, name)
+                    if found is not None and not (member.isdir() and stat.S_ISDIR(found.st_mode)):
+                        _clear(parent, name)  # a later pass replaces what an earlier wrote
+                    if member.isdir():
+                        with contextlib.suppress(FileExistsError):
+                            os.mkdir(name, 0o700, dir_fd=parent)
+                        if not stat.S_ISDIR(
+                            os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode
+                        ):
+                            raise ArchiveRejected(f"Archive entry {member.name!r} is refused")
+                        folders.append((parts, mode, mtime_ns(member)))
+                    elif member.isreg():
+                        source = tar.extractfile(member)
+                        assert source is not None
+                        fd = os.open(name, WRITE_FLAGS, 0o600, dir_fd=parent)
+                        with closing_fd(fd):
+                            while chunk := source.read(CHUNK):
+                                view = memoryview(chunk)
+                                while view:
+                                    view = view[os.write(fd, view) :]
+                            os.fchmod(fd, mode)
+                            os.utime(fd, ns=(mtime_ns(member), mtime_ns(member)))
+                    elif member.issym():
+                        os.symlink(member.linkname, name, dir_fd=parent)
+                        stamp = mtime_ns(member)
+                        os.utime(name, ns=(stamp, stamp), dir_fd=parent, follow_symlinks=False)
+                    else:
+                        raise ArchiveRejected(f"Archive entry {member.name!r} is refused")
+    except (tarfile.TarError, zstandard.ZstdError) as exc:
+        raise ArchiveRejected(f"Transfer archive is damaged: {exc}") from exc
+    for parts, mode, stamp in sorted(folders, key=lambda f: -len(f[0])):
+        with staging.dir(parts) as fd:
+            os.fchmod(fd, mode)
+            os.utime(fd, ns=(stamp, stamp))
+    return count

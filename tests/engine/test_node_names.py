@@ -1,0 +1,101 @@
+"""Two lightd nodes on one engine holding one internal_id: node-scoped names, real engine.
+
+The first node keeps the plain ``lightd-<id>``; the second, finding that name held by
+another node's container, creates ``lightd-<id>.n-<node>`` and finds it again by the
+plain name, before and after the first one is gone. A plain name held by a container
+that no lightd manages stays a conflict (answered as it is).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lightd.config import DockerSettings
+from lightd.engine.docker import DockerEngine
+from lightd.engine.records import (
+    CreateRequest,
+    Resources,
+    Role,
+    container_name,
+    node_scoped_name,
+)
+from tests.support import engine as test_engine
+from tests.support.lab import new_prefix
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    made = new_prefix()
+    try:
+        yield made
+    finally:
+        test_engine.remove_prefixed(made)
+
+
+def request(internal_id: str, volume: Path) -> CreateRequest:
+    return CreateRequest(
+        internal_id=internal_id,
+        role=Role.MAIN,
+        image=test_engine.TEST_IMAGE,
+        command=["sleep 30"],
+        entrypoint=["/bin/sh", "-c"],
+        volume_path=str(volume),
+        mounts={},
+        extra_binds={},
+        ports=[],
+        environment={},
+        resources=Resources(memory=0, memory_swap=0, nano_cpus=0, pids_limit=64),
+        spec_hash="h",
+        stdin=False,
+    )
+
+
+def test_second_node_gets_a_scoped_name(prefix: str, tmp_path: Path) -> None:
+    internal_id = f"{prefix}-mc"
+    name = container_name(internal_id, Role.MAIN)
+
+    async def scenario() -> None:
+        first = DockerEngine(DockerSettings(), node_id=f"{prefix}aaaa")
+        second = DockerEngine(DockerSettings(), node_id=f"{prefix}bbbb")
+        try:
+            assert await second.inspect(name) is None
+            one = await first.create(request(internal_id, tmp_path))
+            seen = await second.inspect(name)
+            assert seen is None  # another node's container is not this node's, nor a conflict
+            two = await second.create(request(internal_id, tmp_path))
+            mine = await second.inspect(name)
+            assert mine is not None and mine.id == two and mine.managed
+            assert mine.name == node_scoped_name(name, f"{prefix}bbbb")
+            assert mine.name.startswith(f"{name}.n-{prefix}")
+            theirs = await first.inspect(name)
+            assert theirs is not None and theirs.id == one and theirs.name == name
+            await first.remove(one)
+            again = await second.inspect(name)
+            assert again is not None and again.id == two  # still found once the name is free
+            assert {c.id for c in await second.list_managed()} == {two}
+        finally:
+            first.close()
+            second.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_plain_name_held_outside_lightd_stays_a_conflict(prefix: str, tmp_path: Path) -> None:
+    internal_id = f"{prefix}-x"
+    name = container_name(internal_id, Role.MAIN)
+    with test_engine.client() as docker_client:
+        docker_client.api.create_container(test_engine.TEST_IMAGE, "true", name=name)
+
+    async def scenario() -> None:
+        node = DockerEngine(DockerSettings(), node_id=f"{prefix}cccc")
+        try:
+            found = await node.inspect(name)
+            assert found is not None and not found.managed and found.name == name
+        finally:
+            node.close()
+
+    asyncio.run(scenario())

@@ -1,0 +1,137 @@
+"""The transfer tar on real folders: a full pass, then a final pass of only the changes.
+
+Hostile archives (absolute names, ``..``, a file through a link the archive made) are
+refused; special files are not sent.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from lightd.errors import ArchiveRejected, PathTraversal
+from lightd.fs.beneath import Root
+from lightd.transfer.stream import (
+    Compression,
+    FrameReader,
+    Signature,
+    frame,
+    pack,
+    remove,
+    unpack,
+)
+
+
+def snapshot(top: Path) -> dict[str, tuple[object, ...]]:
+    found: dict[str, tuple[object, ...]] = {}
+    for folder, dirs, files in os.walk(top):
+        for name in dirs + files:
+            path = Path(folder) / name
+            info = os.lstat(path)
+            key = str(path.relative_to(top))
+            if path.is_symlink():
+                found[key] = ("link", os.readlink(path), info.st_mtime_ns)
+            elif path.is_dir():
+                found[key] = ("dir", info.st_mode, info.st_mtime_ns)
+            elif not path.is_file():
+                found[key] = ("special",)
+            else:
+                found[key] = ("file", info.st_mode, info.st_mtime_ns, path.read_bytes())
+    return found
+
+
+def send(
+    source: Path, target: Path, compression: Compression, **kw: dict[str, Signature] | None
+) -> tuple[int, list[str]]:
+    data = bytearray()
+    with Root(source) as root:
+        gone = pack(root, data.extend, compression=compression, **kw)
+    with Root(target) as root:
+        remove(root, gone)
+        return unpack(io.BytesIO(bytes(data)), root, compression), gone
+
+
+@pytest.mark.parametrize("compression", ["zstd", "gzip"])
+def test_two_passes_give_an_identical_tree(tmp_path: Path, compression: Compression) -> None:
+    source, target = tmp_path / "src", tmp_path / "dst"
+    (source / "world" / "region").mkdir(parents=True)
+    target.mkdir()
+    (source / "world" / "region" / "r.mca").write_bytes(os.urandom(300_000))
+    (source / "keep.txt").write_bytes(b"same")
+    (source / "gone.txt").write_bytes(b"soon deleted")
+    (source / "gone-dir" / "deep").mkdir(parents=True)
+    (source / "gone-dir" / "deep" / "x").write_bytes(b"x")
+    (source / "becomes-dir").write_bytes(b"file first")
+    os.symlink("world/region/r.mca", source / "latest")
+    os.mkfifo(source / "fifo")
+    os.chmod(source / "keep.txt", 0o604)
+    seen: dict[str, Signature] = {}
+    first, _ = send(source, target, compression, seen=seen)
+    assert first == len(snapshot(source)) - 1  # everything but the FIFO
+    # The server keeps running: it changes, adds, deletes and swaps kinds.
+    (source / "world" / "region" / "r.mca").write_bytes(os.urandom(300_000))
+    (source / "new.log").write_bytes(b"new")
+    (source / "gone.txt").unlink()
+    (source / "gone-dir" / "deep" / "x").unlink()
+    (source / "gone-dir" / "deep").rmdir()
+    (source / "gone-dir").rmdir()
+    (source / "becomes-dir").unlink()
+    (source / "becomes-dir").mkdir()
+    (source / "latest").unlink()
+    os.symlink("keep.txt", source / "latest")
+    os.utime(source / "world", (1_500_000_000, 1_500_000_000))
+    second, gone = send(source, target, compression, since=seen)
+    assert sorted(gone) == ["gone-dir", "gone-dir/deep", "gone-dir/deep/x", "gone.txt"]
+    unchanged = {"keep.txt"}
+    assert second == len(snapshot(source)) - len(unchanged) - 1  # the FIFO is never sent
+    expected = snapshot(source)
+    del expected["fifo"]
+    assert snapshot(target) == expected
+
+
+def hostile(entries: list[tuple[str, bytes | str]]) -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w:gz") as tar:
+        for name, content in entries:
+            info = tarfile.TarInfo(name)
+            if isinstance(content, str):
+                info.type = tarfile.SYMTYPE
+                info.linkname = content
+                tar.addfile(info)
+            else:
+                info.size = len(content)
+                tar.addfile(info, io.BytesIO(content))
+    return raw.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("entries", "error"),
+    [
+        pytest.param([("/etc/x", b"a")], ArchiveRejected, id="an absolute name is refused"),
+        pytest.param([("a/../../x", b"a")], ArchiveRejected, id="a climbing name is refused"),
+        pytest.param(
+            [("out", "/"), ("out/etc/x", b"a")], PathTraversal, id="writing through a link"
+        ),
+    ],
+)
+def test_hostile_archives_are_refused(
+    tmp_path: Path, entries: list[tuple[str, bytes | str]], error: type[Exception]
+) -> None:
+    with Root(tmp_path) as root, pytest.raises(error):
+        unpack(io.BytesIO(hostile(entries)), root, "gzip")
+    assert not Path("/etc/x").exists()
+
+
+def test_frames_in_any_pieces() -> None:
+    body = frame(b"M", b"{}") + frame(b"D", b"x" * 1000) + frame(b"E", b"{}")
+    reader = FrameReader()
+    got = []
+    for index in range(0, len(body), 7):
+        got.extend(reader.feed(body[index : index + 7]))
+    assert [(kind, len(payload)) for kind, payload in got] == [(b"M", 2), (b"D", 1000), (b"E", 2)]
+    with pytest.raises(ValueError, match="bad frame header"):
+        list(FrameReader().feed(b"Z" + b"\x00" * 8))
