@@ -45,6 +45,15 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="delete containers whose documents are gone even beyond gitops.max_delete_share",
     )
+    template = commands.add_parser("template", help="templates in the desired folder")
+    template_commands = template.add_subparsers(dest="template_command", required=True)
+    importing = template_commands.add_parser(
+        "import", help="write desired/templates/<name>.json from an egg (or a lightd template)"
+    )
+    importing.add_argument("egg", type=Path, help="the egg file (JSON, or a Pelican YAML export)")
+    importing.add_argument("--name", help="the template's name (default: from the egg's name)")
+    importing.add_argument("--config", type=Path, help="JSON config file (or $LIGHTD_CONFIG)")
+    importing.add_argument("--dir", type=Path, help="desired folder (storage.desired_dir)")
     schema = commands.add_parser("schema", help="print or write the documents' JSON Schemas")
     target = schema.add_mutually_exclusive_group()
     target.add_argument("--write", type=Path, metavar="DIR", help="write the schema files")
@@ -82,6 +91,8 @@ def _operator(args: argparse.Namespace) -> int:
         print(f"lightd: {exc.message}", file=sys.stderr)
         return commands.EXIT_ERROR
     folder = getattr(args, "dir", None) or settings.storage.desired_dir
+    if args.command == "template":
+        return commands.template_import(args.egg, name=args.name, folder=folder, out=sys.stdout)
     if args.command == "validate":
         return commands.validate(folder, out=sys.stdout)
     with DaemonClient(daemon_url(settings, args.url), master_token(settings)) as client:

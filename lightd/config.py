@@ -94,6 +94,23 @@ class ContainersSettings(_Section):
     console_ring_lines: int = Field(default=1000, ge=10, le=100_000)
     console_throttle_lines: int = Field(default=2000, ge=1)
     console_throttle_window_ms: int = Field(default=100, ge=1, le=60_000)
+    # uid:gid new main containers run as (a document may set `user`); installs run as root.
+    user: str = Field(default="988:988", pattern=r"^\d{1,10}(:\d{1,10})?$")
+    # Main containers run with these capabilities dropped and no-new-privileges.
+    cap_drop: list[str] = Field(
+        default_factory=lambda: [
+            "setpcap", "mknod", "audit_write", "net_raw", "dac_override", "fowner",
+            "fsetid", "net_bind_service", "sys_chroot", "setfcap",
+        ]
+    )  # fmt: skip
+
+
+class TemplatesSettings(_Section):
+    """Templates (eggs): image names mapped to local ones, the containers' TZ."""
+
+    # image name -> the image to use instead (offline nodes, private registries, tests).
+    image_map: dict[str, str] = Field(default_factory=dict)
+    timezone: str = Field(default="UTC", pattern=r"^[A-Za-z0-9_+/-]{1,64}$")
 
 
 class WebSocketSettings(_Section):
@@ -243,6 +260,7 @@ class Settings(BaseSettings):
     gitops: GitopsSettings = Field(default_factory=GitopsSettings)
     sftp: SftpSettings = Field(default_factory=SftpSettings)
     backups: BackupSettings = Field(default_factory=BackupSettings)
+    templates: TemplatesSettings = Field(default_factory=TemplatesSettings)
 
     @classmethod
     def settings_customise_sources(

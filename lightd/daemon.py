@@ -22,12 +22,14 @@ from lightd.backups.attach import attach as attach_backups
 from lightd.config import ContainersSettings, Settings, load_settings
 from lightd.desired.admission import admit
 from lightd.desired.documents import DesiredContainers
+from lightd.desired.effective import EffectiveDesired, Resolver
 from lightd.desired.ingest import DesiredIngest
 from lightd.desired.service import (
     ContainerService,
     bindings_of,
     volume_users,
 )
+from lightd.desired.templates import DesiredTemplates, TemplateService
 from lightd.desired.views import Views
 from lightd.engine.docker import DockerEngine
 from lightd.errors import LightdError
@@ -47,7 +49,7 @@ from lightd.runtime.stats import StatsHub
 from lightd.runtime.watch import NodeWatch
 from lightd.services import Access, Consoles, GitOps, Node, Services, SocketCounts
 from lightd.sftp import ContainerAccess, SftpService
-from lightd.spec.container import ContainerSpec
+from lightd.spec.container import ContainerSpec, numeric_owner
 from lightd.spec.observed import InstallState, ObservedContainer
 from lightd.store import DocumentStore
 from lightd.store.install_logs import InstallLogs
@@ -79,6 +81,8 @@ def controller_settings(section: ContainersSettings) -> ControllerSettings:
             crash_backoff_max_seconds=section.crash_backoff_max_seconds,
             crash_window_seconds=section.crash_window_seconds,
             crash_max=section.crash_max,
+            default_user=section.user,
+            cap_drop=tuple(section.cap_drop),
         ),
     )
 
@@ -104,6 +108,13 @@ class Daemon:
         self.node_id = ensure_node_id(data_dir)
         self.engine = DockerEngine(settings.docker, node_id=self.node_id)
         self.containers = DesiredContainers(self.desired)
+        self.templates = DesiredTemplates(self.desired)
+        self.resolver = Resolver(
+            templates=self.templates,
+            image_map=lambda: self.settings.templates.image_map,
+            timezone=lambda: self.settings.templates.timezone,
+        )
+        self.effective = EffectiveDesired(containers=self.containers, resolver=self.resolver)
         self.ports = PortPool(self.desired, bindings=lambda: bindings_of(self.containers))
         self.observed = ObservedStore(self.data)
         self.remote = Notifier(self.data, settings.remote, observed=self.observed.all)
@@ -128,7 +139,7 @@ class Daemon:
         )
         self.controller = Controller(
             engine=self.engine,
-            desired=self.containers,
+            desired=self.effective,
             observed=self.observed,
             consoles=self.consoles,
             volume_path=self._volume_path,
@@ -137,7 +148,7 @@ class Daemon:
             metrics=self.metrics,
             admit=self._admit,
         )
-        self.views = Views(desired=self.containers, observed=self.observed, ports=self.ports)
+        self.views = Views(desired=self.effective, observed=self.observed, ports=self.ports)
         self.watch = NodeWatch(
             container_view=self.views.container,
             container_views=self.views.containers,
@@ -155,6 +166,8 @@ class Daemon:
         self.ingest = DesiredIngest(
             root=settings.storage.desired_dir,
             desired=self.containers,
+            templates=self.templates,
+            template_users=self.effective.users_of_template,
             pool=self.ports,
             observed_ids=lambda: [item.internal_id for item in self.observed.all()],
             hint=self.controller.hint,
@@ -169,7 +182,7 @@ class Daemon:
                 force_polling=settings.gitops.force_polling,
             ),
         )
-        self.files = VolumeFiles(self.volumes)
+        self.files = VolumeFiles(self.volumes, owner_of=self._volume_owner)
         self.pulls = Pulls(
             self.files,
             allow_networks=lambda: parse_networks(self.settings.volumes.pull_allow_networks),
@@ -182,6 +195,7 @@ class Daemon:
             resolve_volume=lambda ref: self.volumes.resolve(ref).id,
             hint=self.controller.hint,
             allowed_mount_roots=settings.containers.allowed_mount_roots,
+            check_template=self.resolver.check,
         )
         self.transfers = Transfers(
             data_dir=data_dir,
@@ -224,9 +238,13 @@ class Daemon:
             remote=self.remote,
             metrics=self.metrics,
         )
+        self.backups.owner_of = self._volume_owner
         self.services = Services(
             settings=settings,
             containers=container_service,
+            templates=TemplateService(
+                templates=self.templates, users=self.effective.users_of_template
+            ),
             transfers=self.transfers,
             reads=self.views,
             watch=self.watch,
@@ -294,7 +312,9 @@ class Daemon:
         observed = self.observed.get(internal_id)
         installing = observed is not None and observed.install_state is InstallState.INSTALLING
         return ContainerAccess(
-            volume=Path(path) if path else None, busy="installing" if installing else None
+            volume=Path(path) if path else None,
+            busy="installing" if installing else None,
+            owner=numeric_owner(observed.volume_owner if observed is not None else None),
         )
 
     def sftp_activity(self, body: dict[str, Any]) -> None:
@@ -303,13 +323,25 @@ class Daemon:
 
     def _admit(self, spec: ContainerSpec) -> str | None:
         """Why a document may not be applied (hand edits skip the API's checks), or None."""
+        # The reconciler holds the effective spec; admission judges the document as written.
+        document = self.containers.get(spec.internal_id) or spec
         refusal = admit(
-            spec,
+            document,
             roots=self.settings.containers.allowed_mount_roots,
             cpus=os.cpu_count() or 1,
             pool=self.ports,
+            check_template=self.resolver.check,
         )
         return refusal.message if refusal is not None else None
+
+    def _volume_owner(self, volume_id: str) -> tuple[int, int] | None:
+        """The uid, gid the volume was handed to (by its container's last install)."""
+        for internal_id in volume_users(self.containers, volume_id):
+            observed = self.observed.get(internal_id)
+            owner = numeric_owner(observed.volume_owner if observed is not None else None)
+            if owner is not None:
+                return owner
+        return None
 
     def _metric_state(self) -> dict[str, Any]:
         queue = self.controller.queue
@@ -398,6 +430,14 @@ class Daemon:
             loop.call_soon_threadsafe(self._desired_changed, key)
 
         self.containers.listeners.append(desired_changed)
+
+        def template_changed(name: str) -> None:
+            # Every container using the template converges again (its effective spec moved).
+            for key in self.effective.users_of_template(name):
+                loop.call_soon_threadsafe(self._desired_changed, key)
+                loop.call_soon_threadsafe(self.controller.hint, key)
+
+        self.templates.listeners.append(template_changed)
         # Observed state first, so that the first scan knows which containers exist and
         # a missing or emptied desired folder cannot delete them (the deletion guard).
         await asyncio.to_thread(self.observed.load)

@@ -1,12 +1,12 @@
 """What the API may use: a frozen set of facades the daemon builds once at start.
 
 The API (REST and WebSockets) receives :class:`Services` instead of the whole daemon:
-the desired write path (``containers``), answers built from state (``reads``, ``watch``,
-``gitops``), console and stats streams (``consoles``), the port pool, volume files,
-pulls from URLs, tokens, node status, the open-socket counts, the SFTP server (``sftp``),
-backups and transfers. Each facade names what a route needs, so no route reaches through
-the daemon's parts. This module must not build anything (that is :mod:`lightd.daemon`),
-serve HTTP, or import the Docker implementation.
+the desired write paths (``containers``, ``templates``), answers built from state
+(``reads``, ``watch``, ``gitops``), console and stats streams (``consoles``), the port
+pool, volume files, pulls from URLs, tokens, node status, the open-socket counts, the
+SFTP server (``sftp``), backups and transfers. Each facade names what a route needs, so
+no route reaches through the daemon's parts. This module must not build anything (that
+is :mod:`lightd.daemon`), serve HTTP, or import the Docker implementation.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from lightd.config import Settings
 from lightd.desired.documents import DesiredContainers, DocumentProblem
 from lightd.desired.ingest import DesiredIngest, DesiredStatus, IngestResult
 from lightd.desired.service import ContainerNotRunning, ContainerService
+from lightd.desired.templates import TemplateService
 from lightd.desired.views import Views
 from lightd.engine.records import Actual, EngineStatus
 from lightd.errors import EngineError
@@ -328,6 +329,7 @@ class Services:
 
     settings: Settings
     containers: ContainerService
+    templates: TemplateService
     reads: Views
     watch: NodeWatch
     gitops: GitOps

@@ -48,6 +48,8 @@ STATE_DEPENDENT_400: dict[str, str] = {
     "POST /containers/{internal_id}/rebind-network": "ports must be in the pool",
     "POST /network/ports": "the contract's 400 'Port already exists in pool'",
     "POST /network/ports/bulk": "a range starts no higher than it ends, and is bounded",
+    "POST /templates": "an egg's shape (its version, nested JSON texts, rules) is the "
+    "importer's to check; the body is any object",
     **{
         f"{method} /volumes/{{ref}}{path}": f"{_FILES}; {_STATE}"
         for method, path in [

@@ -28,6 +28,7 @@ from lightd.fs.volumes import VOLUME_REF_RE
 from lightd.spec.container import ContainerSpec
 from lightd.spec.ids import INTERNAL_ID_RE
 from lightd.spec.ports import MAX_PORT, MIN_PORT
+from lightd.spec.template import TEMPLATE_NAME_PATTERN
 
 ERROR_REF = "#/components/schemas/ErrorBody"
 # Routes whose success answer is not JSON: (path, method) -> media type.
@@ -67,6 +68,7 @@ PATH_PARAMETERS: dict[str, dict[str, Any]] = {
         "description": "A volume UUID or a unique prefix of at least 8 characters",
     },
     "internal_id": {"type": "string", "pattern": INTERNAL_ID_RE.pattern},
+    "name": {"type": "string", "pattern": TEMPLATE_NAME_PATTERN},
     "backup_id": {
         "type": "string",
         "pattern": BACKUP_REF_RE.pattern.replace("0-9a-f", "0-9a-fA-F"),
@@ -151,6 +153,7 @@ BODY_RULES: dict[tuple[str, str], dict[str, Any]] = {
 # Object fields whose keys follow a rule: field -> schema of every key.
 BODY_KEYS: dict[str, dict[str, Any]] = {
     "environment": {"pattern": "^[A-Za-z_][A-Za-z0-9_]{0,255}$"},
+    "variables": {"pattern": "^[A-Za-z_][A-Za-z0-9_]{0,255}$"},
     "mount": {"pattern": _ABSOLUTE},  # host folders (which ones: the node's setting)
 }
 # Object fields whose values follow a rule: field -> schema of every value.

@@ -43,7 +43,8 @@ from lightd.backups.s3 import MultipartWrite, S3Client, S3Config
 from lightd.backups.scheduler import Scheduler
 from lightd.config import BackupSettings
 from lightd.errors import Conflict, InvalidField, LightdError
-from lightd.fs import ArchiveLimits, VolumeManager
+from lightd.fs import ArchiveLimits, VolumeManager, ops
+from lightd.fs.beneath import Root
 from lightd.store import DocumentStore
 
 log = logging.getLogger("lightd.backups")
@@ -155,6 +156,8 @@ class BackupService:
         self.settings = settings
         self.data_dir = data_dir
         self.volumes = volumes
+        # volume id -> the uid, gid of its container's user: a restore is handed to it.
+        self.owner_of: Callable[[str], tuple[int, int] | None] = lambda _volume_id: None
         self.containers: Containers = containers or NoContainers()
         self.records = RecordStore(data)
         self.local = local.LocalStore(settings.local_dir or data_dir / "backups")
@@ -696,7 +699,7 @@ class BackupService:
         link = None
         if record.adapter == "archive" and record.location:
             link = self.local.path(record.location)
-        return restore.restore(
+        old = restore.restore(
             path,
             self._source(record),
             truncate=record.restore.truncate,
@@ -704,6 +707,11 @@ class BackupService:
             meter=meter,
             link=link,
         )
+        owner = self.owner_of(record.volume_id)
+        if owner is not None:
+            with Root(path) as root:
+                ops.hand_root(root, owner)
+        return old
 
     # -- schedules ----------------------------------------------------------------------
 

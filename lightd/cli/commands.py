@@ -1,8 +1,10 @@
-"""The operator commands: ``validate``, ``plan``, ``status``, ``apply`` and ``schema``.
+"""The operator commands: ``validate``, ``plan``, ``status``, ``apply``, ``schema``, ``template``.
 
 Each returns its exit code (documented in the README and below) and prints to the
 streams it is given. ``plan`` asks the running daemon, or reads the engine directly when
-nothing answers at the daemon's URL. These commands never write desired documents.
+nothing answers at the daemon's URL; it compares effective specs (documents with their
+templates applied), so a template edit lists every container using it. Only
+``template import`` writes a desired document (``templates/<name>.json``, atomically).
 
 Exit codes:
     validate  0 every document is valid, 1 a problem was found (or the folder is missing)
@@ -10,6 +12,7 @@ Exit codes:
     status    0 shown, 1 error
     apply     0 applied, 1 error, 3 deletion still blocked
     schema    0 written or current, 1 stale (``--check``) or error
+    template  0 imported, 1 error (a malformed egg names the field)
 """
 
 from __future__ import annotations
@@ -24,10 +27,18 @@ from lightd.cli.client import ApiError, DaemonClient, DaemonUnreachable
 from lightd.cli.folder import read_folder
 from lightd.cli.plan import Change, Current, diff, pool_diff, summary
 from lightd.config import Settings
+from lightd.desired.templates import template_document
 from lightd.errors import LightdError
+from lightd.reconcile.planner import Policy, main_user
 from lightd.spec.container import ContainerSpec, recreate_hash
+from lightd.spec.observed import ObservedContainer
 from lightd.spec.schema import schema_documents
+from lightd.spec.template import TemplateSpec
+from lightd.store import DocumentStore
 from lightd.store.documents import encode_document
+from lightd.store.observed import STATE_FOLDER
+from lightd.templates.eggs import EggInvalid, parse_egg_bytes, template_from_body
+from lightd.templates.resolve import effective_spec
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -52,8 +63,36 @@ def validate(folder: Path, *, out: TextIO) -> int:
 # ---- plan ------------------------------------------------------------------------------
 
 
-def current_from_daemon(client: DaemonClient) -> dict[str, Current]:
+def templates_from_daemon(client: DaemonClient) -> dict[str, TemplateSpec]:
+    found: dict[str, TemplateSpec] = {}
+    for item in client.get("/templates")["templates"]:
+        answer = client.get(f"/templates/{item['name']}")
+        found[item["name"]] = TemplateSpec.model_validate(answer["template"])
+    return found
+
+
+def resolved(
+    specs: dict[str, ContainerSpec], templates: dict[str, TemplateSpec], settings: Settings
+) -> dict[str, ContainerSpec]:
+    """Each document with its template applied (as is when it cannot be)."""
+    found: dict[str, ContainerSpec] = {}
+    for key, spec in specs.items():
+        template = templates.get(spec.template) if spec.template else None
+        effective = effective_spec(
+            spec,
+            template,
+            image_map=settings.templates.image_map,
+            tz=settings.templates.timezone,
+        )
+        found[key] = effective if isinstance(effective, ContainerSpec) else spec
+    return found
+
+
+def current_from_daemon(
+    client: DaemonClient, *, settings: Settings | None = None
+) -> dict[str, Current]:
     answer = client.get("/desired/containers")
+    templates = templates_from_daemon(client) if settings is not None else {}
     found: dict[str, Current] = {}
     for item in answer["containers"]:
         document = item.get("document")
@@ -61,9 +100,12 @@ def current_from_daemon(client: DaemonClient) -> dict[str, Current]:
         running = (
             bool(main["running"]) if main is not None else item["state"] in ("starting", "running")
         )
+        spec = ContainerSpec.model_validate(document) if document is not None else None
+        if spec is not None and settings is not None:
+            spec = resolved({spec.internal_id: spec}, templates, settings)[spec.internal_id]
         found[item["internal_id"]] = Current(
             internal_id=item["internal_id"],
-            document=ContainerSpec.model_validate(document) if document is not None else None,
+            document=spec,
             exists=bool(main["exists"]) if main is not None else None,
             running=running,
         )
@@ -100,6 +142,16 @@ def current_from_engine(settings: Settings) -> dict[str, Current]:
     return found
 
 
+def observed_of(settings: Settings, internal_id: str) -> ObservedContainer:
+    """The daemon's observed state of a container, read from its data folder (or empty)."""
+    store = DocumentStore(settings.storage.data_dir)
+    try:
+        data = store.read(f"{STATE_FOLDER}/{internal_id}.json")
+        return ObservedContainer.model_validate(data)
+    except (LightdError, ValueError):
+        return ObservedContainer(internal_id=internal_id)
+
+
 def volume_path(settings: Settings, volume_id: str) -> str:
     # Mirrors Daemon.volume_path: volumes live in <data_dir>/volumes/<id>.
     return str(settings.storage.data_dir / "volumes" / volume_id)
@@ -114,7 +166,7 @@ def plan(folder: Path, *, settings: Settings, client: DaemonClient, out: TextIO)
         print(f"problem: {problem}", file=out)
     pool_changes: list[Change] = []
     try:
-        current = current_from_daemon(client)
+        current = current_from_daemon(client, settings=settings)
         source = f"the daemon at {client.url}"
         if reading.pool is not None:
             listing = client.get("/network/ports")
@@ -129,13 +181,23 @@ def plan(folder: Path, *, settings: Settings, client: DaemonClient, out: TextIO)
         source = "the Docker engine (no daemon answers; the pool is not compared)"
 
         def expected(spec: ContainerSpec) -> str:
-            return recreate_hash(spec, volume_path=volume_path(settings, spec.volume_id))
+            path = volume_path(settings, spec.volume_id)
+            user = main_user(
+                spec,
+                observed_of(settings, spec.internal_id),
+                volume_path=path,
+                policy=Policy(default_user=settings.containers.user),
+            )
+            return recreate_hash(spec, volume_path=path, user=user)
 
     except ApiError as exc:
         print(f"lightd plan: {exc.message}", file=out)
         return EXIT_ERROR
     changes = diff(
-        wanted=reading.specs, current=current, invalid=reading.invalid, expected_hash=expected
+        wanted=resolved(reading.specs, reading.templates, settings),
+        current=current,
+        invalid=reading.invalid,
+        expected_hash=expected,
     )
     changes += pool_changes
     print(f"Comparing {folder} with {source}.", file=out)
@@ -248,4 +310,31 @@ def schema(*, write: Path | None, check: Path | None, out: TextIO) -> int:
             print(f"wrote {write / name}", file=out)
         return EXIT_OK
     out.write(orjson.dumps(schema_documents(), option=orjson.OPT_INDENT_2).decode() + "\n")
+    return EXIT_OK
+
+
+# ---- template import -------------------------------------------------------------------
+
+
+def template_import(egg: Path, *, name: str | None, folder: Path, out: TextIO) -> int:
+    """Write ``templates/<name>.json`` in ``folder`` from an egg or a lightd template."""
+    try:
+        raw = egg.read_bytes()
+    except OSError as exc:
+        print(f"lightd template import: cannot read {egg}: {exc.strerror}", file=out)
+        return EXIT_ERROR
+    try:
+        template = template_from_body(parse_egg_bytes(raw), name=name)
+    except EggInvalid as exc:
+        print(f"lightd template import: {egg}: {exc.message}", file=out)
+        return EXIT_ERROR
+    store = DocumentStore(folder)
+    document = template_document(template.name)
+    try:
+        store.write(document, template.document())
+    except LightdError as exc:
+        print(f"lightd template import: {exc.message}", file=out)
+        return EXIT_ERROR
+    print(f"wrote {folder / document} ({template.source}, {len(template.variables)} variables)",
+          file=out)  # fmt: skip
     return EXIT_OK

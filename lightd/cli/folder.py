@@ -1,8 +1,9 @@
 """Reads a desired folder the way the daemon does, without a daemon: ``lightd validate``.
 
-Every container document is parsed with the daemon's own parser (so a file that
-validates here is accepted there), ``ports.json`` entry by entry, and a few checks across
-documents are added (a port bound twice, a bound port missing from the pool). Problems
+Every container and template document is parsed with the daemon's own parser (so a
+file that validates here is accepted there), ``ports.json`` entry by entry, and a few
+checks across documents are added (a port bound twice, a bound port missing from the
+pool, a template missing or a variable breaking its rules). Problems
 carry the file, line and column where they can be found. It must not write anything.
 """
 
@@ -16,6 +17,9 @@ from pathlib import Path
 import orjson
 
 from lightd.desired.documents import FOLDER, DocumentProblem, parse_document
+from lightd.desired.effective import resolution_error
+from lightd.desired.templates import FOLDER as TEMPLATES_FOLDER
+from lightd.desired.templates import parse_template
 from lightd.spec.container import ContainerSpec
 from lightd.spec.ids import is_internal_id
 from lightd.spec.ports import (
@@ -26,7 +30,9 @@ from lightd.spec.ports import (
     normalise_ip,
     parse_pool,
 )
+from lightd.spec.template import TemplateSpec, is_template_name
 from lightd.store.documents import TEMP_SUFFIX
+from lightd.templates.resolve import effective_spec
 
 KNOWN_POOL_KEYS = frozenset({"ports", "$schema"})
 
@@ -38,6 +44,7 @@ class FolderReading:
     invalid: set[str] = field(default_factory=set)  # internal_ids whose file is invalid
     pool: ParsedPool | None = None
     problems: list[DocumentProblem] = field(default_factory=list)
+    templates: dict[str, TemplateSpec] = field(default_factory=dict)
 
 
 def position(text: str, index: int) -> tuple[int, int]:
@@ -107,6 +114,53 @@ def _read_containers(reading: FolderReading) -> None:
             reading.invalid.add(stem)
         else:
             reading.specs[stem] = parsed
+
+
+def _read_templates(reading: FolderReading) -> None:
+    folder = reading.root / TEMPLATES_FOLDER
+    try:
+        entries = sorted(os.listdir(folder))
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        reading.problems.append(
+            DocumentProblem(str(folder), None, None, f"cannot read: {exc.strerror}")
+        )
+        return
+    for entry in entries:
+        if not entry.endswith(".json") or entry.startswith(".") or entry.endswith(TEMP_SUFFIX):
+            continue
+        shown = _display(reading.root, f"{TEMPLATES_FOLDER}/{entry}")
+        stem = entry[: -len(".json")]
+        try:
+            raw = (folder / entry).read_bytes()
+        except OSError as exc:
+            reading.problems.append(DocumentProblem(shown, None, None, f"cannot read: {exc}"))
+            continue
+        if not is_template_name(stem):
+            reading.problems.append(
+                DocumentProblem(shown, None, None, "file name is not a valid template name")
+            )
+            continue
+        parsed = parse_template(shown, raw, expected=stem)
+        if isinstance(parsed, DocumentProblem):
+            reading.problems.append(parsed)
+        else:
+            reading.templates[stem] = parsed
+
+
+def _check_templates(reading: FolderReading) -> None:
+    """Each document's template exists and its variables pass their rules (admission)."""
+    for internal_id, spec in sorted(reading.specs.items()):
+        if spec.template is None:
+            continue
+        template = reading.templates.get(spec.template)
+        resolved = effective_spec(spec, template, image_map={}, tz="UTC")
+        if not isinstance(resolved, ContainerSpec):
+            shown = _display(reading.root, f"{FOLDER}/{internal_id}.json")
+            reading.problems.append(
+                DocumentProblem(shown, None, None, resolution_error(resolved).message)
+            )
 
 
 def _read_pool(reading: FolderReading) -> None:
@@ -197,6 +251,8 @@ def read_folder(root: Path) -> FolderReading:
         )
         return reading
     _read_pool(reading)
+    _read_templates(reading)
     _read_containers(reading)
     _check_bindings(reading)
+    _check_templates(reading)
     return reading

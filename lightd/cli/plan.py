@@ -19,8 +19,17 @@ from lightd.reconcile.planner import limits_differ, resources_of
 from lightd.spec.container import ContainerSpec, Power
 from lightd.spec.ports import PortEntry, format_key
 
-RECREATE_FIELDS = ("image", "startup_command", "volume_id", "ports", "mount", "environment")
-INSTALL_FIELDS = ("install_script", "reinstall_requested_at")
+RECREATE_FIELDS = (
+    "image",
+    "startup_command",
+    "volume_id",
+    "ports",
+    "mount",
+    "environment",
+    "user",
+    "read_only_rootfs",
+)
+INSTALL_FIELDS = ("install_script", "install_image", "reinstall_requested_at")
 QUIET_FIELDS = ("restart_requested_at", "kill_requested_at", "schema_uri")
 
 

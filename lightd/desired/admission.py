@@ -2,15 +2,16 @@
 
 The API's write path (under the pool's lock, before it writes) and the reconciler (for
 documents edited by hand, which skip the API) call :func:`admit`, so a file cannot mount,
-bind or claim what the API would refuse: cpu within the host's cores, mounts under the
-allowed folders, every port a pool entry not bound by another container. It decides only
+bind or claim what the API would refuse: its template exists and its variables pass their
+rules (400 naming the variable and the rule), cpu within the host's cores, mounts under
+the allowed folders, every port a pool entry not bound by another container. It decides only
 and returns why not; it must not write documents, talk to the engine or await anything.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -45,7 +46,8 @@ class PoolLike(Protocol):
 class Refusal:
     """Why a document may not be applied; ``error`` is what the API answers with.
 
-    ``check`` names the check that refused it: ``host`` (cpu, mounts) or ``ports``.
+    ``check`` names the check that refused it: ``host`` (template, variables, cpu,
+    mounts) or ``ports``.
     """
 
     error: LightdError
@@ -73,14 +75,23 @@ def check_host_limits(spec: ContainerSpec, *, roots: Iterable[Path], cpus: int) 
 
 
 def admit(
-    spec: ContainerSpec, *, roots: Iterable[Path], cpus: int, pool: PoolLike
+    spec: ContainerSpec,
+    *,
+    roots: Iterable[Path],
+    cpus: int,
+    pool: PoolLike,
+    check_template: Callable[[ContainerSpec], None] | None = None,
 ) -> Refusal | None:
-    """Why ``spec`` may not be applied on this host, or None.
+    """Why ``spec`` (the document as written) may not be applied on this host, or None.
 
-    The port check reads the pool as it is: the API calls this with the pool's lock held
+    ``check_template`` raises the 400 of a document whose template is missing or whose
+    variables break their rules (:meth:`lightd.desired.effective.Resolver.check`). The
+    port check reads the pool as it is: the API calls this with the pool's lock held
     after a refresh, and writes the document before releasing it.
     """
     try:
+        if check_template is not None:
+            check_template(spec)
         check_host_limits(spec, roots=roots, cpus=cpus)
     except LightdError as exc:
         return Refusal(exc, check="host")

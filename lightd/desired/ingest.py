@@ -1,9 +1,10 @@
 """The ingest path of hand-edited desired state: re-read the folder, guard, then hint.
 
 The watcher (and the periodic rescan, and ``POST /desired/apply``) call
-:meth:`DesiredIngest.ingest`; it re-reads ``ports.json`` and ``containers/``, and hints
-the reconciler for every container whose document changed or disappeared, exactly as
-the API does after its own writes. Deletions go through the **deletion guard**
+:meth:`DesiredIngest.ingest`; it re-reads ``ports.json``, ``templates/`` and
+``containers/``, and hints the reconciler for every container whose document changed or
+disappeared, and every container whose template changed, exactly as the API does after
+its own writes. Deletions go through the **deletion guard**
 (:func:`lightd.desired.guard.decide_deletions`): when the folder is missing or
 unreadable, or when the deletions found at once exceed ``max_delete_share`` of the known
 containers (and are more than one), nothing is deleted; it reports ``deletion blocked``
@@ -25,6 +26,7 @@ from pathlib import Path
 from lightd.desired.admission import PoolLike
 from lightd.desired.documents import DesiredContainers, DocumentProblem
 from lightd.desired.guard import decide_deletions
+from lightd.desired.templates import DesiredTemplates
 from lightd.spec.ports import PORTS_DOCUMENT
 
 log = logging.getLogger("lightd.gitops")
@@ -72,9 +74,13 @@ class DesiredIngest:
         observed_ids: Callable[[], Iterable[str]],
         hint: Callable[[str], None],
         max_delete_share: float,
+        templates: DesiredTemplates | None = None,
+        template_users: Callable[[str], list[str]] | None = None,
     ) -> None:
         self.root = root
         self._desired = desired
+        self._templates = templates
+        self._template_users = template_users or (lambda _name: [])
         self._pool = pool
         self._observed_ids = observed_ids
         self._hint = hint
@@ -87,8 +93,11 @@ class DesiredIngest:
         self.status = DesiredStatus(folder=str(root))
 
     def problems(self) -> list[DocumentProblem]:
-        """Every desired-document problem: container files, then ``ports.json``."""
+        """Every desired-document problem: container files, templates, then ``ports.json``."""
         found = [self._desired.problems()[key] for key in sorted(self._desired.problems())]
+        if self._templates is not None:
+            problems = self._templates.problems()
+            found += [problems[key] for key in sorted(problems)]
         return found + pool_problems(self._pool)
 
     async def ingest(
@@ -103,6 +112,10 @@ class DesiredIngest:
         if await asyncio.to_thread(self.root.is_dir):
             # The pool first: a checkout may add a port and the container that binds it.
             await self._pool.reload()
+        # Templates before containers: a checkout may add a template and its users.
+        changed_templates: set[str] = set()
+        if self._templates is not None:
+            changed_templates = (await asyncio.to_thread(self._templates.scan)).changed
         scan = await asyncio.to_thread(lambda: self._desired.scan(full=full))
         if self._first:
             self._first = False
@@ -131,7 +144,8 @@ class DesiredIngest:
         blocked = deletions.blocked_reason
         pending = set(deletions.hold)
         self._report(blocked, pending)
-        for key in sorted(scan.changed | deleted):
+        users = {key for name in changed_templates for key in self._template_users(name)}
+        for key in sorted(scan.changed | deleted | users):
             self._hint(key)
         if scan.changed or deleted:
             log.info(

@@ -64,7 +64,9 @@ class ContainerService:
         hint: Callable[[str], None],
         allowed_mount_roots: list[Path],
         host_cpus: int | None = None,
+        check_template: Callable[[ContainerSpec], None] | None = None,
     ) -> None:
+        self._check_template = check_template
         self._desired = desired
         self._observed = observed
         self._pool = pool
@@ -88,7 +90,13 @@ class ContainerService:
     async def _write_with_ports(self, spec: ContainerSpec, *, must_be_new: bool) -> None:
         async with self._pool.lock:
             await self._pool.refresh()
-            refusal = admit(spec, roots=self._allowed_roots, cpus=self._host_cpus, pool=self._pool)
+            refusal = admit(
+                spec,
+                roots=self._allowed_roots,
+                cpus=self._host_cpus,
+                pool=self._pool,
+                check_template=self._check_template,
+            )
             # The answer's precedence: the host's limits, then an existing id, then ports.
             if refusal is not None and refusal.check == "host":
                 raise refusal.error

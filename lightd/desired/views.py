@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import orjson
 
 from lightd.desired.documents import DesiredContainers
+from lightd.desired.effective import EffectiveDesired
 from lightd.metrics import count_states
 from lightd.spec.container import ContainerSpec
 from lightd.spec.observed import ObservedContainer
@@ -93,7 +94,11 @@ class Views:
     """The answers built from desired documents, observed state and the port pool."""
 
     def __init__(
-        self, *, desired: DesiredContainers, observed: ObservedReader, ports: PortsReader
+        self,
+        *,
+        desired: DesiredContainers | EffectiveDesired,
+        observed: ObservedReader,
+        ports: PortsReader,
     ) -> None:
         self._desired = desired
         self._observed = observed

@@ -330,6 +330,8 @@ class DockerEngine:
                 },
             },
             init=True,
+            cap_drop=list(request.cap_drop) or None,
+            read_only=request.read_only or None,
         )
         labels = {
             LABEL_MANAGED: "true",
@@ -350,6 +352,7 @@ class DockerEngine:
             entrypoint=request.entrypoint,
             working_dir=VOLUME_TARGET,
             environment=request.environment,
+            user=request.user or None,
             labels=labels,
             host_config=host_config,
             ports=[(port, protocol) for _ip, port, protocol in request.ports],

@@ -103,6 +103,10 @@ class CreateRequest:
     resources: Resources
     spec_hash: str | None
     stdin: bool
+    # Main containers: the user (None: the image's), capabilities dropped, read-only root.
+    user: str | None = None
+    cap_drop: tuple[str, ...] = ()
+    read_only: bool = False
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,9 @@ or :mod:`lightd.fs.archive` in a thread (long ones on the volumes' own pool, see
 :class:`~lightd.fs.ops.AtomicWriter` under the size limit and are committed whole or not at
 all; reads hand out a :class:`FileStream` that owns its descriptor. Paths arrive parsed
 (:func:`lightd.fs.paths.parse_path`). It must not know about HTTP, nor touch a file
-without going through ``ops``/``archive`` (which never follow a symlink).
+without going through ``ops``/``archive`` (which never follow a symlink). What it makes
+(writes, uploads, folders, copies, archives, extractions) is handed to the volume's
+container user (``owner_of``), folders on the way included.
 """
 
 from __future__ import annotations
@@ -56,8 +58,18 @@ class FileStream:
 class VolumeFiles:
     """Volumes and the files in them, by volume reference (a UUID or a unique prefix)."""
 
-    def __init__(self, volumes: VolumeManager) -> None:
+    def __init__(
+        self,
+        volumes: VolumeManager,
+        *,
+        owner_of: Callable[[str], tuple[int, int] | None] | None = None,
+    ) -> None:
         self._volumes = volumes
+        # volume id -> the uid, gid of its container's user: what lightd makes goes to it.
+        self._owner_of = owner_of or (lambda _volume_id: None)
+
+    def _owner(self, ref: str) -> tuple[int, int] | None:
+        return self._owner_of(self._volumes.resolve(ref).id)
 
     # -- volumes ---------------------------------------------------------------------
 
@@ -77,7 +89,8 @@ class VolumeFiles:
     # -- files -----------------------------------------------------------------------
 
     async def write(self, ref: str, parts: Parts, content: bytes) -> None:
-        await self._light(ref, ops.write_file, parts, content)
+        owner = self._owner(ref)
+        await self._light(ref, _written, ops.write_file, parts, content, owner=owner)
 
     async def list(self, ref: str, parts: Parts) -> list[ops.Entry]:
         return await self._light(ref, ops.list_dir, parts)
@@ -110,6 +123,7 @@ class VolumeFiles:
         volume = self._volumes.resolve(ref)
         root = await self._volumes.run(Root, volume.path)
         try:
+            owner = self._owner(ref)
             writer = await self._volumes.run(ops.AtomicWriter, root, parts, replace=overwrite)
             try:
                 total = 0
@@ -125,6 +139,7 @@ class VolumeFiles:
                 if pending:
                     await self._volumes.run(writer.write, bytes(pending))
                 await self._volumes.run(writer.commit)
+                await self._volumes.run(ops.hand_new, root, parts, owner)
             except BaseException:
                 await self._volumes.run(writer.abort)
                 raise
@@ -136,10 +151,14 @@ class VolumeFiles:
         return await self._light(ref, ops.root_lstat, parts)
 
     async def make_folder(self, ref: str, parts: Parts) -> None:
-        await self._light(ref, ops.make_folder, parts)
+        owner = self._owner(ref)
+        await self._light(ref, _made, ops.make_folder, parts, owner=owner)
 
     async def copy(self, ref: str, source: Parts, target: Parts, *, overwrite: bool) -> None:
-        await self._heavy(ref, ops.copy, source, target, overwrite=overwrite)
+        owner = self._owner(ref)
+        await self._heavy(
+            ref, _made, ops.copy, source, target, overwrite=overwrite, owner=owner, made=target
+        )
 
     async def move(self, ref: str, source: Parts, target: Parts, *, overwrite: bool) -> None:
         await self._heavy(ref, ops.move, source, target, overwrite=overwrite)
@@ -163,22 +182,41 @@ class VolumeFiles:
         overwrite: bool,
     ) -> tuple[Parts, int]:
         """Write an archive of ``sources`` (default: the whole volume); its parts and size."""
-        return await self._heavy(
-            ref, compress, sources=sources, output=output, fmt=fmt, overwrite=overwrite
-        )
+        owner = self._owner(ref)
+
+        def work(root: Root) -> tuple[Parts, int]:
+            made = compress(root, sources=sources, output=output, fmt=fmt, overwrite=overwrite)
+            ops.hand_new(root, made[0], owner)
+            return made
+
+        return await self._heavy(ref, work)
 
     async def extract(
         self, ref: str, *, archive: Parts, destination: Parts, overwrite: bool
     ) -> ExtractReport:
-        """Extract an archive of the volume into ``destination`` within the archive limits."""
-        return await self._heavy(
-            ref,
-            extract,
-            archive=archive,
-            destination=destination,
-            limits=self._volumes.limits,
-            overwrite=overwrite,
-        )
+        """Extract an archive of the volume into ``destination`` within the archive limits.
+
+        What it made goes to the volume's user (the destination folder is walked once).
+        """
+        owner = self._owner(ref)
+        limits = self._volumes.limits
+
+        def work(root: Root) -> ExtractReport:
+            report = extract(
+                root,
+                archive=archive,
+                destination=destination,
+                limits=limits,
+                overwrite=overwrite,
+            )
+            if owner is not None:
+                if destination:
+                    ops.hand_new(root, destination, owner)
+                else:
+                    ops.hand_root(root, owner)
+            return report
+
+        return await self._heavy(ref, work)
 
     # -- threads ---------------------------------------------------------------------
 
@@ -202,3 +240,31 @@ class VolumeFiles:
         self, ref: str, fn: Callable[Concatenate[Root, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
         return await self._volumes.run_heavy(self._bind(ref, fn, *args, **kwargs))
+
+
+def _written(
+    root: Root,
+    write: Callable[..., None],
+    /,
+    parts: Parts,
+    content: bytes,
+    *,
+    owner: tuple[int, int] | None,
+) -> None:
+    write(root, parts, content, owner=owner)
+    ops.hand_new(root, parts, owner)
+
+
+def _made(
+    root: Root,
+    make: Callable[..., None],
+    /,
+    *args: object,
+    owner: tuple[int, int] | None,
+    made: Parts | None = None,
+    **kwargs: object,
+) -> None:
+    make(root, *args, **kwargs)
+    target = made if made is not None else args[0]
+    assert isinstance(target, tuple)
+    ops.hand_new(root, target, owner)

@@ -134,6 +134,86 @@ def list_dir(root: Root, parts: Parts) -> list[Entry]:
     return entries
 
 
+def hand_tree(root: Root, parts: Parts, owner: tuple[int, int]) -> int:
+    """Give ``parts`` and everything below it to ``owner``; links are changed, never followed.
+
+    Returns how many entries were changed. The walk goes by descriptors from the volume
+    root, so a link planted meanwhile leads nowhere outside.
+    """
+    if not parts:
+        return hand_root(root, owner)
+    uid, gid = owner
+    changed = 0
+    with guarded(parts), root.parent(parts) as (dir_fd, name):
+        info = lstat_at(dir_fd, name)
+        if info is None:
+            return 0
+        if (info.st_uid, info.st_gid) != owner:
+            os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
+            changed += 1
+        if not stat.S_ISDIR(info.st_mode):
+            return changed
+        top = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
+    with closing_fd(top):
+        for _path, dirs, files, walk_fd in os.fwalk(".", dir_fd=top, follow_symlinks=False):
+            for entry in (*dirs, *files):
+                found = lstat_at(walk_fd, entry)
+                if found is not None and (found.st_uid, found.st_gid) != owner:
+                    os.chown(entry, uid, gid, dir_fd=walk_fd, follow_symlinks=False)
+                    changed += 1
+    return changed
+
+
+def hand_new(root: Root, parts: Parts, owner: tuple[int, int] | None) -> None:
+    """After lightd made ``parts``: its folders on the way and it (whole) go to ``owner``."""
+    if owner is None or not parts:
+        return
+    uid, gid = owner
+    for depth in range(1, len(parts)):
+        with guarded(parts[:depth]), root.parent(parts[:depth]) as (dir_fd, name):
+            found = lstat_at(dir_fd, name)
+            if found is not None and stat.S_ISDIR(found.st_mode) and found.st_uid != uid:
+                os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
+    hand_tree(root, parts, owner)
+
+
+def hand_root(root: Root, owner: tuple[int, int]) -> int:
+    """Give the whole volume (its root folder included) to ``owner``."""
+    uid, gid = owner
+    changed = 0
+    info = os.fstat(root.fd)
+    if (info.st_uid, info.st_gid) != owner:
+        os.fchown(root.fd, uid, gid)
+        changed += 1
+    for _path, dirs, files, walk_fd in os.fwalk(".", dir_fd=root.fd, follow_symlinks=False):
+        for entry in (*dirs, *files):
+            found = lstat_at(walk_fd, entry)
+            if found is not None and (found.st_uid, found.st_gid) != owner:
+                os.chown(entry, uid, gid, dir_fd=walk_fd, follow_symlinks=False)
+                changed += 1
+    return changed
+
+
+def read_limited(root: Root, parts: Parts, limit: int) -> bytes | None:
+    """The regular file's bytes (None when it is missing); refuses one larger than ``limit``."""
+    try:
+        fd, size = open_for_read(root, parts)
+    except FileNotFound:
+        return None
+    with closing_fd(fd):
+        if size > limit:
+            raise InvalidRequest(f"{display(parts)} is larger than {limit} bytes")
+        chunks: list[bytes] = []
+        remaining = size
+        while remaining > 0:
+            chunk = read_chunk(fd, remaining)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        return b"".join(chunks)
+
+
 def open_for_read(root: Root, parts: Parts) -> tuple[int, int]:
     """A descriptor of the regular file at ``parts`` and its size (the caller closes it)."""
     with guarded(parts, writing=False), root.parent(parts) as (dir_fd, name):
@@ -178,10 +258,18 @@ class AtomicWriter:
     sweep at the next start) removes the temporary file.
     """
 
-    def __init__(self, root: Root, parts: Parts, *, replace: bool = True) -> None:
+    def __init__(
+        self,
+        root: Root,
+        parts: Parts,
+        *,
+        replace: bool = True,
+        owner: tuple[int, int] | None = None,
+    ) -> None:
         self.root = root
         self.parts = parts
         self.replace = replace
+        self.owner = owner  # uid, gid the file is handed to (the container's user)
         self._check_target()
         self.temp = temp_name()
         with guarded(parts):
@@ -226,6 +314,8 @@ class AtomicWriter:
                         raise FileExists()
                     mode = stat.S_IMODE(old.st_mode) if old and stat.S_ISREG(old.st_mode) else None
                     os.fchmod(self.fd, mode if mode is not None else FILE_MODE)
+                    if self.owner is not None:
+                        os.fchown(self.fd, *self.owner)
                     os.rename(self.temp, name, src_dir_fd=self.root.fd, dst_dir_fd=dir_fd)
         except BaseException:
             self.abort()
@@ -241,8 +331,10 @@ class AtomicWriter:
             os.unlink(self.temp, dir_fd=self.root.fd)
 
 
-def write_file(root: Root, parts: Parts, data: bytes) -> None:
-    writer = AtomicWriter(root, parts)
+def write_file(
+    root: Root, parts: Parts, data: bytes, *, owner: tuple[int, int] | None = None
+) -> None:
+    writer = AtomicWriter(root, parts, owner=owner)
     try:
         writer.write(data)
     except BaseException:

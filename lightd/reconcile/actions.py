@@ -65,10 +65,32 @@ class SkipInstall:
 
 @dataclass(frozen=True, slots=True)
 class CreateMain:
+    """Create the main container; ``user`` None keeps the image's user (older containers)."""
+
     spec_hash: str
+    user: str | None = None
     reason: str = "missing"
     kind: ClassVar[str] = "create_main"
     engine_changing: ClassVar[bool] = True
+
+
+@dataclass(frozen=True, slots=True)
+class RewriteConfigs:
+    """Rewrite the spec's config files in the volume (before a start)."""
+
+    reason: str = "before start"
+    kind: ClassVar[str] = "rewrite_configs"
+    engine_changing: ClassVar[bool] = False
+
+
+@dataclass(frozen=True, slots=True)
+class HandVolume:
+    """Hand the volume to the container's user once, after an install (``uid:gid``)."""
+
+    owner: str
+    reason: str = "after install"
+    kind: ClassVar[str] = "hand_volume"
+    engine_changing: ClassVar[bool] = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +129,10 @@ class KillMain:
 
 @dataclass(frozen=True, slots=True)
 class RestartMain:
+    """Stop, then start again; ``rewrite_configs`` rewrites the config files in between."""
+
     restart_handled: float
+    rewrite_configs: bool = False
     reason: str = "restart requested"
     kind: ClassVar[str] = "restart_main"
     engine_changing: ClassVar[bool] = True
@@ -226,6 +251,8 @@ Action = (
     | RemoveInstall
     | SkipInstall
     | CreateMain
+    | HandVolume
+    | RewriteConfigs
     | RemoveMain
     | StartMain
     | StopMain

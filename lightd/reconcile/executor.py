@@ -31,6 +31,9 @@ from lightd.engine.records import (
     container_name,
 )
 from lightd.errors import EngineError, EngineNotFound, ImageNotFound, SpecInvalid
+from lightd.fs import ops
+from lightd.fs.beneath import Root
+from lightd.fs.configs import rewrite_config_files
 from lightd.reconcile.actions import (
     Action,
     Adopt,
@@ -40,6 +43,7 @@ from lightd.reconcile.actions import (
     EnsureImage,
     FinishInstall,
     Forget,
+    HandVolume,
     KillInstall,
     KillMain,
     RecordEngineBack,
@@ -51,6 +55,7 @@ from lightd.reconcile.actions import (
     ReportBlocked,
     ReportRefused,
     RestartMain,
+    RewriteConfigs,
     SkipInstall,
     StartInstall,
     StartMain,
@@ -60,7 +65,7 @@ from lightd.reconcile.actions import (
 )
 from lightd.reconcile.planner import Policy, resources_of
 from lightd.runtime.console import ConsoleHub
-from lightd.spec.container import ContainerSpec, Power
+from lightd.spec.container import ContainerSpec, Power, install_image_of, numeric_owner
 from lightd.spec.observed import (
     UNSET,
     InstallState,
@@ -69,6 +74,7 @@ from lightd.spec.observed import (
     RuntimeState,
 )
 from lightd.store.install_logs import InstallLogs
+from lightd.templates.configfiles import ServerFacts, placeholder_values
 
 log = logging.getLogger("lightd.executor")
 
@@ -202,21 +208,29 @@ class Executor:
                     ObservedPatch(
                         install_state=InstallState.READY,
                         install_key=key,
-                        install_image=desired.image,
+                        install_image=install_image_of(desired),
                         install_exit_code=None,
                         last_error=None,
                     )
                 )
             case StartInstall(install_key=key):
                 return await self._start_install(internal_id, desired, volume_path, key, report)
-            case CreateMain(spec_hash=spec_hash):
-                return await self._create_main(internal_id, desired, volume_path, spec_hash, report)
+            case CreateMain(spec_hash=spec_hash, user=user):
+                return await self._create_main(
+                    internal_id, desired, volume_path, spec_hash, user, report
+                )
+            case HandVolume(owner=owner):
+                return await self._hand_volume(internal_id, volume_path, owner)
+            case RewriteConfigs():
+                return Outcome(await self._rewrite_configs(internal_id, desired, volume_path))
             case StartMain(restart_handled=handled):
                 return await self._start_main(internal_id, desired, actual, handled, report)
-            case RestartMain(restart_handled=handled):
+            case RestartMain(restart_handled=handled, rewrite_configs=rewrite_configs):
                 stopped = await self._stop_main(internal_id, desired, actual, report, graceful=True)
                 if stopped is not None:
                     await report(stopped)
+                if rewrite_configs:
+                    await report(await self._rewrite_configs(internal_id, desired, volume_path))
                 fresh = await self._observe_main(internal_id)
                 return await self._start_main(internal_id, desired, fresh, handled, report)
         raise AssertionError(f"unhandled action {action}")  # pragma: no cover
@@ -228,26 +242,27 @@ class Executor:
     async def _ensure_image(
         self, internal_id: str, desired: ContainerSpec, *, phase: str, report: Report
     ) -> None:
-        seen = self._images_seen.get(desired.image)
+        image = install_image_of(desired) if phase == "install" else desired.image
+        seen = self._images_seen.get(image)
         if seen is not None and time.monotonic() - seen < IMAGE_SEEN_SECONDS:
             return  # many containers of one image converge at once: ask the engine once
-        if await self._engine.image_present(desired.image):
-            self._images_seen[desired.image] = time.monotonic()
+        if await self._engine.image_present(image):
+            self._images_seen[image] = time.monotonic()
             return
         try:
-            await self._engine.pull(desired.image)
+            await self._engine.pull(image)
         except EngineError as exc:
-            log.warning("%s: pulling %s failed: %s", internal_id, desired.image, exc.message)
+            log.warning("%s: pulling %s failed: %s", internal_id, image, exc.message)
             if phase == "install":
                 await report(
                     ObservedPatch(
                         install_state=InstallState.FAILED,
-                        install_image=desired.image,
+                        install_image=install_image_of(desired),
                         last_error=ImageNotFound.message,
                     )
                 )
             raise SpecInvalid(ImageNotFound.message) from exc
-        if not await self._engine.image_present(desired.image):
+        if not await self._engine.image_present(image):
             raise SpecInvalid(ImageNotFound.message)
 
     async def _start_install(
@@ -266,7 +281,7 @@ class Executor:
         request = CreateRequest(
             internal_id=internal_id,
             role=Role.INSTALL,
-            image=desired.image,
+            image=install_image_of(desired),
             entrypoint=["/bin/sh", "-c"],
             command=[SHELL_PICKER.format(script=f"{INSTALL_SCRIPT_DIR}/install.sh")],
             volume_path=volume_path,
@@ -282,7 +297,7 @@ class Executor:
             ObservedPatch(
                 install_state=InstallState.INSTALLING,
                 install_key=key,
-                install_image=desired.image,
+                install_image=install_image_of(desired),
                 install_started_at=self._clock(),
                 install_exit_code=None,
                 install_output_tail=None,
@@ -312,6 +327,8 @@ class Executor:
                     install_exit_code=0,
                     install_output_tail=tail,
                     last_error=None,
+                    # The install ran as root: hand the volume to the user again.
+                    volume_owner=None,
                 )
             )
         return Outcome(
@@ -323,12 +340,53 @@ class Executor:
             )
         )
 
+    async def _hand_volume(self, internal_id: str, volume_path: str, owner: str) -> Outcome:
+        ids = numeric_owner(owner)
+        assert ids is not None, "the planner hands volumes to numeric users only"
+
+        def work() -> int:
+            with Root(Path(volume_path)) as root:
+                return ops.hand_root(root, ids)
+
+        changed = await asyncio.to_thread(work)
+        log.info("%s: volume handed to %s (%d entries changed)", internal_id, owner, changed)
+        return Outcome(ObservedPatch(volume_owner=owner))
+
+    async def _rewrite_configs(
+        self, internal_id: str, desired: ContainerSpec, volume_path: str
+    ) -> ObservedPatch:
+        observed = self._observed.get(internal_id)
+        owner = numeric_owner(observed.run_user if observed is not None else None)
+        first = desired.ports[0] if desired.ports else None
+        facts = ServerFacts(
+            internal_id=internal_id,
+            ip=first.ip if first is not None else "0.0.0.0",
+            port=first.port if first is not None else None,
+            memory_mib=(desired.limits.memory or 0) // (1024 * 1024),
+            cpu=desired.limits.cpu or 0.0,
+            swap_mib=max(desired.limits.swap or 0, 0) // (1024 * 1024),
+            environment=desired.environment,
+        )
+        report = await asyncio.to_thread(
+            rewrite_config_files,
+            Path(volume_path),
+            desired.config_files,
+            placeholder_values(facts),
+            owner=owner,
+        )
+        if report.written:
+            log.info("%s: config files rewritten: %s", internal_id, ", ".join(report.written))
+        if report.error:
+            log.warning("%s: %s", internal_id, report.error)
+        return ObservedPatch(config_error=report.error)
+
     async def _create_main(
         self,
         internal_id: str,
         desired: ContainerSpec,
         volume_path: str,
         spec_hash: str,
+        user: str | None,
         report: Report,
     ) -> Outcome:
         command = [desired.startup_command] if desired.startup_command else None
@@ -346,6 +404,10 @@ class Executor:
             resources=resources_of(desired),
             spec_hash=spec_hash,
             stdin=True,
+            user=user,
+            # A container left on the image's user (made before users) keeps its powers.
+            cap_drop=self._policy.cap_drop if user is not None else (),
+            read_only=desired.read_only_rootfs,
         )
         try:
             container_id = await self._engine.create(request)
@@ -363,6 +425,8 @@ class Executor:
                 spec_hash=spec_hash,
                 state=RuntimeState.OFFLINE,
                 blocked_reason=None,
+                run_user=user,
+                user_recorded=True,
             )
         )
 
@@ -383,7 +447,12 @@ class Executor:
         report: Report,
     ) -> Outcome:
         container_id = self._main_id(internal_id, actual)
-        before = ObservedPatch(state=RuntimeState.STARTING, stop_requested=False, last_error=None)
+        observed = self._observed.get(internal_id)
+        # A config file that could not be rewritten does not stop the start: it is shown.
+        config_error = observed.config_error if observed is not None else None
+        before = ObservedPatch(
+            state=RuntimeState.STARTING, stop_requested=False, last_error=config_error
+        )
         if restart_handled is not None:
             before = before.then(
                 ObservedPatch(

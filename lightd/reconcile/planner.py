@@ -23,6 +23,7 @@ from lightd.reconcile.actions import (
     EnsureImage,
     FinishInstall,
     Forget,
+    HandVolume,
     KillInstall,
     KillMain,
     Plan,
@@ -35,13 +36,21 @@ from lightd.reconcile.actions import (
     ReportBlocked,
     ReportRefused,
     RestartMain,
+    RewriteConfigs,
     SkipInstall,
     StartInstall,
     StartMain,
     StopMain,
     UpdateLimits,
 )
-from lightd.spec.container import ContainerSpec, Power, install_key, recreate_hash
+from lightd.spec.container import (
+    ContainerSpec,
+    Power,
+    install_image_of,
+    install_key,
+    numeric_owner,
+    recreate_hash,
+)
 from lightd.spec.observed import InstallState, ObservedContainer, ObservedPatch, RuntimeState
 
 DEFAULT_PIDS_LIMIT = 512
@@ -57,6 +66,10 @@ class Policy:
     crash_window_seconds: float = 600.0
     crash_max: int = 5
     crash_grace_seconds: float = 2.0
+    # The user new main containers run as (containers.user); None: the image's own.
+    default_user: str | None = None
+    # Capabilities dropped from main containers that run as a user (containers.cap_drop).
+    cap_drop: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -126,6 +139,28 @@ def crash_of(
     else:
         message = f"Crashed with exit code {exit_code}"
     return Crash(times=times, count=observed.crash_count + 1, gave_up=gave_up, message=message)
+
+
+def main_user(
+    desired: ContainerSpec, obs: ObservedContainer, *, volume_path: str, policy: Policy
+) -> str | None:
+    """The user the main container runs as.
+
+    The document's ``user`` if it sets one; else the image's own user (None) for a
+    container lightd created before it knew of users, as long as its spec is unchanged
+    (an upgrade re-creates nothing); else ``containers.user``.
+    """
+    if desired.user is not None:
+        return desired.user
+    legacy = obs.spec_hash is not None and not obs.user_recorded
+    if legacy and obs.spec_hash == recreate_hash(desired, volume_path=volume_path, user=None):
+        return None
+    return policy.default_user
+
+
+def _starting(desired: ContainerSpec, start: StartMain) -> list[Action]:
+    """A start, after the config files are rewritten (when the spec has any)."""
+    return [RewriteConfigs(), start] if desired.config_files else [start]
 
 
 def _one(action: Action) -> Plan:
@@ -251,7 +286,7 @@ def _plan_install(
     """None when the install phase is done (ready or failed for the current install)."""
     key = install_key(desired)
     current = obs.install_key == key and not (
-        obs.install_state is InstallState.FAILED and obs.install_image != desired.image
+        obs.install_state is InstallState.FAILED and obs.install_image != install_image_of(desired)
     )
     if current and obs.install_state is not InstallState.INSTALLING:
         if actual.install is not None:
@@ -299,8 +334,12 @@ def _plan_main(
     policy: Policy,
     gates: Gates,
 ) -> Plan:
-    expected = recreate_hash(desired, volume_path=volume_path)
+    user = main_user(desired, obs, volume_path=volume_path, policy=policy)
+    expected = recreate_hash(desired, volume_path=volume_path, user=user)
     main = actual.main
+    if user is not None and numeric_owner(user) is not None and obs.volume_owner != user:
+        # Installs run as root: the volume is walked once, then recorded as handed over.
+        return _one(HandVolume(owner=user))
     restart_pending = (
         desired.restart_requested_at is not None
         and desired.restart_requested_at != obs.restart_handled
@@ -308,12 +347,12 @@ def _plan_main(
     if main is None:
         create: list[Action] = [
             EnsureImage(phase="create", reason="create"),
-            CreateMain(spec_hash=expected),
+            CreateMain(spec_hash=expected, user=user),
         ]
         if desired.power is Power.RUNNING and not obs.gave_up:
             # Start what was just created in the same step (one look at the engine less).
             handled = desired.restart_requested_at if restart_pending else None
-            create.append(StartMain("created", restart_handled=handled))
+            create += _starting(desired, StartMain("created", restart_handled=handled))
         return Plan(actions=tuple(create))
     if main.spec_hash != expected:
         return _one(RemoveMain("spec changed: re-create"))
@@ -344,7 +383,12 @@ def _plan_main(
     if main.running:
         if restart_pending:
             assert desired.restart_requested_at is not None
-            actions.append(RestartMain(restart_handled=desired.restart_requested_at))
+            actions.append(
+                RestartMain(
+                    restart_handled=desired.restart_requested_at,
+                    rewrite_configs=bool(desired.config_files),
+                )
+            )
         elif obs.state in (RuntimeState.OFFLINE, RuntimeState.STOPPING):
             starting = bool(desired.start_pattern) and not gates.console_matched
             actions.append(Adopt(starting=starting))
@@ -367,7 +411,9 @@ def _plan_main(
         return Plan(actions=tuple(actions))
 
     if restart_pending:
-        actions.append(StartMain("restart requested", restart_handled=desired.restart_requested_at))
+        actions += _starting(
+            desired, StartMain("restart requested", restart_handled=desired.restart_requested_at)
+        )
         return Plan(actions=tuple(actions))
     if obs.gave_up:
         return Plan(actions=tuple(actions))
@@ -376,7 +422,7 @@ def _plan_main(
         wait_until = max(crashes) + crash_delay(len(crashes), policy)
         if now < wait_until:
             return Plan(actions=tuple(actions), requeue_after=wait_until - now)
-        actions.append(StartMain("restart after crash"))
+        actions += _starting(desired, StartMain("restart after crash"))
     else:
-        actions.append(StartMain("power running"))
+        actions += _starting(desired, StartMain("power running"))
     return Plan(actions=tuple(actions))

@@ -58,7 +58,7 @@ from lightd.errors import (
 )
 from lightd.fs import handles
 from lightd.fs.beneath import Root
-from lightd.fs.ops import volume_lookup
+from lightd.fs.ops import hand_new, volume_lookup
 from lightd.fs.paths import Parts, parse_path, resolve_link
 from lightd.sftp.activity import Action
 from lightd.sftp.rules import Operation, allowed, open_needs
@@ -87,6 +87,7 @@ class SessionContext:
     touch: Callable[[], None]
     activity: Callable[[Action, str, str], None]
     listings: set[int] = field(default_factory=set)
+    owner: tuple[int, int] | None = None  # uid, gid what the session makes is handed to
 
 
 def sftp_error(exc: LightdError) -> asyncssh.SFTPError:
@@ -391,6 +392,7 @@ class VolumeSftp(asyncssh.SFTPServer):
             raise asyncssh.SFTPError(FX_FAILURE, "Session closed")
         self._open.discard(file_obj)
         await self._run(file_obj.upload.commit)
+        await self._run(hand_new, self.root, file_obj.parts, self.context.owner)
         self.context.activity("sftp.upload", shown(file_obj.parts), "")
 
     async def fsync(self, file_obj: object) -> None:
@@ -476,7 +478,9 @@ class VolumeSftp(asyncssh.SFTPServer):
         parts = parts_of(path)
         self._need("write")
         mode = attrs.permissions if attrs.permissions is not None else 0o755
-        await self._run(lambda: handles.make_dir(self.root, self._entry(parts), mode))
+        entry = await self._run(self._entry, parts)
+        await self._run(handles.make_dir, self.root, entry, mode)
+        await self._run(hand_new, self.root, entry, self.context.owner)
 
     async def rmdir(self, path: bytes) -> None:
         parts = parts_of(path)
@@ -537,6 +541,7 @@ class VolumeSftp(asyncssh.SFTPServer):
         with answered():
             target = parse_path("/".join(found)) if found else ()
         await self._run(handles.symlink, self.root, entry, target)
+        await self._run(hand_new, self.root, entry, self.context.owner)
 
     def link(self, oldpath: bytes, newpath: bytes) -> None:
         raise asyncssh.SFTPError(FX_OP_UNSUPPORTED, "Hard links are not supported")

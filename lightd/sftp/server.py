@@ -79,6 +79,7 @@ class ContainerAccess:
 
     volume: Path | None
     busy: str | None = None  # e.g. "installing": sessions are refused and closed
+    owner: tuple[int, int] | None = None  # the container's user: what SFTP makes is its
 
 
 ContainerOf = Callable[[str], ContainerAccess | None]
@@ -548,6 +549,7 @@ class SftpService:
             address=conn.address,
             permissions=frozenset(cred.permissions),
             volume=access.volume,
+            owner=access.owner,
             touch=touch,
             activity=activity,
         )

@@ -16,15 +16,34 @@ from enum import StrEnum
 from typing import Annotated, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
 
 from lightd.spec.ids import InternalId
+from lightd.spec.template import ConfigFile, EnvName, TemplateName
 
 MIN_MEMORY_BYTES = 6 * 1024 * 1024
 
 ImageRef = Annotated[
     str, StringConstraints(min_length=1, max_length=512, pattern=r"^[A-Za-z0-9][^\s\x00]*$")
 ]
+# Empty only in a document that names a template (the template's first image is used).
+OptionalImageRef = Annotated[
+    str, StringConstraints(max_length=512, pattern=r"^([A-Za-z0-9][^\s\x00]*)?$")
+]
+ContainerUser = Annotated[
+    str,
+    StringConstraints(
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,31})?$"
+    ),
+]
+VariableValue = str | int | float | bool | None
 
 
 class Power(StrEnum):
@@ -99,7 +118,17 @@ class ContainerSpec(BaseModel):
         default=None, alias="$schema", description=SCHEMA_KEY_DESCRIPTION
     )
     internal_id: InternalId
-    image: ImageRef
+    template: TemplateName | None = Field(
+        default=None, description="a template (desired/templates/<name>.json) this builds on"
+    )
+    variables: dict[EnvName, VariableValue] = Field(
+        default_factory=dict, max_length=256, description="the template's variables' values"
+    )
+    image: OptionalImageRef = Field(
+        default="",
+        validate_default=True,
+        description="required unless a template gives it (then one of the template's images)",
+    )
     volume_id: str = Field(min_length=8, max_length=36, pattern=r"^[0-9a-fA-F-]{8,36}$")
     startup_command: str = Field(default="", max_length=16384)
     start_pattern: str | None = Field(default=None, max_length=4096)
@@ -114,6 +143,39 @@ class ContainerSpec(BaseModel):
     kill_requested_at: float | None = None
     stop: StopPolicy = Field(default_factory=StopPolicy)
     backups: BackupSchedule | None = None
+    user: ContainerUser | None = Field(
+        default=None,
+        description="uid[:gid] the main container runs as (default: containers.user for "
+        "documents written since templates; the image's user for older ones)",
+    )
+    read_only_rootfs: bool = Field(
+        default=False, description="the main container's root file system read-only (/tmp tmpfs)"
+    )
+    install_image: OptionalImageRef = Field(
+        default="", description="the install container's image (default: the template's)"
+    )
+    config_files: list[ConfigFile] = Field(
+        default_factory=list, max_length=64, description="rewritten before every start"
+    )
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str, info: ValidationInfo) -> str:
+        if not value and info.data.get("template") is None:
+            raise ValueError("field required (or a template that gives it)")
+        return value
+
+    @field_validator("variables")
+    @classmethod
+    def _variables(
+        cls, value: dict[str, VariableValue], info: ValidationInfo
+    ) -> dict[str, VariableValue]:
+        if value and info.data.get("template") is None:
+            raise ValueError("variables need a template")
+        for name, item in value.items():
+            if isinstance(item, str) and len(item) > 65536:
+                raise ValueError(f"{name} is longer than 65536 characters")
+        return value
 
     @field_validator("start_pattern")
     @classmethod
@@ -162,27 +224,73 @@ class ContainerSpec(BaseModel):
         data: dict[str, object] = self.model_dump(mode="json", by_alias=True)
         if data.get("$schema") is None:
             data.pop("$schema", None)
+        # Fields of the template era stay out of documents that do not use them, so an
+        # older document written again reads as it did.
+        for key, empty in TEMPLATE_ERA_DEFAULTS.items():
+            if data.get(key) == empty:
+                data.pop(key, None)
         return data
+
+
+TEMPLATE_ERA_DEFAULTS: dict[str, object] = {
+    "template": None,
+    "variables": {},
+    "user": None,
+    "read_only_rootfs": False,
+    "install_image": "",
+    "config_files": [],
+}
 
 
 def _digest(value: object) -> str:
     return hashlib.sha256(orjson.dumps(value, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 
 
-def recreate_hash(spec: ContainerSpec, *, volume_path: str) -> str:
-    """Hash of the fields that force a re-create: image, command, ports, mounts, environment."""
-    return _digest(
-        {
-            "image": spec.image,
-            "command": spec.startup_command,
-            "ports": sorted((p.ip, p.port, p.protocol) for p in spec.ports),
-            "volume": volume_path,
-            "mount": spec.mount,
-            "environment": spec.environment,
-        }
-    )
+def recreate_hash(spec: ContainerSpec, *, volume_path: str, user: str | None = None) -> str:
+    """Hash of the fields that force a re-create: image, command, ports, mounts, environment.
+
+    ``user`` (the effective user) and a read-only root enter it only when set, so a
+    container created before lightd knew of users keeps its hash (and is not re-created
+    by an upgrade).
+    """
+    fields: dict[str, object] = {
+        "image": spec.image,
+        "command": spec.startup_command,
+        "ports": sorted((p.ip, p.port, p.protocol) for p in spec.ports),
+        "volume": volume_path,
+        "mount": spec.mount,
+        "environment": spec.environment,
+    }
+    if user is not None:
+        fields["user"] = user
+    if spec.read_only_rootfs:
+        fields["read_only_rootfs"] = True
+    return _digest(fields)
+
+
+def install_image_of(spec: ContainerSpec) -> str:
+    """The image the install runs in: the template's installer, else the main image."""
+    return spec.install_image or spec.image
 
 
 def install_key(spec: ContainerSpec) -> str:
     """Identity of one install: a changed script or a reinstall request runs it again."""
+    if spec.install_image:
+        return _digest(
+            {
+                "script": spec.install_script,
+                "reinstall": spec.reinstall_requested_at,
+                "image": spec.install_image,
+            }
+        )
     return _digest({"script": spec.install_script, "reinstall": spec.reinstall_requested_at})
+
+
+def numeric_owner(user: str | None) -> tuple[int, int] | None:
+    """``"988:988"`` -> (988, 988); ``"988"`` -> (988, 988); a name -> None (not walkable)."""
+    if user is None:
+        return None
+    uid, _, gid = user.partition(":")
+    if not uid.isdigit() or (gid and not gid.isdigit()):
+        return None
+    return int(uid), int(gid or uid)

@@ -55,6 +55,14 @@ class ObservedContainer(BaseModel):
     started_at: float | None = None
     engine_available: bool = True
     revision_applied: str | None = None
+    # The user the main container was created as (None: the image's own user) and whether
+    # lightd recorded it at all: containers created before users were known did not.
+    run_user: str | None = None
+    user_recorded: bool = False
+    # The uid:gid the volume was handed to after its last install (walked once, then never).
+    volume_owner: str | None = None
+    # Why a config file could not be rewritten before the last start (the file was left).
+    config_error: str | None = None
     created_at: float = 0.0
     updated_at: float = 0.0
 
@@ -124,6 +132,10 @@ class ObservedPatch:
     started_at: float | Unset | None = UNSET
     engine_available: bool | Unset = UNSET
     revision_applied: str | Unset | None = UNSET
+    run_user: str | Unset | None = UNSET
+    user_recorded: bool | Unset = UNSET
+    volume_owner: str | Unset | None = UNSET
+    config_error: str | Unset | None = UNSET
     expect: frozenset[RuntimeState] | None = None
 
     def changes(self) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """JSON Schemas of the desired documents, generated from lightd's models.
 
-``desired/schema/container.schema.json`` and ``desired/schema/ports.schema.json`` are
+``desired/schema/container.schema.json`` and ``desired/schema/ports.schema.json`` and
+``desired/schema/template.schema.json`` are
 these, written by ``lightd schema --write``; a test fails when the committed files are
 stale. Pure functions: this module must not read or write files.
 """
@@ -13,12 +14,14 @@ from pydantic import BaseModel
 
 from lightd.spec.container import ContainerSpec
 from lightd.spec.ports import PortsDocument
+from lightd.spec.template import TemplateSpec
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 SCHEMA_MODELS: dict[str, type[BaseModel]] = {
     "container.schema.json": ContainerSpec,
     "ports.schema.json": PortsDocument,
+    "template.schema.json": TemplateSpec,
 }
 
 

@@ -4,6 +4,7 @@ the way, and what it did to the engine. One row per action."""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from lightd.reconcile.actions import (
     EnsureImage,
     FinishInstall,
     Forget,
+    HandVolume,
     KillInstall,
     KillMain,
     RecordEngineBack,
@@ -35,6 +37,7 @@ from lightd.reconcile.actions import (
     ReportBlocked,
     ReportRefused,
     RestartMain,
+    RewriteConfigs,
     SkipInstall,
     StartInstall,
     StartMain,
@@ -231,7 +234,7 @@ CASES = [
         FinishInstall(exit_code=0), D, exited_install,
         {
             "install_state": InstallState.READY, "install_exit_code": 0,
-            "install_output_tail": "step 1\nstep 2", "last_error": None,
+            "install_output_tail": "step 1\nstep 2", "last_error": None, "volume_owner": None,
         },
         [], engine_lacks(INSTALL), id="a-finished-install-keeps-its-tail-and-goes",
     ),
@@ -257,7 +260,8 @@ CASES = [
     ),
     pytest.param(
         CreateMain(spec_hash="h2"), D, nothing,
-        {"container_id": "<main>", "spec_hash": "h2", "state": R.OFFLINE, "blocked_reason": None},
+        {"container_id": "<main>", "spec_hash": "h2", "state": R.OFFLINE, "blocked_reason": None,
+         "run_user": None, "user_recorded": True},
         [], engine_has(MAIN, running=False), id="create-records-the-new-container",
     ),
     pytest.param(
@@ -448,3 +452,108 @@ def test_a_start_the_engine_refuses_reports_offline_and_raises(tmp_path: Path) -
         assert [change.state for change in heard] == [R.STARTING, R.OFFLINE]
 
     asyncio.run(scenario())
+
+
+def _executor(tmp_path: Path, fake: FakeEngine, world: World, policy: Policy) -> Executor:
+    return Executor(
+        engine=fake,
+        observed=world,
+        consoles=ConsoleHub(fake, on_match=lambda *_: None, on_end=lambda _key: None),
+        policy=policy,
+        data_dir=tmp_path / "data",
+        interrupted=lambda _key: asyncio.Event(),
+        clock=lambda: NOW,
+    )
+
+
+async def _nowhere(_change: ObservedPatch) -> None:
+    return None
+
+
+def test_create_as_a_user_drops_capabilities(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        fake = FakeEngine(images=(IMAGE,))
+        world = World(fake=fake, volume=str(tmp_path))
+        executor = _executor(tmp_path, fake, world, Policy(cap_drop=("net_raw", "mknod")))
+        outcome = await executor.apply(
+            CreateMain(spec_hash="h", user="988:988"),
+            internal_id="mc-1",
+            desired=spec(read_only_rootfs=True),
+            actual=await world.actual(),
+            volume_path=str(tmp_path),
+            report=_nowhere,
+        )
+        made = fake.named(MAIN)
+        assert made is not None and made.request is not None
+        assert (made.request.user, made.request.cap_drop, made.request.read_only) == (
+            "988:988", ("net_raw", "mknod"), True,
+        )  # fmt: skip
+        assert outcome.patch is not None
+        assert outcome.patch.changes()["run_user"] == "988:988"
+        fake.close()
+
+    asyncio.run(scenario())
+
+
+def test_hand_volume_walks_once_and_records_it(tmp_path: Path) -> None:
+    volume = tmp_path / "volume"
+    (volume / "world" / "region").mkdir(parents=True)
+    (volume / "world" / "region" / "r.0.0.mca").write_bytes(b"x")
+    (volume / "outside-link").symlink_to("/etc/passwd")
+
+    async def scenario() -> None:
+        fake = FakeEngine(images=(IMAGE,))
+        world = World(fake=fake, volume=str(volume))
+        outcome = await _executor(tmp_path, fake, world, Policy()).apply(
+            HandVolume(owner="4321:4322"),
+            internal_id="mc-1",
+            desired=D,
+            actual=await world.actual(),
+            volume_path=str(volume),
+            report=_nowhere,
+        )
+        assert outcome.patch is not None
+        assert outcome.patch.changes() == {"volume_owner": "4321:4322"}
+        fake.close()
+
+    asyncio.run(scenario())
+    for path in (volume, volume / "world", volume / "world" / "region" / "r.0.0.mca"):
+        assert (path.stat().st_uid, path.stat().st_gid) == (4321, 4322)
+    assert os.lstat(volume / "outside-link").st_uid == 4321
+    assert os.stat("/etc/passwd").st_uid == 0, "the link was not followed"
+
+
+def test_rewrite_configs_reports_a_parse_error_and_keeps_the_file(tmp_path: Path) -> None:
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    (volume / "server.properties").write_text("# keep\nserver-port=1\n")
+    (volume / "broken.yml").write_text("a: [1\n")
+    desired = spec(
+        ports=[{"ip": "127.0.0.1", "port": 25565}],
+        config_files=[
+            {"path": "server.properties", "parser": "properties",
+             "replace": [{"match": "server-port", "value": "{{server.build.default.port}}"}]},
+            {"path": "broken.yml", "parser": "yaml", "replace": [{"match": "a", "value": "1"}]},
+        ],
+    )  # fmt: skip
+
+    async def scenario() -> ObservedPatch | None:
+        fake = FakeEngine(images=(IMAGE,))
+        world = World(fake=fake, volume=str(volume))
+        outcome = await _executor(tmp_path, fake, world, Policy()).apply(
+            RewriteConfigs(),
+            internal_id="mc-1",
+            desired=desired,
+            actual=await world.actual(),
+            volume_path=str(volume),
+            report=_nowhere,
+        )
+        fake.close()
+        return outcome.patch
+
+    patch = asyncio.run(scenario())
+    assert (volume / "server.properties").read_text() == "# keep\nserver-port=25565\n"
+    assert (volume / "broken.yml").read_text() == "a: [1\n"
+    assert patch is not None
+    error = patch.changes()["config_error"]
+    assert error.startswith("config file broken.yml: not valid YAML")
