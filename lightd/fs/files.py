@@ -5,21 +5,32 @@ or :mod:`lightd.fs.archive` in a thread (long ones on the volumes' own pool, see
 :meth:`VolumeManager.run_heavy`) and closes the root again. Uploads stream into an
 :class:`~lightd.fs.ops.AtomicWriter` under the size limit and are committed whole or not at
 all; reads hand out a :class:`FileStream` that owns its descriptor. Paths arrive parsed
-(:func:`lightd.fs.paths.parse_path`). It must not know about HTTP, nor touch a file
-without going through ``ops``/``archive`` (which never follow a symlink).
+(:func:`lightd.fs.paths.parse_path`).
+
+Every writer checks the volume's disk limit first (:class:`~lightd.fs.limits.DiskLimits`):
+a write or copy whose size would pass it, an upload whose bytes reach it, an extraction
+whose expanded size reaches it and an archive larger than the room left all fail with
+:class:`~lightd.errors.DiskLimitExceeded` (507) and leave nothing behind; the kernel's
+own EDQUOT/ENOSPC on a limited volume means the same. Other writers (SFTP, restores,
+pulls) call :meth:`VolumeFiles.ensure_room` and :meth:`VolumeFiles.wrote` the same way.
+It must not know about HTTP, nor touch a file without going through ``ops``/``archive``
+(which never follow a symlink).
 """
 
 from __future__ import annotations
 
 import builtins
+import contextlib
+import dataclasses
 import os
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
 from typing import BinaryIO, Concatenate, ParamSpec, TypeVar
 
-from lightd.errors import PayloadTooLarge
+from lightd.errors import DiskLimitExceeded, InsufficientStorage, PayloadTooLarge
 from lightd.fs import ops
 from lightd.fs.archive import ArchiveFormat, ExtractReport, compress, extract
 from lightd.fs.beneath import Root
+from lightd.fs.limits import DiskLimits
 from lightd.fs.paths import Parts
 from lightd.fs.volumes import Volume, VolumeInfo, VolumeManager
 
@@ -60,8 +71,36 @@ class VolumeFiles:
 
     # -- volumes ---------------------------------------------------------------------
 
-    async def create_volume(self) -> Volume:
-        return await self._volumes.run(self._volumes.create)
+    @property
+    def disk(self) -> DiskLimits:
+        return self._volumes.disk
+
+    async def create_volume(self, *, disk_limit: int | None = None) -> Volume:
+        return await self._volumes.run(self._volumes.create, disk_limit=disk_limit)
+
+    async def set_disk_limit(self, ref: str, limit: int | None, *, in_use: bool = False) -> Volume:
+        volume = self._volumes.resolve(ref)
+        await self._volumes.run_heavy(self.disk.set_limit, volume.ref, limit, in_use=in_use)
+        return volume
+
+    # -- the limit, for every writer -------------------------------------------------------
+
+    async def ensure_room(self, ref: str, adding: int) -> None:
+        """DiskLimitExceeded when ``adding`` more bytes would pass the volume's limit.
+
+        The hook of writers outside this facade: SFTP writes, backup restores and
+        pulls call it before they write (and :meth:`wrote` after).
+        """
+        volume = self._volumes.resolve(ref)
+        await self._volumes.run(self.disk.check, volume.ref, adding)
+
+    async def room(self, ref: str) -> int | None:
+        volume = self._volumes.resolve(ref)
+        return await self._volumes.run(self.disk.room, volume.ref)
+
+    def wrote(self, ref: str, delta: int) -> None:
+        """The volume changed by ``delta`` bytes through a writer (soft accounting)."""
+        self.disk.wrote(self._volumes.resolve(ref).id, delta)
 
     async def volumes(self) -> builtins.list[VolumeInfo]:
         return await self._volumes.run(self._volumes.list)
@@ -76,7 +115,17 @@ class VolumeFiles:
     # -- files -----------------------------------------------------------------------
 
     async def write(self, ref: str, parts: Parts, content: bytes) -> None:
-        await self._light(ref, ops.write_file, parts, content)
+        disk = self.disk
+        volume = self._volumes.resolve(ref)
+
+        def write(root: Root) -> None:
+            replaced = ops.regular_size(root, parts)
+            with self._limited(volume.id):
+                disk.check(volume.ref, len(content) - replaced)
+                ops.write_file(root, parts, content)
+            disk.wrote(volume.id, len(content) - replaced)
+
+        await self._light(ref, write)
 
     async def list(self, ref: str, parts: Parts) -> list[ops.Entry]:
         return await self._light(ref, ops.list_dir, parts)
@@ -107,24 +156,34 @@ class VolumeFiles:
         volume = self._volumes.resolve(ref)
         root = await self._volumes.run(Root, volume.path)
         try:
+            replaced = await self._volumes.run(ops.regular_size, root, parts)
+            room = await self._volumes.run(self.disk.room, volume.ref)
+            if room is not None:
+                room += replaced
+                if declared_length is not None and declared_length > room:
+                    raise DiskLimitExceeded()
             writer = await self._volumes.run(ops.AtomicWriter, root, parts)
             try:
-                total = 0
-                pending = bytearray()
-                async for chunk in chunks:
-                    total += len(chunk)
-                    if total > limit:
-                        raise PayloadTooLarge()
-                    pending += chunk
-                    if len(pending) >= UPLOAD_CHUNK:
+                with self._limited(volume.id):
+                    total = 0
+                    pending = bytearray()
+                    async for chunk in chunks:
+                        total += len(chunk)
+                        if total > limit:
+                            raise PayloadTooLarge()
+                        if room is not None and total > room:
+                            raise DiskLimitExceeded()  # the stream stops at the limit
+                        pending += chunk
+                        if len(pending) >= UPLOAD_CHUNK:
+                            await self._volumes.run(writer.write, bytes(pending))
+                            pending.clear()
+                    if pending:
                         await self._volumes.run(writer.write, bytes(pending))
-                        pending.clear()
-                if pending:
-                    await self._volumes.run(writer.write, bytes(pending))
-                await self._volumes.run(writer.commit)
+                    await self._volumes.run(writer.commit)
             except BaseException:
                 await self._volumes.run(writer.abort)
                 raise
+            self.disk.wrote(volume.id, total - replaced)
         finally:
             root.close()
 
@@ -132,7 +191,17 @@ class VolumeFiles:
         await self._light(ref, ops.make_folder, parts)
 
     async def copy(self, ref: str, source: Parts, target: Parts, *, overwrite: bool) -> None:
-        await self._heavy(ref, ops.copy, source, target, overwrite=overwrite)
+        disk = self.disk
+        volume = self._volumes.resolve(ref)
+
+        def copy(root: Root) -> None:
+            adding = ops.size_of(root, source)
+            with self._limited(volume.id):
+                disk.check(volume.ref, adding)
+                ops.copy(root, source, target, overwrite=overwrite)
+            disk.wrote(volume.id, adding)
+
+        await self._heavy(ref, copy)
 
     async def move(self, ref: str, source: Parts, target: Parts, *, overwrite: bool) -> None:
         await self._heavy(ref, ops.move, source, target, overwrite=overwrite)
@@ -152,22 +221,60 @@ class VolumeFiles:
         overwrite: bool,
     ) -> tuple[Parts, int]:
         """Write an archive of ``sources`` (default: the whole volume); its parts and size."""
-        return await self._heavy(
-            ref, compress, sources=sources, output=output, fmt=fmt, overwrite=overwrite
-        )
+        disk = self.disk
+        volume = self._volumes.resolve(ref)
+
+        def work(root: Root) -> tuple[Parts, int]:
+            with self._limited(volume.id):
+                made = compress(
+                    root,
+                    sources=sources,
+                    output=output,
+                    fmt=fmt,
+                    overwrite=overwrite,
+                    room=disk.room(volume.ref),
+                )
+            disk.wrote(volume.id, made[1])
+            return made
+
+        return await self._heavy(ref, work)
 
     async def extract(
         self, ref: str, *, archive: Parts, destination: Parts, overwrite: bool
     ) -> ExtractReport:
-        """Extract an archive of the volume into ``destination`` within the archive limits."""
-        return await self._heavy(
-            ref,
-            extract,
-            archive=archive,
-            destination=destination,
-            limits=self._volumes.limits,
-            overwrite=overwrite,
-        )
+        """Extract an archive of the volume into ``destination`` within the archive limits.
+
+        The expanded size counts against the disk limit as it is written.
+        """
+        disk = self.disk
+        volume = self._volumes.resolve(ref)
+
+        def work(root: Root) -> ExtractReport:
+            limits = dataclasses.replace(self._volumes.limits, disk_room=disk.room(volume.ref))
+            with self._limited(volume.id):
+                report = extract(
+                    root,
+                    archive=archive,
+                    destination=destination,
+                    limits=limits,
+                    overwrite=overwrite,
+                )
+            disk.wrote(volume.id, report.bytes)
+            return report
+
+        return await self._heavy(ref, work)
+
+    @contextlib.contextmanager
+    def _limited(self, volume_id: str) -> Iterator[None]:
+        """The kernel's ENOSPC/EDQUOT on a volume with a limit is that limit."""
+        try:
+            yield
+        except DiskLimitExceeded:
+            raise
+        except InsufficientStorage as exc:
+            if self.disk.limit(volume_id) is not None:
+                raise DiskLimitExceeded() from exc
+            raise
 
     # -- threads ---------------------------------------------------------------------
 
