@@ -32,6 +32,7 @@ from lightd.engine.docker import DockerEngine
 from lightd.errors import LightdError
 from lightd.fs import ArchiveLimits, VolumeManager
 from lightd.fs.files import VolumeFiles
+from lightd.fs.limits import DiskLimits
 from lightd.logsetup import flush_logs, set_flush_waker, set_level
 from lightd.metrics import Metrics
 from lightd.pool import PortPool
@@ -44,7 +45,7 @@ from lightd.runtime.stats import StatsHub
 from lightd.runtime.watch import NodeWatch
 from lightd.services import Access, Consoles, GitOps, Node, Services, SocketCounts
 from lightd.spec.container import ContainerSpec
-from lightd.spec.observed import ObservedContainer
+from lightd.spec.observed import ObservedContainer, RuntimeState
 from lightd.store import DocumentStore
 from lightd.store.install_logs import InstallLogs
 from lightd.store.observed import ObservedStore
@@ -99,9 +100,18 @@ class Daemon:
             on_match=lambda key, cid: self.controller.on_console_match(key, cid),
             on_end=lambda key: self.controller.on_console_end(key),
         )
+        self.disk = DiskLimits(
+            volumes_root=data_dir / "volumes",
+            images=data_dir / "volume-images",
+            meta=self.data,
+            setting=settings.volumes.disk_backend,
+            rescan_seconds=settings.volumes.soft_rescan_seconds,
+            entries_per_second=settings.volumes.soft_scan_entries_per_second,
+        )
         self.volumes = VolumeManager(
             data_dir / "volumes",
             meta=self.data,
+            disk=self.disk,
             limits=ArchiveLimits(
                 max_total_bytes=settings.volumes.archive_max_total_bytes,
                 max_entries=settings.volumes.archive_max_entries,
@@ -119,6 +129,8 @@ class Daemon:
             settings=controller_settings(settings.containers),
             metrics=self.metrics,
             admit=self._admit,
+            disk_state=self._disk_state,
+            apply_disk=self._apply_disk,
         )
         self.views = Views(desired=self.containers, observed=self.observed, ports=self.ports)
         self.watch = NodeWatch(
@@ -127,7 +139,7 @@ class Daemon:
             port_views=self.views.port_views,
             history=settings.websocket.watch_history,
         )
-        self.stats = StatsHub(self.engine)
+        self.stats = StatsHub(self.engine, extra=self._stats_extra)
         self.container_events = ContainerEvents()
         self.sockets = SocketCounts()
         self.observed.subscribe(self.container_events.on_observed)
@@ -179,7 +191,9 @@ class Daemon:
                 install_logs=InstallLogs(self.data),
             ),
             ports=self.ports,
-            files=VolumeFiles(self.volumes),
+            files=VolumeFiles(
+                self.volumes, limit_owner=self._limit_owner, in_use=self._volume_in_use
+            ),
             tokens=Access(
                 tokens=self.tokens,
                 master=lambda: self.master.value,
@@ -197,6 +211,7 @@ class Daemon:
             sockets=self.sockets,
         )
         self._tasks: list[asyncio.Task[None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def _admit(self, spec: ContainerSpec) -> str | None:
         """Why a document may not be applied (hand edits skip the API's checks), or None."""
@@ -208,9 +223,72 @@ class Daemon:
         )
         return refusal.message if refusal is not None else None
 
+    # -- disk limits -------------------------------------------------------------------
+
+    def _volume_id(self, ref: str) -> str | None:
+        try:
+            return self.volumes.resolve(ref).id
+        except LightdError:
+            return None
+
+    def _disk_state(self, ref: str) -> tuple[int | None, str | None]:
+        volume_id = self._volume_id(ref)
+        if volume_id is None:
+            return None, None
+        cached = self.disk.cached(volume_id)
+        limit = cached.limit if cached is not None else self.disk.limit(volume_id)
+        return limit, self.disk.over(volume_id)
+
+    async def _apply_disk(self, ref: str, limit: int, in_use: bool) -> None:
+        volume = self.volumes.resolve(ref)
+        await self.volumes.run_heavy(self.disk.set_limit, volume.ref, limit, in_use=in_use)
+
+    def _users(self, volume_id: str) -> list[ContainerSpec]:
+        return [
+            spec
+            for spec in self.containers.all()
+            if spec.volume_id == volume_id or self._volume_id(spec.volume_id) == volume_id
+        ]
+
+    def _limit_owner(self, volume_id: str) -> str | None:
+        """The container whose document sets the volume's limit (it wins over the API)."""
+        for spec in self._users(volume_id):
+            if spec.limits.disk is not None:
+                return spec.internal_id
+        return None
+
+    def _volume_in_use(self, volume_id: str) -> bool:
+        for spec in self._users(volume_id):
+            observed = self.observed.get(spec.internal_id)
+            if observed is not None and observed.state is not RuntimeState.OFFLINE:
+                return True
+        return False
+
+    def _stats_extra(self, internal_id: str) -> dict[str, Any]:
+        spec = self.containers.get(internal_id)
+        volume_id = self._volume_id(spec.volume_id) if spec is not None else None
+        cached = self.disk.cached(volume_id) if volume_id is not None else None
+        if cached is None:
+            return {}
+        return {"disk_usage": cached.usage, "disk_limit": cached.limit or 0}
+
+    def _disk_over_changed(self, volume_id: str) -> None:
+        """From any thread: the volume crossed its limit; its containers look again."""
+        loop = self._loop
+        if loop is None:
+            return
+        for spec in self._users(volume_id):
+            loop.call_soon_threadsafe(self.controller.hint, spec.internal_id)
+
+    async def _watch_disk(self) -> None:
+        interval = self.settings.volumes.disk_check_seconds
+        while True:
+            await asyncio.sleep(interval)
+            await asyncio.to_thread(self.disk.refresh, self.volumes.refs())
+
     def _metric_state(self) -> dict[str, Any]:
         queue = self.controller.queue
-        return self.views.metric_state(
+        state = self.views.metric_state(
             queue_depth=len(queue) if queue is not None else 0,
             retries=queue.retries if queue is not None else 0,
             container_sockets=self.sockets.containers,
@@ -234,6 +312,11 @@ class Daemon:
                 ),
             ],
         )
+        state["volumes"] = [
+            (volume_id, disk.usage, disk.limit)
+            for volume_id, disk in sorted(self.disk.all_cached().items())
+        ]
+        return state
 
     def _observed_changed(
         self, old: ObservedContainer | None, new: ObservedContainer | None
@@ -258,6 +341,16 @@ class Daemon:
             return None
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        # Disk limits first: the backend is probed and image volumes are mounted again
+        # before anything (the sweep, an install, a container) uses a volume.
+        await asyncio.to_thread(self.disk.probe)
+        attached = await asyncio.to_thread(self.disk.attach_all, self.volumes.refs())
+        log.info("disk limits: %s, %d volumes attached", self.disk.status.backend, attached)
+        self.disk.on_over_changed = self._disk_over_changed
+        await asyncio.to_thread(self.disk.refresh, self.volumes.refs())
+        self.disk.start_accounting(self.volumes.refs)
+        self._tasks.append(asyncio.create_task(self._watch_disk(), name="disk-watch"))
         swept = await asyncio.to_thread(self.data.sweep_temp_files)
         swept += await asyncio.to_thread(self.desired.sweep_temp_files)
         swept += await asyncio.to_thread(self.volumes.sweep)
@@ -296,6 +389,7 @@ class Daemon:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        await asyncio.to_thread(self.disk.stop)
         self.volumes.close()
         self.engine.close()
 

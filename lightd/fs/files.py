@@ -26,7 +26,12 @@ import os
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
 from typing import BinaryIO, Concatenate, ParamSpec, TypeVar
 
-from lightd.errors import DiskLimitExceeded, InsufficientStorage, PayloadTooLarge
+from lightd.errors import (
+    DiskLimitConflict,
+    DiskLimitExceeded,
+    InsufficientStorage,
+    PayloadTooLarge,
+)
 from lightd.fs import ops
 from lightd.fs.archive import ArchiveFormat, ExtractReport, compress, extract
 from lightd.fs.beneath import Root
@@ -66,8 +71,17 @@ class FileStream:
 class VolumeFiles:
     """Volumes and the files in them, by volume reference (a UUID or a unique prefix)."""
 
-    def __init__(self, volumes: VolumeManager) -> None:
+    def __init__(
+        self,
+        volumes: VolumeManager,
+        *,
+        limit_owner: Callable[[str], str | None] = lambda _volume_id: None,
+        in_use: Callable[[str], bool] = lambda _volume_id: False,
+    ) -> None:
         self._volumes = volumes
+        # The container whose document sets a volume's limit (the document wins).
+        self._limit_owner = limit_owner
+        self._in_use = in_use
 
     # -- volumes ---------------------------------------------------------------------
 
@@ -78,10 +92,18 @@ class VolumeFiles:
     async def create_volume(self, *, disk_limit: int | None = None) -> Volume:
         return await self._volumes.run(self._volumes.create, disk_limit=disk_limit)
 
-    async def set_disk_limit(self, ref: str, limit: int | None, *, in_use: bool = False) -> Volume:
+    async def set_disk_limit(self, ref: str, limit: int | None) -> VolumeInfo:
+        """Change a volume's limit live; 409 when a document sets it or it cannot take it."""
         volume = self._volumes.resolve(ref)
+        owner = self._limit_owner(volume.id)
+        if owner is not None:
+            raise DiskLimitConflict(
+                f"The disk limit of this volume is set by container {owner}'s document "
+                "(limits.disk)"
+            )
+        in_use = self._in_use(volume.id)
         await self._volumes.run_heavy(self.disk.set_limit, volume.ref, limit, in_use=in_use)
-        return volume
+        return await self._volumes.run(self._volumes.info, volume)
 
     # -- the limit, for every writer -------------------------------------------------------
 

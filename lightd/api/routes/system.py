@@ -1,4 +1,4 @@
-"""``GET /system``: the daemon's version, the Docker engine's reachability, the desired folder.
+"""``GET /system``: version, the engine's reachability, the desired folder, the disk backend.
 
 Read-only; it must not change anything.
 """
@@ -31,11 +31,25 @@ class RuntimeView(BaseModel):
     watch_sockets: int
 
 
+class ProbeView(BaseModel):
+    name: str
+    usable: bool
+    reason: str
+
+
+class DiskView(BaseModel):
+    backend: str
+    reason: str
+    kernel_enforced: bool
+    probes: list[ProbeView]
+
+
 class SystemResponse(BaseModel):
     version: str
     docker: DockerView
     runtime: RuntimeView
     desired: DesiredView
+    disk: DiskView
 
 
 @blueprint.get("/system")
@@ -43,6 +57,7 @@ class SystemResponse(BaseModel):
 async def show() -> SystemResponse:
     services = get_services()
     status = await services.node.engine_status()
+    disk = services.files.disk.status
     return SystemResponse(
         version=__version__,
         docker=DockerView(
@@ -59,4 +74,10 @@ async def show() -> SystemResponse:
             watch_sockets=services.sockets.watch,
         ),
         desired=desired_view(services),
+        disk=DiskView(
+            backend=disk.backend,
+            reason=disk.reason,
+            kernel_enforced=disk.kernel_enforced,
+            probes=[ProbeView(name=p.name, usable=p.usable, reason=p.reason) for p in disk.probes],
+        ),
     )
