@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test check lint typecheck pytest docker images bench clean
+.PHONY: run test check lint typecheck pytest docker images disk-tools bench clean
 
 $(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "lightd needs Python 3.11 or newer")'
@@ -27,6 +27,9 @@ docker:
 images: docker
 	@./tests/images/build.sh
 
+disk-tools:
+	@./deploy/ensure-disk-tools.sh
+
 run: $(STAMP) docker
 	$(VENV)/bin/lightd serve $(if $(CONFIG),--config $(CONFIG),)
 
@@ -39,10 +42,10 @@ typecheck: $(STAMP)
 	$(VENV)/bin/lint-imports
 
 # make test includes the test that restarts dockerd (it runs last).
-pytest: $(STAMP) images
+pytest: $(STAMP) images disk-tools
 	LIGHTD_TEST_RESTART_ENGINE=1 $(VENV)/bin/pytest $(PYTEST_ARGS)
 
-test: $(STAMP) images lint typecheck pytest
+test: $(STAMP) images disk-tools lint typecheck pytest
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
