@@ -46,6 +46,10 @@ class DiskBackend(Protocol):
         """Bytes the volume uses, read in O(1); None when this backend cannot tell."""
         ...
 
+    def measures(self, volume: VolumeRef) -> bool:
+        """Cheaply: whether :meth:`usage` answers for this volume (else the accountant)."""
+        ...
+
     def attach(self, volume: VolumeRef, *, limit: int | None) -> None:
         """At start, before anything uses the volume: make it ready (mount its image)."""
         ...

@@ -100,6 +100,9 @@ class BtrfsBackend:
             )
         run(["btrfs", "qgroup", "limit", str(limit) if limit else "none", str(volume.path)])
 
+    def measures(self, volume: VolumeRef) -> bool:
+        return is_subvolume(volume.path)
+
     def usage(self, volume: VolumeRef) -> int | None:
         if not is_subvolume(volume.path):
             return None

@@ -67,6 +67,9 @@ class ImageBackend:
         volume.path.mkdir(mode=0o755)
         volume.path.chmod(0o755)
 
+    def measures(self, volume: VolumeRef) -> bool:
+        return self.image_of(volume).exists()
+
     def usage(self, volume: VolumeRef) -> int | None:
         if not self.image_of(volume).exists() or not is_mount_point(volume.path):
             return None

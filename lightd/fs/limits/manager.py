@@ -118,8 +118,13 @@ class DiskLimits:
         def walked(volume_id: str) -> None:
             self._recheck(volume_id, self.accountant.usage(volume_id))
 
+        def unmeasured() -> list[VolumeRef]:
+            # Only volumes the backend cannot measure are walked (never btrfs subvolumes,
+            # images or project-quota folders).
+            return [volume for volume in volumes() if not self.backend.measures(volume)]
+
         self.accountant.on_walked = walked
-        self.accountant.start(volumes)
+        self.accountant.start(unmeasured)
 
     def stop(self) -> None:
         self.accountant.stop()

@@ -185,6 +185,9 @@ class ProjectBackend:
         except QuotaError as exc:
             raise DiskLimitConflict(f"Project quota refused: {exc.message}") from exc
 
+    def measures(self, volume: VolumeRef) -> bool:
+        return True
+
     def usage(self, volume: VolumeRef) -> int | None:
         block = IfDqblk()
         try:

@@ -190,6 +190,9 @@ class SoftBackend:
     def usage(self, volume: VolumeRef) -> int | None:
         return None
 
+    def measures(self, volume: VolumeRef) -> bool:
+        return False
+
     def attach(self, volume: VolumeRef, *, limit: int | None) -> None:
         return None
 
