@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.limits.conftest import ROOT_ONLY
-from tests.limits.rig import MiB, DiskRig
+from tests.limits.rig import DiskRig, MiB
 from tests.limits.writers import assert_every_writer_refused, assert_reads_do_not_walk
 
 pytestmark = [ROOT_ONLY, pytest.mark.docker]

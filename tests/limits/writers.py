@@ -16,7 +16,7 @@ import tarfile
 import time
 from pathlib import Path
 
-from tests.limits.rig import MiB, DiskRig
+from tests.limits.rig import DiskRig, MiB
 
 FAR_PAST = 1_000_000_000.0
 LIMIT_ERROR = {"error": "Disk limit exceeded"}
