@@ -3,9 +3,14 @@
 ``<data_dir>/volume-images/<uuid>.img`` is made (sparse, ``mkfs.ext4``) when a volume
 first gets a limit, and loop-mounted on the volume folder; the kernel answers ENOSPC at
 its size, also to the container. :meth:`ImageBackend.attach` mounts it again at every
-start, before anything uses the volume (and finishes a grow a kill interrupted). A raised
-limit grows it online: the file is extended, the loop device told (``losetup -c``), then
-``resize2fs`` (a killed resize leaves the old or the new size, both mountable). A lowered
+start, before anything uses the volume. A raised limit grows it online: the file is
+extended, the loop device told (``losetup -c``), then ``resize2fs`` on the mounted file
+system (the kernel's online resize: a kill leaves the old or the new size). A kernel that
+refuses online resizing (no ``CAP_SYS_RESOURCE``, as on this project's machines) gets the
+offline grow while no container uses the volume: unmount, ``e2fsck``, ``resize2fs -z``
+with an undo file, mount; a kill in the middle leaves the undo file, which the next
+start replays (``e2undo``) before mounting, so the volume comes back at its old size,
+whole. While a container runs on it such a grow is refused (409), never forced. A lowered
 limit above the usage is held by lightd's own writers while the image keeps its size
 (ext4 cannot shrink online); below the usage it is refused. Usage is ``statvfs``, O(1).
 A volume with content gets its image by a copy into it while no container uses it.
@@ -17,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 from lightd.errors import DiskLimitConflict
@@ -24,6 +30,18 @@ from lightd.fs.limits.base import CommandFailed, VolumeRef, is_mount_point, moun
 from lightd.fs.limits.decide import Probe, Resize, image_resize
 
 MOUNT_OPTIONS = "loop,nosuid,nodev"
+CAP_SYS_RESOURCE = 24
+
+
+def online_resize_allowed() -> bool:
+    """Whether this process holds CAP_SYS_RESOURCE (the kernel's online ext4 resize)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("CapEff:"):
+                return bool(int(line.split()[1], 16) >> CAP_SYS_RESOURCE & 1)
+    except (OSError, ValueError):
+        pass
+    return False
 
 
 def probe() -> Probe:
@@ -38,17 +56,17 @@ def probe() -> Probe:
     ]
     if missing:
         return Probe("image", False, f"missing tools: {', '.join(missing)} (e2fsprogs)")
-    return Probe("image", True, "root with loop devices and e2fsprogs: ext4 images")
+    grow = (
+        "grown online"
+        if online_resize_allowed()
+        else "grown offline while unused (no CAP_SYS_RESOURCE for online resize)"
+    )
+    return Probe("image", True, f"root with loop devices and e2fsprogs: ext4 images, {grow}")
 
 
 def used_bytes(path: Path) -> int:
     info = os.statvfs(path)
     return (info.f_blocks - info.f_bfree) * info.f_frsize
-
-
-def fs_bytes(path: Path) -> int:
-    info = os.statvfs(path)
-    return info.f_blocks * info.f_frsize
 
 
 class ImageBackend:
@@ -93,18 +111,32 @@ class ImageBackend:
             self._make(volume, limit)
         elif step is Resize.GROW:
             self._ensure_mounted(volume)
-            self.grow(volume, limit)
+            self.grow(volume, limit, in_use=in_use)
 
     def attach(self, volume: VolumeRef, *, limit: int | None) -> None:
         image = self.image_of(volume)
         if not image.exists():
             return
+        undo = self.undo_of(volume)
+        if undo.exists() and not is_mount_point(volume.path):
+            # An offline grow was killed: put the file system back as it was before it.
+            # (An undo file cut short by the kill replays nothing: the check repairs then.)
+            with contextlib.suppress(CommandFailed):
+                run(["e2undo", str(undo), str(image)])
+            undo.unlink()
+            self.repair(image)
         self._ensure_mounted(volume)
-        # A grow killed between the file's extension and resize2fs: finish it.
-        if image.stat().st_size > fs_bytes(volume.path) + 64 * 1024 * 1024 or (
-            limit is not None and limit > image.stat().st_size
-        ):
-            self.grow(volume, max(limit or 0, image.stat().st_size))
+
+    def repair(self, image: Path) -> None:
+        """``e2fsck -f -y``: what a kill left half done is put right before the mount."""
+        checked = subprocess.run(
+            ["e2fsck", "-f", "-y", str(image)], capture_output=True, text=True, check=False
+        )
+        if checked.returncode not in (0, 1):
+            raise CommandFailed(f"e2fsck failed: {checked.stdout.strip()[-200:]}")
+
+    def undo_of(self, volume: VolumeRef) -> Path:
+        return self.images / f"{volume.id}.e2undo"
 
     def release(self, volume: VolumeRef) -> None:
         if is_mount_point(volume.path):
@@ -117,9 +149,13 @@ class ImageBackend:
     def _ensure_mounted(self, volume: VolumeRef) -> None:
         if not is_mount_point(volume.path):
             image = self.image_of(volume)
-            # A kill may have left the journal to replay: fsck fixes what the mount would not.
-            with contextlib.suppress(CommandFailed):
-                run(["e2fsck", "-p", str(image)])
+            # A kill may have left the journal to replay or a resize half done: the
+            # preening check fixes what is safe, a full one what preening will not.
+            preened = subprocess.run(
+                ["e2fsck", "-p", str(image)], capture_output=True, text=True, check=False
+            )
+            if preened.returncode not in (0, 1):
+                self.repair(image)
             run(["mount", "-o", MOUNT_OPTIONS, str(image), str(volume.path)])
 
     def _make(self, volume: VolumeRef, limit: int) -> None:
@@ -162,11 +198,43 @@ class ImageBackend:
             raise CommandFailed(f"{volume.path} is not mounted")
         return found[2]
 
-    def grow(self, volume: VolumeRef, limit: int) -> None:
+    def grow(self, volume: VolumeRef, limit: int, *, in_use: bool) -> None:
         image = self.image_of(volume)
-        if image.stat().st_size < limit:
+        before = image.stat().st_size
+        if before < limit:
             with image.open("r+b") as handle:
                 handle.truncate(limit)
         device = self.loop_device(volume)
         run(["losetup", "-c", device])
-        run(["resize2fs", device])
+        try:
+            run(["resize2fs", device])
+            return
+        except CommandFailed as exc:
+            if in_use:
+                # The file system never grew: the file goes back to its size (the image's
+                # size is its limit).
+                with image.open("r+b") as handle:
+                    handle.truncate(before)
+                run(["losetup", "-c", device])
+                raise DiskLimitConflict(
+                    f"The kernel refused to grow the image online ({exc.message}): "
+                    "stop the container, then raise the limit"
+                ) from exc
+        self.grow_offline(volume)
+
+    def grow_offline(self, volume: VolumeRef) -> None:
+        """Unmount, check, grow to the file's size with an undo file, mount again."""
+        image = self.image_of(volume)
+        undo = self.undo_of(volume)
+        run(["umount", str(volume.path)])
+        try:
+            self.repair(image)
+            with contextlib.suppress(FileNotFoundError):
+                undo.unlink()
+            run(["resize2fs", "-z", str(undo), str(image)])
+            # Growing past the reserved descriptor blocks leaves the resize inode stale
+            # (e2fsck's "Resize inode not valid"): put it right while still unmounted.
+            self.repair(image)
+            undo.unlink()
+        finally:
+            run(["mount", "-o", MOUNT_OPTIONS, str(image), str(volume.path)])
