@@ -34,6 +34,8 @@ class DiskRig:
         self.api: httpx.Client | None = None
 
     def start(self) -> DiskRig:
+        if self.api is not None:
+            self.api.close()
         self.daemon.start()
         self.api = self.daemon.client()
         return self

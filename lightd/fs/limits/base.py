@@ -10,6 +10,8 @@ that :mod:`lightd.fs.limits.decide` can decide.
 
 from __future__ import annotations
 
+import ctypes
+import signal
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -63,20 +65,37 @@ class CommandFailed(LightdError):
     """A file-system tool answered an error; the message carries its own words."""
 
 
-def run(args: Sequence[str], *, timeout: float = CLI_TIMEOUT_SECONDS) -> str:
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_lightd() -> None:
+    """In the child before exec: killed with SIGKILL when lightd dies (kill -9 included).
+
+    A resize that went on after lightd was killed would race the next start's repair.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def run(
+    args: Sequence[str], *, timeout: float = CLI_TIMEOUT_SECONDS, ok: tuple[int, ...] = (0,)
+) -> str:
     """Run a tool (never through a shell); its stdout, or CommandFailed with its stderr."""
     try:
         done = subprocess.run(
-            list(args), capture_output=True, text=True, timeout=timeout, check=False
+            list(args),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            preexec_fn=_die_with_lightd,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise CommandFailed(f"{args[0]} failed: {exc}") from exc
-    if done.returncode != 0:
+    if done.returncode not in ok:
         words = (done.stderr or done.stdout).strip().splitlines()
-        raise CommandFailed(
-            f"{args[0]} {args[1] if len(args) > 1 else ''} failed: "
-            f"{words[-1] if words else f'exit {done.returncode}'}"
-        )
+        last = words[-1] if words else f"exit {done.returncode}"
+        raise CommandFailed(f"{args[0]} {args[1] if len(args) > 1 else ''} failed: {last}")
     return done.stdout
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 from lightd.errors import DiskLimitConflict
@@ -62,6 +61,12 @@ def probe() -> Probe:
         else "grown offline while unused (no CAP_SYS_RESOURCE for online resize)"
     )
     return Probe("image", True, f"root with loop devices and e2fsprogs: ext4 images, {grow}")
+
+
+def grown(path: Path, limit: int) -> bool:
+    """Whether the mounted file system spans (most of) ``limit``: ext4 keeps some for itself."""
+    info = os.statvfs(path)
+    return info.f_blocks * info.f_frsize >= limit * 0.8
 
 
 def used_bytes(path: Path) -> int:
@@ -129,11 +134,7 @@ class ImageBackend:
 
     def repair(self, image: Path) -> None:
         """``e2fsck -f -y``: what a kill left half done is put right before the mount."""
-        checked = subprocess.run(
-            ["e2fsck", "-f", "-y", str(image)], capture_output=True, text=True, check=False
-        )
-        if checked.returncode not in (0, 1):
-            raise CommandFailed(f"e2fsck failed: {checked.stdout.strip()[-200:]}")
+        run(["e2fsck", "-f", "-y", str(image)], ok=(0, 1))
 
     def undo_of(self, volume: VolumeRef) -> Path:
         return self.images / f"{volume.id}.e2undo"
@@ -151,10 +152,9 @@ class ImageBackend:
             image = self.image_of(volume)
             # A kill may have left the journal to replay or a resize half done: the
             # preening check fixes what is safe, a full one what preening will not.
-            preened = subprocess.run(
-                ["e2fsck", "-p", str(image)], capture_output=True, text=True, check=False
-            )
-            if preened.returncode not in (0, 1):
+            try:
+                run(["e2fsck", "-p", str(image)], ok=(0, 1))
+            except CommandFailed:
                 self.repair(image)
             run(["mount", "-o", MOUNT_OPTIONS, str(image), str(volume.path)])
 
@@ -208,7 +208,9 @@ class ImageBackend:
         run(["losetup", "-c", device])
         try:
             run(["resize2fs", device])
-            return
+            if grown(volume.path, limit):
+                return
+            raise CommandFailed("resize2fs left the file system at its old size")
         except CommandFailed as exc:
             if in_use:
                 # The file system never grew: the file goes back to its size (the image's
