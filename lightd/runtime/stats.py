@@ -128,9 +128,12 @@ class StatsHub:
         for reader in list(self._readers.values()):
             self._halt(reader)
 
-    async def once(self, container_id: str) -> dict[str, Any]:
+    async def once(self, container_id: str, *, internal_id: str | None = None) -> dict[str, Any]:
         sample = await self._engine.stats_once(container_id)
-        return stats_event(sample)
+        event = stats_event(sample)
+        if internal_id is not None:
+            event.update(self._extra(internal_id))
+        return event
 
     def _halt(self, reader: _Reader) -> None:
         reader.stopped.set()

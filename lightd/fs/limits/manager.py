@@ -229,6 +229,8 @@ class DiskLimits:
     def make_folder(self, volume: VolumeRef) -> None:
         self.backend.make_folder(volume)
         self.accountant.add(volume.id, 0)
+        self._limits[volume.id] = None
+        self._usage[volume.id] = 0
 
     def release(self, volume: VolumeRef) -> None:
         self.backend.release(volume)
