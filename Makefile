@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test check lint typecheck pytest docker images disk-tools bench clean
+.PHONY: run test check lint typecheck pytest docker images test-tools bench clean
 
 $(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "lightd needs Python 3.11 or newer")'
@@ -27,7 +27,13 @@ docker:
 images: docker
 	@./tests/images/build.sh
 
-disk-tools:
+# What the tests drive besides Python packages, from Debian's packages where missing:
+# OpenSSH's sftp client and sftp-server (SFTP), restic and e2fsprogs (backups, loop file
+# systems), Chromium (the web console's browser tests).
+test-tools:
+	@./deploy/ensure-test-tools.sh
+	@./deploy/ensure-backup-tools.sh
+	@./deploy/ensure-chromium.sh
 	@./deploy/ensure-disk-tools.sh
 
 run: $(STAMP) docker
@@ -42,10 +48,10 @@ typecheck: $(STAMP)
 	$(VENV)/bin/lint-imports
 
 # make test includes the test that restarts dockerd (it runs last).
-pytest: $(STAMP) images disk-tools
+pytest: $(STAMP) images test-tools
 	LIGHTD_TEST_RESTART_ENGINE=1 $(VENV)/bin/pytest $(PYTEST_ARGS)
 
-test: $(STAMP) images disk-tools lint typecheck pytest
+test: $(STAMP) images test-tools lint typecheck pytest
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -2,7 +2,7 @@
 
 The sections follow the contract's ``GET /remote/config`` shape (``version``,
 ``server``, ``authorization``, ``remote``) plus lightd's own (``storage``, ``docker``,
-``logging``, ``containers``, ``gitops``). Settings are built once by
+``logging``, ``containers``, ``gitops``, ``sftp``). Settings are built once by
 :func:`load_settings` and passed down; nothing else reads the environment or the file.
 This module must not start anything or touch the disk beyond reading the config file.
 """
@@ -127,6 +127,47 @@ class VolumeSettings(_Section):
     soft_scan_entries_per_second: int = Field(default=20_000, ge=100)
 
 
+class BackupS3Settings(_Section):
+    """The bucket of the ``s3`` backup adapter (path-style, SigV4)."""
+
+    endpoint: str = ""
+    region: str = "us-east-1"
+    bucket: str = ""
+    prefix: str = ""
+    access_key: str = ""
+    secret_key: str = ""
+    part_size_mib: int = Field(default=16, ge=5, le=5120)
+    retries: int = Field(default=10, ge=0, le=100)
+    retry_initial_seconds: float = Field(default=1.0, gt=0)
+    retry_max_seconds: float = Field(default=30.0, gt=0)
+    timeout_seconds: float = Field(default=120.0, gt=0)
+
+
+class BackupResticSettings(_Section):
+    # A local folder or an ``s3:`` URL; empty: <data_dir>/backups/restic.
+    repository: str = ""
+    binary: str = "restic"
+    lock_retries: int = Field(default=8, ge=0)
+
+
+class BackupSettings(_Section):
+    """Backups and restores (``lightd.backups``)."""
+
+    # Empty: <data_dir>/backups.
+    local_dir: Path | None = None
+    default_adapter: Literal["archive", "s3", "restic"] = "archive"
+    concurrency: int = Field(default=2, ge=1, le=32)
+    # Reads of the volume (and so writes of the backup) per backup; 0: unlimited.
+    write_limit_mib_s: float = Field(default=0.0, ge=0)
+    compression_level: int = Field(default=6, ge=1, le=9)
+    restore_max_total_bytes: int = Field(default=1024**4, ge=1)
+    restore_max_entries: int = Field(default=10_000_000, ge=1)
+    # A restore stops the volume's running containers and waits this long for them.
+    stop_timeout_seconds: float = Field(default=300.0, gt=0)
+    s3: BackupS3Settings = Field(default_factory=BackupS3Settings)
+    restic: BackupResticSettings = Field(default_factory=BackupResticSettings)
+
+
 class GitopsSettings(_Section):
     """The desired-folder watcher and the deletion guard."""
 
@@ -139,6 +180,33 @@ class GitopsSettings(_Section):
     max_delete_share: float = Field(default=0.5, ge=0.0, le=1.0)
     # Poll the folder instead of using inotify (network file systems).
     force_polling: bool = False
+
+
+class SftpSettings(_Section):
+    """The built-in SFTP server (``lightd.sftp``)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    # 0: any free port (the log's "sftp listening" line and GET /system tell which).
+    port: int = Field(default=2022, ge=0, le=65535)
+    max_sessions_per_container: int = Field(default=8, ge=1, le=1024)
+    # Open SFTP sessions on the whole node.
+    max_sessions: int = Field(default=256, ge=1, le=65536)
+    idle_timeout_seconds: float = Field(default=600.0, gt=0)
+    # A connection must authenticate within this; keepalives find dead clients.
+    login_timeout_seconds: float = Field(default=30.0, gt=0)
+    keepalive_seconds: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _host_is_an_address(self) -> SftpSettings:
+        if self.host != "localhost":
+            try:
+                ipaddress.ip_address(self.host)
+            except ValueError:
+                raise ValueError(
+                    f"sftp.host must be an IP address or localhost, not {self.host!r}"
+                ) from None
+        return self
 
 
 class LoggingSettings(_Section):
@@ -167,6 +235,8 @@ class Settings(BaseSettings):
     websocket: WebSocketSettings = Field(default_factory=WebSocketSettings)
     volumes: VolumeSettings = Field(default_factory=VolumeSettings)
     gitops: GitopsSettings = Field(default_factory=GitopsSettings)
+    sftp: SftpSettings = Field(default_factory=SftpSettings)
+    backups: BackupSettings = Field(default_factory=BackupSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -18,6 +18,7 @@ from typing import Any
 from lightd.auth.master import MasterToken, ensure_master_token
 from lightd.auth.node import ensure_node_id
 from lightd.auth.tokens import TokenStore
+from lightd.backups.attach import attach as attach_backups
 from lightd.config import ContainersSettings, Settings, load_settings
 from lightd.desired.admission import admit
 from lightd.desired.documents import DesiredContainers
@@ -44,8 +45,9 @@ from lightd.runtime.events import ContainerEvents
 from lightd.runtime.stats import StatsHub
 from lightd.runtime.watch import NodeWatch
 from lightd.services import Access, Consoles, GitOps, Node, Services, SocketCounts
+from lightd.sftp import ContainerAccess, SftpService
 from lightd.spec.container import ContainerSpec
-from lightd.spec.observed import ObservedContainer, RuntimeState
+from lightd.spec.observed import InstallState, ObservedContainer, RuntimeState
 from lightd.store import DocumentStore
 from lightd.store.install_logs import InstallLogs
 from lightd.store.observed import ObservedStore
@@ -164,6 +166,35 @@ class Daemon:
                 force_polling=settings.gitops.force_polling,
             ),
         )
+        # SFTP (lightd.sftp): sessions on container volumes; activity to /watch and the panel.
+        self.sftp = SftpService(
+            settings.sftp,
+            data_dir=data_dir,
+            container_of=self.sftp_access,
+            on_activity=self.sftp_activity,
+        )
+        self.observed.subscribe(self.sftp.on_observed)
+        consoles = Consoles(
+            consoles=self.consoles,
+            stats=self.stats,
+            events=self.container_events,
+            observed=self.observed,
+            install_logs=InstallLogs(self.data),
+        )
+        self.backups = attach_backups(
+            settings=settings,
+            data=self.data,
+            volumes=self.volumes,
+            desired=self.containers,
+            observed=self.observed,
+            keep_stopped=self.controller.keep_stopped,
+            let_run=self.controller.let_run,
+            send_command=consoles.send_command,
+            watch=self.watch,
+            events=self.container_events,
+            remote=self.remote,
+            metrics=self.metrics,
+        )
         self.services = Services(
             settings=settings,
             containers=ContainerService(
@@ -183,13 +214,7 @@ class Daemon:
                 observed=self.observed,
                 observe=self.controller.observe,
             ),
-            consoles=Consoles(
-                consoles=self.consoles,
-                stats=self.stats,
-                events=self.container_events,
-                observed=self.observed,
-                install_logs=InstallLogs(self.data),
-            ),
+            consoles=consoles,
             ports=self.ports,
             files=VolumeFiles(
                 self.volumes, limit_owner=self._limit_owner, in_use=self._volume_in_use
@@ -209,9 +234,27 @@ class Daemon:
                 reload=self.reload,
             ),
             sockets=self.sockets,
+            sftp=self.sftp,
+            backups=self.backups,
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    def sftp_access(self, internal_id: str) -> ContainerAccess | None:
+        """An SFTP session's view of a container: its volume, and whether it is installing."""
+        spec = self.containers.get(internal_id)
+        if spec is None:
+            return None
+        path = self._volume_path(spec.volume_id)
+        observed = self.observed.get(internal_id)
+        installing = observed is not None and observed.install_state is InstallState.INSTALLING
+        return ContainerAccess(
+            volume=Path(path) if path else None, busy="installing" if installing else None
+        )
+
+    def sftp_activity(self, body: dict[str, Any]) -> None:
+        self.watch.publish("activity", str(body["server"]), body)
+        self.remote.on_activity(body)
 
     def _admit(self, spec: ContainerSpec) -> str | None:
         """Why a document may not be applied (hand edits skip the API's checks), or None."""
@@ -310,6 +353,7 @@ class Daemon:
                     "Panel notifications refused with a 4xx and dropped since start",
                     self.remote.refused,
                 ),
+                *self.sftp.metrics(),
             ],
         )
         state["volumes"] = [
@@ -356,6 +400,7 @@ class Daemon:
         swept += await asyncio.to_thread(self.volumes.sweep)
         if swept:
             log.info("removed %d temp files left by an interrupted write", swept)
+        await self.sftp.start()  # first: a taken port is a config error before anything runs
         await asyncio.to_thread(self.tokens.load)
         await self.ports.load()
         status = await self.engine.status()
@@ -379,8 +424,11 @@ class Daemon:
         await self.remote.start()
         await self.watcher.start()
         self.watch.prime()
+        await self.backups.start()
 
     async def stop(self) -> None:
+        await self.sftp.stop()
+        await self.backups.stop()
         await self.watcher.stop()
         await self.controller.stop()
         self.stats.stop_all()

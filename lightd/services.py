@@ -3,9 +3,10 @@
 The API (REST and WebSockets) receives :class:`Services` instead of the whole daemon:
 the desired write path (``containers``), answers built from state (``reads``, ``watch``,
 ``gitops``), console and stats streams (``consoles``), the port pool, volume files,
-tokens, node status and the open-socket counts. Each facade names what a route needs,
-so no route reaches through the daemon's parts. This module must not build anything
-(that is :mod:`lightd.daemon`), serve HTTP, or import the Docker implementation.
+tokens, node status, the open-socket counts, the SFTP server (``sftp``) and backups.
+Each facade names what a route needs, so no route reaches through the daemon's parts.
+This module must not build anything (that is :mod:`lightd.daemon`), serve HTTP, or
+import the Docker implementation.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 from lightd.auth.master import tokens_equal
 from lightd.auth.tokens import Grant, TokenStore
+from lightd.backups.service import BackupService
 from lightd.config import Settings
 from lightd.desired.documents import DesiredContainers, DocumentProblem
 from lightd.desired.ingest import DesiredIngest, DesiredStatus, IngestResult
@@ -33,6 +35,7 @@ from lightd.runtime.console import ConsoleHub, LineSink
 from lightd.runtime.events import ContainerEvents, EventSink
 from lightd.runtime.stats import StatsHub, StatsSink
 from lightd.runtime.watch import NodeWatch
+from lightd.sftp import SftpService
 from lightd.spec.container import ContainerSpec
 from lightd.spec.observed import ObservedContainer, RuntimeState
 from lightd.store.install_logs import InstallLogs
@@ -333,3 +336,5 @@ class Services:
     tokens: Access
     node: Node
     sockets: SocketCounts
+    sftp: SftpService
+    backups: BackupService

@@ -18,14 +18,17 @@ from lightd.api.jsonprovider import OrjsonProvider
 from lightd.api.openapi import LightdOpenAPIProvider
 from lightd.api.request import JsonApiRequest
 from lightd.api.routes import (
+    backups,
     containers,
     desired,
     health,
     network,
     public,
     remote,
+    sftp,
     system,
     tokens,
+    ui,
     volumes,
 )
 from lightd.services import Services
@@ -84,7 +87,10 @@ def create_app(services: Services) -> Quart:
         desired,
         volumes,
         sockets,
+        backups,
     )
     for module in modules:
         app.register_blueprint(module.blueprint)
+    app.register_blueprint(ui.blueprint)  # the web console's static files
+    app.register_blueprint(sftp.blueprint)
     return app

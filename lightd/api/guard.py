@@ -21,7 +21,8 @@ from lightd.logsetup import log_request
 
 log = logging.getLogger("lightd.http")
 
-PUBLIC_PATHS = frozenset({"/api/v1/public/ping", "/healthz", "/readyz"})
+PUBLIC_PATHS = frozenset({"/api/v1/public/ping", "/healthz", "/readyz", "/ui"})
+PUBLIC_PREFIXES = ("/ui/",)  # the web console's static files (no secret in them)
 DOCS_PATHS = frozenset({"/docs", "/openapi.json"})
 # Scrapers and browsers do not send the vendor media type.
 VENDOR_EXEMPT_PATHS = DOCS_PATHS | {"/metrics"}
@@ -55,7 +56,7 @@ def install_guard(app: Quart) -> None:
     async def _authenticate() -> None:
         req = current_request()
         path = req.path
-        if path in PUBLIC_PATHS:
+        if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
             return
         services = get_services()
         if path in DOCS_PATHS and services.settings.server.docs_public:

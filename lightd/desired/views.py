@@ -182,7 +182,7 @@ class Views:
         container_sockets: int,
         watch_sockets: int,
         engine_up: bool,
-        extra: list[tuple[str, str, int]],
+        extra: list[tuple[str, str, float]],
     ) -> dict[str, Any]:
         """Current figures for the metrics gauges (in memory only); the caller adds its own."""
         ports = self.port_views()

@@ -39,7 +39,7 @@ from lightd.reconcile.executor import ApplyDisk, Executor, Outcome, no_disk
 from lightd.reconcile.planner import Gates, Policy, gate, plan, settle
 from lightd.reconcile.workqueue import Backoff, WorkQueue
 from lightd.runtime.console import ConsoleHub
-from lightd.spec.container import ContainerSpec
+from lightd.spec.container import ContainerSpec, Power
 from lightd.spec.observed import ObservedPatch, RuntimeState
 from lightd.store.observed import ObservedStore
 
@@ -95,6 +95,8 @@ class Controller:
         # Host checks a document must pass before it is applied (the pool's ports).
         self._admit: Callable[[ContainerSpec], str | None] = admit or (lambda _spec: None)
         self._refusals: set[str] = set()
+        # Keys kept stopped whatever their power (a restore of their volume runs).
+        self._kept_stopped: set[str] = set()  # volumes being restored (lightd.backups)
         self._engine = engine
         self.desired = desired
         self.observed = observed
@@ -136,6 +138,16 @@ class Controller:
         if event is None:
             event = self._interrupts[key] = asyncio.Event()
         return event
+
+    def keep_stopped(self, key: str) -> None:
+        """Converge ``key`` as if its power were ``stopped`` until :meth:`let_run`."""
+        self._kept_stopped.add(key)
+        self.hint(key)
+
+    def let_run(self, key: str) -> None:
+        """End :meth:`keep_stopped`: the document's own power applies again."""
+        self._kept_stopped.discard(key)
+        self.hint(key)
 
     def hint(self, key: str) -> None:
         """Ask for ``key`` to be reconciled (collapses with pending hints)."""
@@ -378,6 +390,8 @@ class Controller:
         actual: Actual | None = None  # looked at once per pass: record-only steps keep it
         for _step in range(MAX_STEPS):
             desired = self.desired.get(key)
+            if desired is not None and key in self._kept_stopped:
+                desired = desired.model_copy(update={"power": Power.STOPPED})
             observed = self.observed.get(key)
             gates = self.gates(key, desired)
             volume_path = self._volume_path(desired.volume_id) if desired is not None else None

@@ -84,7 +84,7 @@ class PanelClient:
         await self._http.aclose()
 
     async def post_update(
-        self, url: str, token: str, body: dict[str, str], *, timeout_seconds: float
+        self, url: str, token: str, body: dict[str, str | int | float], *, timeout_seconds: float
     ) -> None:
         """Deliver one notification; raises PanelUnavailable or PanelRefused."""
         try:

@@ -28,13 +28,15 @@ from typing import Literal
 
 from lightd.spec.observed import InstallState, ObservedContainer, RuntimeState
 
-Kind = Literal["state", "error"]
+# "backup": the end of a backup or restore of the container's volume (lightd.backups);
+# "activity": SFTP logins and file changes (lightd.sftp).
+Kind = Literal["state", "error", "activity", "backup"]
 
 
 @dataclass(frozen=True)
 class Notification:
     kind: Kind
-    body: dict[str, str]
+    body: dict[str, str | int | float]
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,11 @@ class Reported:
     error: str | None = None
     crash_count: int = 0
     gave_up: bool = False
+
+
+def activity(body: dict[str, str | int | float]) -> Notification:
+    """An activity event (SFTP logins, uploads, ...), already batched by its producer."""
+    return Notification("activity", dict(body))
 
 
 def status(server: str, value: str) -> Notification:

@@ -38,7 +38,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 from lightd.config import RemoteSettings
 from lightd.errors import LightdError
 from lightd.remote.client import PanelClient, PanelRefused, PanelUnavailable
-from lightd.remote.events import changes
+from lightd.remote.events import Notification, activity, changes
 from lightd.remote.outbox import Entry, Outbox
 from lightd.spec.observed import ObservedContainer
 from lightd.store import DocumentStore
@@ -176,6 +176,19 @@ class Notifier:
         if item is not None:
             self._queue(item.internal_id, new)
 
+    def on_activity(self, body: dict[str, str | int | float]) -> None:
+        """Queue an activity event (``body["server"]`` names the container) for the panel."""
+        self.notify(str(body.get("server", "")), activity(body))
+
+    def notify(self, server: str, notification: Notification) -> None:
+        """Queue a notification of another room (SFTP activity, a backup's end)."""
+        if not self._settings.enabled:
+            return
+        self.outbox.add(server, notification)
+        self._dirty.set()
+        if self._running:
+            self._kick(server)
+
     def catch_up(self) -> None:
         """Queue the difference between what was last queued and the observed state now."""
         if not self._settings.enabled:
@@ -249,7 +262,9 @@ class Notifier:
                     "panel refused notification %d for %s (%s); dropped: %s",
                     entry.seq,
                     server,
-                    entry.body.get("status") or entry.body.get("error"),
+                    entry.body.get("status")
+                    or entry.body.get("error")
+                    or entry.body.get("activity"),
                     exc,
                     extra={"fields": {"server": server, "http_status": exc.status}},
                 )

@@ -8,7 +8,8 @@ document (``<data_dir>/remote/outbox.json``); :meth:`Outbox.restore` reads it ba
 The bound: when more than ``max_entries`` wait, the oldest *state* notification that a
 later state notification of the same container supersedes is dropped, again until the
 outbox fits; so a container's queue collapses towards its latest state and its final
-state is never lost. Only when no state notification can go are the oldest *error*
+state is never lost. *Activity* notifications (SFTP logins, uploads, ...) go first, oldest
+first; only when no activity or state notification can go are the oldest *error*
 notifications dropped; when neither can go (one final state per container), the outbox
 stays over its bound rather than lose a final state.
 
@@ -34,7 +35,7 @@ class Entry(BaseModel):
     seq: int
     server: str
     kind: Kind
-    body: dict[str, str]
+    body: dict[str, str | int | float]
     at: float = 0.0
 
 
@@ -115,7 +116,7 @@ class Outbox:
 
     def _fit(self) -> None:
         while self._count > self.max_entries:
-            victim = self._superseded_state() or self._oldest_error()
+            victim = self._oldest("activity") or self._superseded_state() or self._oldest("error")
             if victim is None:
                 log.warning(
                     "panel outbox over its bound (%d > %d): only final states are left",
@@ -137,11 +138,11 @@ class Outbox:
                     break
         return best
 
-    def _oldest_error(self) -> Entry | None:
+    def _oldest(self, kind: Kind) -> Entry | None:
         best: Entry | None = None
         for queue in self._queues.values():
             for entry in queue:
-                if entry.kind == "error" and entry.seq not in self._pinned:
+                if entry.kind == kind and entry.seq not in self._pinned:
                     if best is None or entry.seq < best.seq:
                         best = entry
                     break

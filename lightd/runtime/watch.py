@@ -3,7 +3,9 @@
 Objects are recomputed on hints (observed changes, desired edits, pool writes) and
 compared with what was last sent: only real differences get a new resource version, so
 a periodic resync that changes nothing sends nothing. Recent changes are kept in a ring
-so a client reconnecting with ``since`` gets what it missed. It must not change state.
+so a client reconnecting with ``since`` gets what it missed; :meth:`NodeWatch.publish`
+adds events that are not state (SFTP ``activity``) to the same ring. It must not change
+state.
 """
 
 from __future__ import annotations
@@ -88,6 +90,10 @@ class NodeWatch:
             self._diff("container", key, current.get(key))
         self.refresh_ports()
 
+    def set_object(self, kind: str, key: str, obj: dict[str, Any] | None) -> None:
+        """Report an object of another room (e.g. ``backup``); None: it is gone."""
+        self._diff(kind, key, obj)
+
     def _diff(self, kind: str, key: str, obj: dict[str, Any] | None) -> None:
         previous = self._objects.get((kind, key))
         if obj == previous:
@@ -103,6 +109,19 @@ class NodeWatch:
         event = {
             "event": "changed",
             "type": change,
+            "kind": kind,
+            "id": key,
+            "resource_version": self.resource_version,
+            "object": obj,
+        }
+        self._log.append(event)
+        self._emit([event])
+
+    def publish(self, kind: str, key: str, obj: dict[str, Any]) -> None:
+        """An event that is not a state change (e.g. ``activity``): sent and kept in the ring."""
+        self.resource_version += 1
+        event = {
+            "event": kind,
             "kind": kind,
             "id": key,
             "resource_version": self.resource_version,

@@ -71,6 +71,22 @@ class StopPolicy(BaseModel):
     timeout_seconds: float = Field(default=30.0, ge=0, le=3600)
 
 
+class BackupSchedule(BaseModel):
+    """Scheduled backups of the container's volume and the keep rules that prune them."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    every_seconds: float = Field(ge=60, le=366 * 86400, description="time between backups")
+    adapter: Literal["archive", "s3", "restic"] | None = None
+    ignore: list[str] = Field(default_factory=list, max_length=1024)
+    keep_last: int = Field(default=0, ge=0, le=10_000)
+    keep_daily: int = Field(default=0, ge=0, le=10_000)
+    keep_weekly: int = Field(default=0, ge=0, le=10_000)
+    before_commands: list[str] = Field(default_factory=list, max_length=64)
+    after_commands: list[str] = Field(default_factory=list, max_length=64)
+    command_wait_seconds: float = Field(default=5.0, ge=0, le=3600)
+
+
 SCHEMA_KEY_DESCRIPTION = (
     "Where an editor finds this document's JSON Schema; lightd keeps it and ignores it."
 )
@@ -101,6 +117,7 @@ class ContainerSpec(BaseModel):
     reinstall_requested_at: float | None = None
     kill_requested_at: float | None = None
     stop: StopPolicy = Field(default_factory=StopPolicy)
+    backups: BackupSchedule | None = None
 
     @field_validator("start_pattern")
     @classmethod

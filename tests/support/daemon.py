@@ -20,6 +20,7 @@ import orjson
 
 VENDOR = "application/vnd.pkglatv1+json"
 LISTENING = re.compile(r"lightd listening on (\S+):(\d+)")
+SFTP_LISTENING = re.compile(r"sftp listening on (\S+):(\d+)")
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -44,6 +45,7 @@ class DaemonProcess:
         self.config = config
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
+        self.sftp_port = 0  # 0 while SFTP is disabled
         self._log_offset = 0
 
     @property
@@ -60,6 +62,8 @@ class DaemonProcess:
             {
                 "LIGHTD_SERVER__HOST": "127.0.0.1",
                 "LIGHTD_SERVER__PORT": "0",
+                # Many daemons run at once: each SFTP server takes any free port.
+                "LIGHTD_SFTP__PORT": "0",
                 "LIGHTD_STORAGE__DATA_DIR": str(self.data_dir),
                 "LIGHTD_STORAGE__DESIRED_DIR": str(self.desired_dir),
                 "PYTHONUNBUFFERED": "1",
@@ -84,9 +88,12 @@ class DaemonProcess:
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            found = LISTENING.search(self.new_log())
+            text = self.new_log()
+            found = LISTENING.search(text)
             if found:
                 self.port = int(found.group(2))
+                sftp = SFTP_LISTENING.search(text)
+                self.sftp_port = int(sftp.group(2)) if sftp else 0
                 return self
             if self.proc.poll() is not None:
                 raise RuntimeError(f"lightd exited early ({self.proc.returncode}):\n{self.log()}")

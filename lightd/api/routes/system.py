@@ -1,4 +1,4 @@
-"""``GET /system``: version, the engine's reachability, the desired folder, the disk backend.
+"""``GET /system``: version, the engine's reachability, the desired folder, SFTP, disk backend.
 
 Read-only; it must not change anything.
 """
@@ -31,6 +31,14 @@ class RuntimeView(BaseModel):
     watch_sockets: int
 
 
+class SftpView(BaseModel):
+    enabled: bool
+    host: str
+    port: int
+    host_key_fingerprint: str | None
+    sessions: int
+
+
 class ProbeView(BaseModel):
     name: str
     usable: bool
@@ -49,6 +57,9 @@ class SystemResponse(BaseModel):
     docker: DockerView
     runtime: RuntimeView
     desired: DesiredView
+    sftp: SftpView
+    # restic's version (the backup adapter), None when it is not installed.
+    restic: str | None = None
     disk: DiskView
 
 
@@ -74,6 +85,8 @@ async def show() -> SystemResponse:
             watch_sockets=services.sockets.watch,
         ),
         desired=desired_view(services),
+        sftp=SftpView.model_validate(services.sftp.info()),
+        restic=services.backups.restic_version,
         disk=DiskView(
             backend=disk.backend,
             reason=disk.reason,

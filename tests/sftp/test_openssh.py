@@ -1,0 +1,144 @@
+"""Debian's real OpenSSH ``sftp`` client against lightd: the everyday commands, a key
+login, and a 100 MiB file both ways compared by hash."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.sftp.conftest import Account, OpenSSH, make_account
+from tests.support.lab import Lab
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as source:
+        while chunk := source.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def test_put_get_ls_rename_rm_mkdir_chmod(account: Account, openssh: OpenSSH) -> None:
+    local = openssh.home / "local.txt"
+    local.write_bytes(b"hello from openssh\n")
+    done = openssh.run(
+        account.port,
+        account.username,
+        "\n".join(
+            [
+                "mkdir saves",
+                "put local.txt saves/world.txt",
+                "ls -l saves",
+                "rename saves/world.txt saves/renamed.txt",
+                "chmod 600 saves/renamed.txt",
+                "get saves/renamed.txt back.txt",
+                "put local.txt gone.txt",
+                "rm gone.txt",
+                "ls",
+                "",
+            ]
+        ),
+        password=account.password,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "world.txt" in done.stdout
+    assert (openssh.home / "back.txt").read_bytes() == b"hello from openssh\n"
+    on_disk = account.volume / "saves" / "renamed.txt"
+    assert on_disk.read_bytes() == b"hello from openssh\n"
+    assert stat.S_IMODE(on_disk.stat().st_mode) == 0o600
+    assert not (account.volume / "gone.txt").exists()
+    assert not (account.volume / "saves" / "world.txt").exists()
+    # Nothing temporary is left behind in the volume.
+    assert [p.name for p in account.volume.iterdir() if p.name.startswith(".lightd-tmp-")] == []
+
+
+def test_public_key_login(lab: Lab, api: httpx.Client, openssh: OpenSSH) -> None:
+    key = openssh.home / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    public = (openssh.home / "id_ed25519.pub").read_text().strip()
+    acct = make_account(lab, api, "keyed", public_keys=[public])
+    assert acct.password is None  # keys only: no password was generated
+    (acct.volume / "motd.txt").write_text("welcome\n")
+    done = openssh.run(acct.port, acct.username, "get motd.txt\n", key=key)
+    assert done.returncode == 0, done.stderr
+    assert (openssh.home / "motd.txt").read_text() == "welcome\n"
+    # A wrong password gets nowhere (there is none for this user).
+    refused = openssh.run(acct.port, acct.username, "ls\n", password="nope")
+    assert refused.returncode != 0
+
+
+def test_wrong_password_is_refused(account: Account, openssh: OpenSSH) -> None:
+    done = openssh.run(account.port, account.username, "ls\n", password="wrong-password")
+    assert done.returncode != 0
+    assert "Permission denied" in done.stderr
+
+
+@pytest.mark.timeout(240)
+def test_100_mib_file_both_ways(account: Account, openssh: OpenSSH) -> None:
+    big = openssh.home / "big.bin"
+    with big.open("wb") as out:
+        for _ in range(100):
+            out.write(os.urandom(1 << 20))
+    done = openssh.run(
+        account.port,
+        account.username,
+        "put big.bin big.bin\nget big.bin back.bin\n",
+        password=account.password,
+        timeout=200,
+    )
+    assert done.returncode == 0, done.stderr
+    expected = sha256(big)
+    assert sha256(account.volume / "big.bin") == expected
+    assert sha256(openssh.home / "back.bin") == expected
+
+
+def test_killed_client_mid_upload_leaves_the_old_file(account: Account, openssh: OpenSSH) -> None:
+    import signal
+    import time
+
+    (account.volume / "world.dat").write_bytes(b"old world")
+    big = openssh.home / "big.bin"
+    with big.open("wb") as out:
+        for _ in range(200):
+            out.write(os.urandom(1 << 20))
+    args, env = openssh.command(account.port, account.username, password=account.password)
+    proc = subprocess.Popen(
+        args,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        cwd=openssh.home,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write(b"put big.bin world.dat\n")
+        proc.stdin.flush()
+
+        def temp_growing() -> bool:
+            temps = [p for p in account.volume.iterdir() if p.name.startswith(".lightd-tmp-")]
+            return any(p.stat().st_size > (4 << 20) for p in temps)
+
+        deadline = time.monotonic() + 30
+        while not temp_growing():
+            assert time.monotonic() < deadline, "the upload never started"
+            time.sleep(0.01)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        if proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+    assert (account.volume / "world.dat").read_bytes() == b"old world"
+    deadline = time.monotonic() + 10
+    while [p for p in account.volume.iterdir() if p.name.startswith(".lightd-tmp-")]:
+        assert time.monotonic() < deadline, "the temp entry was not removed"
+        time.sleep(0.05)
