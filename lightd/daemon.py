@@ -248,8 +248,15 @@ class Daemon:
         path = self._volume_path(spec.volume_id)
         observed = self.observed.get(internal_id)
         installing = observed is not None and observed.install_state is InstallState.INSTALLING
+        volume_id = self._volume_id(spec.volume_id)
+        if volume_id is None or path is None:
+            return ContainerAccess(volume=None)
+        ref = self.volumes.resolve(volume_id).ref
         return ContainerAccess(
-            volume=Path(path) if path else None, busy="installing" if installing else None
+            volume=Path(path),
+            busy="installing" if installing else None,
+            room=lambda: self.disk.room(ref),
+            wrote=lambda delta: self.disk.wrote(volume_id, delta),
         )
 
     def sftp_activity(self, body: dict[str, Any]) -> None:

@@ -45,6 +45,7 @@ from asyncssh.constants import (
 )
 
 from lightd.errors import (
+    DiskLimitExceeded,
     FileExists,
     FileNotFound,
     FilePermissionDenied,
@@ -82,6 +83,10 @@ class SessionContext:
     touch: Callable[[], None]
     activity: Callable[[Action, str, str], None]
     listings: set[int] = field(default_factory=set)
+    # The volume's disk limit: bytes it may still take (blocking; None: no limit), and
+    # the accounting of what a committed upload added.
+    room: Callable[[], int | None] = lambda: None
+    wrote: Callable[[int], None] = lambda _delta: None
 
 
 def sftp_error(exc: LightdError) -> asyncssh.SFTPError:
@@ -90,6 +95,8 @@ def sftp_error(exc: LightdError) -> asyncssh.SFTPError:
         return asyncssh.SFTPError(FX_NO_SUCH_FILE, "No such file")
     if isinstance(exc, PathTraversal | FilePermissionDenied):
         return asyncssh.SFTPError(FX_PERMISSION_DENIED, "Permission denied")
+    if isinstance(exc, DiskLimitExceeded):
+        return asyncssh.SFTPError(FX_NO_SPACE_ON_FILESYSTEM, "Disk limit exceeded")
     if isinstance(exc, InsufficientStorage):
         return asyncssh.SFTPError(FX_NO_SPACE_ON_FILESYSTEM, "No space left")
     if isinstance(exc, FileExists):
@@ -159,10 +166,23 @@ class ReadHandle:
 
 
 class WriteHandle:
-    def __init__(self, upload: handles.Upload, parts: Parts, *, append: bool) -> None:
+    def __init__(
+        self,
+        upload: handles.Upload,
+        parts: Parts,
+        *,
+        append: bool,
+        room: int | None = None,
+        base: int = 0,
+    ) -> None:
         self.upload = upload
         self.parts = parts
         self.append = append
+        # The disk limit: the upload may end at most ``room`` bytes past ``base`` (the
+        # size of the file it replaces); past it the upload failed and is never kept.
+        self.room = room
+        self.base = base
+        self.failed = False
 
     def seek(self, offset: int, whence: int) -> int:
         return os.lseek(self.upload.fd, offset, whence)
@@ -267,7 +287,15 @@ class VolumeSftp(asyncssh.SFTPServer):
                 )
                 if attrs.permissions is not None:
                     upload.mode = attrs.permissions
-                return WriteHandle(upload, target, append=bool(pflags & FXF_APPEND))
+                found = handles.lstat_or_none(self.root, target)
+                base = found.st_size if found is not None else 0
+                return WriteHandle(
+                    upload,
+                    target,
+                    append=bool(pflags & FXF_APPEND),
+                    room=self.context.room(),
+                    base=base,
+                )
 
             handle = await self._run(open_writer)
         if self._ending():
@@ -294,11 +322,21 @@ class VolumeSftp(asyncssh.SFTPServer):
         self.context.touch()
         if not isinstance(file_obj, WriteHandle):
             raise denied()
-        with answered():
-            upload = file_obj.upload
-            if file_obj.append:
-                offset = upload.size()
-            return upload.pwrite(data, offset)
+        if file_obj.failed:
+            raise asyncssh.SFTPError(FX_NO_SPACE_ON_FILESYSTEM, "Disk limit exceeded")
+        upload = file_obj.upload
+        try:
+            with answered():
+                if file_obj.append:
+                    offset = upload.size()
+                end = max(upload.size(), offset + len(data))
+                if file_obj.room is not None and end - file_obj.base > file_obj.room:
+                    raise DiskLimitExceeded()
+                return upload.pwrite(data, offset)
+        except asyncssh.SFTPError as exc:
+            if exc.code == FX_NO_SPACE_ON_FILESYSTEM:
+                file_obj.failed = True  # nothing of it is kept, whatever the client does
+            raise
 
     def _discard(self, handle: ReadHandle | WriteHandle) -> None:
         self._open.discard(handle)
@@ -315,7 +353,12 @@ class VolumeSftp(asyncssh.SFTPServer):
             self._discard(file_obj)
             return
         self._open.discard(file_obj)
+        if file_obj.failed:
+            file_obj.upload.abort()
+            raise asyncssh.SFTPError(FX_NO_SPACE_ON_FILESYSTEM, "Disk limit exceeded")
+        size = await self._run(file_obj.upload.size)
         await self._run(file_obj.upload.commit)
+        self.context.wrote(size - file_obj.base)
         self.context.activity("sftp.upload", shown(file_obj.parts), "")
 
     async def fsync(self, file_obj: object) -> None:

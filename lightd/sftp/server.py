@@ -79,6 +79,10 @@ class ContainerAccess:
 
     volume: Path | None
     busy: str | None = None  # e.g. "installing": sessions are refused and closed
+    # The volume's disk limit (blocking, called in a thread): bytes it may still take
+    # (None: no limit), and what a committed upload changed, for the accounting.
+    room: Callable[[], int | None] = lambda: None
+    wrote: Callable[[int], None] = lambda _delta: None
 
 
 ContainerOf = Callable[[str], ContainerAccess | None]
@@ -550,6 +554,8 @@ class SftpService:
             volume=access.volume,
             touch=touch,
             activity=activity,
+            room=access.room,
+            wrote=access.wrote,
         )
         handler = VolumeSftp(chan, context)
         session.handlers.append(handler)
