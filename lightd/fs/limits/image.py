@@ -108,15 +108,20 @@ class ImageBackend:
                 )
             return
         step = image_resize(limit=limit, usage=usage, image_size=size)
-        if step is Resize.MAKE:
-            if in_use:
-                raise DiskLimitConflict(
-                    "The volume becomes an image on its first limit: stop its container first"
-                )
-            self._make(volume, limit)
-        elif step is Resize.GROW:
-            self._ensure_mounted(volume)
-            self.grow(volume, limit, in_use=in_use)
+        try:
+            if step is Resize.MAKE:
+                if in_use:
+                    raise DiskLimitConflict(
+                        "The volume becomes an image on its first limit: stop its container first"
+                    )
+                self._make(volume, limit)
+            elif step is Resize.GROW:
+                self._ensure_mounted(volume)
+                self.grow(volume, limit, in_use=in_use)
+        except OSError as exc:  # e.g. EFBIG: larger than the images' file system allows
+            raise DiskLimitConflict(
+                f"Cannot make the volume's image {limit} bytes: {exc.strerror or exc}"
+            ) from exc
 
     def attach(self, volume: VolumeRef, *, limit: int | None) -> None:
         image = self.image_of(volume)
