@@ -22,6 +22,7 @@ from quart_schema.openapi import OpenAPIProvider
 
 from lightd.api.guard import PUBLIC_PATHS
 from lightd.api.routes.common import ErrorBody
+from lightd.backups.records import REF_RE as BACKUP_REF_RE
 from lightd.fs.paths import MAX_NAME_BYTES, MAX_PATH_BYTES, TEMP_PREFIX
 from lightd.fs.volumes import VOLUME_REF_RE
 from lightd.spec.container import ContainerSpec
@@ -66,6 +67,11 @@ PATH_PARAMETERS: dict[str, dict[str, Any]] = {
         "description": "A volume UUID or a unique prefix of at least 8 characters",
     },
     "internal_id": {"type": "string", "pattern": INTERNAL_ID_RE.pattern},
+    "backup_id": {
+        "type": "string",
+        "pattern": BACKUP_REF_RE.pattern.replace("0-9a-f", "0-9a-fA-F"),
+        "description": "A backup UUID or a unique prefix of at least 8 characters",
+    },
     "ip": IP_ADDRESS,
     "port": PORT,
 }

@@ -410,8 +410,10 @@ class BackupService:
             record.progress.bytes_done = meter.bytes_done
             record.progress.bytes_total = max(meter.bytes_total, meter.bytes_done)
             record.files = meter.files
-            await self._save_final(record)
+            # Readers see the final state from here on, so the volume is free from here on
+            # too (a panel that sees "done" may start the next backup at once).
             self._busy.pop(record.volume_id, None)
+            await self._save_final(record)
             self._ended.pop(record.backup_id, asyncio.Event()).set()
             self._changed(record)
             self._message(record.volume_id, f"Backup {record.backup_id} {record.state}")
@@ -608,6 +610,15 @@ class BackupService:
 
     async def restore(self, volume_ref: str, ref: str, *, truncate: bool) -> BackupRecord:
         record = self.get(volume_ref, ref)
+        ending = self._ended.get(record.backup_id)
+        if (
+            ending is not None
+            and record.state == "done"
+            and self._busy.get(record.volume_id) != record.backup_id
+        ):
+            # Its last restore has ended but its record is still being written: one write
+            # of this record at a time.
+            await ending.wait()
         if record.state != "done":
             raise (
                 BackupRunning()
@@ -671,8 +682,8 @@ class BackupService:
             state.completed_at = time.time()
             state.progress.bytes_done = meter.bytes_done
             state.progress.bytes_total = max(meter.bytes_total, meter.bytes_done)
+            self._busy.pop(record.volume_id, None)  # as for backups: free once it reads ended
             await self._save_final(record)
-            self._busy.pop(record.volume_id, None)
             self._ended.pop(record.backup_id, asyncio.Event()).set()
             self._changed(record)
             self._message(record.volume_id, f"Restore of backup {record.backup_id} {state.state}")

@@ -220,6 +220,9 @@ class Upload:
                     old = lstat_at(dir_fd, name)
                     if old is not None and (self.exclusive or stat.S_ISDIR(old.st_mode)):
                         raise FileExists()
+                    if old is not None and not stat.S_ISREG(old.st_mode):
+                        # A link (or other entry) made meanwhile is never replaced.
+                        raise PathTraversal()
                     mode = FILE_MODE
                     if self.mode is not None:
                         mode = self.mode & SETTABLE_MODE

@@ -179,6 +179,21 @@ def test_upload_commits_on_close_and_abort_keeps_the_old_file(tmp_path: Path) ->
     assert sorted(os.listdir(tmp_path)) == ["f.txt"]
 
 
+def test_upload_never_replaces_a_link_made_while_it_was_open(tmp_path: Path) -> None:
+    (tmp_path / "f.txt").write_bytes(b"old")
+    (tmp_path / "elsewhere").write_bytes(b"kept")
+    with Root(tmp_path) as root:
+        upload = handles.Upload(root, ("f.txt",), keep=False, exclusive=False)
+        upload.pwrite(b"new", 0)
+        (tmp_path / "f.txt").unlink()
+        (tmp_path / "f.txt").symlink_to("elsewhere")  # a container swaps in a link
+        with pytest.raises(PathTraversal):
+            upload.commit()
+    assert os.readlink(tmp_path / "f.txt") == "elsewhere"
+    assert (tmp_path / "elsewhere").read_bytes() == b"kept"
+    assert sorted(os.listdir(tmp_path)) == ["elsewhere", "f.txt"]
+
+
 @pytest.mark.parametrize(
     ("link", "target", "expected"),
     [
