@@ -66,10 +66,8 @@ ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "429", "5xx"]
 
 @pytest.fixture(scope="module")
 def fuzz_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
-    # Fuzzed disk limits make volumes with limits: the soft backend keeps them folders
-    # (no image is made or mounted for a fuzzed size); the backends have their own tests.
-    env = {**FAST_RECONCILER, "LIGHTD_VOLUMES__DISK_BACKEND": "soft"}
-    proc = DaemonProcess(tmp_path_factory.mktemp("fuzz-daemon"), env=env)
+    # FAST_RECONCILER keeps the soft disk backend: fuzzed limits never make images.
+    proc = DaemonProcess(tmp_path_factory.mktemp("fuzz-daemon"), env=dict(FAST_RECONCILER))
     proc.start()
     try:
         yield proc

@@ -1,6 +1,7 @@
 """SFTP writes hold the volume's disk limit: the no-space answer, nothing kept.
 
-On the shared daemon (whatever backend its probe chose): a volume made with an 8 MiB
+On the shared daemon (the soft backend, so lightd's own check is what refuses; the
+kernel's ENOSPC under ``image`` maps to the same answer): a volume made with an 8 MiB
 limit, a container on it with SFTP credentials; an upload past the limit fails with
 ``FX_NO_SPACE_ON_FILESYSTEM`` and leaves no file, one within it is kept.
 """
