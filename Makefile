@@ -34,6 +34,7 @@ test-tools:
 	@./deploy/ensure-test-tools.sh
 	@./deploy/ensure-backup-tools.sh
 	@./deploy/ensure-chromium.sh
+	@./deploy/ensure-disk-tools.sh
 
 run: $(STAMP) docker
 	$(VENV)/bin/lightd serve $(if $(CONFIG),--config $(CONFIG),)
@@ -50,7 +51,7 @@ typecheck: $(STAMP)
 pytest: $(STAMP) images test-tools
 	LIGHTD_TEST_RESTART_ENGINE=1 $(VENV)/bin/pytest $(PYTEST_ARGS)
 
-test: $(STAMP) images lint typecheck pytest
+test: $(STAMP) images test-tools lint typecheck pytest
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

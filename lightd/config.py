@@ -135,6 +135,16 @@ class VolumeSettings(_Section):
     archive_max_total_bytes: int = Field(default=10 * 1024**3, ge=1)
     archive_max_entries: int = Field(default=100_000, ge=1)
     archive_max_ratio: float = Field(default=200.0, gt=1)
+    # Per-volume disk limits (lightd.fs.limits): which backend holds them. auto prefers
+    # btrfs, then project quotas, then loop-mounted images (root, loop devices), then soft.
+    disk_backend: Literal["auto", "btrfs", "image", "project", "soft"] = "auto"
+    # How often every volume's usage is read into the cache that stats, metrics and the
+    # over-limit check use (one O(1) read per volume under btrfs, image and project).
+    disk_check_seconds: float = Field(default=10.0, ge=0.2)
+    # soft backend: a volume is walked again at most this often, and the walk reads at
+    # most this many entries a second (it yields in between), so it never hogs the disk.
+    soft_rescan_seconds: float = Field(default=60.0, ge=0.2)
+    soft_scan_entries_per_second: int = Field(default=20_000, ge=100)
     # Bytes of one file a content search reads (issue 19).
     search_content_max_bytes: int = Field(default=5 * 1024 * 1024, ge=1)
     # Networks a pull from a URL may reach although they are loopback, private, ...

@@ -35,6 +35,7 @@ from lightd.engine.docker import DockerEngine
 from lightd.errors import LightdError
 from lightd.fs import ArchiveLimits, VolumeManager
 from lightd.fs.files import VolumeFiles
+from lightd.fs.limits import DiskLimits
 from lightd.logsetup import flush_logs, set_flush_waker, set_level
 from lightd.metrics import Metrics
 from lightd.pool import PortPool
@@ -50,7 +51,7 @@ from lightd.runtime.watch import NodeWatch
 from lightd.services import Access, Consoles, GitOps, Node, Services, SocketCounts
 from lightd.sftp import ContainerAccess, SftpService
 from lightd.spec.container import ContainerSpec, numeric_owner
-from lightd.spec.observed import InstallState, ObservedContainer
+from lightd.spec.observed import InstallState, ObservedContainer, RuntimeState
 from lightd.store import DocumentStore
 from lightd.store.install_logs import InstallLogs
 from lightd.store.observed import ObservedStore
@@ -127,9 +128,18 @@ class Daemon:
             on_match=lambda key, cid: self.controller.on_console_match(key, cid),
             on_end=lambda key: self.controller.on_console_end(key),
         )
+        self.disk = DiskLimits(
+            volumes_root=data_dir / "volumes",
+            images=data_dir / "volume-images",
+            meta=self.data,
+            setting=settings.volumes.disk_backend,
+            rescan_seconds=settings.volumes.soft_rescan_seconds,
+            entries_per_second=settings.volumes.soft_scan_entries_per_second,
+        )
         self.volumes = VolumeManager(
             data_dir / "volumes",
             meta=self.data,
+            disk=self.disk,
             limits=ArchiveLimits(
                 max_total_bytes=settings.volumes.archive_max_total_bytes,
                 max_entries=settings.volumes.archive_max_entries,
@@ -147,6 +157,8 @@ class Daemon:
             settings=controller_settings(settings.containers),
             metrics=self.metrics,
             admit=self._admit,
+            disk_state=self._disk_state,
+            apply_disk=self._apply_disk,
         )
         self.views = Views(desired=self.effective, observed=self.observed, ports=self.ports)
         self.watch = NodeWatch(
@@ -155,7 +167,7 @@ class Daemon:
             port_views=self.views.port_views,
             history=settings.websocket.watch_history,
         )
-        self.stats = StatsHub(self.engine)
+        self.stats = StatsHub(self.engine, extra=self._stats_extra)
         self.container_events = ContainerEvents()
         self.sockets = SocketCounts()
         self.observed.subscribe(self.container_events.on_observed)
@@ -182,7 +194,12 @@ class Daemon:
                 force_polling=settings.gitops.force_polling,
             ),
         )
-        self.files = VolumeFiles(self.volumes, owner_of=self._volume_owner)
+        self.files = VolumeFiles(
+            self.volumes,
+            owner_of=self._volume_owner,
+            limit_owner=self._limit_owner,
+            in_use=self._volume_in_use,
+        )
         self.pulls = Pulls(
             self.files,
             allow_networks=lambda: parse_networks(self.settings.volumes.pull_allow_networks),
@@ -279,6 +296,7 @@ class Daemon:
             backups=self.backups,
         )
         self._tasks: list[asyncio.Task[None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def _transfer_finished(self, internal_id: str, view: dict[str, Any]) -> None:
         """The panel hears of a transfer's outcome on both nodes (``event: transfer``)."""
@@ -311,10 +329,16 @@ class Daemon:
         path = self._volume_path(spec.volume_id)
         observed = self.observed.get(internal_id)
         installing = observed is not None and observed.install_state is InstallState.INSTALLING
+        volume_id = self._volume_id(spec.volume_id)
+        if volume_id is None or path is None:
+            return ContainerAccess(volume=None)
+        ref = self.volumes.resolve(volume_id).ref
         return ContainerAccess(
-            volume=Path(path) if path else None,
+            volume=Path(path),
             busy="installing" if installing else None,
             owner=numeric_owner(observed.volume_owner if observed is not None else None),
+            room=lambda: self.disk.room(ref),
+            wrote=lambda delta: self.disk.wrote(volume_id, delta),
         )
 
     def sftp_activity(self, body: dict[str, Any]) -> None:
@@ -343,10 +367,73 @@ class Daemon:
                 return owner
         return None
 
+    # -- disk limits -------------------------------------------------------------------
+
+    def _volume_id(self, ref: str) -> str | None:
+        try:
+            return self.volumes.resolve(ref).id
+        except LightdError:
+            return None
+
+    def _disk_state(self, ref: str) -> tuple[int | None, str | None]:
+        volume_id = self._volume_id(ref)
+        if volume_id is None:
+            return None, None
+        cached = self.disk.cached(volume_id)
+        limit = cached.limit if cached is not None else self.disk.limit(volume_id)
+        return limit, self.disk.over(volume_id)
+
+    async def _apply_disk(self, ref: str, limit: int, in_use: bool) -> None:
+        volume = self.volumes.resolve(ref)
+        await self.volumes.run_heavy(self.disk.set_limit, volume.ref, limit, in_use=in_use)
+
+    def _users(self, volume_id: str) -> list[ContainerSpec]:
+        return [
+            spec
+            for spec in self.containers.all()
+            if spec.volume_id == volume_id or self._volume_id(spec.volume_id) == volume_id
+        ]
+
+    def _limit_owner(self, volume_id: str) -> str | None:
+        """The container whose document sets the volume's limit (it wins over the API)."""
+        for spec in self._users(volume_id):
+            if spec.limits.disk is not None:
+                return spec.internal_id
+        return None
+
+    def _volume_in_use(self, volume_id: str) -> bool:
+        for spec in self._users(volume_id):
+            observed = self.observed.get(spec.internal_id)
+            if observed is not None and observed.state is not RuntimeState.OFFLINE:
+                return True
+        return False
+
+    def _stats_extra(self, internal_id: str) -> dict[str, Any]:
+        spec = self.containers.get(internal_id)
+        volume_id = self._volume_id(spec.volume_id) if spec is not None else None
+        cached = self.disk.cached(volume_id) if volume_id is not None else None
+        if cached is None:
+            return {}
+        return {"disk_usage": cached.usage, "disk_limit": cached.limit or 0}
+
+    def _disk_over_changed(self, volume_id: str) -> None:
+        """From any thread: the volume crossed its limit; its containers look again."""
+        loop = self._loop
+        if loop is None:
+            return
+        for spec in self._users(volume_id):
+            loop.call_soon_threadsafe(self.controller.hint, spec.internal_id)
+
+    async def _watch_disk(self) -> None:
+        interval = self.settings.volumes.disk_check_seconds
+        while True:
+            await asyncio.sleep(interval)
+            await asyncio.to_thread(self.disk.refresh, self.volumes.refs())
+
     def _metric_state(self) -> dict[str, Any]:
         queue = self.controller.queue
         throttled, repeats = self.consoles.line_counts()
-        return self.views.metric_state(
+        state = self.views.metric_state(
             queue_depth=len(queue) if queue is not None else 0,
             retries=queue.retries if queue is not None else 0,
             container_sockets=self.sockets.containers,
@@ -382,6 +469,11 @@ class Daemon:
                 *self.sftp.metrics(),
             ],
         )
+        state["volumes"] = [
+            (volume_id, disk.usage, disk.limit)
+            for volume_id, disk in sorted(self.disk.all_cached().items())
+        ]
+        return state
 
     def _observed_changed(
         self, old: ObservedContainer | None, new: ObservedContainer | None
@@ -406,6 +498,16 @@ class Daemon:
             return None
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        # Disk limits first: the backend is probed and image volumes are mounted again
+        # before anything (the sweep, an install, a container) uses a volume.
+        await asyncio.to_thread(self.disk.probe)
+        attached = await asyncio.to_thread(self.disk.attach_all, self.volumes.refs())
+        log.info("disk limits: %s, %d volumes attached", self.disk.status.backend, attached)
+        self.disk.on_over_changed = self._disk_over_changed
+        await asyncio.to_thread(self.disk.refresh, self.volumes.refs())
+        self.disk.start_accounting(self.volumes.refs)
+        self._tasks.append(asyncio.create_task(self._watch_disk(), name="disk-watch"))
         swept = await asyncio.to_thread(self.data.sweep_temp_files)
         swept += await asyncio.to_thread(self.desired.sweep_temp_files)
         swept += await asyncio.to_thread(self.volumes.sweep)
@@ -463,6 +565,7 @@ class Daemon:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        await asyncio.to_thread(self.disk.stop)
         self.volumes.close()
         self.engine.close()
 

@@ -32,11 +32,13 @@ defined elsewhere name their module)::
     │   ├── PoolDocumentInvalid   ports.json cannot be read as a pool       (409)
     │   ├── FileExists            the target path is taken                  (409)
     │   ├── VolumeInUse           a container document uses the volume      (409)
+    │   ├── DiskLimitConflict     a limit change the volume cannot take     (409)
     │   ├── ContainerExists       the internal_id is taken (containers.service)
     │   └── ContainerNotRunning   console input to a stopped container (containers.service)
     ├── PayloadTooLarge           body over its limit                       (413)
     ├── TooManyRequests           a per-volume or per-node count is reached (429)
     ├── InsufficientStorage       the disk is full                          (507)
+    │   └── DiskLimitExceeded     the write would pass the volume's limit   (507)
     ├── StoreError                a document could not be read/written      (500)
     ├── FilePermissionDenied      the OS refused a volume file access       (500)
     ├── ConfigError               the configuration is invalid
@@ -188,6 +190,12 @@ class VolumeInUse(Conflict):
     message = "Volume is in use by a container"
 
 
+class DiskLimitConflict(Conflict):
+    """A disk limit change the volume cannot take now (shrink below usage, ...)."""
+
+    message = "Disk limit cannot be changed"
+
+
 class PayloadTooLarge(LightdError):
     message = "Request body too large"
 
@@ -198,6 +206,12 @@ class TooManyRequests(LightdError):
 
 class InsufficientStorage(LightdError):
     message = "Insufficient storage"
+
+
+class DiskLimitExceeded(InsufficientStorage):
+    """A write would pass the volume's disk limit; nothing of it was kept."""
+
+    message = "Disk limit exceeded"
 
 
 class StoreError(LightdError):

@@ -54,6 +54,19 @@ class StateCollector(Collector):
         yield GaugeMetricFamily(
             "lightd_engine_up", "1 when the Docker engine answers", value=state["engine_up"]
         )
+        usage = GaugeMetricFamily(
+            "lightd_volume_disk_usage_bytes", "Bytes a volume uses", labels=["volume_id"]
+        )
+        limit = GaugeMetricFamily(
+            "lightd_volume_disk_limit_bytes",
+            "A volume's disk limit in bytes (0: none)",
+            labels=["volume_id"],
+        )
+        for volume_id, used, limited in state.get("volumes", []):
+            usage.add_metric([volume_id], used)
+            limit.add_metric([volume_id], limited or 0)
+        yield usage
+        yield limit
         for name, help_text, value in state.get("extra", []):
             yield GaugeMetricFamily(name, help_text, value=value)
 

@@ -154,8 +154,10 @@ class Consoles:
     def unfollow_stats(self, internal_id: str, sink: StatsSink) -> None:
         self._stats.unsubscribe(internal_id, sink)
 
-    async def stats_once(self, container_id: str) -> dict[str, Any]:
-        return await self._stats.once(container_id)
+    async def stats_once(
+        self, container_id: str, *, internal_id: str | None = None
+    ) -> dict[str, Any]:
+        return await self._stats.once(container_id, internal_id=internal_id)
 
     @property
     def console_readers(self) -> int:

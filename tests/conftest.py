@@ -24,6 +24,10 @@ FAST_RECONCILER = {
     # Pulls from the tests' own loopback web server (tests/volumes/test_pull.py); other
     # loopback addresses (127.0.0.2) stay refused, so redirects to them can be tried.
     "LIGHTD_VOLUMES__PULL_ALLOW_NETWORKS": '["127.0.0.1/32"]',
+    # The shared daemons keep volumes as folders: a limited volume never becomes a mounted
+    # image there (the disk-limit tests start their own daemons on each backend, on loop
+    # file systems they always detach).
+    "LIGHTD_VOLUMES__DISK_BACKEND": "soft",
 }
 
 

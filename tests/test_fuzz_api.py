@@ -73,6 +73,7 @@ ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "429", "5xx"]
 
 @pytest.fixture(scope="module")
 def fuzz_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
+    # FAST_RECONCILER keeps the soft disk backend: fuzzed limits never make images.
     proc = DaemonProcess(tmp_path_factory.mktemp("fuzz-daemon"), env=dict(FAST_RECONCILER))
     proc.start()
     try:

@@ -40,8 +40,12 @@ def test_connect_gets_logs_state_and_stats(lab: Lab) -> None:
             "network_tx",
             "block_read",
             "block_write",
+            "disk_usage",
+            "disk_limit",
         }
         assert stats["memory_limit"] == 64 * 1024 * 1024
+        assert stats["disk_limit"] == 0  # the volume has no disk limit
+        assert stats["disk_usage"] >= 0
         assert 0 < stats["memory_usage"] <= stats["memory_limit"]
 
 

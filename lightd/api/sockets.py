@@ -185,7 +185,9 @@ class ContainerSession:
             if container_id is None:
                 self.error("Container is not running")
                 return
-            self.outbox.put(await services.consoles.stats_once(container_id))
+            self.outbox.put(
+                await services.consoles.stats_once(container_id, internal_id=self.internal_id)
+            )
         else:
             self.error(f"Unknown event {event!r}")
 

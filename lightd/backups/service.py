@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import time
@@ -42,7 +43,7 @@ from lightd.backups.restic import Restic, ResticConfig, probe_private_mount
 from lightd.backups.s3 import MultipartWrite, S3Client, S3Config
 from lightd.backups.scheduler import Scheduler
 from lightd.config import BackupSettings
-from lightd.errors import Conflict, InvalidField, LightdError
+from lightd.errors import Conflict, DiskLimitConflict, InvalidField, LightdError
 from lightd.fs import ArchiveLimits, VolumeManager, ops
 from lightd.fs.beneath import Root
 from lightd.store import DocumentStore
@@ -699,11 +700,25 @@ class BackupService:
         link = None
         if record.adapter == "archive" and record.location:
             link = self.local.path(record.location)
+        # The disk limit holds for restores too (checked as the archive expands, so a
+        # restore past it fails with "Disk limit exceeded" and the old tree stays): with
+        # truncate the restored tree replaces the volume, so it may take the whole limit.
+        volume = self.volumes.resolve(record.volume_id)
+        disk = self.volumes.disk
+        limit = disk.limit(volume.id)
+        room = limit if record.restore.truncate else disk.room(volume.ref)
+        if limit is not None and record.restore.truncate and disk.backend.measures(volume.ref):
+            # A subvolume or an image mount cannot be swapped for a staging folder
+            # without losing its limit: refuse rather than restore around it.
+            raise DiskLimitConflict(
+                "A truncating restore of a volume with a kernel-held disk limit is not "
+                "supported yet: restore without truncate"
+            )
         old = restore.restore(
             path,
             self._source(record),
             truncate=record.restore.truncate,
-            limits=self.limits,
+            limits=dataclasses.replace(self.limits, disk_room=room),
             meter=meter,
             link=link,
         )

@@ -35,6 +35,7 @@ from typing import IO, Literal, TypeVar, cast
 
 from lightd.errors import (
     ArchiveRejected,
+    DiskLimitExceeded,
     FileExists,
     FileNotFound,
     InvalidRequest,
@@ -91,6 +92,8 @@ class ArchiveLimits:
     max_total_bytes: int
     max_entries: int
     max_ratio: float
+    # Bytes the volume may still take (its disk limit); None: no limit.
+    disk_room: int | None = None
 
 
 @dataclass(frozen=True)
@@ -285,6 +288,7 @@ def compress(
     fmt: ArchiveFormat,
     overwrite: bool,
     level: int = 6,
+    room: int | None = None,
 ) -> tuple[Parts, int]:
     """Write ``sources`` (default: the whole volume) to ``output``; its parts and size."""
     target = archive_parts(output, fmt)
@@ -306,6 +310,8 @@ def compress(
                 _write_archive(fd, fmt, _walk_sources(root, sources or [()], skip), level=level)
                 os.fsync(fd)
                 size = os.fstat(fd).st_size
+            if room is not None and size - (existing.st_size if existing else 0) > room:
+                raise DiskLimitExceeded()
             with root.parent(target, create=True) as (dir_fd, name):
                 found = lstat_at(dir_fd, name)
                 if found is not None and (not overwrite or stat.S_ISDIR(found.st_mode)):
@@ -384,6 +390,8 @@ class Budget:
 
     def add(self, count: int) -> None:
         self.total += count
+        if self.limits.disk_room is not None and self.total > self.limits.disk_room:
+            raise DiskLimitExceeded()
         self.check_expansion(self.total)
 
     def stream_check(self, produced: int) -> None:

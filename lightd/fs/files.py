@@ -5,23 +5,39 @@ or :mod:`lightd.fs.archive` in a thread (long ones on the volumes' own pool, see
 :meth:`VolumeManager.run_heavy`) and closes the root again. Uploads stream into an
 :class:`~lightd.fs.ops.AtomicWriter` under the size limit and are committed whole or not at
 all; reads hand out a :class:`FileStream` that owns its descriptor. Paths arrive parsed
-(:func:`lightd.fs.paths.parse_path`). It must not know about HTTP, nor touch a file
-without going through ``ops``/``archive`` (which never follow a symlink). What it makes
-(writes, uploads, folders, copies, archives, extractions) is handed to the volume's
-container user (``owner_of``), folders on the way included.
+(:func:`lightd.fs.paths.parse_path`). What it makes (writes, uploads, folders, copies,
+archives, extractions) is handed to the volume's container user (``owner_of``), folders on
+the way included.
+
+Every writer checks the volume's disk limit first (:class:`~lightd.fs.limits.DiskLimits`):
+a write or copy whose size would pass it, an upload whose bytes reach it, an extraction
+whose expanded size reaches it and an archive larger than the room left all fail with
+:class:`~lightd.errors.DiskLimitExceeded` (507) and leave nothing behind; the kernel's
+own EDQUOT/ENOSPC on a limited volume means the same. Other writers (SFTP, restores,
+pulls) call :meth:`VolumeFiles.ensure_room` and :meth:`VolumeFiles.wrote` the same way.
+It must not know about HTTP, nor touch a file without going through ``ops``/``archive``
+(which never follow a symlink).
 """
 
 from __future__ import annotations
 
 import builtins
+import contextlib
+import dataclasses
 import os
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
 from typing import BinaryIO, Concatenate, ParamSpec, TypeVar
 
-from lightd.errors import PayloadTooLarge
+from lightd.errors import (
+    DiskLimitConflict,
+    DiskLimitExceeded,
+    InsufficientStorage,
+    PayloadTooLarge,
+)
 from lightd.fs import ops
 from lightd.fs.archive import ArchiveFormat, ExtractReport, compress, extract
 from lightd.fs.beneath import Root
+from lightd.fs.limits import DiskLimits
 from lightd.fs.paths import Parts
 from lightd.fs.search import SearchQuery, SearchResult, search
 from lightd.fs.volumes import Volume, VolumeInfo, VolumeManager
@@ -63,18 +79,59 @@ class VolumeFiles:
         volumes: VolumeManager,
         *,
         owner_of: Callable[[str], tuple[int, int] | None] | None = None,
+        limit_owner: Callable[[str], str | None] = lambda _volume_id: None,
+        in_use: Callable[[str], bool] = lambda _volume_id: False,
     ) -> None:
         self._volumes = volumes
         # volume id -> the uid, gid of its container's user: what lightd makes goes to it.
         self._owner_of = owner_of or (lambda _volume_id: None)
+        # The container whose document sets a volume's limit (the document wins).
+        self._limit_owner = limit_owner
+        self._in_use = in_use
 
     def _owner(self, ref: str) -> tuple[int, int] | None:
         return self._owner_of(self._volumes.resolve(ref).id)
 
     # -- volumes ---------------------------------------------------------------------
 
-    async def create_volume(self) -> Volume:
-        return await self._volumes.run(self._volumes.create)
+    @property
+    def disk(self) -> DiskLimits:
+        return self._volumes.disk
+
+    async def create_volume(self, *, disk_limit: int | None = None) -> Volume:
+        return await self._volumes.run(self._volumes.create, disk_limit=disk_limit)
+
+    async def set_disk_limit(self, ref: str, limit: int | None) -> VolumeInfo:
+        """Change a volume's limit live; 409 when a document sets it or it cannot take it."""
+        volume = self._volumes.resolve(ref)
+        owner = self._limit_owner(volume.id)
+        if owner is not None:
+            raise DiskLimitConflict(
+                f"The disk limit of this volume is set by container {owner}'s document "
+                "(limits.disk)"
+            )
+        in_use = self._in_use(volume.id)
+        await self._volumes.run_heavy(self.disk.set_limit, volume.ref, limit, in_use=in_use)
+        return await self._volumes.run(self._volumes.info, volume)
+
+    # -- the limit, for every writer -------------------------------------------------------
+
+    async def ensure_room(self, ref: str, adding: int) -> None:
+        """DiskLimitExceeded when ``adding`` more bytes would pass the volume's limit.
+
+        The hook of writers outside this facade: SFTP writes, backup restores and
+        pulls call it before they write (and :meth:`wrote` after).
+        """
+        volume = self._volumes.resolve(ref)
+        await self._volumes.run(self.disk.check, volume.ref, adding)
+
+    async def room(self, ref: str) -> int | None:
+        volume = self._volumes.resolve(ref)
+        return await self._volumes.run(self.disk.room, volume.ref)
+
+    def wrote(self, ref: str, delta: int) -> None:
+        """The volume changed by ``delta`` bytes through a writer (soft accounting)."""
+        self.disk.wrote(self._volumes.resolve(ref).id, delta)
 
     async def volumes(self) -> builtins.list[VolumeInfo]:
         return await self._volumes.run(self._volumes.list)
@@ -89,8 +146,19 @@ class VolumeFiles:
     # -- files -----------------------------------------------------------------------
 
     async def write(self, ref: str, parts: Parts, content: bytes) -> None:
-        owner = self._owner(ref)
-        await self._light(ref, _written, ops.write_file, parts, content, owner=owner)
+        disk = self.disk
+        volume = self._volumes.resolve(ref)
+        owner = self._owner_of(volume.id)
+
+        def write(root: Root) -> None:
+            replaced = ops.regular_size(root, parts)
+            with self._limited(volume.id):
+                disk.check(volume.ref, len(content) - replaced)
+                ops.write_file(root, parts, content, owner=owner)
+            disk.wrote(volume.id, len(content) - replaced)
+            ops.hand_new(root, parts, owner)
+
+        await self._light(ref, write)
 
     async def list(self, ref: str, parts: Parts) -> list[ops.Entry]:
         return await self._light(ref, ops.list_dir, parts)
@@ -123,26 +191,36 @@ class VolumeFiles:
         volume = self._volumes.resolve(ref)
         root = await self._volumes.run(Root, volume.path)
         try:
-            owner = self._owner(ref)
+            owner = self._owner_of(volume.id)
+            replaced = await self._volumes.run(ops.regular_size, root, parts)
+            room = await self._volumes.run(self.disk.room, volume.ref)
+            if room is not None:
+                room += replaced
+                if declared_length is not None and declared_length > room:
+                    raise DiskLimitExceeded()
             writer = await self._volumes.run(ops.AtomicWriter, root, parts, replace=overwrite)
             try:
-                total = 0
-                pending = bytearray()
-                async for chunk in chunks:
-                    total += len(chunk)
-                    if total > limit:
-                        raise PayloadTooLarge()
-                    pending += chunk
-                    if len(pending) >= UPLOAD_CHUNK:
+                with self._limited(volume.id):
+                    total = 0
+                    pending = bytearray()
+                    async for chunk in chunks:
+                        total += len(chunk)
+                        if total > limit:
+                            raise PayloadTooLarge()
+                        if room is not None and total > room:
+                            raise DiskLimitExceeded()  # the stream stops at the limit
+                        pending += chunk
+                        if len(pending) >= UPLOAD_CHUNK:
+                            await self._volumes.run(writer.write, bytes(pending))
+                            pending.clear()
+                    if pending:
                         await self._volumes.run(writer.write, bytes(pending))
-                        pending.clear()
-                if pending:
-                    await self._volumes.run(writer.write, bytes(pending))
-                await self._volumes.run(writer.commit)
+                    await self._volumes.run(writer.commit)
                 await self._volumes.run(ops.hand_new, root, parts, owner)
             except BaseException:
                 await self._volumes.run(writer.abort)
                 raise
+            self.disk.wrote(volume.id, total - replaced)
         finally:
             root.close()
 
@@ -155,10 +233,19 @@ class VolumeFiles:
         await self._light(ref, _made, ops.make_folder, parts, owner=owner)
 
     async def copy(self, ref: str, source: Parts, target: Parts, *, overwrite: bool) -> None:
-        owner = self._owner(ref)
-        await self._heavy(
-            ref, _made, ops.copy, source, target, overwrite=overwrite, owner=owner, made=target
-        )
+        disk = self.disk
+        volume = self._volumes.resolve(ref)
+        owner = self._owner_of(volume.id)
+
+        def copy(root: Root) -> None:
+            adding = ops.size_of(root, source)
+            with self._limited(volume.id):
+                disk.check(volume.ref, adding)
+                ops.copy(root, source, target, overwrite=overwrite)
+            disk.wrote(volume.id, adding)
+            ops.hand_new(root, target, owner)
+
+        await self._heavy(ref, copy)
 
     async def move(self, ref: str, source: Parts, target: Parts, *, overwrite: bool) -> None:
         await self._heavy(ref, ops.move, source, target, overwrite=overwrite)
@@ -182,10 +269,21 @@ class VolumeFiles:
         overwrite: bool,
     ) -> tuple[Parts, int]:
         """Write an archive of ``sources`` (default: the whole volume); its parts and size."""
-        owner = self._owner(ref)
+        disk = self.disk
+        volume = self._volumes.resolve(ref)
+        owner = self._owner_of(volume.id)
 
         def work(root: Root) -> tuple[Parts, int]:
-            made = compress(root, sources=sources, output=output, fmt=fmt, overwrite=overwrite)
+            with self._limited(volume.id):
+                made = compress(
+                    root,
+                    sources=sources,
+                    output=output,
+                    fmt=fmt,
+                    overwrite=overwrite,
+                    room=disk.room(volume.ref),
+                )
+            disk.wrote(volume.id, made[1])
             ops.hand_new(root, made[0], owner)
             return made
 
@@ -196,19 +294,24 @@ class VolumeFiles:
     ) -> ExtractReport:
         """Extract an archive of the volume into ``destination`` within the archive limits.
 
-        What it made goes to the volume's user (the destination folder is walked once).
+        What it made goes to the volume's user (the destination folder is walked once); the
+        expanded size counts against the disk limit as it is written.
         """
-        owner = self._owner(ref)
-        limits = self._volumes.limits
+        disk = self.disk
+        volume = self._volumes.resolve(ref)
+        owner = self._owner_of(volume.id)
 
         def work(root: Root) -> ExtractReport:
-            report = extract(
-                root,
-                archive=archive,
-                destination=destination,
-                limits=limits,
-                overwrite=overwrite,
-            )
+            limits = dataclasses.replace(self._volumes.limits, disk_room=disk.room(volume.ref))
+            with self._limited(volume.id):
+                report = extract(
+                    root,
+                    archive=archive,
+                    destination=destination,
+                    limits=limits,
+                    overwrite=overwrite,
+                )
+            disk.wrote(volume.id, report.bytes)
             if owner is not None:
                 if destination:
                     ops.hand_new(root, destination, owner)
@@ -217,6 +320,18 @@ class VolumeFiles:
             return report
 
         return await self._heavy(ref, work)
+
+    @contextlib.contextmanager
+    def _limited(self, volume_id: str) -> Iterator[None]:
+        """The kernel's ENOSPC/EDQUOT on a volume with a limit is that limit."""
+        try:
+            yield
+        except DiskLimitExceeded:
+            raise
+        except InsufficientStorage as exc:
+            if self.disk.limit(volume_id) is not None:
+                raise DiskLimitExceeded() from exc
+            raise
 
     # -- threads ---------------------------------------------------------------------
 
@@ -240,19 +355,6 @@ class VolumeFiles:
         self, ref: str, fn: Callable[Concatenate[Root, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
         return await self._volumes.run_heavy(self._bind(ref, fn, *args, **kwargs))
-
-
-def _written(
-    root: Root,
-    write: Callable[..., None],
-    /,
-    parts: Parts,
-    content: bytes,
-    *,
-    owner: tuple[int, int] | None,
-) -> None:
-    write(root, parts, content, owner=owner)
-    ops.hand_new(root, parts, owner)
 
 
 def _made(

@@ -600,6 +600,44 @@ def copy(root: Root, source: Parts, target: Parts, *, overwrite: bool) -> None:
                 os.symlink(text, name, dir_fd=dir_fd)
 
 
+def size_of(root: Root, parts: Parts) -> int:
+    """Bytes a copy of ``parts`` will write: file sizes plus a block per folder and link."""
+    with guarded(parts, writing=False), root.parent(parts) as (dir_fd, name):
+        info = lstat_at(dir_fd, name)
+        if info is None:
+            raise FileNotFound()
+        if not stat.S_ISDIR(info.st_mode):
+            return info.st_size if stat.S_ISREG(info.st_mode) else 4096
+        top = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
+    total = 4096
+    stack = [top]
+    try:
+        while stack:
+            with closing_fd(stack.pop()) as fd, os.scandir(fd) as found:
+                for item in found:
+                    entry = item.stat(follow_symlinks=False)
+                    if stat.S_ISREG(entry.st_mode):
+                        total += entry.st_size
+                    else:
+                        total += 4096
+                        if stat.S_ISDIR(entry.st_mode):
+                            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                                stack.append(os.open(item.name, DIR_FLAGS, dir_fd=fd))
+    finally:
+        for fd in stack:
+            os.close(fd)
+    return total
+
+
+def regular_size(root: Root, parts: Parts) -> int:
+    """The size of the regular file at ``parts`` (0 when none is there)."""
+    try:
+        found = root_lstat(root, parts)
+    except LightdError:
+        return 0
+    return found.st_size if found is not None and stat.S_ISREG(found.st_mode) else 0
+
+
 def root_lstat(root: Root, parts: Parts) -> os.stat_result | None:
     with guarded(parts, writing=False):
         return root.lstat(parts)

@@ -5,6 +5,9 @@ What is on disk is the truth: listing reads the folder, so volumes survive resta
 where a container cannot edit it); a volume without one reports its folder's mtime.
 Ids are validated strictly (full lowercase UUID, or a unique prefix of at least 8
 characters). Deleting refuses while ``users_of`` names a container using the volume.
+Folders are made, measured and released through the disk limits
+(:class:`~lightd.fs.limits.DiskLimits`): a listing reads each volume's usage from its
+backend in O(1) (or from the soft accountant's memory), never by walking the tree.
 
 Blocking work runs in threads: light calls through :meth:`run`, long ones (copy,
 compress, decompress, tree delete) through :meth:`run_heavy`, a small pool of its own
@@ -20,7 +23,6 @@ import functools
 import os
 import re
 import shutil
-import stat
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -32,7 +34,9 @@ from typing import ParamSpec, TypeVar
 from lightd.errors import InvalidField, InvalidRequest, VolumeInUse, VolumeNotFound
 from lightd.fs import ops
 from lightd.fs.archive import ArchiveLimits
-from lightd.fs.beneath import DIR_FLAGS, Root, closing_fd, translate
+from lightd.fs.beneath import Root, translate
+from lightd.fs.limits import DiskLimits
+from lightd.fs.limits.base import VolumeRef
 from lightd.store import DocumentStore
 
 VOLUME_ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -48,6 +52,10 @@ class Volume:
     id: str
     path: Path
 
+    @property
+    def ref(self) -> VolumeRef:
+        return VolumeRef(id=self.id, path=self.path)
+
 
 @dataclass(frozen=True)
 class VolumeInfo:
@@ -55,36 +63,11 @@ class VolumeInfo:
     path: Path
     size: int
     created_at: int
+    disk_limit: int | None = None
 
 
 def no_users(volume_id: str) -> list[str]:
     return []
-
-
-def tree_size(path: Path) -> int:
-    """Bytes allocated on disk below ``path`` (descriptor walk, no symlink followed)."""
-    total = 0
-    try:
-        top = os.open(path, DIR_FLAGS)
-    except OSError:
-        return 0
-    pending = [top]
-    while pending:
-        with closing_fd(pending.pop()) as fd:
-            try:
-                found = list(os.scandir(fd))
-            except OSError:
-                continue
-            for item in found:
-                try:
-                    info = item.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                total += info.st_blocks * 512
-                if stat.S_ISDIR(info.st_mode):
-                    with contextlib.suppress(OSError):
-                        pending.append(os.open(item.name, DIR_FLAGS, dir_fd=fd))
-    return total
 
 
 class VolumeManager:
@@ -96,12 +79,16 @@ class VolumeManager:
         *,
         meta: DocumentStore,
         limits: ArchiveLimits,
+        disk: DiskLimits | None = None,
         users_of: Callable[[str], list[str]] = no_users,
         heavy_workers: int = 2,
     ) -> None:
         self.root = root
         self.meta = meta
         self.limits = limits
+        self.disk = disk or DiskLimits(
+            volumes_root=root, images=root.parent / "volume-images", meta=meta, setting="soft"
+        )
         self.users_of = users_of
         self._heavy = ThreadPoolExecutor(heavy_workers, thread_name_prefix="lightd-fs")
 
@@ -154,14 +141,26 @@ class VolumeManager:
 
     # -- lifecycle -------------------------------------------------------------------
 
-    def create(self) -> Volume:
+    def refs(self) -> list[VolumeRef]:
+        """Every volume as the disk limits see it."""
+        return [VolumeRef(id=found, path=self.root / found) for found in self._ids()]
+
+    def create(self, *, disk_limit: int | None = None) -> Volume:
+        """A new empty volume, with ``disk_limit`` applied before anything can use it."""
         self.root.mkdir(parents=True, exist_ok=True)
         volume_id = str(uuid.uuid4())
         path = self.root / volume_id
-        path.mkdir(mode=0o755)
-        path.chmod(0o755)
+        volume = Volume(id=volume_id, path=path)
+        self.disk.make_folder(volume.ref)
         self.meta.write(f"volume-meta/{volume_id}.json", {"created_at": int(time.time())})
-        return Volume(id=volume_id, path=path)
+        if disk_limit is not None:
+            try:
+                self.disk.set_limit(volume.ref, disk_limit)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    self._remove(volume)
+                raise
+        return volume
 
     def adopt(self, volume_id: str, staged: Path) -> Volume:
         """Make the folder ``staged`` (same file system) the volume ``volume_id``.
@@ -187,8 +186,13 @@ class VolumeManager:
                 created = int(volume.path.stat().st_mtime)
             except FileNotFoundError as exc:
                 raise VolumeNotFound() from exc
+        disk = self.disk.disk(volume.ref)
         return VolumeInfo(
-            id=volume.id, path=volume.path, size=tree_size(volume.path), created_at=created
+            id=volume.id,
+            path=volume.path,
+            size=disk.usage,
+            created_at=created,
+            disk_limit=disk.limit,
         )
 
     def list(self) -> list[VolumeInfo]:
@@ -203,15 +207,20 @@ class VolumeManager:
         users = self.users_of(volume.id)
         if users:
             raise VolumeInUse(f"Volume is in use by container {', '.join(sorted(users))}")
+        self._remove(volume)
+        return volume
+
+    def _remove(self, volume: Volume) -> None:
+        # Unmount its image or delete its subvolume first; then the folder that is left.
+        self.disk.release(volume.ref)
         # rmtree never follows symlinks into the tree on Linux (descriptor-based walk).
         try:
             shutil.rmtree(volume.path)
-        except FileNotFoundError as exc:
-            raise VolumeNotFound() from exc
+        except FileNotFoundError:
+            pass
         except OSError as exc:
             raise translate(exc, ()) from exc
         self.meta.delete(f"volume-meta/{volume.id}.json")
-        return volume
 
     def sweep(self) -> int:
         """Remove temporary entries an interrupted operation left in any volume root."""

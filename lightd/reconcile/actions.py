@@ -146,6 +146,36 @@ class UpdateLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class ApplyDiskLimit:
+    """The document's ``limits.disk`` differs from the volume's limit: apply it."""
+
+    limit: int
+    reason: str = "disk limit differs"
+    kind: ClassVar[str] = "apply_disk_limit"
+    engine_changing: ClassVar[bool] = True  # the volume changed: look again
+
+
+@dataclass(frozen=True, slots=True)
+class StopForDisk:
+    """The volume is past its limit (soft backend): stop the container, say why."""
+
+    message: str
+    reason: str = "disk limit exceeded"
+    kind: ClassVar[str] = "stop_for_disk"
+    engine_changing: ClassVar[bool] = True
+
+
+@dataclass(frozen=True, slots=True)
+class RecordDiskOver:
+    """Stopped and still past the limit: not started again; ``last_error`` says why."""
+
+    message: str
+    reason: str = "disk limit exceeded"
+    kind: ClassVar[str] = "mark_state"
+    engine_changing: ClassVar[bool] = False
+
+
+@dataclass(frozen=True, slots=True)
 class Crash:
     """The crash bookkeeping after one more crash (computed by the planner)."""
 
@@ -259,6 +289,9 @@ Action = (
     | KillMain
     | RestartMain
     | UpdateLimits
+    | ApplyDiskLimit
+    | StopForDisk
+    | RecordDiskOver
     | RecordExit
     | Adopt
     | RecordEngineBack

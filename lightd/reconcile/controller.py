@@ -35,7 +35,7 @@ from lightd.errors import (
 )
 from lightd.metrics import Metrics
 from lightd.reconcile.actions import Action
-from lightd.reconcile.executor import Executor, Outcome
+from lightd.reconcile.executor import ApplyDisk, Executor, Outcome, no_disk
 from lightd.reconcile.planner import Gates, Policy, gate, plan, settle
 from lightd.reconcile.workqueue import Backoff, WorkQueue
 from lightd.runtime.console import ConsoleHub
@@ -85,7 +85,11 @@ class Controller:
         metrics: Metrics | None = None,
         admit: Callable[[ContainerSpec], str | None] | None = None,
         clock: Callable[[], float] = time.time,
+        disk_state: Callable[[str], tuple[int | None, str | None]] | None = None,
+        apply_disk: ApplyDisk = no_disk,
     ) -> None:
+        # (limit, why it is over or None) of a volume, from memory (no I/O).
+        self._disk_state = disk_state or (lambda _ref: (None, None))
         self._clock = clock
         self._metrics = metrics
         # Host checks a document must pass before it is applied (the pool's ports).
@@ -109,6 +113,7 @@ class Controller:
             data_dir=data_dir,
             interrupted=self._interrupt_event,
             clock=clock,
+            apply_disk=apply_disk,
         )
         self.queue: WorkQueue | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -445,7 +450,10 @@ class Controller:
         if refusal is not None:
             self._refusals.add(refusal)
         console = self.consoles.watching(key)
+        limit, over = self._disk_state(desired.volume_id) if desired is not None else (None, None)
         return Gates(
+            disk_limit=limit,
+            disk_over=over,
             held=desired is None and self.desired.deletion_held(key),
             refusal=refusal,
             known_refusals=frozenset(self._refusals),

@@ -37,6 +37,7 @@ from lightd.fs.configs import rewrite_config_files
 from lightd.reconcile.actions import (
     Action,
     Adopt,
+    ApplyDiskLimit,
     ClearConflict,
     ClearRefusal,
     CreateMain,
@@ -46,6 +47,7 @@ from lightd.reconcile.actions import (
     HandVolume,
     KillInstall,
     KillMain,
+    RecordDiskOver,
     RecordEngineBack,
     RecordExit,
     RecordKillHandled,
@@ -59,6 +61,7 @@ from lightd.reconcile.actions import (
     SkipInstall,
     StartInstall,
     StartMain,
+    StopForDisk,
     StopMain,
     UpdateLimits,
     describe,
@@ -84,6 +87,12 @@ IMAGE_SEEN_SECONDS = 10.0
 __all__ = ["Executor", "NewConsole", "Outcome", "SpecInvalid"]
 
 Report = Callable[[ObservedPatch], Awaitable[None]]
+# Apply a disk limit to a volume (its reference, the limit, whether a container runs on it).
+ApplyDisk = Callable[[str, int, bool], Awaitable[None]]
+
+
+async def no_disk(volume_ref: str, limit: int, in_use: bool) -> None:
+    raise SpecInvalid("Disk limits are not available")
 
 
 class ObservedReader(Protocol):
@@ -122,8 +131,10 @@ class Executor:
         data_dir: Path,
         interrupted: Callable[[str], asyncio.Event],
         clock: Callable[[], float] = time.time,
+        apply_disk: ApplyDisk = no_disk,
     ) -> None:
         self._clock = clock
+        self._apply_disk = apply_disk
         self._images_seen: dict[str, float] = {}
         self._engine = engine
         self._observed = observed
@@ -177,6 +188,12 @@ class Executor:
                 return Outcome(ObservedPatch(state=state, engine_available=True))
             case RecordExit():
                 return Outcome(_exit_patch(action))
+            case RecordDiskOver(message=message):
+                return Outcome(ObservedPatch(last_error=message))
+            case StopForDisk(message=message):
+                log.warning("%s: %s", internal_id, message)
+                stopped = await self._stop_main(internal_id, desired, actual, report, graceful=True)
+                return Outcome((stopped or ObservedPatch()).then(ObservedPatch(last_error=message)))
             case KillMain(kill_handled=handled):
                 patch = await self._stop_main(internal_id, desired, actual, report, graceful=False)
                 if handled is not None:
@@ -200,6 +217,10 @@ class Executor:
                 return await self._finish_install(internal_id, actual.install.id, code)
         assert desired is not None and volume_path is not None, f"{action.kind} needs a spec"
         match action:
+            case ApplyDiskLimit(limit=limit):
+                running = actual.main is not None and actual.main.running
+                await self._apply_disk(desired.volume_id, limit, running)
+                return NO_CHANGE
             case EnsureImage(phase=phase):
                 await self._ensure_image(internal_id, desired, phase=phase, report=report)
                 return NO_CHANGE

@@ -16,6 +16,7 @@ from lightd.engine.records import Actual, ActualContainer, Resources
 from lightd.reconcile.actions import (
     Action,
     Adopt,
+    ApplyDiskLimit,
     ClearConflict,
     ClearRefusal,
     Crash,
@@ -27,6 +28,7 @@ from lightd.reconcile.actions import (
     KillInstall,
     KillMain,
     Plan,
+    RecordDiskOver,
     RecordEngineBack,
     RecordExit,
     RecordKillHandled,
@@ -40,6 +42,7 @@ from lightd.reconcile.actions import (
     SkipInstall,
     StartInstall,
     StartMain,
+    StopForDisk,
     StopMain,
     UpdateLimits,
 )
@@ -81,6 +84,8 @@ class Gates:
     known_refusals: frozenset[str] = frozenset()  # refusals reported before
     revision: str | None = None  # the digest of the desired document now
     console_matched: bool = False  # the console reader saw the start pattern
+    disk_limit: int | None = None  # the volume's disk limit now
+    disk_over: str | None = None  # why the volume is past its limit, if it is
 
 
 NO_GATES = Gates()
@@ -209,6 +214,9 @@ def plan(
     obs = observed or ObservedContainer(internal_id=desired.internal_id)
     if obs.blocked_reason is not None and obs.blocked_reason.startswith("Conflict"):
         return _one(ClearConflict())
+    # The document's disk limit wins over the API's, and holds before anything writes.
+    if desired.limits.disk is not None and desired.limits.disk != gates.disk_limit:
+        return _one(ApplyDiskLimit(limit=desired.limits.disk))
 
     install = _plan_install(desired, obs, actual, now=now, policy=policy)
     if install is not None:
@@ -349,7 +357,7 @@ def _plan_main(
             EnsureImage(phase="create", reason="create"),
             CreateMain(spec_hash=expected, user=user),
         ]
-        if desired.power is Power.RUNNING and not obs.gave_up:
+        if desired.power is Power.RUNNING and not obs.gave_up and gates.disk_over is None:
             # Start what was just created in the same step (one look at the engine less).
             handled = desired.restart_requested_at if restart_pending else None
             create += _starting(desired, StartMain("created", restart_handled=handled))
@@ -378,6 +386,15 @@ def _plan_main(
         if restart_pending:
             assert desired.restart_requested_at is not None
             actions.append(RecordRestartHandled(restart_handled=desired.restart_requested_at))
+        return Plan(actions=tuple(actions))
+
+    if gates.disk_over is not None:
+        # Past its disk limit (the soft backend cannot refuse the container's writes):
+        # stopped, and not started again until the volume is back within its limit.
+        if main.running:
+            actions.append(StopForDisk(gates.disk_over))
+        elif obs.last_error != gates.disk_over:
+            actions.append(RecordDiskOver(gates.disk_over))
         return Plan(actions=tuple(actions))
 
     if main.running:

@@ -1,9 +1,10 @@
 """One stats reader per running container that has watchers, shared by all of them.
 
 A thread follows the engine's stats stream and turns each sample into the contract's
-``stats`` event (``cpu_usage`` where 100 means one full core). Readers start with the
-first subscriber and stop with the last one or when the container stops. It must not
-change any state.
+``stats`` event (``cpu_usage`` where 100 means one full core), plus the volume's
+``disk_usage`` and ``disk_limit`` (bytes, 0: none) from the disk limits' memory.
+Readers start with the first subscriber and stop with the last one or when the
+container stops. It must not change any state.
 """
 
 from __future__ import annotations
@@ -78,8 +79,12 @@ class _Reader:
 
 
 class StatsHub:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(
+        self, engine: Engine, *, extra: Callable[[str], dict[str, Any]] | None = None
+    ) -> None:
         self._engine = engine
+        # Fields added to each event of a container (its volume's disk_usage, disk_limit).
+        self._extra = extra or (lambda _internal_id: {})
         self._readers: dict[str, _Reader] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -123,9 +128,12 @@ class StatsHub:
         for reader in list(self._readers.values()):
             self._halt(reader)
 
-    async def once(self, container_id: str) -> dict[str, Any]:
+    async def once(self, container_id: str, *, internal_id: str | None = None) -> dict[str, Any]:
         sample = await self._engine.stats_once(container_id)
-        return stats_event(sample)
+        event = stats_event(sample)
+        if internal_id is not None:
+            event.update(self._extra(internal_id))
+        return event
 
     def _halt(self, reader: _Reader) -> None:
         reader.stopped.set()
@@ -146,6 +154,7 @@ class StatsHub:
                 if not sample.get("read") or not (sample.get("memory_stats") or {}):
                     continue  # a stopped container answers empty samples
                 event = stats_event(sample)
+                event.update(self._extra(internal_id))
                 if self._loop is not None:
                     self._loop.call_soon_threadsafe(self._fan_out, reader, event)
         except Exception as exc:

@@ -49,6 +49,7 @@ from asyncssh.constants import (
 )
 
 from lightd.errors import (
+    DiskLimitExceeded,
     FileExists,
     FileNotFound,
     FilePermissionDenied,
@@ -88,6 +89,10 @@ class SessionContext:
     activity: Callable[[Action, str, str], None]
     listings: set[int] = field(default_factory=set)
     owner: tuple[int, int] | None = None  # uid, gid what the session makes is handed to
+    # The volume's disk limit: bytes it may still take (blocking; None: no limit), and
+    # the accounting of what a committed upload added.
+    room: Callable[[], int | None] = lambda: None
+    wrote: Callable[[int], None] = lambda _delta: None
 
 
 def sftp_error(exc: LightdError) -> asyncssh.SFTPError:
@@ -96,6 +101,8 @@ def sftp_error(exc: LightdError) -> asyncssh.SFTPError:
         return asyncssh.SFTPError(FX_NO_SUCH_FILE, "No such file")
     if isinstance(exc, PathTraversal | FilePermissionDenied):
         return asyncssh.SFTPError(FX_PERMISSION_DENIED, "Permission denied")
+    if isinstance(exc, DiskLimitExceeded):
+        return asyncssh.SFTPError(FX_NO_SPACE_ON_FILESYSTEM, "Disk limit exceeded")
     if isinstance(exc, InsufficientStorage):
         return asyncssh.SFTPError(FX_NO_SPACE_ON_FILESYSTEM, "No space left")
     if isinstance(exc, FileExists):
@@ -181,11 +188,26 @@ class WriteHandle:
         append: bool,
         io: concurrent.futures.ThreadPoolExecutor,
         budget: Budget,
+        room: int | None = None,
+        base: int = 0,
     ) -> None:
         self.upload = upload
         self.parts = parts
         self.append = append
         self.pipe = WriteBehind(upload, io, budget)
+        # The disk limit: the upload may end at most ``room`` bytes past ``base`` (the
+        # size of the file it replaces); past it the upload failed and is never kept.
+        self.room = room
+        self.base = base
+        self.end = upload.size()  # the furthest byte written so far (writes run behind)
+        self.failed = False
+
+    def reach(self, end: int) -> None:
+        """Record a write up to ``end``; past the disk limit the whole upload fails."""
+        if self.room is not None and end - self.base > self.room:
+            self.failed = True  # nothing of it is kept, whatever the client does
+            raise asyncssh.SFTPError(FX_NO_SPACE_ON_FILESYSTEM, "Disk limit exceeded")
+        self.end = max(self.end, end)
 
     def seek(self, offset: int, whence: int) -> int:
         return os.lseek(self.upload.fd, offset, whence)
@@ -316,8 +338,16 @@ class VolumeSftp(asyncssh.SFTPServer):
                 )
                 if attrs.permissions is not None:
                     upload.mode = attrs.permissions
+                found = handles.lstat_or_none(self.root, target)
+                base = found.st_size if found is not None else 0
                 return WriteHandle(
-                    upload, target, append=bool(pflags & FXF_APPEND), io=io, budget=budget
+                    upload,
+                    target,
+                    append=bool(pflags & FXF_APPEND),
+                    io=io,
+                    budget=budget,
+                    room=self.context.room(),
+                    base=base,
                 )
 
             io, budget = self._io_thread(), self._budget
@@ -351,8 +381,11 @@ class VolumeSftp(asyncssh.SFTPServer):
         self.context.touch()
         if not isinstance(file_obj, WriteHandle):
             raise denied()
+        if file_obj.failed:
+            raise asyncssh.SFTPError(FX_NO_SPACE_ON_FILESYSTEM, "Disk limit exceeded")
         if file_obj.append:
             return self._append(file_obj, data)
+        file_obj.reach(offset + len(data))
         with answered():
             return file_obj.pipe.write(data, offset)
 
@@ -360,7 +393,9 @@ class VolumeSftp(asyncssh.SFTPServer):
         # The end of the file is known once the writes before are done.
         with answered():
             await handle.pipe.drain()
-            written = handle.pipe.write(data, handle.upload.size())
+            offset = handle.upload.size()
+            handle.reach(offset + len(data))
+            written = handle.pipe.write(data, offset)
             if not isinstance(written, int):
                 written = await written
             await handle.pipe.drain()
@@ -391,8 +426,13 @@ class VolumeSftp(asyncssh.SFTPServer):
             self._discard(file_obj)
             raise asyncssh.SFTPError(FX_FAILURE, "Session closed")
         self._open.discard(file_obj)
+        if file_obj.failed:
+            file_obj.upload.abort()
+            raise asyncssh.SFTPError(FX_NO_SPACE_ON_FILESYSTEM, "Disk limit exceeded")
+        size = await self._run(file_obj.upload.size)
         await self._run(file_obj.upload.commit)
         await self._run(hand_new, self.root, file_obj.parts, self.context.owner)
+        self.context.wrote(size - file_obj.base)
         self.context.activity("sftp.upload", shown(file_obj.parts), "")
 
     async def fsync(self, file_obj: object) -> None:

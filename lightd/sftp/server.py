@@ -80,6 +80,10 @@ class ContainerAccess:
     volume: Path | None
     busy: str | None = None  # e.g. "installing": sessions are refused and closed
     owner: tuple[int, int] | None = None  # the container's user: what SFTP makes is its
+    # The volume's disk limit (blocking, called in a thread): bytes it may still take
+    # (None: no limit), and what a committed upload changed, for the accounting.
+    room: Callable[[], int | None] = lambda: None
+    wrote: Callable[[int], None] = lambda _delta: None
 
 
 ContainerOf = Callable[[str], ContainerAccess | None]
@@ -552,6 +556,8 @@ class SftpService:
             owner=access.owner,
             touch=touch,
             activity=activity,
+            room=access.room,
+            wrote=access.wrote,
         )
         handler = VolumeSftp(chan, context)
         session.handlers.append(handler)

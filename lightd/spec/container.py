@@ -29,6 +29,7 @@ from lightd.spec.ids import InternalId
 from lightd.spec.template import ConfigFile, EnvName, TemplateName
 
 MIN_MEMORY_BYTES = 6 * 1024 * 1024
+MIN_DISK_BYTES = 8 * 1024 * 1024  # the smallest ext4 image with a journal, rounded up
 
 ImageRef = Annotated[
     str, StringConstraints(min_length=1, max_length=512, pattern=r"^[A-Za-z0-9][^\s\x00]*$")
@@ -74,6 +75,9 @@ class Limits(BaseModel):
     cpu: float | None = Field(default=None, gt=0, description="cores")
     swap: int | None = Field(default=None, ge=-1, description="bytes of swap beyond memory")
     pids: int | None = Field(default=None, ge=16, le=1_000_000)
+    # The volume's disk limit: applied by the reconciler (the document wins over
+    # POST /volumes/<id>/limit); None leaves the volume's limit to the API.
+    disk: int | None = Field(default=None, ge=MIN_DISK_BYTES, le=2**60, description="bytes")
 
 
 class StopPolicy(BaseModel):

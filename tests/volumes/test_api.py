@@ -43,8 +43,17 @@ def test_list_show_and_prefix(api: httpx.Client, volume: Vol) -> None:
     listed = api.get("/volumes").json()["volumes"]
     mine = [v for v in listed if v["volume_id"] == volume.id]
     assert len(mine) == 1
-    assert set(mine[0]) == {"volume_id", "path", "size", "created_at"}
+    assert set(mine[0]) == {
+        "volume_id",
+        "path",
+        "size",
+        "created_at",
+        "disk_limit",
+        "disk_usage",
+    }
     assert mine[0]["size"] > 0
+    assert mine[0]["disk_limit"] is None
+    assert mine[0]["disk_usage"] == mine[0]["size"]
     shown = api.get(f"/volumes/{volume.id[:8]}")
     assert shown.status_code == 200
     assert shown.json()["volume_id"] == volume.id

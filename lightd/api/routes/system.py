@@ -1,5 +1,5 @@
-"""``GET /system``: version, the Docker engine's reachability, the desired folder, SFTP,
-backup adapters.
+"""``GET /system``: version, the engine's reachability, the desired folder, SFTP, backup
+adapters, the disk backend.
 
 Read-only; it must not change anything.
 """
@@ -46,6 +46,19 @@ class BackupsView(BaseModel):
     adapters: list[str]
 
 
+class ProbeView(BaseModel):
+    name: str
+    usable: bool
+    reason: str
+
+
+class DiskView(BaseModel):
+    backend: str
+    reason: str
+    kernel_enforced: bool
+    probes: list[ProbeView]
+
+
 class SystemResponse(BaseModel):
     version: str
     docker: DockerView
@@ -55,6 +68,7 @@ class SystemResponse(BaseModel):
     # restic's version (the backup adapter), None when it is not installed.
     restic: str | None = None
     backups: BackupsView
+    disk: DiskView
 
 
 @blueprint.get("/system")
@@ -62,6 +76,7 @@ class SystemResponse(BaseModel):
 async def show() -> SystemResponse:
     services = get_services()
     status = await services.node.engine_status()
+    disk = services.files.disk.status
     return SystemResponse(
         version=__version__,
         docker=DockerView(
@@ -83,5 +98,11 @@ async def show() -> SystemResponse:
         backups=BackupsView(
             default_adapter=services.backups.settings.default_adapter,
             adapters=list(services.backups.available_adapters()),
+        ),
+        disk=DiskView(
+            backend=disk.backend,
+            reason=disk.reason,
+            kernel_enforced=disk.kernel_enforced,
+            probes=[ProbeView(name=p.name, usable=p.usable, reason=p.reason) for p in disk.probes],
         ),
     )

@@ -1,5 +1,7 @@
 """Volume routes: the contract's create, files, folders, copy, listing, compress and
-decompress, plus list/show/delete volumes, read, upload, delete, move and chmod.
+decompress, plus list/show/delete volumes, disk limits, read, upload, delete, move and
+chmod. ``POST /volumes`` without a body answers exactly the contract's shape; with
+``{"disk_limit": N}`` the volume is made with that limit.
 
 Handlers validate bodies and query strings, parse every path with
 :func:`lightd.fs.paths.parse_path`, and hand the work to the files facade
@@ -36,6 +38,7 @@ from lightd.fs.search import (
     MIN_PATTERN,
     SearchQuery,
 )
+from lightd.spec.container import MIN_DISK_BYTES
 
 blueprint = Blueprint("volumes", __name__)
 
@@ -50,11 +53,28 @@ class CreatedVolume(BaseModel):
     path: str
 
 
+class CreateVolumeRequest(RequestModel):
+    disk_limit: int | None = Field(default=None, ge=MIN_DISK_BYTES, le=2**60, description="bytes")
+
+
+class LimitRequest(RequestModel):
+    disk_limit: int | None = Field(ge=MIN_DISK_BYTES, le=2**60, description="bytes; null: none")
+
+
 class VolumeView(BaseModel):
     volume_id: str
     path: str
     size: int
     created_at: int
+    disk_limit: int | None
+    disk_usage: int
+
+
+class LimitResponse(BaseModel):
+    message: str
+    volume_id: str
+    disk_limit: int | None
+    disk_usage: int
 
 
 class VolumeList(BaseModel):
@@ -226,7 +246,12 @@ def _files() -> VolumeFiles:
 
 def _view(info: VolumeInfo) -> VolumeView:
     return VolumeView(
-        volume_id=info.id, path=str(info.path), size=info.size, created_at=info.created_at
+        volume_id=info.id,
+        path=str(info.path),
+        size=info.size,
+        created_at=info.created_at,
+        disk_limit=info.disk_limit,
+        disk_usage=info.size,
     )
 
 
@@ -249,10 +274,26 @@ def _decode(data: WriteFileRequest) -> bytes:
 
 
 @blueprint.post("/volumes")
+@validate_request(CreateVolumeRequest)
 @validate_response(CreatedVolume, 201)
-async def create_volume() -> tuple[CreatedVolume, int]:
-    volume = await _files().create_volume()
+@validate_response(ErrorBody, 409)
+async def create_volume(data: CreateVolumeRequest) -> tuple[CreatedVolume, int]:
+    volume = await _files().create_volume(disk_limit=data.disk_limit)
     return CreatedVolume(volume_id=volume.id, path=str(volume.path)), 201
+
+
+@blueprint.post("/volumes/<ref>/limit")
+@validate_request(LimitRequest)
+@validate_response(LimitResponse)
+@validate_response(ErrorBody, 409)
+async def set_limit(ref: str, data: LimitRequest) -> LimitResponse:
+    info = await _files().set_disk_limit(ref, data.disk_limit)
+    return LimitResponse(
+        message="Disk limit updated",
+        volume_id=info.id,
+        disk_limit=info.disk_limit,
+        disk_usage=info.size,
+    )
 
 
 @blueprint.get("/volumes")

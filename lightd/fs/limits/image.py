@@ -1,0 +1,247 @@
+"""The image backend: a limited volume is a sparse ext4 image mounted on its folder.
+
+``<data_dir>/volume-images/<uuid>.img`` is made (sparse, ``mkfs.ext4``) when a volume
+first gets a limit, and loop-mounted on the volume folder; the kernel answers ENOSPC at
+its size, also to the container. :meth:`ImageBackend.attach` mounts it again at every
+start, before anything uses the volume. A raised limit grows it online: the file is
+extended, the loop device told (``losetup -c``), then ``resize2fs`` on the mounted file
+system (the kernel's online resize: a kill leaves the old or the new size). A kernel that
+refuses online resizing (no ``CAP_SYS_RESOURCE``, as on this project's machines) gets the
+offline grow while no container uses the volume: unmount, ``e2fsck``, ``resize2fs -z``
+with an undo file, mount; a kill in the middle leaves the undo file, which the next
+start replays (``e2undo``) before mounting, so the volume comes back at its old size,
+whole. While a container runs on it such a grow is refused (409), never forced. A lowered
+limit above the usage is held by lightd's own writers while the image keeps its size
+(ext4 cannot shrink online); below the usage it is refused. Usage is ``statvfs``, O(1).
+A volume with content gets its image by a copy into it while no container uses it.
+Unlimited volumes stay plain folders (usage from the soft accountant).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from pathlib import Path
+
+from lightd.errors import DiskLimitConflict
+from lightd.fs.limits.base import CommandFailed, VolumeRef, is_mount_point, mount_of, run
+from lightd.fs.limits.decide import Probe, Resize, image_resize
+
+MOUNT_OPTIONS = "loop,nosuid,nodev"
+CAP_SYS_RESOURCE = 24
+
+
+def online_resize_allowed() -> bool:
+    """Whether this process holds CAP_SYS_RESOURCE (the kernel's online ext4 resize)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("CapEff:"):
+                return bool(int(line.split()[1], 16) >> CAP_SYS_RESOURCE & 1)
+    except (OSError, ValueError):
+        pass
+    return False
+
+
+def probe() -> Probe:
+    if os.geteuid() != 0:
+        return Probe("image", False, "lightd does not run as root (mounting needs it)")
+    if not Path("/dev/loop-control").exists():
+        return Probe("image", False, "no loop devices (/dev/loop-control is missing)")
+    missing = [
+        tool
+        for tool in ("mkfs.ext4", "resize2fs", "losetup", "mount", "umount")
+        if shutil.which(tool) is None
+    ]
+    if missing:
+        return Probe("image", False, f"missing tools: {', '.join(missing)} (e2fsprogs)")
+    grow = (
+        "grown online"
+        if online_resize_allowed()
+        else "grown offline while unused (no CAP_SYS_RESOURCE for online resize)"
+    )
+    return Probe("image", True, f"root with loop devices and e2fsprogs: ext4 images, {grow}")
+
+
+def grown(path: Path, limit: int) -> bool:
+    """Whether the mounted file system spans (most of) ``limit``: ext4 keeps some for itself."""
+    info = os.statvfs(path)
+    return info.f_blocks * info.f_frsize >= limit * 0.8
+
+
+def used_bytes(path: Path) -> int:
+    info = os.statvfs(path)
+    return (info.f_blocks - info.f_bfree) * info.f_frsize
+
+
+class ImageBackend:
+    name = "image"
+    kernel_enforced = True
+
+    def __init__(self, images: Path) -> None:
+        self.images = images
+
+    def image_of(self, volume: VolumeRef) -> Path:
+        return self.images / f"{volume.id}.img"
+
+    # -- protocol --------------------------------------------------------------------
+
+    def make_folder(self, volume: VolumeRef) -> None:
+        volume.path.mkdir(mode=0o755)
+        volume.path.chmod(0o755)
+
+    def measures(self, volume: VolumeRef) -> bool:
+        return self.image_of(volume).exists()
+
+    def usage(self, volume: VolumeRef) -> int | None:
+        if not self.image_of(volume).exists() or not is_mount_point(volume.path):
+            return None
+        return used_bytes(volume.path)
+
+    def apply(self, volume: VolumeRef, *, limit: int | None, usage: int, in_use: bool) -> None:
+        image = self.image_of(volume)
+        size = image.stat().st_size if image.exists() else None
+        if limit is None:
+            if size is not None:
+                raise DiskLimitConflict(
+                    "An image volume keeps a size: set a larger limit instead of none"
+                )
+            return
+        step = image_resize(limit=limit, usage=usage, image_size=size)
+        try:
+            if step is Resize.MAKE:
+                if in_use:
+                    raise DiskLimitConflict(
+                        "The volume becomes an image on its first limit: stop its container first"
+                    )
+                self._make(volume, limit)
+            elif step is Resize.GROW:
+                self._ensure_mounted(volume)
+                self.grow(volume, limit, in_use=in_use)
+        except OSError as exc:  # e.g. EFBIG: larger than the images' file system allows
+            raise DiskLimitConflict(
+                f"Cannot make the volume's image {limit} bytes: {exc.strerror or exc}"
+            ) from exc
+
+    def attach(self, volume: VolumeRef, *, limit: int | None) -> None:
+        image = self.image_of(volume)
+        if not image.exists():
+            return
+        undo = self.undo_of(volume)
+        if undo.exists() and not is_mount_point(volume.path):
+            # An offline grow was killed: put the file system back as it was before it.
+            # (An undo file cut short by the kill replays nothing: the check repairs then.)
+            with contextlib.suppress(CommandFailed):
+                run(["e2undo", str(undo), str(image)])
+            undo.unlink()
+            self.repair(image)
+        self._ensure_mounted(volume)
+
+    def repair(self, image: Path) -> None:
+        """``e2fsck -f -y``: what a kill left half done is put right before the mount."""
+        run(["e2fsck", "-f", "-y", str(image)], ok=(0, 1))
+
+    def undo_of(self, volume: VolumeRef) -> Path:
+        return self.images / f"{volume.id}.e2undo"
+
+    def release(self, volume: VolumeRef) -> None:
+        if is_mount_point(volume.path):
+            run(["umount", str(volume.path)])
+        with contextlib.suppress(FileNotFoundError):
+            self.image_of(volume).unlink()
+
+    # -- steps -----------------------------------------------------------------------
+
+    def _ensure_mounted(self, volume: VolumeRef) -> None:
+        if not is_mount_point(volume.path):
+            image = self.image_of(volume)
+            # A kill may have left the journal to replay or a resize half done: the
+            # preening check fixes what is safe, a full one what preening will not.
+            try:
+                run(["e2fsck", "-p", str(image)], ok=(0, 1))
+            except CommandFailed:
+                self.repair(image)
+            run(["mount", "-o", MOUNT_OPTIONS, str(image), str(volume.path)])
+
+    def _make(self, volume: VolumeRef, limit: int) -> None:
+        self.images.mkdir(parents=True, exist_ok=True)
+        image = self.image_of(volume)
+        building = image.with_suffix(".img.new")
+        staging = self.images / f"{volume.id}.staging"
+        try:
+            with building.open("wb") as handle:
+                handle.truncate(limit)
+            run(["mkfs.ext4", "-q", "-F", "-m", "0", "-E", "nodiscard", str(building)])
+            staging.mkdir(exist_ok=True)
+            run(["mount", "-o", MOUNT_OPTIONS, str(building), str(staging)])
+            try:
+                with contextlib.suppress(OSError):
+                    (staging / "lost+found").rmdir()
+                if any(volume.path.iterdir()):
+                    # cp copies links as links, keeps modes and times, no shell.
+                    run(["cp", "-a", "--", f"{volume.path}/.", f"{staging}/"])
+                os.chmod(staging, 0o755)  # noqa: S103 (the volume root)  # noqa: S103 (the volume root, as a folder volume)
+            finally:
+                run(["umount", str(staging)])
+            os.replace(building, image)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                building.unlink()
+            with contextlib.suppress(OSError):
+                staging.rmdir()
+        # The old content is dropped only once the image holds it and is in place.
+        for child in list(volume.path.iterdir()):
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+        run(["mount", "-o", MOUNT_OPTIONS, str(image), str(volume.path)])
+
+    def loop_device(self, volume: VolumeRef) -> str:
+        found = mount_of(volume.path)
+        if found is None or found[0] != str(volume.path.resolve()):
+            raise CommandFailed(f"{volume.path} is not mounted")
+        return found[2]
+
+    def grow(self, volume: VolumeRef, limit: int, *, in_use: bool) -> None:
+        image = self.image_of(volume)
+        before = image.stat().st_size
+        if before < limit:
+            with image.open("r+b") as handle:
+                handle.truncate(limit)
+        device = self.loop_device(volume)
+        run(["losetup", "-c", device])
+        try:
+            run(["resize2fs", device])
+            if grown(volume.path, limit):
+                return
+            raise CommandFailed("resize2fs left the file system at its old size")
+        except CommandFailed as exc:
+            if in_use:
+                # The file system never grew: the file goes back to its size (the image's
+                # size is its limit).
+                with image.open("r+b") as handle:
+                    handle.truncate(before)
+                run(["losetup", "-c", device])
+                raise DiskLimitConflict(
+                    f"The kernel refused to grow the image online ({exc.message}): "
+                    "stop the container, then raise the limit"
+                ) from exc
+        self.grow_offline(volume)
+
+    def grow_offline(self, volume: VolumeRef) -> None:
+        """Unmount, check, grow to the file's size with an undo file, mount again."""
+        image = self.image_of(volume)
+        undo = self.undo_of(volume)
+        run(["umount", str(volume.path)])
+        try:
+            self.repair(image)
+            with contextlib.suppress(FileNotFoundError):
+                undo.unlink()
+            run(["resize2fs", "-z", str(undo), str(image)])
+            # Growing past the reserved descriptor blocks leaves the resize inode stale
+            # (e2fsck's "Resize inode not valid"): put it right while still unmounted.
+            self.repair(image)
+            undo.unlink()
+        finally:
+            run(["mount", "-o", MOUNT_OPTIONS, str(image), str(volume.path)])

@@ -1,0 +1,200 @@
+"""The soft backend: lightd's own accounting plus a throttled background rescan.
+
+No kernel limit: :class:`Accountant` keeps each volume's bytes in memory, adds what
+lightd's writers wrote (:meth:`Accountant.add`), and a background thread walks the
+volumes again one at a time, at most every ``rescan_seconds`` each and at most
+``entries_per_second`` entries a second (it sleeps between slices), to see what the
+containers wrote. Readers never walk: :meth:`Accountant.usage` answers from memory
+(before the first walk of a volume finishes: what lightd accounted since, from 0).
+The manager stops a container whose volume is over its limit. The accountant also
+answers for volumes another backend cannot measure (an unlimited volume under
+``image``). It must not decide limits (see :mod:`lightd.fs.limits.decide`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from lightd.fs.limits.base import VolumeRef
+from lightd.fs.limits.decide import Probe
+
+log = logging.getLogger("lightd.limits")
+
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+SLICE_ENTRIES = 1000
+
+
+def probe() -> Probe:
+    return Probe("soft", True, "lightd accounts its writes and rescans in the background")
+
+
+@dataclass
+class _Count:
+    bytes: int = 0
+    scanned_at: float = 0.0  # monotonic time of the last finished walk; 0: never
+    during_scan: int = 0  # bytes lightd added while a walk of it ran
+
+
+class Throttle:
+    """Sleeps so that at most ``per_second`` entries are read a second, in slices."""
+
+    def __init__(self, per_second: int, stop: threading.Event) -> None:
+        self.per_second = per_second
+        self.stop = stop
+        self.count = 0
+        self.started = time.monotonic()
+
+    def tick(self) -> None:
+        self.count += 1
+        if self.count % SLICE_ENTRIES:
+            return
+        due = self.started + self.count / self.per_second
+        wait = due - time.monotonic()
+        if wait > 0:
+            self.stop.wait(wait)
+
+
+def walk_bytes(path: Path, tick: Callable[[], None] = lambda: None) -> int:
+    """Bytes allocated below ``path`` (descriptor walk, no link followed)."""
+    total = 0
+    try:
+        top = os.open(path, DIR_FLAGS)
+    except OSError:
+        return 0
+    pending = [top]
+    while pending:
+        fd = pending.pop()
+        try:
+            with os.scandir(fd) as found:
+                for item in found:
+                    tick()
+                    try:
+                        info = item.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    total += info.st_blocks * 512
+                    if stat.S_ISDIR(info.st_mode):
+                        with contextlib.suppress(OSError):
+                            pending.append(os.open(item.name, DIR_FLAGS, dir_fd=fd))
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return total
+
+
+class Accountant:
+    """Usage of volumes from memory: lightd's writes, refreshed by a throttled walk."""
+
+    def __init__(self, *, rescan_seconds: float, entries_per_second: int) -> None:
+        self.rescan_seconds = rescan_seconds
+        self.entries_per_second = entries_per_second
+        self._counts: dict[str, _Count] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.walks = 0  # finished walks since start (tests and the bench read it)
+        self.on_walked: Callable[[str], None] = lambda _volume_id: None
+
+    def usage(self, volume_id: str) -> int:
+        with self._lock:
+            count = self._counts.get(volume_id)
+            return count.bytes if count is not None else 0
+
+    def known(self, volume_id: str) -> bool:
+        with self._lock:
+            count = self._counts.get(volume_id)
+            return count is not None and count.scanned_at > 0
+
+    def add(self, volume_id: str, delta: int) -> None:
+        with self._lock:
+            count = self._counts.setdefault(volume_id, _Count())
+            count.bytes = max(count.bytes + delta, 0)
+            count.during_scan += delta
+
+    def forget(self, volume_id: str) -> None:
+        with self._lock:
+            self._counts.pop(volume_id, None)
+
+    def start(self, volumes: Callable[[], Iterable[VolumeRef]]) -> None:
+        self._thread = threading.Thread(
+            target=self._loop, args=(volumes,), name="lightd-disk-scan", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def scan(self, volume: VolumeRef, throttle: Throttle | None = None) -> int:
+        """Walk one volume now (in this thread) and store what it holds."""
+        with self._lock:
+            self._counts.setdefault(volume.id, _Count()).during_scan = 0
+        total = walk_bytes(volume.path, throttle.tick if throttle is not None else lambda: None)
+        with self._lock:
+            count = self._counts.setdefault(volume.id, _Count())
+            count.bytes = max(total + count.during_scan, 0)
+            count.during_scan = 0
+            count.scanned_at = time.monotonic()
+            self.walks += 1
+        return total
+
+    def _due(self, volume_id: str) -> bool:
+        with self._lock:
+            count = self._counts.get(volume_id)
+        return (
+            count is None
+            or count.scanned_at == 0
+            or time.monotonic() - count.scanned_at >= self.rescan_seconds
+        )
+
+    def _loop(self, volumes: Callable[[], Iterable[VolumeRef]]) -> None:
+        while not self._stop.is_set():
+            throttle = Throttle(self.entries_per_second, self._stop)
+            for volume in list(volumes()):
+                if self._stop.is_set():
+                    return
+                if not self._due(volume.id):
+                    continue
+                try:
+                    self.scan(volume, throttle)
+                except Exception:
+                    log.exception("disk usage walk of %s failed", volume.id)
+                    continue
+                self.on_walked(volume.id)
+            self._stop.wait(min(self.rescan_seconds, 1.0))
+
+
+class SoftBackend:
+    """No kernel limit: folders as they are, usage from the :class:`Accountant`."""
+
+    name = "soft"
+    kernel_enforced = False
+
+    def make_folder(self, volume: VolumeRef) -> None:
+        volume.path.mkdir(mode=0o755)
+        volume.path.chmod(0o755)
+
+    def apply(self, volume: VolumeRef, *, limit: int | None, usage: int, in_use: bool) -> None:
+        return None  # lightd's writers and the over-limit stop hold the limit
+
+    def usage(self, volume: VolumeRef) -> int | None:
+        return None
+
+    def measures(self, volume: VolumeRef) -> bool:
+        return False
+
+    def attach(self, volume: VolumeRef, *, limit: int | None) -> None:
+        return None
+
+    def release(self, volume: VolumeRef) -> None:
+        return None

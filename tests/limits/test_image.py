@@ -1,0 +1,207 @@
+"""The image backend with a real daemon: limited volumes are loop-mounted ext4 images.
+
+Root only. The kernel stops ``dd`` at the image's size (ENOSPC) and a raised limit grows
+the image online while the container runs; a shrink below the usage is 409; usage reads
+never walk; every lightd writer answers 507; a restart mounts the images again before
+any container starts; a kill -9 during a resize leaves a volume that mounts and works.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lightd.fs.limits.image import online_resize_allowed
+from tests.limits.conftest import ROOT_ONLY, mounts_below, tools_present
+from tests.limits.rig import DiskRig, MiB
+from tests.limits.writers import assert_every_writer_refused, assert_reads_do_not_walk
+from tests.support import engine
+from tests.support.daemon import wait_for
+
+pytestmark = [
+    ROOT_ONLY,
+    pytest.mark.docker,
+    pytest.mark.skipif(not tools_present("mkfs.ext4", "resize2fs"), reason="e2fsprogs missing"),
+]
+
+
+@pytest.fixture
+def rig(ext4_mount: Path) -> Iterator[DiskRig]:
+    made = DiskRig(ext4_mount / "daemon", "image")
+    try:
+        made.start()
+        yield made
+    finally:
+        made.close()
+
+
+def is_mounted(path: str) -> bool:
+    return path in mounts_below(Path(path).parent)
+
+
+def test_a_limited_volume_is_a_mounted_image(rig: DiskRig) -> None:
+    volume_id = rig.volume(32 * MiB)
+    shown = rig.show(volume_id)
+    assert shown["disk_limit"] == 32 * MiB
+    assert is_mounted(shown["path"])
+    assert os.listdir(shown["path"]) == []  # no lost+found in the volume
+    plain = rig.show(rig.volume())
+    assert plain["disk_limit"] is None and not is_mounted(plain["path"])
+    assert rig.http.get("/system").json()["disk"]["backend"] == "image"
+    assert rig.http.delete(f"/volumes/{volume_id}").status_code == 200
+    assert not Path(shown["path"]).exists()
+    assert not (rig.daemon.data_dir / "volume-images" / f"{volume_id}.img").exists()
+
+
+def test_kernel_stops_dd_grow_lets_it_go_on_and_shrink_below_usage_is_409(
+    rig: DiskRig,
+) -> None:
+    volume_id = rig.volume(16 * MiB)
+    command = (
+        "dd if=/dev/zero of=/home/container/big bs=1M count=32; echo dd-exit-$?; "
+        "until dd if=/dev/zero of=/home/container/more bs=1M count=24 2>/dev/null; "
+        "do sleep 0.3; done; echo wrote-more; exec sleep 1000"
+    )
+    internal_id = rig.container("dd", volume_id, command)
+    out = rig.wait_console(internal_id, "dd-exit-")
+    assert "No space left on device" in out and "dd-exit-1" in out
+    used = rig.show(volume_id)["disk_usage"]
+    assert 8 * MiB < used <= 16 * MiB
+    shrink = rig.http.post(f"/volumes/{volume_id}/limit", json={"disk_limit": 8 * MiB})
+    assert shrink.status_code == 409, shrink.text
+    assert "uses" in shrink.json()["error"]
+    grown = rig.http.post(f"/volumes/{volume_id}/limit", json={"disk_limit": 96 * MiB})
+    if online_resize_allowed():
+        assert grown.status_code == 200, grown.text
+        rig.wait_console(internal_id, "wrote-more")
+    else:
+        # This kernel refuses online ext4 resizing to a process without CAP_SYS_RESOURCE:
+        # the grow is refused while the container runs, and done offline once it stopped.
+        assert grown.status_code == 409, grown.text
+        assert "stop the container" in grown.json()["error"]
+        assert rig.show(volume_id)["disk_limit"] == 16 * MiB
+        assert rig.http.post(f"/containers/{internal_id}/kill").status_code == 200
+        wait_for(lambda: rig.get(internal_id)["state"] == "offline", what="stopped")
+        grown = rig.http.post(f"/volumes/{volume_id}/limit", json={"disk_limit": 96 * MiB})
+        assert grown.status_code == 200, grown.text
+        assert rig.http.post(f"/containers/{internal_id}/start").status_code == 200
+        rig.wait_console(internal_id, "dd-exit-0")
+    assert rig.show(volume_id)["disk_limit"] == 96 * MiB
+    info = os.statvfs(rig.show(volume_id)["path"])
+    assert info.f_blocks * info.f_frsize > 64 * MiB
+
+
+def test_usage_reads_do_not_walk(rig: DiskRig) -> None:
+    assert_reads_do_not_walk(rig, rig.volume(64 * MiB))
+
+
+def test_every_writer_answers_507_and_writes_nothing_past_the_limit(rig: DiskRig) -> None:
+    assert_every_writer_refused(rig, rig.volume(24 * MiB), limit=24 * MiB)
+
+
+def test_restart_mounts_images_before_any_container_starts(rig: DiskRig) -> None:
+    volume_id = rig.volume(32 * MiB)
+    path = rig.show(volume_id)["path"]
+    written = rig.http.post(
+        f"/volumes/{volume_id}/files", json={"path": "marker", "content": "inside-the-image"}
+    )
+    assert written.status_code == 200
+    internal_id = rig.container(
+        "boot", volume_id, "echo seen-$(cat /home/container/marker); exec sleep 1000"
+    )
+    rig.wait_console(internal_id, "seen-inside-the-image")
+    # A reboot, as far as the volume knows: lightd and the container stop, the image
+    # is unmounted. The container's document still wants it running.
+    rig.daemon.stop()
+    with engine.client() as client:
+        client.containers.get(f"lightd-{internal_id}").stop(timeout=1)
+    subprocess.run(["umount", path], check=True)
+    assert not is_mounted(path)
+    rig.restart()
+    wait_for(
+        lambda: rig.console(internal_id).count("seen-inside-the-image") >= 2,
+        timeout=60,
+        what="the container started again on its remounted image",
+    )
+    # Every start saw the image's content, never the empty folder beneath it.
+    assert rig.console(internal_id).count("seen-\n") == 0
+    assert is_mounted(path)
+
+
+def test_kill_9_during_a_resize_leaves_a_usable_volume(rig: DiskRig) -> None:
+    volume_id = rig.volume(16 * MiB)
+    url = f"/volumes/{volume_id}"
+    assert (
+        rig.http.post(f"{url}/files", json={"path": "keep", "content": "kept"}).status_code == 200
+    )
+    image = rig.daemon.data_dir / "volume-images" / f"{volume_id}.img"
+
+    # A real kill -9 while a grow is under way (wherever it is by then) ...
+    # (in another process: a socket cut by the kill stays out of this one)
+    grow = subprocess.Popen(
+        [
+            "curl",
+            "-s",
+            "-m",
+            "30",
+            "-X",
+            "POST",
+            "-H",
+            f"Authorization: Bearer {rig.daemon.token}",
+            "-H",
+            "Content-Type: application/json",
+            "-H",
+            "Accept: application/vnd.pkglatv1+json",
+            "-d",
+            f'{{"disk_limit": {256 * MiB}}}',
+            f"{rig.daemon.base_url}{url}/limit",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(0.05)
+    rig.restart(kill=True)
+    grow.wait(timeout=40)
+    path = rig.show(volume_id)["path"]
+    assert is_mounted(path)
+    shown = rig.http.get(f"{url}/files/content", params={"path": "keep"})
+    assert shown.status_code == 200 and shown.text == "kept"
+    limit = rig.show(volume_id)["disk_limit"]
+    assert limit in (16 * MiB, 256 * MiB)
+    # ... and the state a kill in the middle of resize2fs leaves: the file extended, an
+    # undo file of a resize that never finished. The next start replays it, mounts.
+    assert rig.http.post(f"{url}/files", json={"path": "keep2", "content": "k2"}).status_code == 200
+    rig.daemon.stop()
+    subprocess.run(["umount", path], check=True)
+    undo = image.with_suffix(".e2undo")
+    os.truncate(image, max(image.stat().st_size, 300 * MiB))
+    killed = subprocess.Popen(
+        ["resize2fs", "-z", str(undo), str(image)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(0.02)
+    killed.kill()
+    killed.wait()
+    rig.start()
+    assert is_mounted(path)
+    assert not undo.exists()
+    for name, text in (("keep", "kept"), ("keep2", "k2")):
+        shown = rig.http.get(f"{url}/files/content", params={"path": name})
+        assert shown.status_code == 200 and shown.text == text
+    again = rig.http.post(f"{url}/limit", json={"disk_limit": 320 * MiB})
+    assert again.status_code == 200, again.text
+    # The file system fills the whole image: the grow that was cut short is finished.
+    info = os.statvfs(path)
+    assert info.f_blocks * info.f_frsize > 256 * MiB
+    big = rig.http.put(f"{url}/files/content", params={"path": "big"}, content=b"\0" * 40 * MiB)
+    assert big.status_code == 200, big.text
+    rig.daemon.stop()
+    subprocess.run(["umount", path], check=True)
+    fsck = subprocess.run(["e2fsck", "-f", "-n", str(image)], capture_output=True, text=True)
+    assert fsck.returncode == 0, fsck.stdout  # the file system is whole
