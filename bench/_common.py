@@ -20,6 +20,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -251,3 +252,34 @@ def verdict(ok: bool) -> str:
 
 def headers(daemon: DaemonProcess) -> dict[str, Any]:
     return {"Authorization": f"Bearer {daemon.token}", "Accept": VENDOR}
+
+
+def post_sleepers(
+    daemon: DaemonProcess, ids: list[str], *, running: bool, stop_timeout: int | None = None
+) -> str:
+    """POST one busybox sleeper per id (64 MiB, 0.25 cpu) on one new volume, 8 at a time.
+
+    ``running`` picks the documents' power; returns the volume's id.
+    """
+    with daemon.client() as api:
+        volume = api.post("/volumes")
+        assert volume.status_code == 201, volume.text
+        volume_id: str = volume.json()["volume_id"]
+    body: dict[str, Any] = {
+        "image": IMAGE,
+        "volume_id": volume_id,
+        "startup_command": "exec sleep 100000",
+        "limits": {"memory": 64 * MIB, "cpu": 0.25},
+        "power": "running" if running else "stopped",
+    }
+    if stop_timeout is not None:
+        body["stop"] = {"timeout_seconds": stop_timeout}
+
+    def one(internal_id: str) -> None:
+        with daemon.client() as api:
+            answer = api.post("/containers", json={**body, "internal_id": internal_id})
+            assert answer.status_code == 200, answer.text
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(one, ids))
+    return volume_id

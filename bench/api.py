@@ -45,7 +45,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -158,28 +157,7 @@ def start_minimal(port: int) -> subprocess.Popen[bytes]:
 
 
 def create_documents(daemon: c.DaemonProcess, ids: list[str]) -> None:
-    with daemon.client() as api:
-        volume = api.post("/volumes")
-        assert volume.status_code == 201, volume.text
-        volume_id = volume.json()["volume_id"]
-
-    def one(internal_id: str) -> None:
-        with daemon.client() as api:
-            answer = api.post(
-                "/containers",
-                json={
-                    "internal_id": internal_id,
-                    "image": c.IMAGE,
-                    "volume_id": volume_id,
-                    "startup_command": "exec sleep 100000",
-                    "limits": {"memory": 64 * c.MIB, "cpu": 0.25},
-                    "power": "stopped",
-                },
-            )
-            assert answer.status_code == 200, answer.text
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        list(pool.map(one, ids))
+    c.post_sleepers(daemon, ids, running=False)
     # Wait until the reconciler is idle: every document has its (stopped) container.
     with daemon.client() as api:
         deadline = time.monotonic() + 300
@@ -281,26 +259,7 @@ def busy_converge(daemon: c.DaemonProcess, prefix: str, count: int) -> list[str]
     import httpx
 
     ids = [f"{prefix}-busy{i:03d}" for i in range(count)]
-    with daemon.client() as api:
-        volume_id = api.post("/volumes").json()["volume_id"]
-
-    def one(internal_id: str) -> None:
-        with daemon.client() as api:
-            answer = api.post(
-                "/containers",
-                json={
-                    "internal_id": internal_id,
-                    "image": c.IMAGE,
-                    "volume_id": volume_id,
-                    "startup_command": "exec sleep 100000",
-                    "limits": {"memory": 64 * c.MIB, "cpu": 0.25},
-                    "stop": {"timeout_seconds": 1},
-                },
-            )
-            assert answer.status_code == 200, answer.text
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        list(pool.map(one, ids))
+    c.post_sleepers(daemon, ids, running=True, stop_timeout=1)
     deadline = time.monotonic() + 600
     with httpx.Client(base_url=daemon.base_url, headers=c.headers(daemon), timeout=30) as api:
         while time.monotonic() < deadline:

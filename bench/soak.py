@@ -26,7 +26,6 @@ import os
 import random
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import _common as c
@@ -138,26 +137,7 @@ async def soak(args: argparse.Namespace, daemon: c.DaemonProcess, talker: str) -
 
 def create_documents(daemon: c.DaemonProcess, prefix: str, count: int) -> list[str]:
     ids = [f"{prefix}-doc{i:03d}" for i in range(count)]
-    with daemon.client() as api:
-        volume_id = api.post("/volumes").json()["volume_id"]
-
-    def one(internal_id: str) -> None:
-        with daemon.client() as api:
-            answer = api.post(
-                "/containers",
-                json={
-                    "internal_id": internal_id,
-                    "image": c.IMAGE,
-                    "volume_id": volume_id,
-                    "startup_command": "exec sleep 100000",
-                    "limits": {"memory": 64 * c.MIB, "cpu": 0.25},
-                    "power": "stopped",
-                },
-            )
-            assert answer.status_code == 200, answer.text
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        list(pool.map(one, ids))
+    c.post_sleepers(daemon, ids, running=False)
     deadline = time.monotonic() + 600
     with daemon.client() as api:
         while time.monotonic() < deadline:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,8 +82,9 @@ def _display(root: Path, name: str) -> str:
     return os.path.join(str(root), name)
 
 
-def _read_containers(reading: FolderReading) -> None:
-    folder = reading.root / FOLDER
+def _documents(reading: FolderReading, folder_name: str) -> Iterator[tuple[str, str, bytes]]:
+    """(shown name, stem, bytes) of each ``*.json`` of a folder; problems go to ``reading``."""
+    folder = reading.root / folder_name
     try:
         entries = sorted(os.listdir(folder))
     except FileNotFoundError:
@@ -95,14 +97,17 @@ def _read_containers(reading: FolderReading) -> None:
     for entry in entries:
         if not entry.endswith(".json") or entry.startswith(".") or entry.endswith(TEMP_SUFFIX):
             continue
-        name = f"{FOLDER}/{entry}"
-        shown = _display(reading.root, name)
-        stem = entry[: -len(".json")]
+        shown = _display(reading.root, f"{folder_name}/{entry}")
         try:
             raw = (folder / entry).read_bytes()
         except OSError as exc:
             reading.problems.append(DocumentProblem(shown, None, None, f"cannot read: {exc}"))
             continue
+        yield shown, entry[: -len(".json")], raw
+
+
+def _read_containers(reading: FolderReading) -> None:
+    for shown, stem, raw in _documents(reading, FOLDER):
         if not is_internal_id(stem):
             reading.problems.append(
                 DocumentProblem(shown, None, None, "file name is not a valid internal_id")
@@ -117,26 +122,7 @@ def _read_containers(reading: FolderReading) -> None:
 
 
 def _read_templates(reading: FolderReading) -> None:
-    folder = reading.root / TEMPLATES_FOLDER
-    try:
-        entries = sorted(os.listdir(folder))
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        reading.problems.append(
-            DocumentProblem(str(folder), None, None, f"cannot read: {exc.strerror}")
-        )
-        return
-    for entry in entries:
-        if not entry.endswith(".json") or entry.startswith(".") or entry.endswith(TEMP_SUFFIX):
-            continue
-        shown = _display(reading.root, f"{TEMPLATES_FOLDER}/{entry}")
-        stem = entry[: -len(".json")]
-        try:
-            raw = (folder / entry).read_bytes()
-        except OSError as exc:
-            reading.problems.append(DocumentProblem(shown, None, None, f"cannot read: {exc}"))
-            continue
+    for shown, stem, raw in _documents(reading, TEMPLATES_FOLDER):
         if not is_template_name(stem):
             reading.problems.append(
                 DocumentProblem(shown, None, None, "file name is not a valid template name")
