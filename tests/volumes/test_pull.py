@@ -357,3 +357,21 @@ def test_pull_bad_bodies(api: httpx.Client, volume: Vol, web: LoopbackServer) ->
     assert unknown.status_code == 400
     missing = api.post("/volumes/00000000/pull", json={"url": web.url("/x"), "path": "x"})
     assert missing.status_code == 404
+
+
+def test_a_pull_past_the_disk_limit_fails_and_leaves_nothing(
+    api: httpx.Client, web: LoopbackServer
+) -> None:
+    answer = api.post("/volumes", json={"disk_limit": 8 * 1024 * 1024})
+    assert answer.status_code == 201, answer.text
+    vol = Vol(id=answer.json()["volume_id"], path=Path(answer.json()["path"]))
+    try:
+        web.put("large", b"L" * (9 * 1024 * 1024))
+        started = api.post(f"{vol.url}/pull", json={"url": web.url("/files/large"), "path": "x"})
+        assert started.status_code == 202, started.text
+        done = wait_pull(api, vol, started.json()["pull_id"])
+        assert done["state"] == "failed", done
+        assert done["error"] == "Disk limit exceeded"
+        assert sorted(os.listdir(vol.path)) == []  # no file, no temporary entry
+    finally:
+        assert api.delete(vol.url).status_code == 200
