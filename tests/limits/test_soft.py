@@ -73,7 +73,7 @@ def test_rescan_sees_container_writes_and_stops_an_over_limit_container(rig: Dis
 
 
 def test_every_writer_answers_507_and_writes_nothing_past_the_limit(rig: DiskRig) -> None:
-    assert_every_writer_refused(rig, rig.volume(24 * MiB), limit=24 * MiB)
+    assert_every_writer_refused(rig, rig.volume(24 * MiB), limit=24 * MiB, slack=MiB)
 
 
 def test_document_limit_wins_over_the_api(rig: DiskRig) -> None:
