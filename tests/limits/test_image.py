@@ -205,3 +205,60 @@ def test_kill_9_during_a_resize_leaves_a_usable_volume(rig: DiskRig) -> None:
     subprocess.run(["umount", path], check=True)
     fsck = subprocess.run(["e2fsck", "-f", "-n", str(image)], capture_output=True, text=True)
     assert fsck.returncode == 0, fsck.stdout  # the file system is whole
+
+
+def test_a_lowered_limit_shrinks_the_image_and_the_kernel_holds_it(rig: DiskRig) -> None:
+    volume_id = rig.volume(64 * MiB)
+    url = f"/volumes/{volume_id}"
+    path = rig.show(volume_id)["path"]
+    image = rig.daemon.data_dir / "volume-images" / f"{volume_id}.img"
+    kept = os.urandom(3 * MiB)
+    assert rig.http.put(f"{url}/files/content", params={"path": "keep"}, content=kept).is_success
+    before = os.statvfs(path)
+    assert before.f_blocks * before.f_frsize > 48 * MiB
+    # No container uses it: the image shrinks offline to the new limit.
+    lowered = rig.http.post(f"{url}/limit", json={"disk_limit": 24 * MiB})
+    assert lowered.status_code == 200, lowered.text
+    assert rig.show(volume_id)["disk_limit"] == 24 * MiB
+    assert is_mounted(path)
+    assert image.stat().st_size == 24 * MiB
+    info = os.statvfs(path)
+    # (statvfs leaves out the journal and inode tables sized for the old 64 MiB)
+    assert 16 * MiB < info.f_blocks * info.f_frsize <= 24 * MiB
+    assert not image.with_suffix(".e2undo").exists()
+    assert rig.http.get(f"{url}/files/content", params={"path": "keep"}).content == kept
+    # The container meets the lowered limit in the kernel (ENOSPC), not only lightd.
+    command = (
+        "dd if=/dev/zero of=/home/container/big bs=1M count=40; echo dd-exit-$?; exec sleep 1000"
+    )
+    internal_id = rig.container("low", volume_id, command)
+    out = rig.wait_console(internal_id, "dd-exit-")
+    assert "No space left on device" in out and "dd-exit-1" in out
+    assert rig.show(volume_id)["disk_usage"] <= 24 * MiB
+    assert os.path.getsize(Path(path) / "big") < 24 * MiB
+    # While it runs, lowering is refused (ext4 cannot shrink mounted), nothing changed.
+    assert rig.http.delete(f"{url}/files", params={"path": "big"}).status_code == 200
+    refused = rig.http.post(f"{url}/limit", json={"disk_limit": 16 * MiB})
+    assert refused.status_code == 409, refused.text
+    assert "stop the container" in refused.json()["error"]
+    assert rig.show(volume_id)["disk_limit"] == 24 * MiB
+    assert image.stat().st_size == 24 * MiB
+    # Stopped: it shrinks; a size resize2fs will not take (its minimum) is 409, untouched.
+    assert rig.http.post(f"/containers/{internal_id}/kill").status_code == 200
+    wait_for(lambda: rig.get(internal_id)["state"] == "offline", what="stopped")
+    assert rig.http.post(f"{url}/limit", json={"disk_limit": 16 * MiB}).status_code == 200
+    assert image.stat().st_size == 16 * MiB
+    # 8 MiB is above the usage (3 MiB) but below what the journal, inode tables and
+    # files need: resize2fs refuses it, and so does lightd, with nothing changed.
+    assert rig.show(volume_id)["disk_usage"] < 8 * MiB
+    tight = rig.http.post(f"{url}/limit", json={"disk_limit": 8 * MiB})
+    assert tight.status_code == 409, tight.text
+    assert "smaller than minimum" in tight.json()["error"]
+    assert rig.show(volume_id)["disk_limit"] == 16 * MiB
+    assert image.stat().st_size == 16 * MiB and is_mounted(path)
+    assert not image.with_suffix(".e2undo").exists()
+    assert rig.http.get(f"{url}/files/content", params={"path": "keep"}).content == kept
+    rig.daemon.stop()
+    subprocess.run(["umount", path], check=True)
+    fsck = subprocess.run(["e2fsck", "-f", "-n", str(image)], capture_output=True, text=True)
+    assert fsck.returncode == 0, fsck.stdout  # the shrunk file system is whole

@@ -10,9 +10,18 @@ refuses online resizing (no ``CAP_SYS_RESOURCE``, as on this project's machines)
 offline grow while no container uses the volume: unmount, ``e2fsck``, ``resize2fs -z``
 with an undo file, mount; a kill in the middle leaves the undo file, which the next
 start replays (``e2undo``) before mounting, so the volume comes back at its old size,
-whole. While a container runs on it such a grow is refused (409), never forced. A lowered
-limit above the usage is held by lightd's own writers while the image keeps its size
-(ext4 cannot shrink online); below the usage it is refused. Usage is ``statvfs``, O(1).
+whole. While a container runs on it such a grow is refused (409), never forced.
+
+A lowered limit (at or above the usage; below it is refused, 409) shrinks the image so
+the kernel holds it for the container too: ext4 cannot shrink online, so this is done
+only while no container uses the volume (unmount, ``e2fsck -f``, ``resize2fs -z`` with
+an undo file to the new size, then the file is cut to it, mount); while a container
+runs on it the change is refused (409: stop the container, then lower the limit), never
+left to lightd's writers alone. A kill during the shrink's ``resize2fs`` leaves the undo
+file, replayed at the next start (the old size, whole); a kill after it leaves a file
+system smaller than the file or the stored limit, which mounts and works, and the next
+raise grows it to the file again. ``resize2fs`` refusing a size (below its minimum for
+the files kept) is a 409 with its words, the image untouched. Usage is ``statvfs``, O(1).
 A volume with content gets its image by a copy into it while no container uses it.
 Unlimited volumes stay plain folders (usage from the soft accountant).
 """
@@ -118,6 +127,14 @@ class ImageBackend:
             elif step is Resize.GROW:
                 self._ensure_mounted(volume)
                 self.grow(volume, limit, in_use=in_use)
+            elif step is Resize.LOWER:
+                if in_use:
+                    raise DiskLimitConflict(
+                        "The kernel cannot shrink a mounted ext4 image: "
+                        "stop the container, then lower the limit"
+                    )
+                self._ensure_mounted(volume)
+                self.shrink(volume, limit)
         except OSError as exc:  # e.g. EFBIG: larger than the images' file system allows
             raise DiskLimitConflict(
                 f"Cannot make the volume's image {limit} bytes: {exc.strerror or exc}"
@@ -243,5 +260,36 @@ class ImageBackend:
             # (e2fsck's "Resize inode not valid"): put it right while still unmounted.
             self.repair(image)
             undo.unlink()
+        finally:
+            run(["mount", "-o", MOUNT_OPTIONS, str(image), str(volume.path)])
+
+    def shrink(self, volume: VolumeRef, limit: int) -> None:
+        """Offline: unmount, check, shrink to ``limit`` with an undo file, cut the file, mount.
+
+        DiskLimitConflict (the image untouched) when ``resize2fs`` refuses the size.
+        """
+        image = self.image_of(volume)
+        undo = self.undo_of(volume)
+        block = os.statvfs(volume.path).f_frsize
+        run(["umount", str(volume.path)])
+        try:
+            self.repair(image)  # resize2fs shrinks only a freshly checked file system
+            with contextlib.suppress(FileNotFoundError):
+                undo.unlink()
+            try:
+                run(["resize2fs", "-z", str(undo), str(image), str(limit // block)])
+            except CommandFailed as exc:
+                if undo.exists():  # whatever it changed before it gave up is put back
+                    with contextlib.suppress(CommandFailed):
+                        run(["e2undo", str(undo), str(image)])
+                    undo.unlink()
+                    self.repair(image)
+                raise DiskLimitConflict(
+                    f"Cannot shrink the volume's image to {limit} bytes ({exc.message})"
+                ) from exc
+            undo.unlink()
+            # Only once the file system ends inside it is the file cut to the new size.
+            with image.open("r+b") as handle:
+                handle.truncate(limit)
         finally:
             run(["mount", "-o", MOUNT_OPTIONS, str(image), str(volume.path)])
