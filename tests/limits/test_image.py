@@ -1,9 +1,11 @@
 """The image backend with a real daemon: limited volumes are loop-mounted ext4 images.
 
 Root only. The kernel stops ``dd`` at the image's size (ENOSPC) and a raised limit grows
-the image online while the container runs; a shrink below the usage is 409; usage reads
-never walk; every lightd writer answers 507; a restart mounts the images again before
-any container starts; a kill -9 during a resize leaves a volume that mounts and works.
+the image online while the container runs (where the kernel allows it; else offline once
+it stopped); a shrink below the usage is 409; a lowered limit shrinks the image offline
+so the kernel holds it for the container (409 while one runs); usage reads never walk;
+every lightd writer answers 507; a restart mounts the images again before any container
+starts; a kill -9 during a resize leaves a volume that mounts and works.
 """
 
 from __future__ import annotations
