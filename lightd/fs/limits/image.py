@@ -20,7 +20,9 @@ runs on it the change is refused (409: stop the container, then lower the limit)
 left to lightd's writers alone. A kill during the shrink's ``resize2fs`` leaves the undo
 file, replayed at the next start (the old size, whole); a kill after it leaves a file
 system smaller than the file or the stored limit, which mounts and works, and the next
-raise grows it to the file again. ``resize2fs`` refusing a size (below its minimum for
+raise grows it to the file again. Every mount goes through a fresh loop device
+(:func:`free_loops`): one an umount left attached would serve the blocks cached from
+before a resize. ``resize2fs`` refusing a size (below its minimum for
 the files kept) is a 409 with its words, the image untouched. Usage is ``statvfs``, O(1).
 A volume with content gets its image by a copy into it while no container uses it.
 Unlimited volumes stay plain folders (usage from the soft accountant).
@@ -31,13 +33,15 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import time
 from pathlib import Path
 
 from lightd.errors import DiskLimitConflict
 from lightd.fs.limits.base import CommandFailed, VolumeRef, is_mount_point, mount_of, run
 from lightd.fs.limits.decide import Probe, Resize, image_resize
 
-MOUNT_OPTIONS = "loop,nosuid,nodev"
+MOUNT_OPTIONS = "nosuid,nodev"
+LOOP_DETACH_SECONDS = 10.0
 CAP_SYS_RESOURCE = 24
 
 
@@ -59,7 +63,7 @@ def probe() -> Probe:
         return Probe("image", False, "no loop devices (/dev/loop-control is missing)")
     missing = [
         tool
-        for tool in ("mkfs.ext4", "resize2fs", "losetup", "mount", "umount")
+        for tool in ("mkfs.ext4", "resize2fs", "losetup", "blockdev", "mount", "umount")
         if shutil.which(tool) is None
     ]
     if missing:
@@ -70,6 +74,76 @@ def probe() -> Probe:
         else "grown offline while unused (no CAP_SYS_RESOURCE for online resize)"
     )
     return Probe("image", True, f"root with loop devices and e2fsprogs: ext4 images, {grow}")
+
+
+def loops_of(image: Path) -> list[str]:
+    """Loop devices attached to ``image`` (``losetup -j``: by the file's inode)."""
+    text = run(["losetup", "-j", str(image)], timeout=10)
+    return [line.split(":", 1)[0] for line in text.splitlines() if line.strip()]
+
+
+def mounted_sources() -> set[str]:
+    found = set()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            rest = line.partition(" - ")[2].split()
+            if len(rest) >= 2:
+                found.add(rest[1])
+    return found
+
+
+def free_loops(image: Path) -> None:
+    """Before a mount: detach what still serves ``image`` from an earlier, unmounted mount.
+
+    ``mount -o loop`` reuses a loop device already attached to the file, and the one an
+    umount left (its automatic detach can come late) still caches the blocks of before an
+    offline resize: mounted through it, the file system shows its old size, and writing
+    through it would damage the resized one. A device still mounted is not touched.
+    """
+    deadline = time.monotonic() + LOOP_DETACH_SECONDS
+    while True:
+        devices = loops_of(image)
+        if not devices:
+            return
+        mounted = mounted_sources()
+        if any(device in mounted for device in devices):
+            raise CommandFailed(f"{image.name} is still mounted through {', '.join(devices)}")
+        if time.monotonic() > deadline:
+            raise CommandFailed(f"{image.name} stays attached to {', '.join(devices)}")
+        for device in devices:
+            with contextlib.suppress(CommandFailed):
+                run(["losetup", "-d", device], timeout=10)
+        time.sleep(0.05)
+
+
+def unmount_image(image: Path, target: Path) -> None:
+    """Unmount ``target`` and wait until no loop device serves ``image`` any more.
+
+    The loop device detaches (and writes back what it still holds) after the umount
+    returns; a check or resize of the file before that would read it half written.
+    """
+    run(["umount", str(target)])
+    free_loops(image)
+
+
+def mount_image(image: Path, target: Path) -> None:
+    """Mount ``image`` on ``target`` through a fresh loop device with an empty cache.
+
+    No loop device is reused (:func:`free_loops`), the new one's buffer cache is dropped
+    (``blockdev --flushbufs``) before the kernel reads the superblock, and once mounted
+    the device is marked to detach itself at the umount (``losetup -d`` of a busy
+    device), as ``mount -o loop`` would.
+    """
+    free_loops(image)
+    device = run(["losetup", "-f", "--show", str(image)], timeout=10).strip()
+    try:
+        run(["blockdev", "--flushbufs", device], timeout=10)
+        run(["mount", "-o", MOUNT_OPTIONS, device, str(target)])
+    except CommandFailed:
+        with contextlib.suppress(CommandFailed):
+            run(["losetup", "-d", device], timeout=10)
+        raise
+    run(["losetup", "-d", device], timeout=10)
 
 
 def grown(path: Path, limit: int) -> bool:
@@ -145,6 +219,8 @@ class ImageBackend:
         if not image.exists():
             return
         undo = self.undo_of(volume)
+        if not is_mount_point(volume.path):
+            free_loops(image)  # an umount (of an earlier run, an operator) may still flush
         if undo.exists() and not is_mount_point(volume.path):
             # An offline grow was killed: put the file system back as it was before it.
             # (An undo file cut short by the kill replays nothing: the check repairs then.)
@@ -163,7 +239,7 @@ class ImageBackend:
 
     def release(self, volume: VolumeRef) -> None:
         if is_mount_point(volume.path):
-            run(["umount", str(volume.path)])
+            unmount_image(self.image_of(volume), volume.path)
         with contextlib.suppress(FileNotFoundError):
             self.image_of(volume).unlink()
 
@@ -172,13 +248,14 @@ class ImageBackend:
     def _ensure_mounted(self, volume: VolumeRef) -> None:
         if not is_mount_point(volume.path):
             image = self.image_of(volume)
+            free_loops(image)
             # A kill may have left the journal to replay or a resize half done: the
             # preening check fixes what is safe, a full one what preening will not.
             try:
                 run(["e2fsck", "-p", str(image)], ok=(0, 1))
             except CommandFailed:
                 self.repair(image)
-            run(["mount", "-o", MOUNT_OPTIONS, str(image), str(volume.path)])
+            mount_image(image, volume.path)
 
     def _make(self, volume: VolumeRef, limit: int) -> None:
         self.images.mkdir(parents=True, exist_ok=True)
@@ -190,7 +267,7 @@ class ImageBackend:
                 handle.truncate(limit)
             run(["mkfs.ext4", "-q", "-F", "-m", "0", "-E", "nodiscard", str(building)])
             staging.mkdir(exist_ok=True)
-            run(["mount", "-o", MOUNT_OPTIONS, str(building), str(staging)])
+            mount_image(building, staging)
             try:
                 with contextlib.suppress(OSError):
                     (staging / "lost+found").rmdir()
@@ -199,7 +276,7 @@ class ImageBackend:
                     run(["cp", "-a", "--", f"{volume.path}/.", f"{staging}/"])
                 os.chmod(staging, 0o755)  # noqa: S103 (the volume root)  # noqa: S103 (the volume root, as a folder volume)
             finally:
-                run(["umount", str(staging)])
+                unmount_image(building, staging)
             os.replace(building, image)
         finally:
             with contextlib.suppress(FileNotFoundError):
@@ -212,7 +289,7 @@ class ImageBackend:
                 shutil.rmtree(child)
             else:
                 child.unlink()
-        run(["mount", "-o", MOUNT_OPTIONS, str(image), str(volume.path)])
+        mount_image(image, volume.path)
 
     def loop_device(self, volume: VolumeRef) -> str:
         found = mount_of(volume.path)
@@ -250,7 +327,7 @@ class ImageBackend:
         """Unmount, check, grow to the file's size with an undo file, mount again."""
         image = self.image_of(volume)
         undo = self.undo_of(volume)
-        run(["umount", str(volume.path)])
+        unmount_image(image, volume.path)
         try:
             self.repair(image)
             with contextlib.suppress(FileNotFoundError):
@@ -261,7 +338,7 @@ class ImageBackend:
             self.repair(image)
             undo.unlink()
         finally:
-            run(["mount", "-o", MOUNT_OPTIONS, str(image), str(volume.path)])
+            mount_image(image, volume.path)
 
     def shrink(self, volume: VolumeRef, limit: int) -> None:
         """Offline: unmount, check, shrink to ``limit`` with an undo file, cut the file, mount.
@@ -271,7 +348,7 @@ class ImageBackend:
         image = self.image_of(volume)
         undo = self.undo_of(volume)
         block = os.statvfs(volume.path).f_frsize
-        run(["umount", str(volume.path)])
+        unmount_image(image, volume.path)
         try:
             self.repair(image)  # resize2fs shrinks only a freshly checked file system
             with contextlib.suppress(FileNotFoundError):
@@ -292,4 +369,4 @@ class ImageBackend:
             with image.open("r+b") as handle:
                 handle.truncate(limit)
         finally:
-            run(["mount", "-o", MOUNT_OPTIONS, str(image), str(volume.path)])
+            mount_image(image, volume.path)
