@@ -312,3 +312,34 @@ def test_a_shrink_killed_in_its_resize_comes_back_whole(rig: DiskRig) -> None:
     unmount(path, image)
     fsck = subprocess.run(["e2fsck", "-f", "-n", str(image)], capture_output=True, text=True)
     assert fsck.returncode == 0, fsck.stdout
+
+
+def test_a_loop_device_held_elsewhere_refuses_the_resize_and_stays_mounted(
+    rig: DiskRig,
+) -> None:
+    volume_id = rig.volume(32 * MiB)
+    url = f"/volumes/{volume_id}"
+    path = rig.show(volume_id)["path"]
+    image = rig.daemon.data_dir / "volume-images" / f"{volume_id}.img"
+    assert rig.http.post(f"{url}/files", json={"path": "keep", "content": "k"}).is_success
+    device = next(
+        line.split()[-2]
+        for line in Path("/proc/self/mountinfo").read_text().splitlines()
+        if line.split()[4] == path
+    )
+    # Something else holds the loop device open: after the umount it cannot detach, so
+    # the file must not be checked or resized; the volume goes back on its device.
+    holder = os.open(device, os.O_RDONLY)
+    try:
+        answer = rig.http.post(f"{url}/limit", json={"disk_limit": 24 * MiB}, timeout=60)
+        assert answer.status_code >= 500, answer.text
+        assert "stays attached" in answer.json()["error"]
+        assert is_mounted(path)
+        assert rig.http.get(f"{url}/files/content", params={"path": "keep"}).text == "k"
+        assert rig.show(volume_id)["disk_limit"] == 32 * MiB
+        assert image.stat().st_size == 32 * MiB
+    finally:
+        os.close(holder)
+    lowered = rig.http.post(f"{url}/limit", json={"disk_limit": 24 * MiB})
+    assert lowered.status_code == 200, lowered.text
+    assert image.stat().st_size == 24 * MiB

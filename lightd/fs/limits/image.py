@@ -122,8 +122,17 @@ def unmount_image(image: Path, target: Path) -> None:
     The loop device detaches (and writes back what it still holds) after the umount
     returns; a check or resize of the file before that would read it half written.
     """
+    found = mount_of(target)
+    device = found[2] if found is not None and found[0] == str(target.resolve()) else None
     run(["umount", str(target)])
-    free_loops(image)
+    try:
+        free_loops(image)
+    except CommandFailed:
+        # Still held elsewhere (nothing was changed yet): back on the same device, so
+        # the volume never shows the empty folder beneath it.
+        if device is not None:
+            run(["mount", "-o", MOUNT_OPTIONS, device, str(target)])
+        raise
 
 
 def mount_image(image: Path, target: Path) -> None:
