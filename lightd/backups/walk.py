@@ -26,7 +26,7 @@ import pathspec
 
 from lightd.errors import FileNotFound, LightdError
 from lightd.fs import ops
-from lightd.fs.archive import Walked, _add_to_tar, _walk_dir
+from lightd.fs.archive import Walked, add_to_tar, walk_volume
 from lightd.fs.beneath import DIR_FLAGS, Root, closing_fd
 
 IGNORE_FILE = ".lightdignore"
@@ -97,7 +97,7 @@ def ignore_spec(root: Root, patterns: list[str]) -> pathspec.GitIgnoreSpec | Non
 def walk(root: Root, spec: pathspec.GitIgnoreSpec | None) -> Iterator[Walked]:
     """Every entry of the volume not ignored; an ignored folder hides all below it."""
     hidden: str | None = None
-    for item in _walk_dir(root.fd, "", set()):
+    for item in walk_volume(root):
         arcname, info = item[0], item[1]
         if hidden is not None and arcname.startswith(hidden):
             continue
@@ -235,7 +235,7 @@ def write_tar(root: Root, spec: pathspec.GitIgnoreSpec | None, out: Sink, meter:
         tar.copybufsize = CHUNK  # type: ignore[attr-defined]  # missing from typeshed
         for item in walk(root, spec):
             meter.check()
-            _add_to_tar(tar, item)
+            add_to_tar(tar, item)
             meter.files += 1
 
 
