@@ -43,9 +43,14 @@ from lightd.backups.restic import Restic, ResticConfig, probe_private_mount
 from lightd.backups.s3 import MultipartWrite, S3Client, S3Config
 from lightd.backups.scheduler import Scheduler
 from lightd.config import BackupSettings
-from lightd.errors import Conflict, DiskLimitConflict, InvalidField, LightdError
-from lightd.fs import ArchiveLimits, VolumeManager, ops
-from lightd.fs.beneath import Root
+from lightd.errors import (
+    Conflict,
+    DiskLimitExceeded,
+    InsufficientStorage,
+    InvalidField,
+    LightdError,
+)
+from lightd.fs import ArchiveLimits, VolumeManager
 from lightd.store import DocumentStore
 
 log = logging.getLogger("lightd.backups")
@@ -182,6 +187,8 @@ class BackupService:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ended: dict[str, asyncio.Event] = {}
         self.scheduler: Scheduler | None = None
+        # backup id -> which files a truncating restore a killed daemon left now holds
+        self._recovered: dict[str, str] | None = None
 
     # -- configuration ------------------------------------------------------------------
 
@@ -231,6 +238,8 @@ class BackupService:
         unfinished = await self._run(self.records.load)
         await self._run(self.local.sweep)
         await self._run(restore.sweep_staging, self.volumes.root)
+        if self._recovered is None:
+            await self.recover()
         self.restic_version = await self._run(self.restic.version)
         if self.restic_version is not None:
             self.restic_tree = await self._run(probe_private_mount, self.data_dir / "restic-mnt")
@@ -242,13 +251,34 @@ class BackupService:
         if self.scheduler is not None:
             self.scheduler.start()
 
+    async def recover(self) -> None:
+        """Finish the swaps of truncating restores a killed daemon left (the old or the
+        new files, whole). The daemon calls it at start before the volumes' temp sweep
+        and before any container starts; :meth:`start` does if it was not."""
+        self._recovered = {}
+        for ref in await self._run(self.volumes.refs):
+            try:
+                found = await self._run(restore.recover, ref.path)
+            except (OSError, LightdError) as exc:
+                log.error("volume %s: a restore left by a killed daemon: %s", ref.id, exc)
+                continue
+            for item in found:
+                log.warning(
+                    "volume %s: the interrupted restore of %s left the %s files",
+                    ref.id, item.token, item.outcome,
+                )  # fmt: skip
+                self._recovered[item.token] = item.outcome
+
     def _interrupted(self, record: BackupRecord) -> None:
         now = time.time()
         if record.state == "running":
             record.state, record.error, record.completed_at = "failed", INTERRUPTED, now
         if record.restore is not None and record.restore.state == "running":
-            record.restore.state = "failed"
-            record.restore.error = INTERRUPTED
+            if (self._recovered or {}).get(record.backup_id) == "new":
+                record.restore.state = "done"  # its swap was past the point of no return
+            else:
+                record.restore.state = "failed"
+                record.restore.error = INTERRUPTED
             record.restore.completed_at = now
         self.records.save(record)
 
@@ -667,11 +697,10 @@ class BackupService:
                 self._message(record.volume_id, f"Restore of backup {record.backup_id} started")
                 held = await self._stop_users(record.volume_id)
                 path = self.volumes.resolve(record.volume_id).path
-                old_tree = await self._run(self._restore_work, record, path, meter)
+                await self._run(self._restore_work, record, path, meter)
             state.state = "done"
             outcome = "done"
-            # The replaced tree goes after the restore is reported (a leftover is swept).
-            self._pool.submit(restore.remove_tree, old_tree)
+
         except asyncio.CancelledError:
             state.state, state.error = "failed", "Cancelled"
             raise
@@ -695,38 +724,36 @@ class BackupService:
                 "restore", record.adapter, outcome, time.monotonic() - started, meter.bytes_done
             )
 
-    def _restore_work(self, record: BackupRecord, path: Path, meter: walk.Meter) -> Path | None:
+    def _restore_work(self, record: BackupRecord, path: Path, meter: walk.Meter) -> None:
         assert record.restore is not None
         link = None
         if record.adapter == "archive" and record.location:
             link = self.local.path(record.location)
         # The disk limit holds for restores too (checked as the archive expands, so a
-        # restore past it fails with "Disk limit exceeded" and the old tree stays): with
-        # truncate the restored tree replaces the volume, so it may take the whole limit.
+        # restore past it fails with "Disk limit exceeded" and the old tree stays). With
+        # truncate the restored tree replaces the volume, so it may take the whole limit;
+        # but a kernel-held limit (subvolume, image) also counts the old tree, which stays
+        # beside the staged one until the swap: there only the room left is usable.
         volume = self.volumes.resolve(record.volume_id)
         disk = self.volumes.disk
         limit = disk.limit(volume.id)
-        room = limit if record.restore.truncate else disk.room(volume.ref)
-        if limit is not None and record.restore.truncate and disk.backend.measures(volume.ref):
-            # A subvolume or an image mount cannot be swapped for a staging folder
-            # without losing its limit: refuse rather than restore around it.
-            raise DiskLimitConflict(
-                "A truncating restore of a volume with a kernel-held disk limit is not "
-                "supported yet: restore without truncate"
+        kernel = limit is not None and disk.backend.measures(volume.ref)
+        room = limit if record.restore.truncate and not kernel else disk.room(volume.ref)
+        try:
+            restore.restore(
+                path,
+                self._source(record),
+                truncate=record.restore.truncate,
+                limits=dataclasses.replace(self.limits, disk_room=room),
+                meter=meter,
+                token=record.backup_id,
+                link=link,
+                owner=self.owner_of(record.volume_id),
             )
-        old = restore.restore(
-            path,
-            self._source(record),
-            truncate=record.restore.truncate,
-            limits=dataclasses.replace(self.limits, disk_room=room),
-            meter=meter,
-            link=link,
-        )
-        owner = self.owner_of(record.volume_id)
-        if owner is not None:
-            with Root(path) as root:
-                ops.hand_root(root, owner)
-        return old
+        except InsufficientStorage as exc:
+            if kernel and not isinstance(exc, DiskLimitExceeded):
+                raise DiskLimitExceeded() from exc  # the kernel said so, at the limit
+            raise
 
     # -- schedules ----------------------------------------------------------------------
 
