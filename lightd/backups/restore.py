@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from lightd.backups import swap
@@ -33,10 +33,24 @@ STAGING_PREFIX = ".lightd-restore-"
 CHUNK = 1024 * 1024
 
 
+Decode = Callable[[Iterable[bytes]], Iterable[bytes]]
+
+
+def _counted(source: Iterable[bytes], meter: Meter) -> Iterator[bytes]:
+    for chunk in source:
+        meter.count(len(chunk))
+        yield chunk
+
+
 def _write_source(
-    dir_fd: int, name: str, source: Iterable[bytes], meter: Meter, link: Path | None
+    dir_fd: int,
+    name: str,
+    source: Iterable[bytes],
+    meter: Meter,
+    link: Path | None,
+    decode: Decode | None,
 ) -> None:
-    if link is not None:
+    if link is not None and decode is None:
         try:  # the stored archive itself, when it is on the same file system (read only)
             os.link(link, name, dst_dir_fd=dir_fd, follow_symlinks=False)
         except OSError:
@@ -50,8 +64,8 @@ def _write_source(
             return
     try:
         with closing_fd(os.open(name, WRITE_FLAGS, 0o600, dir_fd=dir_fd)) as fd:
-            for chunk in source:
-                meter.count(len(chunk))
+            counted = _counted(source, meter)  # progress counts the stored bytes
+            for chunk in decode(counted) if decode is not None else counted:
                 view = memoryview(chunk)
                 while view:
                     view = view[os.write(fd, view) :]
@@ -60,11 +74,16 @@ def _write_source(
 
 
 def _extract_here(
-    root: Root, source: Iterable[bytes], meter: Meter, limits: ArchiveLimits, link: Path | None
+    root: Root,
+    source: Iterable[bytes],
+    meter: Meter,
+    limits: ArchiveLimits,
+    link: Path | None,
+    decode: Decode | None,
 ) -> ExtractReport:
     temp = temp_name()
     try:
-        _write_source(root.fd, temp, source, meter, link)
+        _write_source(root.fd, temp, source, meter, link, decode)
         meter.check()
         return extract(root, archive=(temp,), destination=(), limits=limits, overwrite=True)
     finally:
@@ -81,15 +100,17 @@ def restore(
     token: str,
     link: Path | None = None,
     owner: tuple[int, int] | None = None,
+    decode: Decode | None = None,
 ) -> None:
     """Restore ``source`` into the volume; with ``truncate`` staged and swapped in.
 
     ``token`` names the staging entries (the backup id: one restore per volume at a
-    time); ``owner`` gets the restored entries.
+    time); ``owner`` gets the restored entries; ``decode`` turns the stored bytes into an
+    archive the extractor reads (a ``tar.zst`` into its tar).
     """
     with Root(volume_path) as root:
         if not truncate:
-            _extract_here(root, source, meter, limits, link)
+            _extract_here(root, source, meter, limits, link, decode)
             if owner is not None:
                 ops.hand_root(root, owner)
             return
@@ -97,7 +118,7 @@ def restore(
         try:
             os.mkdir(names.staging, 0o700, dir_fd=root.fd)
             with Root(volume_path / names.staging) as staging:
-                _extract_here(staging, source, meter, limits, link)
+                _extract_here(staging, source, meter, limits, link, decode)
                 meter.check()
                 if owner is not None:
                     ops.hand_root(staging, owner)

@@ -19,8 +19,8 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import sys
 import time
-import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,7 +29,7 @@ from typing import Any, ParamSpec, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from lightd.backups import local, restore, walk
+from lightd.backups import local, restore, transcode, walk
 from lightd.backups.records import (
     ADAPTERS,
     INTERRUPTED,
@@ -51,6 +51,7 @@ from lightd.errors import (
     LightdError,
 )
 from lightd.fs import ArchiveLimits, VolumeManager
+from lightd.fs.beneath import Root
 from lightd.store import DocumentStore
 
 log = logging.getLogger("lightd.backups")
@@ -390,6 +391,8 @@ class BackupService:
             ignore=list(ignore or []),
             scheduled_for=scheduled_for,
         )
+        if chosen != "restic":
+            record.format = "tar.zst" if self.settings.archive_format == "zst" else "tar.gz"
         self._busy[volume_id] = record.backup_id
         try:
             await self._run(self.records.save, record)
@@ -455,15 +458,26 @@ class BackupService:
                 "backup", record.adapter, outcome, time.monotonic() - started, meter.bytes_done
             )
 
+    def _write(
+        self, root: Root, spec: Any, sink: walk.Sink, meter: walk.Meter, record: BackupRecord
+    ) -> walk.Written:
+        if record.stored_format == "tar.zst":
+            return walk.write_archive(
+                root, spec, sink, meter, codec="zst", level=self.settings.zstd_level
+            )
+        return walk.write_archive(
+            root, spec, sink, meter, codec="gz", level=self.settings.compression_level
+        )
+
     def _backup_work(self, record: BackupRecord, meter: walk.Meter) -> None:
-        level = self.settings.compression_level
+        suffix = f".{record.stored_format}"
         with self.volumes.open(record.volume_id) as root:
             spec = walk.ignore_spec(root, record.ignore)
             meter.bytes_total, _entries = walk.measure(root, spec)
             if record.adapter == "archive":
-                target = self.local.begin(record.backup_id)
+                target = self.local.begin(record.backup_id, suffix)
                 try:
-                    written = walk.write_tar_gz(root, spec, target.write, meter, level=level)
+                    written = self._write(root, spec, target.write, meter, record)
                     record.location = target.publish()
                 except BaseException:
                     target.discard()
@@ -472,7 +486,7 @@ class BackupService:
             elif record.adapter == "s3":
                 client = S3Client(self._s3_config())
                 try:
-                    key = client.key_for(f"{record.volume_id}/{record.backup_id}.tar.gz")
+                    key = client.key_for(f"{record.volume_id}/{record.backup_id}{suffix}")
 
                     def remember(upload_id: str) -> None:
                         record.upload_id, record.location = upload_id, key
@@ -480,7 +494,7 @@ class BackupService:
 
                     upload = MultipartWrite(client, key, remember)
                     try:
-                        written = walk.write_tar_gz(root, spec, upload.write, meter, level=level)
+                        written = self._write(root, spec, upload.write, meter, record)
                         upload.publish()
                     except BaseException:
                         upload.discard()
@@ -568,19 +582,20 @@ class BackupService:
                 else Conflict("Backup failed; nothing to download")
             )
         source = self._source(record)
-        if record.adapter != "restic":
+        if record.stored_format == "tar.gz":
             return record, source
+        if record.stored_format == "tar.zst":  # transcoded on the fly: tar.zst -> tar
+            # (no limit: a download writes nothing here; the reader decides what it takes)
+            source = transcode.zst_decoded(source, limit=sys.maxsize)
+        return record, transcode.gzipped(source, level=self.settings.compression_level)
 
-        def gzipped() -> Iterator[bytes]:
-            compressor = zlib.compressobj(
-                self.settings.compression_level, zlib.DEFLATED, 16 + zlib.MAX_WBITS
-            )
-            for chunk in source:
-                if out := compressor.compress(chunk):
-                    yield out
-            yield compressor.flush()
-
-        return record, gzipped()
+    def _decoded_limit(self, record: BackupRecord) -> int:
+        """The most a backup's decoded tar may hold: what the extractor would take from
+        an archive of its size (its total and ratio limits), plus the headers and padding
+        of its entries. The whole tar is decoded before extraction starts, so a zstd bomb
+        (a tampered backup) is stopped here, not by the extractor."""
+        content = min(self.limits.max_total_bytes, int(self.limits.max_ratio * record.size))
+        return content + 3072 * (record.files + 16) + 1024 * 1024
 
     async def open_download(
         self, volume_ref: str, ref: str
@@ -612,7 +627,7 @@ class BackupService:
             client = S3Client(self._s3_config())
             try:
                 key = record.location or client.key_for(
-                    f"{record.volume_id}/{record.backup_id}.tar.gz"
+                    f"{record.volume_id}/{record.backup_id}.{record.stored_format}"
                 )
                 if record.upload_id:
                     with contextlib.suppress(LightdError):
@@ -739,10 +754,14 @@ class BackupService:
         limit = disk.limit(volume.id)
         kernel = limit is not None and disk.backend.measures(volume.ref)
         room = limit if record.restore.truncate and not kernel else disk.room(volume.ref)
+        decode = None
+        if record.stored_format == "tar.zst":
+            decode = functools.partial(transcode.zst_decoded, limit=self._decoded_limit(record))
         try:
             restore.restore(
                 path,
                 self._source(record),
+                decode=decode,
                 truncate=record.restore.truncate,
                 limits=dataclasses.replace(self.limits, disk_room=room),
                 meter=meter,
