@@ -116,6 +116,8 @@ def restore(
             return
         names = swap.Names(token)
         try:
+            swap.recover(root)  # a swap an earlier failure left (none, normally)
+            swap.clean(root, names)
             os.mkdir(names.staging, 0o700, dir_fd=root.fd)
             with Root(volume_path / names.staging) as staging:
                 _extract_here(staging, source, meter, limits, link, decode)

@@ -158,6 +158,13 @@ def _move_back(root: Root, old_fd: int) -> None:
             _move(old_fd, name, root.fd, name)
 
 
+def _move_down(root: Root, staging_fd: int) -> None:
+    """Every top-level entry of the volume (restored ones, moved up) back to staging."""
+    for name in _names(root.fd, skip_temp=True):
+        with contextlib.suppress(FileNotFoundError):
+            _move(root.fd, name, staging_fd, name)
+
+
 def swap_in(root: Root, names: Names) -> None:
     """Make the volume hold exactly what the staging folder holds (see the module)."""
     with contextlib.suppress(FileExistsError):
@@ -175,8 +182,17 @@ def swap_in(root: Root, names: Names) -> None:
                 os.unlink(names.journal, dir_fd=root.fd)
             raise
         os.fsync(root.fd)
-        _write_journal(root, names, "in")  # from here on the restored tree wins
-        _move_up(root, staging_fd, old_fd)
+        _write_journal(root, names, "in")  # from here on a kill leaves the restored tree
+        try:
+            _move_up(root, staging_fd, old_fd)
+        except BaseException:
+            # An error (not a kill): back to the old tree if it can be; else the journal
+            # stays and the next start moves the rest up.
+            with contextlib.suppress(OSError):
+                _move_down(root, staging_fd)
+                _move_back(root, old_fd)
+                os.unlink(names.journal, dir_fd=root.fd)
+            raise
         os.fsync(root.fd)
     os.unlink(names.journal, dir_fd=root.fd)
     os.fsync(root.fd)

@@ -164,3 +164,30 @@ def test_kill_mid_swap_in_a_mounted_ext4_image(ext4_mount: Path) -> None:  # noq
     device = os.stat(ext4_mount).st_dev
     _check_kills(ext4_mount)
     assert os.stat(ext4_mount).st_dev == device  # still the image's root
+
+
+@pytest.mark.parametrize("fail_at", [1, 5, 14, 18])
+def test_an_error_mid_swap_leaves_the_old_tree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail_at: int
+) -> None:
+    """A rename that fails (not a kill), while moving out or moving up: the old tree is
+    put back and no journal stays."""
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    old, _new = _stage(volume)
+    real_move, moves = swap._move, [0]
+
+    def failing(*args: object) -> None:
+        moves[0] += 1
+        if moves[0] == fail_at:
+            raise PermissionError(1, "Operation not permitted")
+        real_move(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(swap, "_move", failing)
+    with Root(volume) as root, pytest.raises(PermissionError):
+        swap.swap_in(root, swap.Names(TOKEN))
+    monkeypatch.setattr(swap, "_move", real_move)
+    assert not (volume / swap.Names(TOKEN).journal).exists()
+    with Root(volume) as root:
+        swap.clean(root, swap.Names(TOKEN))
+    assert snapshot(volume) == old
