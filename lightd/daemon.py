@@ -56,6 +56,7 @@ from lightd.store import DocumentStore
 from lightd.store.install_logs import InstallLogs
 from lightd.store.observed import ObservedStore
 from lightd.store.watch import FILE_EVENTS, FolderWatcher, WatchSettings
+from lightd.templates.denylist import Denylist, denylist_of
 from lightd.transfer.guard import parse_networks
 from lightd.transfer.pull import Pulls
 from lightd.transfer.service import Transfers
@@ -109,6 +110,8 @@ class Daemon:
         self.node_id = ensure_node_id(data_dir)
         self.engine = DockerEngine(settings.docker, node_id=self.node_id)
         self.containers = DesiredContainers(self.desired)
+        # Document volume prefixes are resolved once, when a document is read or written.
+        self.containers.resolve_volume = self._volume_id
         self.templates = DesiredTemplates(self.desired)
         self.resolver = Resolver(
             templates=self.templates,
@@ -199,6 +202,7 @@ class Daemon:
             owner_of=self._volume_owner,
             limit_owner=self._limit_owner,
             in_use=self._volume_in_use,
+            denied=self._denied,
         )
         self.pulls = Pulls(
             self.files,
@@ -339,6 +343,7 @@ class Daemon:
             owner=numeric_owner(observed.volume_owner if observed is not None else None),
             room=lambda: self.disk.room(ref),
             wrote=lambda delta: self.disk.wrote(volume_id, delta),
+            denied=lambda parts, folder: self._denied(volume_id, parts, folder),
         )
 
     def sftp_activity(self, body: dict[str, Any]) -> None:
@@ -367,6 +372,18 @@ class Daemon:
                 return owner
         return None
 
+    def _denylist(self, volume_id: str) -> Denylist | None:
+        """The file denylist of the templates the volume's containers use (in memory)."""
+        return denylist_of(
+            self.templates.get(spec.template)
+            for spec in self._users(volume_id)
+            if spec.template is not None
+        )
+
+    def _denied(self, volume_id: str, parts: tuple[str, ...], folder: bool | None) -> bool:
+        denylist = self._denylist(volume_id)
+        return denylist is not None and denylist.denies(parts, folder=folder)
+
     # -- disk limits -------------------------------------------------------------------
 
     def _volume_id(self, ref: str) -> str | None:
@@ -388,11 +405,9 @@ class Daemon:
         await self.volumes.run_heavy(self.disk.set_limit, volume.ref, limit, in_use=in_use)
 
     def _users(self, volume_id: str) -> list[ContainerSpec]:
-        return [
-            spec
-            for spec in self.containers.all()
-            if spec.volume_id == volume_id or self._volume_id(spec.volume_id) == volume_id
-        ]
+        """The documents using the volume (an in-memory lookup, no disk access)."""
+        found = (self.containers.get(key) for key in volume_users(self.containers, volume_id))
+        return [spec for spec in found if spec is not None]
 
     def _limit_owner(self, volume_id: str) -> str | None:
         """The container whose document sets the volume's limit (it wins over the API)."""
