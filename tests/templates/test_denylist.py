@@ -200,7 +200,8 @@ def test_sftp_answers_permission_denied(
             await expect_denied("symlink", sftp.symlink("keep.so", "alias.so"))
             # Allowed paths work; denied entries are still listed.
             async with sftp.open("keep.so", "rb") as handle:
-                assert await handle.read() == b"ok"
+                content: object = await handle.read()
+            assert content == b"ok"
             async with sftp.open("notes.txt", "wb") as handle:
                 await handle.write(b"fine")
             assert {"native.so", "secrets"} <= set(await sftp.listdir("."))
