@@ -34,8 +34,10 @@ from lightd.desired.views import Views
 from lightd.engine.docker import DockerEngine
 from lightd.errors import LightdError
 from lightd.fs import ArchiveLimits, VolumeManager
+from lightd.fs.beneath import Root
 from lightd.fs.files import VolumeFiles
 from lightd.fs.limits import DiskLimits
+from lightd.fs.ops import hand_root
 from lightd.logsetup import flush_logs, set_flush_waker, set_level
 from lightd.metrics import Metrics
 from lightd.pool import PortPool
@@ -51,7 +53,7 @@ from lightd.runtime.watch import NodeWatch
 from lightd.services import Access, Consoles, GitOps, Node, Services, SocketCounts
 from lightd.sftp import ContainerAccess, SftpService
 from lightd.spec.container import ContainerSpec, numeric_owner
-from lightd.spec.observed import InstallState, ObservedContainer, RuntimeState
+from lightd.spec.observed import InstallState, ObservedContainer, ObservedPatch, RuntimeState
 from lightd.store import DocumentStore
 from lightd.store.install_logs import InstallLogs
 from lightd.store.observed import ObservedStore
@@ -229,6 +231,7 @@ class Daemon:
             seed_install=self.controller.seed_install,
             changed=lambda key, view: self.watch.set_object("transfer", key, view),
             finished=self._transfer_finished,
+            hand_over=self._hand_transferred,
         )
         # SFTP (lightd.sftp): sessions on container volumes; activity to /watch and the panel.
         self.sftp = SftpService(
@@ -314,6 +317,27 @@ class Daemon:
             "bytes": int(view["bytes_done"]),
         }
         self.remote.notify(internal_id, Notification("transfer", body))
+
+    async def _hand_transferred(self, spec: ContainerSpec, volume: Path) -> None:
+        """A volume a transfer moved in goes to the document's user once, recorded.
+
+        As after an install (the planner's ``HandVolume``): one walk, then
+        ``volume_owner`` in the observed state, so neither the first reconcile nor later
+        starts walk the tree again. Users that are names (not uid:gid) are left alone.
+        """
+        user = spec.user or self.settings.containers.user
+        owner = numeric_owner(user)
+        if user is None or owner is None:
+            return
+
+        def work() -> int:
+            with Root(volume) as root:
+                return hand_root(root, owner)
+
+        changed = await asyncio.to_thread(work)
+        log.info("%s: transferred volume handed to %s (%d entries changed)", spec.internal_id,
+                 user, changed)  # fmt: skip
+        await self.observed.patch(spec.internal_id, ObservedPatch(volume_owner=user))
 
     def _admit_error(self, spec: ContainerSpec) -> LightdError | None:
         """The error a transfer's target answers for a document it may not apply, or None."""
