@@ -225,8 +225,13 @@ class DesiredContainers:
         users = list(index.get(volume_id, ()))
         for key, found in tuple(self._volume_ids.items()):
             spec = self._specs.get(key) if found is None else None
-            resolve = self.resolve_volume
-            if spec is not None and full_volume_id(spec.volume_id, resolve) == volume_id:
+            if spec is None:
+                continue
+            late = full_volume_id(spec.volume_id, self.resolve_volume)
+            if late is not None and self._specs.get(key) is spec:
+                self._volume_ids[key] = late  # found since: remembered
+                self._volume_index = (-1, {})
+            if late == volume_id:
                 users.append(key)
         return sorted(users)
 
