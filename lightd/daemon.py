@@ -323,11 +323,15 @@ class Daemon:
 
         As after an install (the planner's ``HandVolume``): one walk, then
         ``volume_owner`` in the observed state, so neither the first reconcile nor later
-        starts walk the tree again. Users that are names (not uid:gid) are left alone.
+        starts walk the tree again. Users that are names (not uid:gid) are left alone, and
+        so is a volume whose install did not come along (the install hands it over).
         """
         user = spec.user or self.settings.containers.user
         owner = numeric_owner(user)
-        if user is None or owner is None:
+        observed = self.observed.get(spec.internal_id)
+        if user is None or owner is None or observed is None:
+            return
+        if observed.install_state is not InstallState.READY:
             return
 
         def work() -> int:
