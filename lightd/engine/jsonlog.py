@@ -22,16 +22,24 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import orjson
 
+from lightd.engine.inotify import FolderWatch, watch_folder
+
 READ_BYTES = 256 * 1024
-# Polls of a quiet file: fast while output flows, slower the longer it stays quiet.
+# Without inotify, polls of a quiet file: fast while output flows, slower the longer it
+# stays quiet. With it, a quiet follower wakes on the engine's writes, or after
+# QUIET_SECONDS to see whether the container's process still runs (its exit closes the
+# file, which wakes the follower at once).
 POLL_MIN_SECONDS = 0.02
 POLL_MAX_SECONDS = 0.25
+QUIET_SECONDS = 5.0
+ALIVE_CHECK_SECONDS = 0.25
 NS = 1_000_000_000
 _epoch: dict[str, int] = {}
 
@@ -90,6 +98,16 @@ def chain(path: str, max_files: int) -> list[str]:
     return found
 
 
+def _files(path: str, max_files: int) -> set[tuple[int, int]]:
+    """(device, inode) of every file of the log now."""
+    found = set()
+    for name in chain(path, max_files):
+        with contextlib.suppress(FileNotFoundError):
+            info = os.stat(name)
+            found.add((info.st_dev, info.st_ino))
+    return found
+
+
 class JsonLogFollower:
     """One follow of one container's json-file log (see the module docstring)."""
 
@@ -100,24 +118,40 @@ class JsonLogFollower:
         self._max_files = max_files
         self._closed = threading.Event()
         self._carry: dict[str, tuple[str, str]] = {}  # stream -> a line cut in parts
+        self._watch: FolderWatch | None = None
 
     def close(self) -> None:
         self._closed.set()
+        watch = self._watch
+        if watch is not None:
+            watch.waker.set()
 
     def __iter__(self) -> Iterator[bytes]:
+        watch = watch_folder(os.path.dirname(self._path))
+        self._watch = watch
+        try:
+            yield from self._follow(watch)
+        finally:
+            self._watch = None
+            if watch is not None:
+                watch.close()
+
+    def _follow(self, watch: FolderWatch | None) -> Iterator[bytes]:
         read: set[tuple[int, int]] = set()  # (device, inode) of the files read to the end
         fd: int | None = None
         pending = b""
         poll = POLL_MIN_SECONDS
+        checked = 0.0  # when the process was last seen alive
         try:
             while not self._closed.is_set():
+                if watch is not None:
+                    watch.waker.clear()  # a write from here on wakes the wait below
                 if fd is None:
                     fd = self._open_next(read)
                     if fd is None:  # no file yet (or any more): the engine makes one
                         if not self._process.alive():
                             return
-                        self._closed.wait(poll)
-                        poll = min(POLL_MAX_SECONDS, poll * 1.5)
+                        poll = self._sleep(watch, poll)
                         continue
                     self._seek_since(fd)
                     pending = b""
@@ -131,24 +165,33 @@ class JsonLogFollower:
                 if not self._current(fd):
                     # Renamed away by a rotation: the engine writes only to the new file
                     # from now on, so what it wrote here before is all there is to read.
-                    for out in self._drain(fd, pending):
-                        yield out
+                    yield from self._drain(fd, pending)
                     info = os.fstat(fd)
                     read.add((info.st_dev, info.st_ino))
                     os.close(fd)
                     fd = None
                     continue
-                if not self._process.alive():
-                    # The last writes came before the exit: they are read once more.
-                    for out in self._drain(fd, pending):
-                        yield out
-                    return
-                self._closed.wait(poll)
-                poll = min(POLL_MAX_SECONDS, poll * 1.5)
+                now = time.monotonic()
+                if now - checked >= ALIVE_CHECK_SECONDS:
+                    if not self._process.alive():
+                        # The last writes came before the exit: they are read once more.
+                        yield from self._drain(fd, pending)
+                        return
+                    checked = now
+                poll = self._sleep(watch, poll)
         finally:
             if fd is not None:
                 with contextlib.suppress(OSError):
                     os.close(fd)
+
+    def _sleep(self, watch: FolderWatch | None, poll: float) -> float:
+        """Waits for the engine to write (inotify) or for the next poll; the next poll."""
+        if watch is not None:
+            if not watch.waker.wait(QUIET_SECONDS):
+                return poll  # quiet: the caller checks that the process still runs
+            return POLL_MIN_SECONDS
+        self._closed.wait(poll)
+        return min(POLL_MAX_SECONDS, poll * 1.5)
 
     def _drain(self, fd: int, pending: bytes) -> Iterator[bytes]:
         while data := os.read(fd, READ_BYTES):
@@ -166,24 +209,46 @@ class JsonLogFollower:
         return (now.st_dev, now.st_ino) == (info.st_dev, info.st_ino)
 
     def _open_next(self, read: set[tuple[int, int]]) -> int | None:
-        """The oldest file of the chain not read to its end yet that can hold lines at or
-        after ``since`` (None: none)."""
-        names = chain(self._path, self._max_files)
-        for index, name in enumerate(names):
-            try:
-                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            except FileNotFoundError:
-                continue  # rotated away between the listing and the open
-            info = os.fstat(fd)
-            last = index == len(names) - 1
-            if (info.st_dev, info.st_ino) in read or (
-                not last and self._since_ns and _newest_ns(fd, info.st_size) < self._since_ns
-            ):
-                read.add((info.st_dev, info.st_ino))
+        """The oldest file of the log not read to its end yet that can hold lines at or
+        after ``since`` (None: none). Oldest by its first entry's time, not by its name,
+        and looked for again when a rotation renamed the files while they were opened
+        (a file missed that way would be read late, out of order)."""
+        for _ in range(100):
+            candidates: list[tuple[float, int]] = []
+            seen: set[tuple[int, int]] = set()
+            for name in chain(self._path, self._max_files):
+                try:
+                    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                except FileNotFoundError:
+                    continue  # rotated away between the listing and the open
+                info = os.fstat(fd)
+                key = (info.st_dev, info.st_ino)
+                if key in read or key in seen:
+                    os.close(fd)
+                    continue
+                seen.add(key)
+                if (
+                    self._since_ns
+                    and not self._current(fd)
+                    and _newest_ns(fd, info.st_size) < self._since_ns
+                ):
+                    read.add(key)  # rotated away and all older than since: not needed
+                    os.close(fd)
+                    continue
+                first = _entry_ns_at(fd, 0)
+                candidates.append((float("inf") if first is None else first, fd))
+            if _files(self._path, self._max_files) <= read | seen:
+                break
+            for _, fd in candidates:  # renamed under the look: look again
                 os.close(fd)
-                continue
-            return fd
-        return None
+        else:
+            return None
+        if not candidates:
+            return None
+        candidates.sort()
+        for _, fd in candidates[1:]:
+            os.close(fd)
+        return candidates[0][1]
 
     def _seek_since(self, fd: int) -> None:
         """Moves ``fd`` near the first entry at or after ``since`` (a binary search on
