@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import docker
 import docker.errors
 import requests.exceptions
+from docker.transport.unixconn import UnixHTTPAdapter
 from tenacity import (
     AsyncRetrying,
     retry_if_exception,
@@ -57,6 +58,8 @@ T = TypeVar("T")
 
 # Only used to ask the engine which API version it speaks; every later call uses that.
 MIN_API_VERSION = "1.24"
+# The URL every Unix-socket request is pooled under (docker-py's own base URL for them).
+SHARED_POOL_KEY = "http+docker://localhost"
 # Inspects in flight at once while listing this node's containers (of the pool's 32).
 LIST_INSPECTS = 8
 
@@ -115,6 +118,31 @@ def view_of(attrs: dict[str, Any], node_id: str) -> ActualContainer:
         pids_limit=host.get("PidsLimit"),
         oom_killed=bool(state.get("OOMKilled")),
     )
+
+
+class _SharedUnixAdapter(UnixHTTPAdapter):  # type: ignore[misc]
+    """docker-py's Unix-socket adapter with one connection pool for every request.
+
+    docker-py keys its pools by the whole request URL and keeps 25: past 25 distinct
+    URLs (``/containers/<id>/json`` of 25 containers) each call evicts a pool, closes
+    its socket and connects again, so the cost of a call grew with the number of
+    containers. Every URL goes to the same socket: one pool serves them all.
+    """
+
+    def get_connection(self, url: str, proxies: Any = None) -> Any:
+        return super().get_connection(SHARED_POOL_KEY, proxies)
+
+
+def _share_unix_pool(api: docker.APIClient) -> None:
+    """Replace a Unix-socket client's adapter with :class:`_SharedUnixAdapter`."""
+    current = api.get_adapter(SHARED_POOL_KEY)
+    if not isinstance(current, UnixHTTPAdapter) or isinstance(current, _SharedUnixAdapter):
+        return  # TCP or SSH engines: keyed by host already
+    shared = _SharedUnixAdapter(
+        current.socket_path, current.timeout, max_pool_size=current.max_pool_size
+    )
+    api.mount("http+docker://", shared)
+    current.close()
 
 
 class _Events:
@@ -180,6 +208,7 @@ class DockerEngine:
                 # requests would look for ~/.netrc and proxy variables on every call;
                 # neither applies to the engine's API.
                 client.api.trust_env = False
+                _share_unix_pool(client.api)
                 self._client = client
             return self._client.api
 

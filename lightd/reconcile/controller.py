@@ -221,8 +221,10 @@ class Controller:
         self.consoles.bind_loop(loop)
         self.queue = WorkQueue(self._settings.backoff)
         # The desired folder was read by the daemon's ingest (with the deletion guard)
-        # before the controller starts; reading it here would bypass the guard.
-        await asyncio.to_thread(self.observed.load)
+        # before the controller starts; reading it here would bypass the guard. The
+        # daemon has loaded observed state before that scan: not read twice.
+        if not self.observed.loaded:
+            await asyncio.to_thread(self.observed.load)
         for index in range(self._settings.workers):
             self._tasks.append(asyncio.create_task(self._worker(), name=f"reconcile-{index}"))
         self._tasks.append(asyncio.create_task(self._resync_loop(), name="resync"))
