@@ -486,7 +486,7 @@ class Daemon:
     def _desired_changed(self, internal_id: str) -> None:
         self.views.changed()
         self.watch.refresh_container(internal_id)
-        self.watch.refresh_ports()
+        self.watch.refresh_ports_soon()
 
     async def _on_desired_change(self, reason: str) -> None:
         await self.ingest.ingest(reason, full=not reason.endswith(FILE_EVENTS))

@@ -182,6 +182,11 @@ class DockerEngine:
         self._client: docker.DockerClient | None = None
         self._client_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="engine")
+        # Node-scoped names of this node's containers, known once this node's containers
+        # have been listed (and kept up to date by :meth:`_create`): an absent plain name
+        # needs a second look under the scoped one only when such a copy exists.
+        self._scoped_names: set[str] = set()
+        self._scoped_known = False
 
     # -- the private client and pool -----------------------------------------------
 
@@ -284,7 +289,10 @@ class DockerEngine:
                 return found
             if not name_or_id.startswith("lightd-"):
                 return found
-            scoped, _ = self._inspect_view(node_scoped_name(name_or_id, self._node_id))
+            scoped_name = node_scoped_name(name_or_id, self._node_id)
+            if found is None and self._scoped_known and scoped_name not in self._scoped_names:
+                return None
+            scoped, _ = self._inspect_view(scoped_name)
             if scoped is not None and scoped.managed:
                 return scoped
             return None if found is None or foreign else found
@@ -315,8 +323,16 @@ class DockerEngine:
             async with gate:
                 return await self._run(call)
 
-        views = await asyncio.gather(*(one(container_id) for container_id in ids))
-        return [view for view in views if view is not None]
+        views = [view for view in await asyncio.gather(*map(one, ids)) if view is not None]
+        self._scoped_names.update(
+            view.name
+            for view in views
+            if view.internal_id is not None
+            and view.name.startswith(f"lightd-{view.internal_id}")
+            and ".n-" in view.name
+        )
+        self._scoped_known = True
+        return views
 
     async def image_present(self, image: str) -> bool:
         def call() -> bool:
@@ -383,25 +399,38 @@ class DockerEngine:
         if request.spec_hash:
             labels[LABEL_SPEC_HASH] = request.spec_hash
         name = container_name(request.internal_id, request.role)
-        _, foreign = self._inspect_view(name)
-        if foreign:
-            name = node_scoped_name(name, self._node_id)
-        created = api.create_container(
-            image=request.image,
-            name=name,
-            command=request.command,
-            entrypoint=request.entrypoint,
-            working_dir=VOLUME_TARGET,
-            environment=request.environment,
-            user=request.user or None,
-            labels=labels,
-            host_config=host_config,
-            ports=[(port, protocol) for _ip, port, protocol in request.ports],
-            stdin_open=request.stdin,
-            tty=False,
-            detach=True,
-        )
-        return str(created["Id"])
+
+        def create(name: str) -> str:
+            created = api.create_container(
+                image=request.image,
+                name=name,
+                command=request.command,
+                entrypoint=request.entrypoint,
+                working_dir=VOLUME_TARGET,
+                environment=request.environment,
+                user=request.user or None,
+                labels=labels,
+                host_config=host_config,
+                ports=[(port, protocol) for _ip, port, protocol in request.ports],
+                stdin_open=request.stdin,
+                tty=False,
+                detach=True,
+            )
+            return str(created["Id"])
+
+        # The plain name first; only a name already in use needs a look at its holder:
+        # another lightd node's container makes this one node-scoped.
+        try:
+            return create(name)
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:
+                raise
+            _, foreign = self._inspect_view(name)
+            if not foreign:
+                raise
+        scoped = node_scoped_name(name, self._node_id)
+        self._scoped_names.add(scoped)
+        return create(scoped)
 
     async def start(self, container_id: str) -> None:
         await self._run(lambda: self._api().start(container_id))

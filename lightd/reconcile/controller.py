@@ -49,6 +49,7 @@ MAX_STEPS = 25
 AGAIN = 0.0  # requeue at once (after the keys already waiting)
 # Engine events that cannot mean drift (lightd's own create, console attach, ...).
 NOTHING_SEEN = Actual(main=None, install=None)  # the engine not looked at (gated)
+NOTHING_THERE = Actual(main=None, install=None)  # known without a look: no container
 # How long a resync waits for the engine's event stream to be open before it lists: a
 # look taken while the stream is open can stand in for each key's first inspect.
 STREAM_WAIT_SECONDS = 1.0
@@ -133,6 +134,12 @@ class Controller:
         self._stream_generation = 0
         self._event_serial = 0
         self._last_event: dict[str, int] = {}
+        # The keys the trusted list found on the engine, and the event serial when it
+        # was taken: a key outside it, without an event since and never looked at by this
+        # process, has no container (every create sends an event) and is not inspected.
+        self._listed: frozenset[str] | None = None
+        self._listed_serial = 0
+        self._looked: set[str] = set()
 
     # -- hints -----------------------------------------------------------------
 
@@ -269,6 +276,8 @@ class Controller:
         if managed is not None and generation == self._stream_generation:
             moved = {key for key, at in self._last_event.items() if at > serial}
             self._seen = seen_of(keys - moved, managed)
+            self._listed = frozenset(c.internal_id for c in managed if c.internal_id)
+            self._listed_serial = serial
         for key in sorted(keys):
             self.hint(key)
 
@@ -306,10 +315,12 @@ class Controller:
                     if self._events_stop.is_set():
                         return
                     action = event.action
-                    if action in QUIET_EVENTS or action.startswith("exec_"):
-                        continue
                     key = event.internal_id
-                    if key:
+                    if not key:
+                        continue
+                    if action in QUIET_EVENTS or action.startswith("exec_"):
+                        loop.call_soon_threadsafe(self._engine_noted, key)
+                    else:
                         loop.call_soon_threadsafe(self._engine_hint, key)
             except Exception as exc:
                 if self._events_stop.is_set():
@@ -330,17 +341,21 @@ class Controller:
         else:
             log.warning("docker engine unavailable")
 
-    def _engine_hint(self, key: str) -> None:
-        """An engine event about ``key``: the resync's look at it is stale."""
+    def _engine_noted(self, key: str) -> None:
+        """An engine event about ``key`` (any): the resync's look at it is stale."""
         self._event_serial += 1
         self._last_event[key] = self._event_serial
         self._seen.pop(key, None)
+
+    def _engine_hint(self, key: str) -> None:
+        self._engine_noted(key)
         self.hint(key)
 
     def _engine_lost(self) -> None:
         self._stream_generation += 1
         self._stream_open.clear()
         self._seen.clear()
+        self._listed = None
         if not self._engine_up:
             return
         self._set_engine_up(False)
@@ -461,7 +476,8 @@ class Controller:
                 await self._apply_all(key, gated.actions, desired, NOTHING_SEEN, volume_path)
                 return None
             if actual is None:
-                actual = self._seen.pop(key, None) or await self.observe(key)
+                actual = self._first_look(key) or await self.observe(key)
+                self._looked.add(key)
             step = plan(
                 desired=desired,
                 observed=observed,
@@ -481,6 +497,23 @@ class Controller:
                 # wait now (the event the change causes collapses into that pass).
                 return self._again(key)
         return self._again(key)
+
+    def _first_look(self, key: str) -> Actual | None:
+        """What the engine has of ``key`` without asking it, when that is known: the
+        resync's look (once), or nothing for a key the trusted list did not have."""
+        seen = self._seen.pop(key, None)
+        if seen is not None:
+            return seen
+        listed = self._listed
+        if (
+            listed is None
+            or key in listed
+            or key in self._looked
+            or not self._stream_open.is_set()
+            or self._last_event.get(key, 0) > self._listed_serial
+        ):
+            return None
+        return NOTHING_THERE
 
     def gates(self, key: str, desired: ContainerSpec | None) -> Gates:
         """What the planner cannot find out itself: the guard, admission, the revision."""
