@@ -67,9 +67,6 @@ def _serve(args: argparse.Namespace) -> int:
     # create objects that live as long as the process): the server collects and
     # freezes them once, then turns the collector back on.
     gc.disable()
-    from lightd.malloc import limit_arenas
-
-    limit_arenas()  # before the first thread: see lightd.malloc
     from lightd.config import load_settings
     from lightd.logsetup import configure_logging
     from lightd.server import run_server

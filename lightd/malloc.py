@@ -1,36 +1,37 @@
-"""glibc's allocator settings for a long-running daemon with many threads.
+"""Giving memory that lightd freed back to the system (glibc's ``malloc_trim``).
 
-glibc gives each thread that allocates while another holds an arena a new arena of its
-own, up to eight per core; lightd's threads (engine calls, one console reader per
-running container, disk and file work) each leave their arena's freed memory mapped,
-which is most of the RSS above the Python heap after a while. :func:`limit_arenas`
-caps them (``mallopt(M_ARENA_MAX)``, what ``MALLOC_ARENA_MAX`` does) before any thread
-starts. It must not do anything else, and is a no-op where glibc is absent or the
-operator set ``MALLOC_ARENA_MAX`` themselves.
+WebSocket churn (watchers that connect, read and leave every few seconds) frees most of
+what each connection allocated, but glibc keeps freed pages of its heaps mapped, so
+the resident size stays at the high-water mark of the churn. :func:`trim` asks glibc to
+return the free pages (``malloc_trim(0)``); the daemon calls it from a thread every
+:data:`TRIM_SECONDS`. It must not do anything else, and is a no-op where glibc is absent.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import os
+from collections.abc import Callable
 
-M_ARENA_MAX = -8  # from glibc's malloc.h
-DEFAULT_ARENAS = 2
+TRIM_SECONDS = 30.0
 
 
-def limit_arenas(arenas: int = DEFAULT_ARENAS) -> bool:
-    """Cap glibc's malloc arenas at ``arenas``; True when the cap was set here."""
-    if "MALLOC_ARENA_MAX" in os.environ:
-        return False
+def _malloc_trim() -> Callable[[int], int] | None:
     name = ctypes.util.find_library("c")
     if name is None:
-        return False
+        return None
     try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
-    return bool(mallopt(M_ARENA_MAX, arenas))
+        function = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+        return None
+    function.argtypes = [ctypes.c_size_t]
+    function.restype = ctypes.c_int
+    return function
+
+
+_TRIM = _malloc_trim()
+
+
+def trim() -> bool:
+    """Return free heap pages to the system; True when glibc released some."""
+    return bool(_TRIM(0)) if _TRIM is not None else False
