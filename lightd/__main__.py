@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import sys
 from pathlib import Path
 
@@ -62,6 +63,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    # No cyclic collections while the modules load and the daemon starts (they only
+    # create objects that live as long as the process): the server collects and
+    # freezes them once, then turns the collector back on.
+    gc.disable()
     from lightd.config import load_settings
     from lightd.logsetup import configure_logging
     from lightd.server import run_server

@@ -39,6 +39,7 @@ from lightd.fs.files import VolumeFiles
 from lightd.fs.limits import DiskLimits
 from lightd.fs.ops import hand_root
 from lightd.logsetup import flush_logs, set_flush_waker, set_level
+from lightd.malloc import TRIM_SECONDS, trim
 from lightd.metrics import Metrics
 from lightd.pool import PortPool
 from lightd.reconcile.controller import Controller, ControllerSettings
@@ -467,6 +468,12 @@ class Daemon:
         for spec in self._users(volume_id):
             loop.call_soon_threadsafe(self.controller.hint, spec.internal_id)
 
+    async def _trim_memory(self) -> None:
+        """Hand the pages freed by connection churn back to the system (lightd.malloc)."""
+        while True:
+            await asyncio.sleep(TRIM_SECONDS)
+            await asyncio.to_thread(trim)
+
     async def _watch_disk(self) -> None:
         interval = self.settings.volumes.disk_check_seconds
         while True:
@@ -529,7 +536,7 @@ class Daemon:
     def _desired_changed(self, internal_id: str) -> None:
         self.views.changed()
         self.watch.refresh_container(internal_id)
-        self.watch.refresh_ports()
+        self.watch.refresh_ports_soon()
 
     async def _on_desired_change(self, reason: str) -> None:
         await self.ingest.ingest(reason, full=not reason.endswith(FILE_EVENTS))
@@ -551,6 +558,7 @@ class Daemon:
         await asyncio.to_thread(self.disk.refresh, self.volumes.refs())
         self.disk.start_accounting(self.volumes.refs)
         self._tasks.append(asyncio.create_task(self._watch_disk(), name="disk-watch"))
+        self._tasks.append(asyncio.create_task(self._trim_memory(), name="malloc-trim"))
         # Before the temp sweep and any container: a truncating restore a kill left
         # mid-swap is finished (its staged entries are .lightd-tmp-* ones).
         await self.backups.recover()

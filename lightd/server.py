@@ -111,6 +111,7 @@ async def run_server(settings: Settings, *, config_path: Path | None) -> None:
     # the process: keep it out of the cyclic collector's scans of the old generation.
     gc.collect()
     gc.freeze()
+    gc.enable()  # off since the start of ``lightd serve`` (see ``lightd.__main__``)
     flush_logs()  # the lines so far come before the notice
     print_master_token_notice(daemon)
     notify("READY=1\nSTATUS=serving")

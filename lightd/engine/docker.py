@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import docker
 import docker.errors
 import requests.exceptions
+from docker.transport.unixconn import UnixHTTPAdapter
 from tenacity import (
     AsyncRetrying,
     retry_if_exception,
@@ -59,6 +60,10 @@ T = TypeVar("T")
 
 # Only used to ask the engine which API version it speaks; every later call uses that.
 MIN_API_VERSION = "1.24"
+# The URL every Unix-socket request is pooled under (docker-py's own base URL for them).
+SHARED_POOL_KEY = "http+docker://localhost"
+# Inspects in flight at once while listing this node's containers (of the pool's 32).
+LIST_INSPECTS = 8
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,31 @@ def view_of(attrs: dict[str, Any], node_id: str) -> ActualContainer:
     )
 
 
+class _SharedUnixAdapter(UnixHTTPAdapter):  # type: ignore[misc]
+    """docker-py's Unix-socket adapter with one connection pool for every request.
+
+    docker-py keys its pools by the whole request URL and keeps 25: past 25 distinct
+    URLs (``/containers/<id>/json`` of 25 containers) each call evicts a pool, closes
+    its socket and connects again, so the cost of a call grew with the number of
+    containers. Every URL goes to the same socket: one pool serves them all.
+    """
+
+    def get_connection(self, url: str, proxies: Any = None) -> Any:
+        return super().get_connection(SHARED_POOL_KEY, proxies)
+
+
+def _share_unix_pool(api: docker.APIClient) -> None:
+    """Replace a Unix-socket client's adapter with :class:`_SharedUnixAdapter`."""
+    current = api.get_adapter(SHARED_POOL_KEY)
+    if not isinstance(current, UnixHTTPAdapter) or isinstance(current, _SharedUnixAdapter):
+        return  # TCP or SSH engines: keyed by host already
+    shared = _SharedUnixAdapter(
+        current.socket_path, current.timeout, max_pool_size=current.max_pool_size
+    )
+    api.mount("http+docker://", shared)
+    current.close()
+
+
 class _Events:
     """The engine's decoded event feed as :class:`EngineEvent` values."""
 
@@ -154,6 +184,11 @@ class DockerEngine:
         self._client: docker.DockerClient | None = None
         self._client_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="engine")
+        # Node-scoped names of this node's containers, known once this node's containers
+        # have been listed (and kept up to date by :meth:`_create`): an absent plain name
+        # needs a second look under the scoped one only when such a copy exists.
+        self._scoped_names: set[str] = set()
+        self._scoped_known = False
 
     # -- the private client and pool -----------------------------------------------
 
@@ -180,6 +215,7 @@ class DockerEngine:
                 # requests would look for ~/.netrc and proxy variables on every call;
                 # neither applies to the engine's API.
                 client.api.trust_env = False
+                _share_unix_pool(client.api)
                 self._client = client
             return self._client.api
 
@@ -255,7 +291,10 @@ class DockerEngine:
                 return found
             if not name_or_id.startswith("lightd-"):
                 return found
-            scoped, _ = self._inspect_view(node_scoped_name(name_or_id, self._node_id))
+            scoped_name = node_scoped_name(name_or_id, self._node_id)
+            if found is None and self._scoped_known and scoped_name not in self._scoped_names:
+                return None
+            scoped, _ = self._inspect_view(scoped_name)
             if scoped is not None and scoped.managed:
                 return scoped
             return None if found is None or foreign else found
@@ -263,21 +302,39 @@ class DockerEngine:
         return await self._run(call)
 
     async def list_managed(self) -> list[ActualContainer]:
-        def call() -> list[ActualContainer]:
-            api = self._api()
-            found = api.containers(
+        """One list by label, then the inspects a few at a time in the pool (a restart
+        beside 100 containers waits for this: one after the other they take seconds)."""
+
+        def listed() -> list[str]:
+            found = self._api().containers(
                 all=True,
                 filters={"label": [f"{LABEL_MANAGED}=true", f"{LABEL_NODE}={self._node_id}"]},
             )
-            views = []
-            for entry in found:
-                try:
-                    views.append(view_of(api.inspect_container(entry["Id"]), self._node_id))
-                except docker.errors.NotFound:
-                    continue
-            return views
+            return [str(entry["Id"]) for entry in found]
 
-        return await self._run(call)
+        ids = await self._run(listed)
+        gate = asyncio.Semaphore(LIST_INSPECTS)
+
+        async def one(container_id: str) -> ActualContainer | None:
+            def call() -> ActualContainer | None:
+                try:
+                    return view_of(self._api().inspect_container(container_id), self._node_id)
+                except docker.errors.NotFound:  # removed since the list
+                    return None
+
+            async with gate:
+                return await self._run(call)
+
+        views = [view for view in await asyncio.gather(*map(one, ids)) if view is not None]
+        self._scoped_names.update(
+            view.name
+            for view in views
+            if view.internal_id is not None
+            and view.name.startswith(f"lightd-{view.internal_id}")
+            and ".n-" in view.name
+        )
+        self._scoped_known = True
+        return views
 
     async def image_present(self, image: str) -> bool:
         def call() -> bool:
@@ -344,25 +401,38 @@ class DockerEngine:
         if request.spec_hash:
             labels[LABEL_SPEC_HASH] = request.spec_hash
         name = container_name(request.internal_id, request.role)
-        _, foreign = self._inspect_view(name)
-        if foreign:
-            name = node_scoped_name(name, self._node_id)
-        created = api.create_container(
-            image=request.image,
-            name=name,
-            command=request.command,
-            entrypoint=request.entrypoint,
-            working_dir=VOLUME_TARGET,
-            environment=request.environment,
-            user=request.user or None,
-            labels=labels,
-            host_config=host_config,
-            ports=[(port, protocol) for _ip, port, protocol in request.ports],
-            stdin_open=request.stdin,
-            tty=False,
-            detach=True,
-        )
-        return str(created["Id"])
+
+        def create(name: str) -> str:
+            created = api.create_container(
+                image=request.image,
+                name=name,
+                command=request.command,
+                entrypoint=request.entrypoint,
+                working_dir=VOLUME_TARGET,
+                environment=request.environment,
+                user=request.user or None,
+                labels=labels,
+                host_config=host_config,
+                ports=[(port, protocol) for _ip, port, protocol in request.ports],
+                stdin_open=request.stdin,
+                tty=False,
+                detach=True,
+            )
+            return str(created["Id"])
+
+        # The plain name first; only a name already in use needs a look at its holder:
+        # another lightd node's container makes this one node-scoped.
+        try:
+            return create(name)
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:
+                raise
+            _, foreign = self._inspect_view(name)
+            if not foreign:
+                raise
+        scoped = node_scoped_name(name, self._node_id)
+        self._scoped_names.add(scoped)
+        return create(scoped)
 
     async def start(self, container_id: str) -> None:
         await self._run(lambda: self._api().start(container_id))

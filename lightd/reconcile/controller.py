@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from lightd.engine.base import Engine
-from lightd.engine.records import Actual, Role, Stream, container_name
+from lightd.engine.records import Actual, ActualContainer, Role, Stream, container_name
 from lightd.errors import (
     EngineConflict,
     EngineError,
@@ -49,6 +49,10 @@ MAX_STEPS = 25
 AGAIN = 0.0  # requeue at once (after the keys already waiting)
 # Engine events that cannot mean drift (lightd's own create, console attach, ...).
 NOTHING_SEEN = Actual(main=None, install=None)  # the engine not looked at (gated)
+NOTHING_THERE = Actual(main=None, install=None)  # known without a look: no container
+# How long a resync waits for the engine's event stream to be open before it lists: a
+# look taken while the stream is open can stand in for each key's first inspect.
+STREAM_WAIT_SECONDS = 1.0
 QUIET_EVENTS = frozenset(
     {"create", "attach", "detach", "resize", "top", "export", "commit", "copy", "archive-path"}
 )
@@ -122,6 +126,20 @@ class Controller:
         self._events_stream: Stream[object] | None = None
         self._engine_up = True
         self.first_sync_done = asyncio.Event()
+        # The last resync's look at the engine, per key, each used once by the key's next
+        # pass instead of two inspects. Trusted only while the event stream that was open
+        # before the list stays open; an engine event about a key drops its entry.
+        self._seen: dict[str, Actual] = {}
+        self._stream_open = asyncio.Event()
+        self._stream_generation = 0
+        self._event_serial = 0
+        self._last_event: dict[str, int] = {}
+        # The keys the trusted list found on the engine, and the event serial when it
+        # was taken: a key outside it, without an event since and never looked at by this
+        # process, has no container (every create sends an event) and is not inspected.
+        self._listed: frozenset[str] | None = None
+        self._listed_serial = 0
+        self._looked: set[str] = set()
 
     # -- hints -----------------------------------------------------------------
 
@@ -210,8 +228,10 @@ class Controller:
         self.consoles.bind_loop(loop)
         self.queue = WorkQueue(self._settings.backoff)
         # The desired folder was read by the daemon's ingest (with the deletion guard)
-        # before the controller starts; reading it here would bypass the guard.
-        await asyncio.to_thread(self.observed.load)
+        # before the controller starts; reading it here would bypass the guard. The
+        # daemon has loaded observed state before that scan: not read twice.
+        if not self.observed.loaded:
+            await asyncio.to_thread(self.observed.load)
         for index in range(self._settings.workers):
             self._tasks.append(asyncio.create_task(self._worker(), name=f"reconcile-{index}"))
         self._tasks.append(asyncio.create_task(self._resync_loop(), name="resync"))
@@ -234,7 +254,16 @@ class Controller:
         self.consoles.stop_all()
 
     async def resync(self) -> None:
-        """Hint every key lightd knows of: desired, observed and labelled containers."""
+        """Hint every key lightd knows of: desired, observed and labelled containers.
+
+        The list (one inspect per container) also stands in for each key's first look
+        in its next pass, when the event stream was open all along (see :func:`seen_of`).
+        """
+        if self._engine_up and not self._stream_open.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stream_open.wait(), STREAM_WAIT_SECONDS)
+        generation = self._stream_generation if self._stream_open.is_set() else None
+        serial = self._event_serial
         keys = set(self.desired.ids()) | {o.internal_id for o in self.observed.all()}
         try:
             managed = await self._engine.list_managed()
@@ -243,6 +272,12 @@ class Controller:
         except EngineError as exc:
             log.warning("resync could not list containers: %s", exc.message)
             self._set_engine_up(False)
+            managed = None
+        if managed is not None and generation == self._stream_generation:
+            moved = {key for key, at in self._last_event.items() if at > serial}
+            self._seen = seen_of(keys - moved, managed)
+            self._listed = frozenset(c.internal_id for c in managed if c.internal_id)
+            self._listed_serial = serial
         for key in sorted(keys):
             self.hint(key)
 
@@ -280,11 +315,13 @@ class Controller:
                     if self._events_stop.is_set():
                         return
                     action = event.action
-                    if action in QUIET_EVENTS or action.startswith("exec_"):
-                        continue
                     key = event.internal_id
-                    if key:
-                        loop.call_soon_threadsafe(self.hint, key)
+                    if not key:
+                        continue
+                    if action in QUIET_EVENTS or action.startswith("exec_"):
+                        loop.call_soon_threadsafe(self._engine_noted, key)
+                    else:
+                        loop.call_soon_threadsafe(self._engine_hint, key)
             except Exception as exc:
                 if self._events_stop.is_set():
                     return
@@ -304,7 +341,21 @@ class Controller:
         else:
             log.warning("docker engine unavailable")
 
+    def _engine_noted(self, key: str) -> None:
+        """An engine event about ``key`` (any): the resync's look at it is stale."""
+        self._event_serial += 1
+        self._last_event[key] = self._event_serial
+        self._seen.pop(key, None)
+
+    def _engine_hint(self, key: str) -> None:
+        self._engine_noted(key)
+        self.hint(key)
+
     def _engine_lost(self) -> None:
+        self._stream_generation += 1
+        self._stream_open.clear()
+        self._seen.clear()
+        self._listed = None
         if not self._engine_up:
             return
         self._set_engine_up(False)
@@ -315,6 +366,8 @@ class Controller:
             await self.observed.patch(observed.internal_id, ObservedPatch(engine_available=False))
 
     def _engine_back(self) -> None:
+        self._stream_generation += 1
+        self._stream_open.set()
         was_down = not self._engine_up
         self._set_engine_up(True)
         if was_down:
@@ -423,7 +476,8 @@ class Controller:
                 await self._apply_all(key, gated.actions, desired, NOTHING_SEEN, volume_path)
                 return None
             if actual is None:
-                actual = await self.observe(key)
+                actual = self._first_look(key) or await self.observe(key)
+                self._looked.add(key)
             step = plan(
                 desired=desired,
                 observed=observed,
@@ -443,6 +497,23 @@ class Controller:
                 # wait now (the event the change causes collapses into that pass).
                 return self._again(key)
         return self._again(key)
+
+    def _first_look(self, key: str) -> Actual | None:
+        """What the engine has of ``key`` without asking it, when that is known: the
+        resync's look (once), or nothing for a key the trusted list did not have."""
+        seen = self._seen.pop(key, None)
+        if seen is not None:
+            return seen
+        listed = self._listed
+        if (
+            listed is None
+            or key in listed
+            or key in self._looked
+            or not self._stream_open.is_set()
+            or self._last_event.get(key, 0) > self._listed_serial
+        ):
+            return None
+        return NOTHING_THERE
 
     def gates(self, key: str, desired: ContainerSpec | None) -> Gates:
         """What the planner cannot find out itself: the guard, admission, the revision."""
@@ -522,3 +593,29 @@ class Controller:
         patch = settle(desired=desired, observed=observed, actual=actual, revision=revision)
         if patch is not None:
             await self.observed.patch(key, patch)
+
+
+def seen_of(keys: set[str], managed: list[ActualContainer]) -> dict[str, Actual]:
+    """What two inspects of each key would have found, from one list of this node's
+    containers: its plain-named (or node-scoped) main and install containers, none for
+    a key without any. A key with two containers of one role is left out (inspected)."""
+    found: dict[str, dict[Role, ActualContainer]] = {}
+    doubled: set[str] = set()
+    for container in managed:
+        key = container.internal_id
+        if key is None or container.role not in (Role.MAIN, Role.INSTALL):
+            continue
+        role = Role(container.role)
+        name = container_name(key, role)
+        if container.name != name and not container.name.startswith(f"{name}.n-"):
+            doubled.add(key)  # renamed by someone: let the inspect by name decide
+            continue
+        roles = found.setdefault(key, {})
+        if role in roles:
+            doubled.add(key)
+        roles[role] = container
+    seen = {}
+    for key in keys - doubled:
+        roles = found.get(key, {})
+        seen[key] = Actual(main=roles.get(Role.MAIN), install=roles.get(Role.INSTALL))
+    return seen

@@ -35,6 +35,7 @@ import orjson
 from lightd.engine.base import Engine
 from lightd.engine.records import Stream
 from lightd.errors import EngineError
+from lightd.runtime.threads import start_soon
 
 log = logging.getLogger("lightd.console")
 
@@ -272,7 +273,7 @@ class ConsoleHub:
         console.thread = threading.Thread(
             target=self._read, args=(console,), name=f"console-{internal_id}", daemon=True
         )
-        console.thread.start()
+        start_soon(console.thread)  # the loop does not wait for the thread to run
         return console
 
     def stop(self, internal_id: str) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from lightd.engine.base import Engine
 from lightd.engine.records import Stream
+from lightd.runtime.threads import start_soon
 
 log = logging.getLogger("lightd.stats")
 
@@ -102,12 +103,14 @@ class StatsHub:
                 self._halt(reader)
             reader = _Reader(container_id=container_id, sinks=sinks)
             self._readers[internal_id] = reader
-            threading.Thread(
-                target=self._read,
-                args=(internal_id, reader),
-                name=f"stats-{internal_id}",
-                daemon=True,
-            ).start()
+            start_soon(
+                threading.Thread(
+                    target=self._read,
+                    args=(internal_id, reader),
+                    name=f"stats-{internal_id}",
+                    daemon=True,
+                )
+            )
         reader.sinks.add(sink)
 
     def unsubscribe(self, internal_id: str, sink: StatsSink) -> None:

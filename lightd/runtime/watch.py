@@ -10,12 +10,16 @@ state.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
 log = logging.getLogger("lightd.watch")
+
+# How long port changes after a desired write are gathered before one refresh of them.
+PORTS_DELAY_SECONDS = 0.05
 
 WatchSink = Callable[[dict[str, Any]], None]
 ContainerViews = Callable[[], dict[str, dict[str, Any]]]
@@ -38,6 +42,7 @@ class NodeWatch:
         self._objects: dict[tuple[str, str], dict[str, Any]] = {}
         self._log: deque[dict[str, Any]] = deque(maxlen=history)
         self._sinks: set[WatchSink] = set()
+        self._ports_pending = False
         self.resource_version = 0
 
     def prime(self) -> None:
@@ -82,6 +87,27 @@ class NodeWatch:
         known = {key for kind, key in self._objects if kind == "port"}
         for key in sorted(known | set(current)):
             self._diff("port", key, current.get(key))
+
+    def refresh_ports_soon(self) -> None:
+        """:meth:`refresh_ports` once, :data:`PORTS_DELAY_SECONDS` after the first call of
+        a burst, for every call until then.
+
+        Each desired write asks for it and it looks at every pool entry: a burst of 100
+        POSTs would otherwise cost 100 passes over 100 ports. Off a loop: at once.
+        """
+        if self._ports_pending:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.refresh_ports()
+            return
+        self._ports_pending = True
+        loop.call_later(PORTS_DELAY_SECONDS, self._refresh_pending_ports)
+
+    def _refresh_pending_ports(self) -> None:
+        self._ports_pending = False
+        self.refresh_ports()
 
     def refresh_all(self) -> None:
         current = self._container_views()

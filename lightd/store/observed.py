@@ -34,8 +34,10 @@ class ObservedStore:
         self._store = store
         self._items: dict[str, ObservedContainer] = {}
         self._listeners: list[Listener] = []
+        self.loaded = False
 
     def load(self) -> None:
+        self.loaded = True
         for name in self._store.names(STATE_FOLDER):
             try:
                 item = ObservedContainer.model_validate(self._store.read(name))

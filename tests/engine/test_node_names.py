@@ -99,3 +99,52 @@ def test_a_plain_name_held_outside_lightd_stays_a_conflict(prefix: str, tmp_path
             node.close()
 
     asyncio.run(scenario())
+
+
+def test_a_node_that_has_listed_still_finds_its_scoped_copy(prefix: str, tmp_path: Path) -> None:
+    """After a list (which tells the node it has no scoped copy), a copy it creates itself
+    is still looked up by the plain name, also once the other node's container is gone."""
+    internal_id = f"{prefix}-ls"
+    name = container_name(internal_id, Role.MAIN)
+
+    async def scenario() -> None:
+        first = DockerEngine(DockerSettings(), node_id=f"{prefix}dddd")
+        second = DockerEngine(DockerSettings(), node_id=f"{prefix}eeee")
+        try:
+            assert await second.list_managed() == []
+            assert await second.inspect(name) is None  # known without the scoped look
+            one = await first.create(request(internal_id, tmp_path))
+            two = await second.create(request(internal_id, tmp_path))
+            mine = await second.inspect(name)
+            assert mine is not None and mine.id == two
+            await first.remove(one)
+            again = await second.inspect(name)
+            assert again is not None and again.id == two
+            third = DockerEngine(DockerSettings(), node_id=f"{prefix}eeee")
+            try:  # a new process of that node learns of the copy from its list
+                assert {c.id for c in await third.list_managed()} == {two}
+                found = await third.inspect(name)
+                assert found is not None and found.id == two
+            finally:
+                third.close()
+        finally:
+            first.close()
+            second.close()
+
+    asyncio.run(scenario())
+
+
+def test_every_request_shares_one_connection_pool(prefix: str, tmp_path: Path) -> None:
+    """docker-py's own adapter keeps one pool per URL (25 at most); lightd's keeps one."""
+
+    async def scenario() -> None:
+        node = DockerEngine(DockerSettings(), node_id=f"{prefix}ffff")
+        try:
+            for index in range(30):
+                assert await node.inspect(f"{prefix}-absent-{index}") is None
+            adapter = node._api().get_adapter("http+docker://localhost")
+            assert len(adapter.pools) == 1
+        finally:
+            node.close()
+
+    asyncio.run(scenario())

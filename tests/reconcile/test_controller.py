@@ -311,3 +311,33 @@ def test_the_engine_going_away_and_coming_back(tmp_path: Path) -> None:
             await rig.controller.stop()
 
     run(tmp_path, scenario)
+
+
+def test_a_list_stands_in_for_each_keys_two_inspects() -> None:
+    """seen_of: main and install per key, a node-scoped copy counts, none for a key
+    without containers, and a key with two of one role or a renamed one is left out."""
+    from lightd.engine.records import ActualContainer
+    from lightd.reconcile.controller import seen_of
+
+    def container(key: str, role: str, name: str) -> ActualContainer:
+        return ActualContainer(
+            id=f"id-{name}", name=name, managed=True, internal_id=key, role=role,
+            spec_hash=None, running=True, status="running", exit_code=None,
+            started_at=None, finished_at=None, memory=None, memory_swap=None,
+            nano_cpus=None, pids_limit=None,
+        )  # fmt: skip
+
+    managed = [
+        container("a", "main", "lightd-a"),
+        container("a", "install", "lightd-a-install"),
+        container("b", "main", "lightd-b.n-node1"),
+        container("c", "main", "lightd-c"),
+        container("c", "main", "lightd-c.n-node1"),
+        container("d", "main", "renamed"),
+    ]
+    seen = seen_of({"a", "b", "c", "d", "e"}, managed)
+    assert set(seen) == {"a", "b", "e"}
+    assert seen["a"].main is not None and seen["a"].main.name == "lightd-a"
+    assert seen["a"].install is not None and seen["a"].install.name == "lightd-a-install"
+    assert seen["b"].main is not None and seen["b"].install is None
+    assert seen["e"].main is None and seen["e"].install is None
