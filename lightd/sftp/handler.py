@@ -23,7 +23,6 @@ asyncssh's ``map_path``.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import errno
 import os
@@ -63,7 +62,7 @@ from lightd.fs.ops import hand_new, volume_lookup
 from lightd.fs.paths import Parts, parse_path, resolve_link
 from lightd.sftp.activity import Action
 from lightd.sftp.rules import Operation, allowed, open_needs
-from lightd.sftp.writebehind import Budget, ReadAhead, WriteBehind
+from lightd.sftp.writebehind import Budget, IoThread, ReadAhead, WriteBehind
 
 if TYPE_CHECKING:
     from asyncssh import SSHServerChannel
@@ -167,7 +166,7 @@ class ReadHandle:
         fd: int,
         parts: Parts,
         *,
-        io: concurrent.futures.ThreadPoolExecutor,
+        io: IoThread,
         budget: Budget,
     ) -> None:
         self.fd = fd
@@ -186,7 +185,7 @@ class WriteHandle:
         parts: Parts,
         *,
         append: bool,
-        io: concurrent.futures.ThreadPoolExecutor,
+        io: IoThread,
         budget: Budget,
         room: int | None = None,
         base: int = 0,
@@ -222,13 +221,13 @@ class VolumeSftp(asyncssh.SFTPServer):
         self.root = Root(context.volume)
         self._open: set[ReadHandle | WriteHandle] = set()
         self._closed = False
-        self._io: concurrent.futures.ThreadPoolExecutor | None = None
+        self._io: IoThread | None = None
         self._budget = Budget()
 
-    def _io_thread(self) -> concurrent.futures.ThreadPoolExecutor:
-        """The session's I/O thread (made at its first upload, ended with the session)."""
+    def _io_thread(self) -> IoThread:
+        """The session's I/O thread (made at its first open, ended with the session)."""
         if self._io is None:
-            self._io = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sftp-io")
+            self._io = IoThread()
         return self._io
 
     # -- helpers -------------------------------------------------------------------
