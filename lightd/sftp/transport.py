@@ -14,7 +14,9 @@ key exchange, authentication and channel logic, and changes only that:
   lightd's delayed ACK of the previous one waited 40 ms (seen at SERVICE_REQUEST);
 - no empty ``SSH_MSG_IGNORE`` before each packet unless the negotiated cipher is CBC;
 - received data is handed to asyncssh's packet parser in the pieces it asks for (the
-  header block, then the rest of the packet), so nothing is copied more than once here.
+  header block, then the rest of the packet), so nothing is copied more than once here;
+- no rebuilding of all options at each login (``reload_config``: lightd passes no
+  configuration file whose ``Match`` blocks it would apply).
 
 It relies on asyncssh's private names (``_recv_handler``, ``_inpbuf``, ``_send`` …);
 :func:`supported` checks they are there and :func:`listen` falls back to asyncssh's
@@ -48,6 +50,7 @@ _PRIVATE = (
     "_send_disconnect",
     "_force_close",
     "internal_error",
+    "reload_config",
 )
 
 
@@ -118,6 +121,14 @@ class FastServerConnection(asyncssh.SSHServerConnection):
         if pkttype == MSG_IGNORE and args == (_EMPTY_STRING,) and b"cbc" not in self._enc_alg_sc:
             return  # the per-packet ignore message: only of use against CBC
         super().send_packet(pkttype, *args, handler=handler)
+
+    async def reload_config(self) -> None:
+        """Nothing to re-evaluate: lightd gives asyncssh no configuration file.
+
+        asyncssh rebuilds every option in a worker thread at each login to apply the
+        ``Match`` blocks of an sshd-style file; without one the result is the options
+        it has (and lightd authenticates through its callbacks, not option values).
+        """
 
     # -- receiving -----------------------------------------------------------------
 
