@@ -79,6 +79,9 @@ class DockerSettings(_Section):
     # The engine's json-file log of each container: size of one file, files kept.
     log_max_size: str = Field(default="10m", pattern=r"^[1-9][0-9]*[kmg]$")
     log_max_files: int = Field(default=2, ge=1, le=100)
+    # Follow console output by reading those files when lightd can (same host, root):
+    # the engine's own follow repeats and drops lines across rotation (Docker 20.10).
+    follow_log_files: bool = True
 
 
 class ContainersSettings(_Section):
