@@ -105,7 +105,7 @@ def test_a_failed_write_is_reported_next_and_at_drain(tmp_path: Path) -> None:
             with pytest.raises(OSError, match="No space"):
                 pipe.write(b"again", 8)
             pipe.abort()
-        io.shutdown()
+            io.shutdown()  # the abort runs in the thread: before the root is closed
 
     asyncio.run(run())
     assert (tmp_path / "f.bin").read_bytes() == b"old"
