@@ -15,13 +15,15 @@ Reads and writes at an offset run in the session's own I/O thread
 another): sequential reads are read ahead, writes are answered at once and done in
 order (at most 4 MiB queued per session, both together; a failed write surfaces on the
 next write and at close, which then keeps the old file); everything that walks paths,
-fsyncs or lists runs in that thread too (in order, after the session's writes before
-it). Permissions (read, write, delete) are checked per request. It must not log paths
-with secrets, open anything by a path string, or use asyncssh's ``map_path``.
+fsyncs or lists runs in that thread too once the session has one (in order, after
+its writes), before that in the daemon's executor. Permissions (read, write, delete)
+are checked per request. It must not log paths with secrets, open anything by a path
+string, or use asyncssh's ``map_path``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import functools
@@ -233,16 +235,20 @@ class VolumeSftp(asyncssh.SFTPServer):
     # -- helpers -------------------------------------------------------------------
 
     async def _run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """``fn`` in the session's I/O thread (not the daemon's shared executor, where
-        a session's every stat would wait behind Docker calls under load)."""
+        """``fn`` in a thread: the session's I/O thread once it has one (after the
+        session's pending writes, so no hop between threads per request), else the
+        daemon's executor (a session that only lists never starts a thread)."""
         self.context.touch()
         if self._closed:
             raise asyncssh.SFTPError(FX_FAILURE, "Session closed")
-        try:
-            pending = self._io_thread().run(functools.partial(fn, *args, **kwargs))
-        except RuntimeError:  # the thread is shut down: the session is ending
-            raise asyncssh.SFTPError(FX_FAILURE, "Session closed") from None
+        call = functools.partial(fn, *args, **kwargs)
         with answered():
+            if self._io is None:
+                return await asyncio.to_thread(call)
+            try:
+                pending = self._io.run(call)
+            except RuntimeError:  # the thread is shut down: the session is ending
+                raise asyncssh.SFTPError(FX_FAILURE, "Session closed") from None
             return cast(T, await pending)
 
     def _need(self, *operations: Operation) -> None:
