@@ -35,7 +35,7 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -144,7 +144,10 @@ class Transfers:
         seed_install: SeedInstall,
         changed: Callable[[str, dict[str, Any]], None] | None = None,
         finished: Callable[[str, dict[str, Any]], None] | None = None,
+        hand_over: Callable[[ContainerSpec, Path], Awaitable[None]] | None = None,
     ) -> None:
+        # The volume moved in goes to the document's user once, recorded (as after installs).
+        self._hand_over = hand_over
         self._data_dir = data_dir
         self._data = data
         self._containers = containers
@@ -493,6 +496,8 @@ class Transfers:
             await asyncio.to_thread(self._volumes.adopt, spec.volume_id, tree)
             published = True
             await self._seed(internal_id, manifest.get("install"))
+            if self._hand_over is not None:
+                await self._hand_over(spec, self._volumes.root / spec.volume_id)
             await self._containers.create(spec.model_dump(mode="json"))
             if spec.power is Power.RUNNING:
                 await self._wait_state(internal_id, {RuntimeState.RUNNING}, START_WAIT)
