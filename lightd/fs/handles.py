@@ -4,11 +4,14 @@ The REST file API works on whole files; a protocol like SFTP works on open handl
 (read at an offset, write at an offset, list a folder chunk by chunk) and on single
 entries (lstat, readlink, rename without replacing). This module gives those on top of
 the same descriptor walk (:mod:`lightd.fs.beneath`): every entry is reached with
-``O_NOFOLLOW`` from the volume root's descriptor, writes go to a temporary entry in the
-volume root renamed into place on :meth:`Upload.commit`, and symlinks are followed only
-*lexically inside the volume* (:func:`resolve`): a link whose target leaves the volume
-is :class:`~lightd.errors.PathTraversal`, and because the resolved parts are walked
-again with ``O_NOFOLLOW``, a link swapped in meanwhile is refused, never followed.
+``O_NOFOLLOW`` from the volume root's descriptor, writes go through the REST API's
+:class:`~lightd.fs.ops.AtomicWriter` (a temporary entry in the volume root renamed into
+place on :meth:`Upload.commit`), and symlinks are followed only *inside the volume*, by
+the same kernel-like walk that judges the links lightd creates
+(:func:`~lightd.fs.paths.resolve_link`, see :func:`resolve`): a link whose target
+leaves the volume is :class:`~lightd.errors.PathTraversal`, and because the resolved
+parts are walked again with ``O_NOFOLLOW``, a link swapped in meanwhile is refused,
+never followed.
 
 Functions are blocking (callers run the slow ones in threads) and must not know about
 any protocol; they take parsed parts, never a path string of the caller.
@@ -16,7 +19,6 @@ any protocol; they take parsed parts, never a path string of the caller.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
 from collections.abc import Iterator
@@ -24,17 +26,32 @@ from collections.abc import Iterator
 from lightd.errors import FileExists, FileNotFound, InvalidRequest, PathTraversal
 from lightd.fs.beneath import (
     DIR_MODE,
-    FILE_MODE,
     READ_FLAGS,
     Root,
     lstat_at,
     translate,
 )
-from lightd.fs.ops import change_mode, copy_data, guarded, root_lstat, stat_of, temp_name
-from lightd.fs.paths import MAX_NAME_BYTES, TEMP_PREFIX, Parts, display
+from lightd.fs.ops import (
+    AtomicWriter,
+    change_mode,
+    copy_data,
+    guarded,
+    root_lstat,
+    stat_of,
+    volume_lookup,
+)
+from lightd.fs.paths import (
+    MAX_LINK_HOPS,
+    MAX_NAME_BYTES,
+    TEMP_PREFIX,
+    Found,
+    Lookup,
+    Parts,
+    display,
+    relative_target,
+    resolve_link,
+)
 
-# Links followed in one resolution, like the kernel's MAXSYMLINKS.
-MAX_LINK_HOPS = 40
 UPLOAD_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 # Mode bits a client may set: permissions only (no setuid, setgid or sticky bit).
 SETTABLE_MODE = 0o777
@@ -45,82 +62,47 @@ def _readlink(root: Root, parts: Parts) -> str:
         return os.readlink(name, dir_fd=dir_fd)
 
 
-def _one_hop(entry: Parts, target: str) -> Parts | None:
-    """Where one relative link at ``entry`` points, applied as text; None if it climbs out.
+def _mounted(lookup: Lookup, mount: str) -> Lookup:
+    """``lookup`` that also reads absolute link texts below ``mount`` as relative ones.
 
-    Only for :func:`resolve`, which looks at every component on disk in turn, so the
-    links met later are followed one hop at a time as the kernel does.
+    A container sees its volume at ``mount`` (e.g. ``/home/container``), so a link it
+    made to ``/home/container/x`` means the volume's ``x``: from a link at ``parts``
+    that is ``../`` once per folder above it, then ``x``. Other absolute texts stay
+    absolute, which :func:`~lightd.fs.paths.resolve_link` refuses.
     """
-    if not target or target.startswith("/") or "\x00" in target:
-        return None
-    parts = list(entry[:-1])
-    for name in target.split("/"):
-        if name in ("", "."):
-            continue
-        if name == "..":
-            if not parts:
-                return None
-            parts.pop()
-            continue
-        parts.append(name)
-    return tuple(parts)
+    if not mount:
+        return lookup
+    below = mount.rstrip("/") + "/"
 
+    def mounted(parts: Parts) -> Found:
+        found = lookup(parts)
+        if found.kind == "link" and (found.target == mount or found.target.startswith(below)):
+            rest = [name for name in found.target[len(mount) :].split("/") if name]
+            return Found("link", "/".join([".."] * (len(parts) - 1) + rest) or ".")
+        return found
 
-def link_target_parts(entry: Parts, target: str, *, mount: str = "") -> Parts:
-    """Where a link at ``entry`` pointing to ``target`` leads, inside the volume only.
-
-    An absolute target is accepted only below ``mount`` (the volume's path inside the
-    container, e.g. ``/home/container``). Anything else is PathTraversal.
-    """
-    if mount and (target == mount or target.startswith(mount.rstrip("/") + "/")):
-        target = target[len(mount) :].lstrip("/") or "."
-        entry = ("",)  # relative to the volume root
-    found = _one_hop(entry, target)
-    if found is None:
-        raise PathTraversal()
-    if any(name.startswith(TEMP_PREFIX) for name in found):
-        raise PathTraversal()
-    return found
+    return mounted
 
 
 def resolve(root: Root, parts: Parts, *, follow_last: bool = True, mount: str = "") -> Parts:
     """``parts`` with every symlink replaced by its target, all inside the volume.
 
-    Components are looked at one by one (lstat through the descriptor walk); a link is
-    read and its target applied lexically; a target outside the volume, a missing
-    intermediate folder's link target or more than :data:`MAX_LINK_HOPS` links is
-    PathTraversal. With ``follow_last=False`` the final name is kept as it is (lstat).
-    Missing entries end the resolution: the rest is returned unchanged.
+    The kernel's walk of :func:`~lightd.fs.paths.resolve_link` over the volume as it is
+    on disk (:func:`~lightd.fs.ops.volume_lookup`), absolute targets below ``mount``
+    read as inside the volume: a target outside the volume, more than
+    :data:`MAX_LINK_HOPS` links, or a temporary entry is PathTraversal. With
+    ``follow_last=False`` the final name is kept as it is (lstat). Below a missing
+    entry the rest is kept as names. The result is only a path: every use walks it again
+    with ``O_NOFOLLOW``, so a link swapped in meanwhile is refused, never followed.
     """
-    pending = list(parts)
-    done: list[str] = []
-    hops = 0
-    while pending:
-        name = pending.pop(0)
-        here = (*done, name)
-        if not pending and not follow_last:
-            done.append(name)
-            break
-        with guarded(here, writing=False):
-            try:
-                found = root.lstat(here)
-            except PathTraversal:
-                raise
-            except (FileNotFound, InvalidRequest):
-                found = None
-        if found is None or not stat.S_ISLNK(found.st_mode):
-            done.append(name)
-            if found is None:
-                done.extend(pending)
-                break
-            continue
-        hops += 1
-        if hops > MAX_LINK_HOPS:
-            raise PathTraversal()
-        target = link_target_parts(here, _readlink(root, here), mount=mount)
-        done = []
-        pending = [*target, *pending]
-    return tuple(done)
+    if not parts:
+        return parts
+    if not follow_last:
+        return (*resolve(root, parts[:-1], mount=mount), parts[-1])
+    found = resolve_link((), "/".join(parts), _mounted(volume_lookup(root), mount))
+    if found is None or any(name.startswith(TEMP_PREFIX) for name in found):
+        raise PathTraversal()
+    return found
 
 
 def lstat(root: Root, parts: Parts) -> os.stat_result:
@@ -152,35 +134,35 @@ def open_read(root: Root, parts: Parts) -> int:
 # -- writing ---------------------------------------------------------------------------
 
 
-class Upload:
+class Upload(AtomicWriter):
     """A file written at offsets under a temporary name in the volume root.
 
-    The target is untouched until :meth:`commit` renames the temporary entry over it
-    (keeping an existing file's mode); :meth:`abort`, a crash or a killed session leave
-    the old file, and the temporary entry is removed (or swept at the next start).
-    ``keep`` starts from the current content (a write without truncation);
-    ``exclusive`` refuses an existing target, at open and again at commit.
+    :class:`~lightd.fs.ops.AtomicWriter` (the REST API's writer: the target untouched
+    until :meth:`commit` renames the temporary entry over it, never over a folder or a
+    link; :meth:`abort`, a crash or a killed session leave the old file, the temporary
+    entry removed or swept at the next start), opened for reading too, never making
+    folders. ``keep`` starts from the current content (a write without truncation);
+    ``exclusive`` refuses an existing target, at open and at commit (a hard link, which
+    fails if one appeared meanwhile). :attr:`mode` (permission bits only) is given at
+    commit; by default the replaced file's.
     """
+
+    flags = UPLOAD_FLAGS
+    create_parents = False
 
     def __init__(self, root: Root, parts: Parts, *, keep: bool, exclusive: bool) -> None:
         if not parts:
             raise InvalidRequest("Invalid path: the volume root cannot be used here")
-        self.root = root
-        self.parts = parts
+        with guarded(parts), root.parent(parts) as (dir_fd, name):
+            existing = lstat_at(dir_fd, name)  # FileNotFound: the folder must exist
+        if existing is not None and not stat.S_ISREG(existing.st_mode):
+            if stat.S_ISDIR(existing.st_mode):
+                raise FileExists(f"A folder exists at {display(parts)}")
+            raise PathTraversal()
+        super().__init__(root, parts, replace=not exclusive)
         self.exclusive = exclusive
         # Permission bits to give the file at commit (None: keep the old file's, or 0644).
         self.mode: int | None = None
-        existing = self._target()
-        if existing is not None:
-            if exclusive:
-                raise FileExists()
-            if stat.S_ISDIR(existing.st_mode):
-                raise FileExists(f"A folder exists at {display(parts)}")
-            if not stat.S_ISREG(existing.st_mode):
-                raise PathTraversal()
-        self.temp = temp_name()
-        with guarded(parts):
-            self.fd = os.open(self.temp, UPLOAD_FLAGS, FILE_MODE, dir_fd=root.fd)
         try:
             if keep and existing is not None:
                 source = open_read(root, parts)
@@ -193,15 +175,11 @@ class Upload:
             self.abort()
             raise
 
-    def _target(self) -> os.stat_result | None:
-        with guarded(self.parts), self.root.parent(self.parts) as (dir_fd, name):
-            return lstat_at(dir_fd, name)
-
     def pread(self, size: int, offset: int) -> bytes:
         with guarded(self.parts, writing=False):
             return os.pread(self.fd, size, offset)
 
-    def pwrite(self, data: bytes, offset: int) -> int:
+    def pwrite(self, data: bytes | memoryview, offset: int) -> int:
         view = memoryview(data)
         done = 0
         with guarded(self.parts):
@@ -209,43 +187,29 @@ class Upload:
                 done += os.pwrite(self.fd, view[done:], offset + done)
         return done
 
+    def pwritev(self, chunks: list[bytes], offset: int) -> int:
+        """Adjacent blocks from ``offset`` on, in as few system calls as the kernel allows."""
+        total = sum(len(chunk) for chunk in chunks)
+        with guarded(self.parts):
+            done = os.pwritev(self.fd, chunks, offset)
+        if done < total:  # short write: the rest one block at a time
+            rest = memoryview(b"".join(chunks))[done:]
+            done += self.pwrite(rest, offset + done)
+        return done
+
     def size(self) -> int:
         return os.fstat(self.fd).st_size
 
-    def commit(self) -> None:
-        try:
-            with guarded(self.parts):
-                os.fsync(self.fd)
-                with self.root.parent(self.parts) as (dir_fd, name):
-                    old = lstat_at(dir_fd, name)
-                    if old is not None and (self.exclusive or stat.S_ISDIR(old.st_mode)):
-                        raise FileExists()
-                    if old is not None and not stat.S_ISREG(old.st_mode):
-                        # A link (or other entry) made meanwhile is never replaced.
-                        raise PathTraversal()
-                    mode = FILE_MODE
-                    if self.mode is not None:
-                        mode = self.mode & SETTABLE_MODE
-                    elif old is not None and stat.S_ISREG(old.st_mode):
-                        mode = stat.S_IMODE(old.st_mode) & SETTABLE_MODE
-                    os.fchmod(self.fd, mode)
-                    if self.exclusive:
-                        os.link(self.temp, name, src_dir_fd=self.root.fd, dst_dir_fd=dir_fd)
-                        os.unlink(self.temp, dir_fd=self.root.fd)
-                    else:
-                        os.rename(self.temp, name, src_dir_fd=self.root.fd, dst_dir_fd=dir_fd)
-        except BaseException:
-            self.abort()
-            raise
-        os.close(self.fd)
-        self.fd = -1
+    def final_mode(self, old: os.stat_result | None) -> int:
+        mode = self.mode if self.mode is not None else super().final_mode(old)
+        return mode & SETTABLE_MODE
 
-    def abort(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-        with contextlib.suppress(OSError):
-            os.unlink(self.temp, dir_fd=self.root.fd)
+    def place(self, dir_fd: int, name: str) -> None:
+        if not self.exclusive:
+            super().place(dir_fd, name)
+            return
+        os.link(self.temp, name, src_dir_fd=self.root.fd, dst_dir_fd=dir_fd)
+        os.unlink(self.temp, dir_fd=self.root.fd)
 
 
 # -- folders ---------------------------------------------------------------------------
@@ -333,21 +297,11 @@ def readlink(root: Root, parts: Parts) -> str:
     return _readlink(root, parts)
 
 
-def relative_target(link: Parts, target: Parts) -> str:
-    """The relative link text that leads from ``link`` to ``target``."""
-    base = list(link[:-1])
-    common = 0
-    while common < min(len(base), len(target)) and base[common] == target[common]:
-        common += 1
-    steps = [".."] * (len(base) - common) + list(target[common:])
-    return "/".join(steps) or "."
-
-
 def symlink(root: Root, link: Parts, target: Parts) -> None:
     """A new symlink at ``link`` to ``target`` (parts inside the volume), stored relative."""
     if not link:
         raise InvalidRequest("Invalid path: the volume root cannot be replaced")
-    text = relative_target(link, target)
+    text = relative_target(link[:-1], target)
     if len(text.encode()) > 4096 or any(len(n.encode()) > MAX_NAME_BYTES for n in target):
         raise InvalidRequest("Invalid path: link target too long")
     with guarded(link), root.parent(link) as (dir_fd, name):
@@ -382,7 +336,6 @@ def statvfs(root: Root) -> os.statvfs_result:
 __all__ = [
     "MAX_LINK_HOPS",
     "Upload",
-    "link_target_parts",
     "list_chunks",
     "lstat",
     "lstat_or_none",
@@ -390,7 +343,6 @@ __all__ = [
     "open_listing",
     "open_read",
     "readlink",
-    "relative_target",
     "remove_dir",
     "remove_file",
     "rename",

@@ -255,8 +255,13 @@ class AtomicWriter:
     """A new file written under a temporary name in the volume root, renamed on commit.
 
     Until :meth:`commit` the target is untouched; :meth:`abort` (or a crash, and the
-    sweep at the next start) removes the temporary file.
+    sweep at the next start) removes the temporary file. Subclasses (the SFTP upload
+    of :mod:`lightd.fs.handles`) change the open ``flags``, whether a commit makes
+    missing folders, the mode given at commit and how the entry is put in place.
     """
+
+    flags = WRITE_FLAGS
+    create_parents = True
 
     def __init__(
         self,
@@ -273,7 +278,7 @@ class AtomicWriter:
         self._check_target()
         self.temp = temp_name()
         with guarded(parts):
-            self.fd = os.open(self.temp, WRITE_FLAGS, FILE_MODE, dir_fd=root.fd)
+            self.fd = os.open(self.temp, self.flags, FILE_MODE, dir_fd=root.fd)
         self.written = 0
 
     def _check_target(self) -> None:
@@ -307,21 +312,30 @@ class AtomicWriter:
         try:
             with guarded(self.parts):
                 os.fsync(self.fd)
-                with self.root.parent(self.parts, create=True) as (dir_fd, name):
+                with self.root.parent(self.parts, create=self.create_parents) as (dir_fd, name):
                     old = lstat_at(dir_fd, name)
                     _refuse_over(old, self.parts)
                     if old is not None and not self.replace:
                         raise FileExists()
-                    mode = stat.S_IMODE(old.st_mode) if old and stat.S_ISREG(old.st_mode) else None
-                    os.fchmod(self.fd, mode if mode is not None else FILE_MODE)
+                    os.fchmod(self.fd, self.final_mode(old))
                     if self.owner is not None:
                         os.fchown(self.fd, *self.owner)
-                    os.rename(self.temp, name, src_dir_fd=self.root.fd, dst_dir_fd=dir_fd)
+                    self.place(dir_fd, name)
         except BaseException:
             self.abort()
             raise
         os.close(self.fd)
         self.fd = -1
+
+    def final_mode(self, old: os.stat_result | None) -> int:
+        """The file's mode at commit: the replaced file's, else the default."""
+        if old is not None and stat.S_ISREG(old.st_mode):
+            return stat.S_IMODE(old.st_mode)
+        return FILE_MODE
+
+    def place(self, dir_fd: int, name: str) -> None:
+        """Put the temporary entry at ``name`` (replacing what may be there)."""
+        os.rename(self.temp, name, src_dir_fd=self.root.fd, dst_dir_fd=dir_fd)
 
     def abort(self) -> None:
         if self.fd >= 0:

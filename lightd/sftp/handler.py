@@ -15,22 +15,23 @@ Reads and writes at an offset run in the session's own I/O thread
 another): sequential reads are read ahead, writes are answered at once and done in
 order (at most 4 MiB queued per session, both together; a failed write surfaces on the
 next write and at close, which then keeps the old file); everything that walks paths,
-fsyncs or lists runs in a thread. Permissions (read, write, delete) are checked per
-request. It must not log paths with secrets, open anything by a path string, or use
-asyncssh's ``map_path``.
+fsyncs or lists runs in that thread too once the session has one (in order, after
+its writes), before that in the daemon's executor. Permissions (read, write, delete)
+are checked per request. It must not log paths with secrets, open anything by a path
+string, or use asyncssh's ``map_path``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import errno
+import functools
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, TypeVar, cast
 
 import asyncssh
 from asyncssh.constants import (
@@ -64,7 +65,7 @@ from lightd.fs.ops import hand_new, volume_lookup
 from lightd.fs.paths import Parts, parse_path, resolve_link
 from lightd.sftp.activity import Action
 from lightd.sftp.rules import Operation, allowed, open_needs
-from lightd.sftp.writebehind import Budget, ReadAhead, WriteBehind
+from lightd.sftp.writebehind import Budget, IoThread, ReadAhead, WriteBehind
 
 if TYPE_CHECKING:
     from asyncssh import SSHServerChannel
@@ -170,7 +171,7 @@ class ReadHandle:
         fd: int,
         parts: Parts,
         *,
-        io: concurrent.futures.ThreadPoolExecutor,
+        io: IoThread,
         budget: Budget,
     ) -> None:
         self.fd = fd
@@ -189,7 +190,7 @@ class WriteHandle:
         parts: Parts,
         *,
         append: bool,
-        io: concurrent.futures.ThreadPoolExecutor,
+        io: IoThread,
         budget: Budget,
         room: int | None = None,
         base: int = 0,
@@ -225,21 +226,33 @@ class VolumeSftp(asyncssh.SFTPServer):
         self.root = Root(context.volume)
         self._open: set[ReadHandle | WriteHandle] = set()
         self._closed = False
-        self._io: concurrent.futures.ThreadPoolExecutor | None = None
+        self._io: IoThread | None = None
         self._budget = Budget()
 
-    def _io_thread(self) -> concurrent.futures.ThreadPoolExecutor:
-        """The session's I/O thread (made at its first upload, ended with the session)."""
+    def _io_thread(self) -> IoThread:
+        """The session's I/O thread (made at its first open, ended with the session)."""
         if self._io is None:
-            self._io = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sftp-io")
+            self._io = IoThread()
         return self._io
 
     # -- helpers -------------------------------------------------------------------
 
     async def _run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """``fn`` in a thread: the session's I/O thread once it has one (after the
+        session's pending writes, so no hop between threads per request), else the
+        daemon's executor (a session that only lists never starts a thread)."""
         self.context.touch()
+        if self._closed:
+            raise asyncssh.SFTPError(FX_FAILURE, "Session closed")
+        call = functools.partial(fn, *args, **kwargs)
         with answered():
-            return await asyncio.to_thread(fn, *args, **kwargs)
+            if self._io is None:
+                return await asyncio.to_thread(call)
+            try:
+                pending = self._io.run(call)
+            except RuntimeError:  # the thread is shut down: the session is ending
+                raise asyncssh.SFTPError(FX_FAILURE, "Session closed") from None
+            return cast(T, await pending)
 
     def _need(self, *operations: Operation) -> None:
         self.context.touch()

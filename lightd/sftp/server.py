@@ -36,6 +36,7 @@ import asyncssh
 
 from lightd.errors import ConfigError
 from lightd.fs.paths import Parts
+from lightd.sftp import transport
 from lightd.sftp.activity import Action, ActivityBatch
 from lightd.sftp.credentials import (
     Credential,
@@ -325,10 +326,10 @@ class SftpService:
         self.host_key = await asyncio.to_thread(ensure_host_key, self.data_dir)
         host, port = self.settings.host, self.settings.port
         try:
-            self._server = await asyncssh.create_server(
-                lambda: _Connection(self),
+            self._server = await transport.listen(
                 host,
                 port,
+                server_factory=lambda: _Connection(self),
                 server_host_keys=[self.host_key],
                 encryption_algs=ENCRYPTION_ALGS,
                 sftp_factory=self._sftp_factory,

@@ -142,3 +142,28 @@ def test_killed_client_mid_upload_leaves_the_old_file(account: Account, openssh:
     while [p for p in account.volume.iterdir() if p.name.startswith(".lightd-tmp-")]:
         assert time.monotonic() < deadline, "the temp entry was not removed"
         time.sleep(0.05)
+
+
+def test_packet_layer_sends_no_ignore_messages_and_batches_keep_files_whole(
+    account: Account, openssh: OpenSSH
+) -> None:
+    """lightd's asyncssh connection (lightd.sftp.transport): no empty SSH_MSG_IGNORE before
+    each packet, and a file of a few write batches plus a partial one lands whole."""
+    data = os.urandom(3 * 1024 * 1024 + 12345)
+    (openssh.home / "batches.bin").write_bytes(data)
+    args, env = openssh.command(account.port, account.username, password=account.password)
+    done = subprocess.run(
+        [args[0], "-vvv", *args[1:]],
+        input="put batches.bin batches.bin\nget batches.bin back.bin\n",
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=openssh.home,
+        timeout=120,
+        start_new_session=True,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Authenticated to" in done.stderr
+    assert "Received SSH2_MSG_IGNORE" not in done.stderr
+    assert (account.volume / "batches.bin").read_bytes() == data
+    assert (openssh.home / "back.bin").read_bytes() == data

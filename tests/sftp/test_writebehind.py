@@ -1,11 +1,10 @@
 """The SFTP write-behind and read-ahead (lightd.sftp.writebehind) without a daemon:
-order, the memory bound, errors answered late, aborts that never close a descriptor
-under a write, and reads served ahead."""
+order, the memory bound, batches, errors answered late, aborts that never close a
+descriptor under a write, and reads served ahead."""
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import errno
 import os
 import random
@@ -16,7 +15,7 @@ import pytest
 
 from lightd.fs import handles
 from lightd.fs.beneath import Root
-from lightd.sftp.writebehind import Budget, ReadAhead, WriteBehind
+from lightd.sftp.writebehind import Budget, IoThread, ReadAhead, WriteBehind
 
 
 def temps(folder: Path) -> list[str]:
@@ -30,12 +29,11 @@ def test_shuffled_and_overlapping_writes_land_in_the_order_sent(tmp_path: Path) 
     random.Random(7).shuffle(order)
 
     async def run() -> None:
-        with (
-            Root(tmp_path) as root,
-            concurrent.futures.ThreadPoolExecutor(1) as io,
-        ):
+        io = IoThread()
+        with Root(tmp_path) as root:
             upload = handles.Upload(root, ("f.bin",), keep=False, exclusive=False)
-            pipe = WriteBehind(upload, io, Budget(limit=1 << 30))
+            # Small batches: the blocks go to the thread in many jobs, in order.
+            pipe = WriteBehind(upload, io, Budget(limit=1 << 30), batch_bytes=3 * block)
             # A wrong first version of every block, then the right one: the later write
             # of an offset must win, as it would if each were done before the next.
             for index in order:
@@ -45,6 +43,7 @@ def test_shuffled_and_overlapping_writes_land_in_the_order_sent(tmp_path: Path) 
             await pipe.drain()
             assert pipe.pending_bytes == 0
             upload.commit()
+        io.shutdown()
 
     asyncio.run(run())
     assert (tmp_path / "f.bin").read_bytes() == data
@@ -55,7 +54,8 @@ def test_a_full_queue_answers_a_write_only_when_it_is_done(tmp_path: Path) -> No
     gate = threading.Event()
 
     async def run() -> None:
-        with Root(tmp_path) as root, concurrent.futures.ThreadPoolExecutor(1) as io:
+        io = IoThread()
+        with Root(tmp_path) as root:
             upload = handles.Upload(root, ("f.bin",), keep=False, exclusive=False)
             budget = Budget(limit=3 * 1024)
             pipe = WriteBehind(upload, io, budget)
@@ -74,6 +74,7 @@ def test_a_full_queue_answers_a_write_only_when_it_is_done(tmp_path: Path) -> No
             # The one thread runs the session's writes in order: all before it are done.
             assert budget.queued == 0
             upload.commit()
+        io.shutdown()
 
     asyncio.run(run())
     assert (
@@ -85,17 +86,18 @@ def test_a_failed_write_is_reported_next_and_at_drain(tmp_path: Path) -> None:
     (tmp_path / "f.bin").write_bytes(b"old")
 
     async def run() -> None:
-        with Root(tmp_path) as root, concurrent.futures.ThreadPoolExecutor(1) as io:
+        io = IoThread()
+        with Root(tmp_path) as root:
             upload = handles.Upload(root, ("f.bin",), keep=False, exclusive=False)
-            pipe = WriteBehind(upload, io, Budget())
-            real = upload.pwrite
+            pipe = WriteBehind(upload, io, Budget(), batch_bytes=4)
+            real = upload.pwritev
 
-            def failing(data: bytes, offset: int) -> int:
+            def failing(chunks: list[bytes], offset: int) -> int:
                 if offset >= 4:
                     raise OSError(errno.ENOSPC, "No space left on device")
-                return real(data, offset)
+                return real(chunks, offset)
 
-            upload.pwrite = failing  # type: ignore[method-assign]
+            upload.pwritev = failing  # type: ignore[method-assign]
             assert pipe.write(b"new!", 0) == 4
             assert pipe.write(b"more", 4) == 4  # answered before it fails
             with pytest.raises(OSError, match="No space"):
@@ -103,10 +105,39 @@ def test_a_failed_write_is_reported_next_and_at_drain(tmp_path: Path) -> None:
             with pytest.raises(OSError, match="No space"):
                 pipe.write(b"again", 8)
             pipe.abort()
+            io.shutdown()  # the abort runs in the thread: before the root is closed
 
     asyncio.run(run())
     assert (tmp_path / "f.bin").read_bytes() == b"old"
     assert temps(tmp_path) == []
+
+
+def test_writes_wait_for_a_full_batch_or_a_drain(tmp_path: Path) -> None:
+    async def run() -> None:
+        io = IoThread()
+        with Root(tmp_path) as root:
+            upload = handles.Upload(root, ("f.bin",), keep=False, exclusive=False)
+            calls: list[int] = []
+            real = upload.pwritev
+
+            def counted(chunks: list[bytes], offset: int) -> int:
+                calls.append(len(chunks))
+                return real(chunks, offset)
+
+            upload.pwritev = counted  # type: ignore[method-assign]
+            pipe = WriteBehind(upload, io, Budget(), batch_bytes=4096)
+            for index in range(6):
+                assert pipe.write(bytes([index]) * 1024, index * 1024) == 1024
+            await asyncio.sleep(0.05)
+            assert calls == [4]  # one batch of four adjacent blocks, one system call
+            assert pipe.pending_bytes == 2048  # the rest waits for more, or a drain
+            await pipe.drain()
+            assert calls == [4, 2]
+            upload.commit()
+        io.shutdown()
+
+    asyncio.run(run())
+    assert (tmp_path / "f.bin").read_bytes() == b"".join(bytes([i]) * 1024 for i in range(6))
 
 
 def test_abort_mid_pipeline_keeps_the_old_file_and_waits_for_the_running_write(
@@ -118,18 +149,18 @@ def test_abort_mid_pipeline_keeps_the_old_file_and_waits_for_the_running_write(
 
     async def run() -> None:
         with Root(tmp_path) as root:
-            io = concurrent.futures.ThreadPoolExecutor(1)
+            io = IoThread()
             upload = handles.Upload(root, ("f.bin",), keep=False, exclusive=False)
-            pipe = WriteBehind(upload, io, Budget())
-            real = upload.pwrite
+            pipe = WriteBehind(upload, io, Budget(), batch_bytes=1024)
+            real = upload.pwritev
 
-            def slow(data: bytes, offset: int) -> int:
+            def slow(chunks: list[bytes], offset: int) -> int:
                 started.set()
                 release.wait(5)
                 written.append(offset)
-                return real(data, offset)  # the descriptor is still open here
+                return real(chunks, offset)  # the descriptor is still open here
 
-            upload.pwrite = slow  # type: ignore[method-assign]
+            upload.pwritev = slow  # type: ignore[method-assign]
             for index in range(10):
                 pipe.write(b"x" * 1024, index * 1024)
             await asyncio.to_thread(started.wait, 5)
@@ -151,7 +182,7 @@ def test_read_ahead_serves_sequential_and_random_reads(tmp_path: Path) -> None:
 
     async def run() -> None:
         fd = os.open(tmp_path / "f.bin", os.O_RDONLY)
-        io = concurrent.futures.ThreadPoolExecutor(1)
+        io = IoThread()
         budget = Budget(limit=256 * 1024)
         ahead = ReadAhead(fd, io, budget, len(data))
         block = 32 * 1024
