@@ -491,6 +491,9 @@ class Transfers:
         try:
             spec, manifest, transfer_id = await self._read_manifest(reader, chunks, internal_id)
             if staged is None:
+                existing = self._transfers.get(transfer_id)
+                if existing is not None and existing.role == "target":
+                    raise Conflict("Transfer refused: this transfer was received here already")
                 self._check_here(spec)
                 records = incoming(self.backups, spec.volume_id, manifest.get("backups"))
             elif transfer_id != staged.transfer.id:
@@ -733,12 +736,6 @@ class Transfers:
             raise InvalidRequest("Transfer refused: the manifest is for another container")
         if manifest.get("compression", "gzip") not in COMPRESSIONS:
             raise InvalidRequest("Transfer refused: unknown compression")
-        if transfer_id in self._transfers and transfer_id not in {
-            s.transfer.id for s in self._staged.values()
-        }:
-            existing = self._transfers[transfer_id]
-            if existing.role == "target" and existing.state == "running":
-                raise Conflict("Transfer refused: this transfer is already being received")
         return spec, manifest, transfer_id
 
     def _check_here(self, spec: ContainerSpec) -> None:
