@@ -565,6 +565,7 @@ class Transfers:
         except BaseException as exc:
             transfer.state = "failed"
             transfer.error = _reason(exc)
+            log.warning("transfer %s (target) failed: %s", transfer.id, transfer.error)
             if transfer.published:
                 await asyncio.shield(self._unpublish(transfer))
             else:

@@ -41,6 +41,7 @@ HEADER = struct.Struct(">cQ")
 MAX_META_FRAME = 4 * 1024 * 1024
 MAX_DATA_FRAME = 8 * 1024 * 1024
 CHUNK = 1024 * 1024
+MAX_PIECE = 4 * CHUNK
 WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -102,15 +103,20 @@ class _Compressed:
         self._written += len(data)
         self._pending += self._zip.compress(data)
         if len(self._pending) >= CHUNK:
-            self._sink(bytes(self._pending))
-            self._pending.clear()
+            self._hand_off()
         return len(data)
+
+    def _hand_off(self) -> None:
+        # A multi-threaded zstd job may give several MiB at once: pieces stay well
+        # under MAX_DATA_FRAME.
+        while self._pending:
+            piece = bytes(self._pending[:MAX_PIECE])
+            del self._pending[:MAX_PIECE]
+            self._sink(piece)
 
     def close(self) -> None:
         self._pending += self._zip.flush()
-        if self._pending:
-            self._sink(bytes(self._pending))
-        self._pending.clear()
+        self._hand_off()
 
 
 def _walk(dir_fd: int, prefix: str) -> Iterator[tuple[str, os.stat_result, int, str]]:

@@ -37,7 +37,7 @@ def test_a_cut_connection_fails_cleanly_and_a_retry_succeeds(nodes: Nodes) -> No
         url = f"http://127.0.0.1:{proxy.port}"
         failed_id = start_transfer(nodes, internal_id, target_url=url)
         failed = wait_ended(nodes.src_api, failed_id, timeout=90)
-        assert proxy.cuts == 1
+        assert proxy.cuts == 1, failed["error"]
         assert failed["state"] == "failed", failed
         assert failed["error"].startswith("Transfer failed: "), failed
         assert failed["bytes_done"] > 10 * MIB  # it was mid-stream
