@@ -21,6 +21,7 @@ This module must not know about HTTP or containers.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import os
 import stat
 import struct
@@ -347,6 +348,44 @@ def mtime_ns(member: tarfile.TarInfo) -> int:
     return int(member.mtime * 1_000_000_000)
 
 
+class _Forward:
+    """A decompressed stream as a file tarfile can use in ``r:`` mode: full reads, and
+    seeks forward only (by reading past); a seek backwards is a damaged archive."""
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        self._position = 0
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            data = bytes(self._raw.read())
+            self._position += len(data)
+            return data
+        pieces: list[bytes] = []
+        wanted = size
+        while wanted > 0:
+            piece = self._raw.read(wanted)
+            if not piece:
+                break
+            pieces.append(piece)
+            wanted -= len(piece)
+        data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        self._position += len(data)
+        return data
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        target = offset if whence == os.SEEK_SET else self._position + offset
+        if whence not in (os.SEEK_SET, os.SEEK_CUR) or target < self._position:
+            raise tarfile.ReadError("the transfer archive cannot be read backwards")
+        while self._position < target:
+            if not self.read(min(CHUNK, target - self._position)):
+                break
+        return self._position
+
+
 Folder = tuple[tuple[str, ...], int, int]  # parts, mode, mtime in nanoseconds
 
 
@@ -364,15 +403,15 @@ def unpack(
     """
     pending: list[Folder] = [] if folders is None else folders
     count = 0
-    raw: IO[bytes] = (
-        cast(IO[bytes], zstandard.ZstdDecompressor().stream_reader(archive))
+    raw: Any = (
+        zstandard.ZstdDecompressor().stream_reader(archive)
         if compression == "zstd"
-        else archive
+        else gzip.GzipFile(fileobj=archive, mode="rb")
     )
     try:
-        with tarfile.open(
-            fileobj=raw, mode="r|" if compression == "zstd" else "r|gz", bufsize=CHUNK
-        ) as tar:
+        # "r:" over a forward-only reader: tarfile reads file data in large pieces
+        # straight from the decompressor (its stream mode copies every 10 KiB block).
+        with tarfile.open(fileobj=cast(IO[bytes], _Forward(raw)), mode="r:") as tar:
             for member in tar:
                 parts = entry_parts(member.name)
                 if not parts:
@@ -409,7 +448,7 @@ def unpack(
                         os.utime(name, ns=(stamp, stamp), dir_fd=parent, follow_symlinks=False)
                     else:
                         raise ArchiveRejected(f"Archive entry {member.name!r} is refused")
-    except (tarfile.TarError, zstandard.ZstdError) as exc:
+    except (tarfile.TarError, zstandard.ZstdError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise ArchiveRejected(f"Transfer archive is damaged: {exc}") from exc
     if folders is None:
         finish_folders(staging, pending)
