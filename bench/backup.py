@@ -11,8 +11,9 @@ each end to end through the API (POST, then polling until ``done``):
 
 and prints each figure beside its peer with restic's ``data_added``. With ``--fanout``
 it measures instead ``bench/fanout.py``'s console fan-out (100 watchers, 20,000
-lines/s) twice on one lightd: quiet, then while archive backups of a tree in another
-volume run back to back (target: p99 at most 1.5x of the quiet figure). Needs GNU tar,
+lines/s) on one lightd, quiet and while archive backups of a tree in another volume run
+back to back (target: p99 at most 1.5x of the quiet figure): it runs
+``bench/fanout.py --beside-backup``. Needs GNU tar,
 gzip and restic. Exits 0 whatever the figures. Not a test.
 
     .venv/bin/python bench/backup.py [--size-mb 1024] [--small-files 10000]
@@ -75,128 +76,13 @@ def change_one_percent(top: Path) -> int:
 
 
 def fanout_beside_backups(args: argparse.Namespace) -> int:
-    """The fan-out p99, quiet and while backups run, on the same lightd."""
-    import asyncio
-    import threading
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import _common as c  # the fan-out bench imports it by this name
-    import fanout
-
-    client = c.docker_client()
-    c.ensure_image(client)
-    prefix = c.unique_prefix("backupfan")
-    internal_id = f"{prefix}-talker"
-    env = {"LIGHTD_WEBSOCKET__MAX_SOCKETS_PER_CONTAINER": "200"}
-    try:
-        with c.lightd_daemon(prefix, env=env) as daemon, daemon.client() as api:
-            try:
-                talker_volume = api.post("/volumes").json()["volume_id"]
-                tree = api.post("/volumes").json()
-                build_tree(Path(tree["path"]), size_mb=args.size_mb, small_files=args.small_files)
-                subprocess.run(["sync"], check=False)  # no writeback storm in the quiet window
-                body = {
-                    "internal_id": internal_id,
-                    "image": c.IMAGE,
-                    "volume_id": talker_volume,
-                    "startup_command": fanout.PRODUCER.format(rate=20_000),
-                    "limits": {"memory": 64 * c.MIB},
-                    "stop": {"timeout_seconds": 1},
-                }
-                assert api.post("/containers", json=body).status_code == 200
-                deadline = time.monotonic() + 60
-                while api.get(f"/containers/{internal_id}").json()["state"] != "running":
-                    if time.monotonic() > deadline:
-                        raise RuntimeError("the talker did not reach running in 60 s")
-                    time.sleep(0.1)
-                quiet, busy, backups = asyncio.run(
-                    _fanout_windows(args, daemon, internal_id, client, tree["volume_id"],
-                                    fanout, threading)
-                )  # fmt: skip
-                print(
-                    f"fanout p99  quiet {quiet.p99_ms:.0f} ms   during backups "
-                    f"{busy.p99_ms:.0f} ms   ratio {ratio(busy.p99_ms, quiet.p99_ms):.2f} "
-                    f"(target <= 1.5: {verdict(busy.p99_ms <= 1.5 * quiet.p99_ms)})   "
-                    f"lost {quiet.lost_total} / {busy.lost_total} lines   lightd CPU "
-                    f"{quiet.lightd_cpu:.0%} / {busy.lightd_cpu:.0%}   {backups} backups done"
-                )
-            finally:
-                c.delete_containers(daemon, client, [internal_id], name_prefix=f"lightd-{prefix}")
-    except KeyboardInterrupt:
-        print("interrupted")
-    finally:
-        c.remove_named(client, f"lightd-{prefix}")
-        client.close()
-    return 0
-
-
-async def _fanout_windows(
-    args: argparse.Namespace,
-    daemon: DaemonProcess,
-    internal_id: str,
-    client: Any,
-    tree_volume: str,
-    fanout: Any,
-    threading: Any,
-) -> tuple[Any, Any, int]:
-    import asyncio
-
-    assert daemon.proc is not None
-    url = f"{daemon.ws_url}/ws/{internal_id}?token={daemon.token}"
-    bench = fanout.Bench()
-    watchers = [fanout.Watcher(i) for i in range(100)]
-    sockets: list[Any] = []
-    tasks: list[asyncio.Task[None]] = []
-    for start in range(0, len(watchers), 20):
-        for ws, w in zip(
-            await asyncio.gather(
-                *(
-                    fanout.connect(url, ping_interval=None, max_size=None, open_timeout=30)
-                    for _ in watchers[start : start + 20]
-                )
-            ),
-            watchers[start : start + 20],
-            strict=True,
-        ):
-            sockets.append(ws)
-            tasks.append(asyncio.create_task(bench.read(w, ws)))
-    stop = threading.Event()
-    done = [0]
-
-    def backups() -> None:
-        with daemon.client() as api:
-            while not stop.is_set():
-                run(api, f"/volumes/{tree_volume}/backups", {"adapter": "archive"})
-                done[0] += 1
-
-    try:
-        await asyncio.sleep(5)
-        with daemon.client() as api:
-            container = str(api.get(f"/containers/{internal_id}").json()["container_id"])
-        pid = daemon.proc.pid
-        print(f"window 1: quiet, {args.seconds:.0f} s")
-        quiet = await fanout.measure(bench, watchers, args.seconds, pid, container, client)
-        worker = threading.Thread(target=backups, daemon=True)
-        worker.start()
-        await asyncio.sleep(2)
-        print(f"window 2: archive backups running, {args.seconds:.0f} s")
-        busy = await fanout.measure(bench, watchers, args.seconds, pid, container, client)
-        stop.set()
-        await asyncio.to_thread(worker.join, 600)
-        await asyncio.sleep(2)
-        # Quiet again: the first window may still carry the start's catch-up.
-        print(f"window 3: quiet again, {args.seconds:.0f} s")
-        again = await fanout.measure(bench, watchers, args.seconds, pid, container, client)
-        print(f"  quiet windows p99 {quiet.p99_ms:.0f} and {again.p99_ms:.0f} ms")
-        if again.p99_ms < quiet.p99_ms:
-            quiet = again
-        return quiet, busy, done[0]
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for ws in sockets:
-            ws.transport.abort()
+    """The fan-out p99, quiet and while backups run: ``bench/fanout.py --beside-backup``."""
+    script = Path(__file__).resolve().parent / "fanout.py"
+    command = [
+        sys.executable, str(script), "--beside-backup", "--seconds", str(args.seconds),
+        "--backup-mb", str(args.size_mb), "--backup-small-files", str(args.small_files),
+    ]  # fmt: skip
+    return subprocess.run(command, check=False).returncode
 
 
 def main() -> int:

@@ -23,11 +23,18 @@ Lines the throttle dropped by the container's own time (``lightd_console_lines_t
 in ``/metrics``) are printed beside the lines lost, so that a loss beyond the throttle
 shows.
 
+With ``--beside-backup``, the second window instead runs while archive backups (tar.gz,
+through the API) of a tree in another volume of the same lightd (``--backup-mb``, default
+1 GiB: ``--backup-small-files`` 4 KiB files and 4 large ones, as ``bench/archive.py``
+builds it) run back to back (each deleted once done), then a third window is quiet
+again; the p99 during the backups is printed beside the lower quiet p99 of the same run
+(target: at most 1.5x).
+
 There is no peer program: the targets are absolute. Every reading watcher receives
 every line, p99 delay under 250 ms, lightd under one core, and the stalled watcher
 changes none of the others' figures.
 Usage: ``.venv/bin/python bench/fanout.py [--watchers 100] [--seconds 30] [--quick]
-[--load N]``.
+[--load N] [--beside-backup [--backup-mb 1024] [--backup-small-files 10000]]``.
 The daemon runs with ``LIGHTD_WEBSOCKET__MAX_SOCKETS_PER_CONTAINER=200``. The
 container (``lightd-lbench-fanout-<hex>-...``) is deleted at the end, also on Ctrl-C.
 Not a test.
@@ -40,6 +47,7 @@ import asyncio
 import contextlib
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +55,9 @@ from typing import Any
 
 import _common as c
 import docker
+import httpx
 import orjson
+from archive import build_tree
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -354,6 +364,9 @@ async def run(
         await asyncio.sleep(args.warmup)
         container_id = str(daemon.client().get(f"/containers/{internal_id}").json()["container_id"])
 
+        if args.beside_backup:
+            await beside_backup(args, bench, watchers, daemon, container_id, client)
+            return
         print(f"window 1: {len(watchers)} reading watchers, {args.seconds:.0f} s")
         load = Load(args.load, 2 * args.seconds + 3 * args.warmup + 30)
         if args.load:
@@ -423,6 +436,116 @@ async def window_two(
         return second
     finally:
         stalled.transport.abort()
+
+
+class Backups:
+    """Archive backups of one volume back to back, in a thread, through the API."""
+
+    def __init__(self, daemon: c.DaemonProcess, volume_id: str) -> None:
+        self.daemon = daemon
+        self.url = f"/volumes/{volume_id}/backups"
+        self.stop = threading.Event()
+        self.running = threading.Event()  # the first backup is reading the volume
+        self.done = 0
+        self.bytes = 0
+        self.seconds: list[float] = []
+        self.error = ""
+        self.thread = threading.Thread(target=self._work, name="backups", daemon=True)
+
+    def _one(self, api: httpx.Client) -> None:
+        started = time.monotonic()
+        answer = api.post(self.url, json={"adapter": "archive"})
+        answer.raise_for_status()
+        show = f"{self.url}/{answer.json()['backup_id']}"
+        while (record := api.get(show).json())["state"] == "running":
+            if record["progress"]["bytes_done"] > 0:
+                self.running.set()
+            time.sleep(0.1)
+        if record["state"] != "done":
+            raise RuntimeError(f"backup failed: {record['error']}")
+        self.done += 1
+        self.bytes += record["progress"]["bytes_done"]
+        self.seconds.append(time.monotonic() - started)
+        api.delete(show)
+
+    def _work(self) -> None:
+        try:
+            with self.daemon.client() as api:
+                while not self.stop.is_set():
+                    self._one(api)
+        except Exception as exc:
+            self.error = repr(exc)
+            self.running.set()
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def end(self) -> None:
+        self.stop.set()
+        self.thread.join(600)
+
+
+async def beside_backup(
+    args: argparse.Namespace,
+    bench: Bench,
+    watchers: list[Watcher],
+    daemon: c.DaemonProcess,
+    container_id: str,
+    client: docker.DockerClient,
+) -> None:
+    """Quiet, during archive backups of ``args.backup_volume``, quiet again."""
+    print(f"window 1: quiet, {args.seconds:.0f} s")
+    quiet = await measure(bench, watchers, args.seconds, daemon, container_id, client)
+    backups = Backups(daemon, args.backup_volume)
+    backups.start()
+    try:
+        await asyncio.to_thread(backups.running.wait, 120)
+        if backups.error:
+            print(f"the backups failed: {backups.error}")
+            return
+        print(f"window 2: archive backups of {args.backup_mb} MiB running, {args.seconds:.0f} s")
+        busy = await measure(bench, watchers, args.seconds, daemon, container_id, client)
+        covered = not backups.stop.is_set() and backups.thread.is_alive()
+    finally:
+        await asyncio.to_thread(backups.end)
+    await asyncio.sleep(args.warmup)
+    print(f"window 3: quiet again, {args.seconds:.0f} s")
+    again = await measure(bench, watchers, args.seconds, daemon, container_id, client)
+    report_beside_backup(quiet, busy, again, backups, covered)
+
+
+def report_beside_backup(
+    quiet: Figures, busy: Figures, again: Figures, backups: Backups, covered: bool
+) -> None:
+    rows = [
+        ("lines/s produced", lambda f: f"{f.rate_produced:,.0f}"),
+        ("lines/s per watcher, min", lambda f: f"{f.rate_min:,.0f}"),
+        ("lines lost, all watchers", lambda f: f"{f.lost_total:,}"),
+        ("throttled by producer's time", lambda f: f"{f.throttled:,}"),
+        ("delay p50 (ms)", lambda f: f"{f.p50_ms:.0f}"),
+        ("delay p99 (ms)", lambda f: f"{f.p99_ms:.0f}"),
+        ("delay max (ms)", lambda f: f"{f.max_ms:.0f}"),
+        ("lightd CPU (one core = 100%)", lambda f: f"{f.lightd_cpu * 100:.0f}%"),
+        ("bench process CPU", lambda f: f"{f.bench_cpu * 100:.0f}%"),
+    ]
+    print()
+    print(f"{'':32}{'quiet':>14}{'backups':>14}{'quiet again':>14}")
+    for name, fmt in rows:
+        print(f"{name:32}" + "".join(f"{fmt(f):>14}" for f in (quiet, busy, again)))
+    for label, f in zip(("window 1", "window 2", "window 3"), (quiet, busy, again), strict=True):
+        if f.invalid:
+            print(f"INVALID {label}: {f.invalid}")
+    seconds = c.median(backups.seconds) if backups.seconds else float("nan")
+    print(
+        f"backups: {backups.done} done ({backups.bytes / c.MIB:,.0f} MiB read, median "
+        f"{seconds:.1f} s each); one ran for the whole window: {c.verdict(covered)}"
+    )
+    base = min(quiet.p99_ms, again.p99_ms)
+    print(
+        f"p99 beside backups {busy.p99_ms:.0f} ms, quiet {base:.0f} ms (the lower of "
+        f"{quiet.p99_ms:.0f} and {again.p99_ms:.0f}): ratio {c.ratio(busy.p99_ms, base):.2f} "
+        f"(target <= 1.5: {c.verdict(busy.p99_ms <= 1.5 * base)})"
+    )
 
 
 def report(
@@ -514,6 +637,11 @@ def main() -> int:
     parser.add_argument(
         "--no-deflate", action="store_true", help="watchers refuse permessage-deflate"
     )
+    parser.add_argument(
+        "--beside-backup", action="store_true", help="window 2 while archive backups run"
+    )
+    parser.add_argument("--backup-mb", type=int, default=1024, help="the backed-up tree")
+    parser.add_argument("--backup-small-files", type=int, default=10_000)
     args = parser.parse_args()
     if args.quick:
         args.seconds, args.warmup = 8.0, 2.0
@@ -536,6 +664,16 @@ def main() -> int:
                         "limits": {"memory": 64 * c.MIB},
                         "stop": {"timeout_seconds": 1},
                     }
+                    if args.beside_backup:
+                        tree = api.post("/volumes").json()
+                        args.backup_volume = tree["volume_id"]
+                        made = build_tree(
+                            Path(tree["path"]),
+                            size_mb=args.backup_mb,
+                            small_files=args.backup_small_files,
+                        )
+                        subprocess.run(["sync"], check=False)  # no writeback in window 1
+                        print(f"backup tree: {made / c.MIB:,.0f} MiB")
                     answer = api.post("/containers", json=body)
                     assert answer.status_code == 200, answer.text
                     deadline = time.monotonic() + 60

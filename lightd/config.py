@@ -79,6 +79,9 @@ class DockerSettings(_Section):
     # The engine's json-file log of each container: size of one file, files kept.
     log_max_size: str = Field(default="10m", pattern=r"^[1-9][0-9]*[kmg]$")
     log_max_files: int = Field(default=2, ge=1, le=100)
+    # Follow console output by reading those files when lightd can (same host, root):
+    # the engine's own follow repeats and drops lines across rotation (Docker 20.10).
+    follow_log_files: bool = True
 
 
 class ContainersSettings(_Section):
@@ -193,6 +196,9 @@ class BackupSettings(_Section):
     # Reads of the volume (and so writes of the backup) per backup; 0: unlimited.
     write_limit_mib_s: float = Field(default=0.0, ge=0)
     compression_level: int = Field(default=6, ge=1, le=9)
+    # How archive and s3 backups are stored: tar.gz, or tar.zst (zstd at zstd_level).
+    archive_format: Literal["gz", "zst"] = "gz"
+    zstd_level: int = Field(default=3, ge=1, le=19)
     restore_max_total_bytes: int = Field(default=1024**4, ge=1)
     restore_max_entries: int = Field(default=10_000_000, ge=1)
     # A restore stops the volume's running containers and waits this long for them.

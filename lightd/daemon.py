@@ -509,6 +509,9 @@ class Daemon:
         await asyncio.to_thread(self.disk.refresh, self.volumes.refs())
         self.disk.start_accounting(self.volumes.refs)
         self._tasks.append(asyncio.create_task(self._watch_disk(), name="disk-watch"))
+        # Before the temp sweep and any container: a truncating restore a kill left
+        # mid-swap is finished (its staged entries are .lightd-tmp-* ones).
+        await self.backups.recover()
         swept = await asyncio.to_thread(self.data.sweep_temp_files)
         swept += await asyncio.to_thread(self.desired.sweep_temp_files)
         swept += await asyncio.to_thread(self.volumes.sweep)

@@ -1,7 +1,7 @@
 """Archives in a local folder (``backups.local_dir``), published atomically.
 
-A backup is written to ``.tmp-<backup_id>.tar.gz`` (created exclusively, mode 0600),
-synced, then renamed to ``<backup_id>.tar.gz`` and the folder synced: an interrupted
+A backup is written to ``.tmp-<backup_id>.tar.gz`` (or ``.tar.zst``; created exclusively,
+mode 0600), synced, then renamed to ``<backup_id>.tar.gz`` and the folder synced: an interrupted
 write never appears under the final name, and :meth:`LocalStore.sweep` removes what it
 left. Blocking: run in a worker thread. This module must not read volumes.
 """
@@ -18,6 +18,7 @@ from lightd.errors import InsufficientStorage, LightdError
 
 TEMP = ".tmp-"
 SUFFIX = ".tar.gz"
+SUFFIXES = (SUFFIX, ".tar.zst")
 CHUNK = 1024 * 1024
 
 
@@ -30,10 +31,10 @@ def storage_error(exc: OSError) -> LightdError:
 class LocalWrite:
     """One archive being written; :meth:`publish` or :meth:`discard` ends it."""
 
-    def __init__(self, folder: Path, backup_id: str) -> None:
+    def __init__(self, folder: Path, backup_id: str, suffix: str = SUFFIX) -> None:
         self.folder = folder
-        self.final = f"{backup_id}{SUFFIX}"
-        self.temp = f"{TEMP}{backup_id}{SUFFIX}"
+        self.final = f"{backup_id}{suffix}"
+        self.temp = f"{TEMP}{backup_id}{suffix}"
         try:
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
             self.fd = os.open(
@@ -79,8 +80,8 @@ class LocalStore:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 
-    def begin(self, backup_id: str) -> LocalWrite:
-        return LocalWrite(self.folder, backup_id)
+    def begin(self, backup_id: str, suffix: str = SUFFIX) -> LocalWrite:
+        return LocalWrite(self.folder, backup_id, suffix)
 
     def path(self, location: str) -> Path:
         if "/" in location or location.startswith("."):
@@ -93,7 +94,10 @@ class LocalStore:
                 yield chunk
 
     def delete(self, location: str | None, backup_id: str) -> None:
-        for name in (location, f"{backup_id}{SUFFIX}", f"{TEMP}{backup_id}{SUFFIX}"):
+        names = [location]
+        for suffix in SUFFIXES:
+            names += [f"{backup_id}{suffix}", f"{TEMP}{backup_id}{suffix}"]
+        for name in names:
             if name:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self.folder / name)

@@ -20,6 +20,7 @@ from lightd.store import DocumentStore
 
 State = Literal["running", "done", "failed"]
 Adapter = Literal["archive", "s3", "restic"]
+ArchiveFormat = Literal["tar.gz", "tar.zst"]
 ADAPTERS: tuple[Adapter, ...] = ("archive", "s3", "restic")
 FOLDER = "state/backups"
 ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -70,7 +71,16 @@ class BackupRecord(BaseModel):
     data_added: int | None = None
     # restic: "tree" (files read through a nosymfollow mount) or "stream" (a tar on stdin).
     restic_mode: Literal["tree", "stream"] | None = None
+    # archive and s3: how it is stored ("tar.gz" or "tar.zst"); restic: None (a
+    # snapshot). Records older than the setting have none: tar.gz.
+    format: ArchiveFormat | None = None
     restore: RestoreRecord | None = None
+
+    @property
+    def stored_format(self) -> ArchiveFormat | None:
+        if self.adapter == "restic":
+            return None
+        return self.format or "tar.gz"
 
     def view(self) -> dict[str, Any]:
         """The API's shape of a backup."""
@@ -92,7 +102,7 @@ class BackupRecord(BaseModel):
                 "scheduled_for",
                 "data_added",
             }
-        )
+        ) | {"format": self.stored_format}
 
 
 def new_record(

@@ -4,50 +4,53 @@ The archive bytes are first written to a temporary file, then
 :func:`lightd.fs.archive.extract` (the extractor ``decompress`` uses: no traversal, no
 link escapes, limits) unpacks them. Without ``truncate`` it extracts into the volume
 (files of the backup replace their namesakes, other files stay). With ``truncate`` it
-extracts into a staging folder beside the volume on the same file system
-(``<volumes>/.lightd-restore-*``) and swaps the two folders in one atomic
-``renameat2(RENAME_EXCHANGE)``; the old tree is then deleted. A failed or killed restore
-therefore leaves the old files (a leftover staging folder is removed at the next start).
+extracts into a staging folder at the volume root, on the volume's own file system (so a
+btrfs subvolume or a mounted image keeps its limit), and :mod:`lightd.backups.swap`
+swaps the contents entry by entry under a journal: a failed restore leaves the old files,
+a killed one the old or the new files, whole, once :func:`recover` has run at start.
 Blocking: run in a worker thread. This module must not know about records or HTTP.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
-import secrets
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from lightd.backups import swap
 from lightd.backups.local import storage_error
 from lightd.backups.walk import Meter
 from lightd.errors import LightdError
+from lightd.fs import ops
 from lightd.fs.archive import ArchiveLimits, ExtractReport, extract
 from lightd.fs.beneath import Root, closing_fd
 from lightd.fs.ops import WRITE_FLAGS, discard, temp_name
 
+# Beside the volumes: where restores of earlier versions staged (swept at start).
 STAGING_PREFIX = ".lightd-restore-"
 CHUNK = 1024 * 1024
-RENAME_EXCHANGE = 2
-AT_FDCWD = -100
 
 
-def _exchange(first: Path, second: Path) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    result = libc.renameat2(
-        AT_FDCWD, os.fsencode(first), AT_FDCWD, os.fsencode(second), RENAME_EXCHANGE
-    )
-    if result != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code))
+Decode = Callable[[Iterable[bytes]], Iterable[bytes]]
+
+
+def _counted(source: Iterable[bytes], meter: Meter) -> Iterator[bytes]:
+    for chunk in source:
+        meter.count(len(chunk))
+        yield chunk
 
 
 def _write_source(
-    dir_fd: int, name: str, source: Iterable[bytes], meter: Meter, link: Path | None
+    dir_fd: int,
+    name: str,
+    source: Iterable[bytes],
+    meter: Meter,
+    link: Path | None,
+    decode: Decode | None,
 ) -> None:
-    if link is not None:
+    if link is not None and decode is None:
         try:  # the stored archive itself, when it is on the same file system (read only)
             os.link(link, name, dst_dir_fd=dir_fd, follow_symlinks=False)
         except OSError:
@@ -61,8 +64,8 @@ def _write_source(
             return
     try:
         with closing_fd(os.open(name, WRITE_FLAGS, 0o600, dir_fd=dir_fd)) as fd:
-            for chunk in source:
-                meter.count(len(chunk))
+            counted = _counted(source, meter)  # progress counts the stored bytes
+            for chunk in decode(counted) if decode is not None else counted:
                 view = memoryview(chunk)
                 while view:
                     view = view[os.write(fd, view) :]
@@ -71,11 +74,16 @@ def _write_source(
 
 
 def _extract_here(
-    root: Root, source: Iterable[bytes], meter: Meter, limits: ArchiveLimits, link: Path | None
+    root: Root,
+    source: Iterable[bytes],
+    meter: Meter,
+    limits: ArchiveLimits,
+    link: Path | None,
+    decode: Decode | None,
 ) -> ExtractReport:
     temp = temp_name()
     try:
-        _write_source(root.fd, temp, source, meter, link)
+        _write_source(root.fd, temp, source, meter, link, decode)
         meter.check()
         return extract(root, archive=(temp,), destination=(), limits=limits, overwrite=True)
     finally:
@@ -89,40 +97,57 @@ def restore(
     truncate: bool,
     limits: ArchiveLimits,
     meter: Meter,
+    token: str,
     link: Path | None = None,
-) -> Path | None:
-    """Restore; returns the folder now holding the old tree (truncate), to be deleted."""
-    if not truncate:
-        with Root(volume_path) as root:
-            _extract_here(root, source, meter, limits, link)
-        return None
-    staging = volume_path.parent / f"{STAGING_PREFIX}{volume_path.name}-{secrets.token_hex(4)}"
-    try:
-        os.mkdir(staging, 0o700)
-        with Root(staging) as root:
-            _extract_here(root, source, meter, limits, link)
-        meter.check()
-        info = os.stat(volume_path, follow_symlinks=False)
-        os.chown(staging, info.st_uid, info.st_gid, follow_symlinks=False)
-        os.chmod(staging, info.st_mode & 0o7777, follow_symlinks=False)
-        _exchange(staging, volume_path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError, LightdError):
-            shutil.rmtree(staging)
-        if isinstance(exc, OSError):
-            raise storage_error(exc) from exc
-        raise
-    return staging  # the old tree now
+    owner: tuple[int, int] | None = None,
+    decode: Decode | None = None,
+) -> None:
+    """Restore ``source`` into the volume; with ``truncate`` staged and swapped in.
+
+    ``token`` names the staging entries (the backup id: one restore per volume at a
+    time); ``owner`` gets the restored entries; ``decode`` turns the stored bytes into an
+    archive the extractor reads (a ``tar.zst`` into its tar).
+    """
+    with Root(volume_path) as root:
+        if not truncate:
+            _extract_here(root, source, meter, limits, link, decode)
+            if owner is not None:
+                ops.hand_root(root, owner)
+            return
+        names = swap.Names(token)
+        try:
+            swap.recover(root)  # a swap an earlier failure left (none, normally)
+            swap.clean(root, names)
+            os.mkdir(names.staging, 0o700, dir_fd=root.fd)
+            with Root(volume_path / names.staging) as staging:
+                _extract_here(staging, source, meter, limits, link, decode)
+                meter.check()
+                if owner is not None:
+                    ops.hand_root(staging, owner)
+            meter.check()
+            swap.swap_in(root, names)
+            # The replaced tree is inside the volume: it goes before the restore is
+            # reported, so a done restore leaves exactly the backup (a kill meanwhile
+            # leaves it to the next start).
+            swap.clean(root, names)
+            if owner is not None and (os.fstat(root.fd).st_uid, os.fstat(root.fd).st_gid) != owner:
+                os.fchown(root.fd, *owner)
+        except BaseException as exc:
+            with contextlib.suppress(OSError, LightdError):
+                swap.clean(root, names)
+            if isinstance(exc, OSError):
+                raise storage_error(exc) from exc
+            raise
 
 
-def remove_tree(path: Path | None) -> None:
-    if path is not None:
-        with contextlib.suppress(OSError):
-            shutil.rmtree(path)
+def recover(volume_path: Path) -> list[swap.Recovered]:
+    """Finish the swaps a killed restore left in one volume (see :mod:`.swap`)."""
+    with Root(volume_path) as root:
+        return swap.recover(root)
 
 
 def sweep_staging(volumes_root: Path) -> int:
-    """Remove staging folders a killed restore left beside the volumes."""
+    """Remove staging folders a restore of an earlier version left beside the volumes."""
     removed = 0
     with contextlib.suppress(FileNotFoundError):
         for name in os.listdir(volumes_root):

@@ -19,8 +19,8 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import sys
 import time
-import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,7 +29,7 @@ from typing import Any, ParamSpec, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from lightd.backups import local, restore, walk
+from lightd.backups import local, restore, transcode, walk
 from lightd.backups.records import (
     ADAPTERS,
     INTERRUPTED,
@@ -43,8 +43,14 @@ from lightd.backups.restic import Restic, ResticConfig, probe_private_mount
 from lightd.backups.s3 import MultipartWrite, S3Client, S3Config
 from lightd.backups.scheduler import Scheduler
 from lightd.config import BackupSettings
-from lightd.errors import Conflict, DiskLimitConflict, InvalidField, LightdError
-from lightd.fs import ArchiveLimits, VolumeManager, ops
+from lightd.errors import (
+    Conflict,
+    DiskLimitExceeded,
+    InsufficientStorage,
+    InvalidField,
+    LightdError,
+)
+from lightd.fs import ArchiveLimits, VolumeManager
 from lightd.fs.beneath import Root
 from lightd.store import DocumentStore
 
@@ -182,6 +188,8 @@ class BackupService:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ended: dict[str, asyncio.Event] = {}
         self.scheduler: Scheduler | None = None
+        # backup id -> which files a truncating restore a killed daemon left now holds
+        self._recovered: dict[str, str] | None = None
 
     # -- configuration ------------------------------------------------------------------
 
@@ -231,6 +239,8 @@ class BackupService:
         unfinished = await self._run(self.records.load)
         await self._run(self.local.sweep)
         await self._run(restore.sweep_staging, self.volumes.root)
+        if self._recovered is None:
+            await self.recover()
         self.restic_version = await self._run(self.restic.version)
         if self.restic_version is not None:
             self.restic_tree = await self._run(probe_private_mount, self.data_dir / "restic-mnt")
@@ -242,13 +252,34 @@ class BackupService:
         if self.scheduler is not None:
             self.scheduler.start()
 
+    async def recover(self) -> None:
+        """Finish the swaps of truncating restores a killed daemon left (the old or the
+        new files, whole). The daemon calls it at start before the volumes' temp sweep
+        and before any container starts; :meth:`start` does if it was not."""
+        self._recovered = {}
+        for ref in await self._run(self.volumes.refs):
+            try:
+                found = await self._run(restore.recover, ref.path)
+            except (OSError, LightdError) as exc:
+                log.error("volume %s: a restore left by a killed daemon: %s", ref.id, exc)
+                continue
+            for item in found:
+                log.warning(
+                    "volume %s: the interrupted restore of %s left the %s files",
+                    ref.id, item.token, item.outcome,
+                )  # fmt: skip
+                self._recovered[item.token] = item.outcome
+
     def _interrupted(self, record: BackupRecord) -> None:
         now = time.time()
         if record.state == "running":
             record.state, record.error, record.completed_at = "failed", INTERRUPTED, now
         if record.restore is not None and record.restore.state == "running":
-            record.restore.state = "failed"
-            record.restore.error = INTERRUPTED
+            if (self._recovered or {}).get(record.backup_id) == "new":
+                record.restore.state = "done"  # its swap was past the point of no return
+            else:
+                record.restore.state = "failed"
+                record.restore.error = INTERRUPTED
             record.restore.completed_at = now
         self.records.save(record)
 
@@ -360,6 +391,8 @@ class BackupService:
             ignore=list(ignore or []),
             scheduled_for=scheduled_for,
         )
+        if chosen != "restic":
+            record.format = "tar.zst" if self.settings.archive_format == "zst" else "tar.gz"
         self._busy[volume_id] = record.backup_id
         try:
             await self._run(self.records.save, record)
@@ -425,15 +458,26 @@ class BackupService:
                 "backup", record.adapter, outcome, time.monotonic() - started, meter.bytes_done
             )
 
+    def _write(
+        self, root: Root, spec: Any, sink: walk.Sink, meter: walk.Meter, record: BackupRecord
+    ) -> walk.Written:
+        if record.stored_format == "tar.zst":
+            return walk.write_archive(
+                root, spec, sink, meter, codec="zst", level=self.settings.zstd_level
+            )
+        return walk.write_archive(
+            root, spec, sink, meter, codec="gz", level=self.settings.compression_level
+        )
+
     def _backup_work(self, record: BackupRecord, meter: walk.Meter) -> None:
-        level = self.settings.compression_level
+        suffix = f".{record.stored_format}"
         with self.volumes.open(record.volume_id) as root:
             spec = walk.ignore_spec(root, record.ignore)
             meter.bytes_total, _entries = walk.measure(root, spec)
             if record.adapter == "archive":
-                target = self.local.begin(record.backup_id)
+                target = self.local.begin(record.backup_id, suffix)
                 try:
-                    written = walk.write_tar_gz(root, spec, target.write, meter, level=level)
+                    written = self._write(root, spec, target.write, meter, record)
                     record.location = target.publish()
                 except BaseException:
                     target.discard()
@@ -442,7 +486,7 @@ class BackupService:
             elif record.adapter == "s3":
                 client = S3Client(self._s3_config())
                 try:
-                    key = client.key_for(f"{record.volume_id}/{record.backup_id}.tar.gz")
+                    key = client.key_for(f"{record.volume_id}/{record.backup_id}{suffix}")
 
                     def remember(upload_id: str) -> None:
                         record.upload_id, record.location = upload_id, key
@@ -450,7 +494,7 @@ class BackupService:
 
                     upload = MultipartWrite(client, key, remember)
                     try:
-                        written = walk.write_tar_gz(root, spec, upload.write, meter, level=level)
+                        written = self._write(root, spec, upload.write, meter, record)
                         upload.publish()
                     except BaseException:
                         upload.discard()
@@ -538,19 +582,20 @@ class BackupService:
                 else Conflict("Backup failed; nothing to download")
             )
         source = self._source(record)
-        if record.adapter != "restic":
+        if record.stored_format == "tar.gz":
             return record, source
+        if record.stored_format == "tar.zst":  # transcoded on the fly: tar.zst -> tar
+            # (no limit: a download writes nothing here; the reader decides what it takes)
+            source = transcode.zst_decoded(source, limit=sys.maxsize)
+        return record, transcode.gzipped(source, level=self.settings.compression_level)
 
-        def gzipped() -> Iterator[bytes]:
-            compressor = zlib.compressobj(
-                self.settings.compression_level, zlib.DEFLATED, 16 + zlib.MAX_WBITS
-            )
-            for chunk in source:
-                if out := compressor.compress(chunk):
-                    yield out
-            yield compressor.flush()
-
-        return record, gzipped()
+    def _decoded_limit(self, record: BackupRecord) -> int:
+        """The most a backup's decoded tar may hold: what the extractor would take from
+        an archive of its size (its total and ratio limits), plus the headers and padding
+        of its entries. The whole tar is decoded before extraction starts, so a zstd bomb
+        (a tampered backup) is stopped here, not by the extractor."""
+        content = min(self.limits.max_total_bytes, int(self.limits.max_ratio * record.size))
+        return content + 3072 * (record.files + 16) + 1024 * 1024
 
     async def open_download(
         self, volume_ref: str, ref: str
@@ -582,7 +627,7 @@ class BackupService:
             client = S3Client(self._s3_config())
             try:
                 key = record.location or client.key_for(
-                    f"{record.volume_id}/{record.backup_id}.tar.gz"
+                    f"{record.volume_id}/{record.backup_id}.{record.stored_format}"
                 )
                 if record.upload_id:
                     with contextlib.suppress(LightdError):
@@ -667,11 +712,10 @@ class BackupService:
                 self._message(record.volume_id, f"Restore of backup {record.backup_id} started")
                 held = await self._stop_users(record.volume_id)
                 path = self.volumes.resolve(record.volume_id).path
-                old_tree = await self._run(self._restore_work, record, path, meter)
+                await self._run(self._restore_work, record, path, meter)
             state.state = "done"
             outcome = "done"
-            # The replaced tree goes after the restore is reported (a leftover is swept).
-            self._pool.submit(restore.remove_tree, old_tree)
+
         except asyncio.CancelledError:
             state.state, state.error = "failed", "Cancelled"
             raise
@@ -695,38 +739,40 @@ class BackupService:
                 "restore", record.adapter, outcome, time.monotonic() - started, meter.bytes_done
             )
 
-    def _restore_work(self, record: BackupRecord, path: Path, meter: walk.Meter) -> Path | None:
+    def _restore_work(self, record: BackupRecord, path: Path, meter: walk.Meter) -> None:
         assert record.restore is not None
         link = None
         if record.adapter == "archive" and record.location:
             link = self.local.path(record.location)
         # The disk limit holds for restores too (checked as the archive expands, so a
-        # restore past it fails with "Disk limit exceeded" and the old tree stays): with
-        # truncate the restored tree replaces the volume, so it may take the whole limit.
+        # restore past it fails with "Disk limit exceeded" and the old tree stays). With
+        # truncate the restored tree replaces the volume, so it may take the whole limit;
+        # but a kernel-held limit (subvolume, image) also counts the old tree, which stays
+        # beside the staged one until the swap: there only the room left is usable.
         volume = self.volumes.resolve(record.volume_id)
         disk = self.volumes.disk
         limit = disk.limit(volume.id)
-        room = limit if record.restore.truncate else disk.room(volume.ref)
-        if limit is not None and record.restore.truncate and disk.backend.measures(volume.ref):
-            # A subvolume or an image mount cannot be swapped for a staging folder
-            # without losing its limit: refuse rather than restore around it.
-            raise DiskLimitConflict(
-                "A truncating restore of a volume with a kernel-held disk limit is not "
-                "supported yet: restore without truncate"
+        kernel = limit is not None and disk.backend.measures(volume.ref)
+        room = limit if record.restore.truncate and not kernel else disk.room(volume.ref)
+        decode = None
+        if record.stored_format == "tar.zst":
+            decode = functools.partial(transcode.zst_decoded, limit=self._decoded_limit(record))
+        try:
+            restore.restore(
+                path,
+                self._source(record),
+                decode=decode,
+                truncate=record.restore.truncate,
+                limits=dataclasses.replace(self.limits, disk_room=room),
+                meter=meter,
+                token=record.backup_id,
+                link=link,
+                owner=self.owner_of(record.volume_id),
             )
-        old = restore.restore(
-            path,
-            self._source(record),
-            truncate=record.restore.truncate,
-            limits=dataclasses.replace(self.limits, disk_room=room),
-            meter=meter,
-            link=link,
-        )
-        owner = self.owner_of(record.volume_id)
-        if owner is not None:
-            with Root(path) as root:
-                ops.hand_root(root, owner)
-        return old
+        except InsufficientStorage as exc:
+            if kernel and not isinstance(exc, DiskLimitExceeded):
+                raise DiskLimitExceeded() from exc  # the kernel said so, at the limit
+            raise
 
     # -- transfers (lightd.transfer) -----------------------------------------------------
 

@@ -4,7 +4,8 @@ The walk and the entry writer are the ones ``compress`` uses (symlinks stored as
 never followed; special files and root ``.lightd-tmp-*`` entries left out; modes, owners
 and mtimes kept). On top: gitignore-style ``ignore`` patterns (plus the volume's
 ``.lightdignore``), a byte meter for progress, a rate limit and a cancel flag checked on
-every write. Compression runs in a second thread, like ``tar | gzip``. Blocking: run in a
+every write. Compression (gzip, or zstd for ``tar.zst``) runs in a second thread, like
+``tar | gzip``. Blocking: run in a
 worker thread. This module must not publish anything: it writes into the sink it is given.
 """
 
@@ -20,13 +21,14 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import IO, cast
+from typing import IO, Literal, Protocol, cast
 
 import pathspec
+import zstandard
 
 from lightd.errors import FileNotFound, LightdError
 from lightd.fs import ops
-from lightd.fs.archive import Walked, _add_to_tar, _walk_dir
+from lightd.fs.archive import Walked, add_to_tar, walk_volume
 from lightd.fs.beneath import DIR_FLAGS, Root, closing_fd
 
 IGNORE_FILE = ".lightdignore"
@@ -97,7 +99,7 @@ def ignore_spec(root: Root, patterns: list[str]) -> pathspec.GitIgnoreSpec | Non
 def walk(root: Root, spec: pathspec.GitIgnoreSpec | None) -> Iterator[Walked]:
     """Every entry of the volume not ignored; an ignored folder hides all below it."""
     hidden: str | None = None
-    for item in _walk_dir(root.fd, "", set()):
+    for item in walk_volume(root):
         arcname, info = item[0], item[1]
         if hidden is not None and arcname.startswith(hidden):
             continue
@@ -172,19 +174,34 @@ class _MeteredStream:
         return None
 
 
-class ThreadedGzip:
+ArchiveCodec = Literal["gz", "zst"]
+
+
+class _Compressor(Protocol):
+    def compress(self, data: bytes, /) -> bytes: ...
+    def flush(self) -> bytes: ...
+
+
+def compressor_for(codec: ArchiveCodec, level: int) -> _Compressor:
+    """A fresh stream compressor: gzip (zlib) or one zstd frame (``zstandard``)."""
+    if codec == "zst":
+        return cast(_Compressor, zstandard.ZstdCompressor(level=level).compressobj())
+    return zlib.compressobj(level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+
+
+class ThreadedCompressor:
     """Compresses what is written in a second thread; hashes and sinks the output."""
 
-    def __init__(self, sink: Sink, level: int) -> None:
+    def __init__(self, sink: Sink, compressor: _Compressor) -> None:
         self.sink = sink
         self.digest = hashlib.sha256()
         self.size = 0
-        self._compressor = zlib.compressobj(level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        self._compressor = compressor
         self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
         self._error: BaseException | None = None
         self._pending: list[bytes] = []
         self._pending_size = 0
-        self._thread = threading.Thread(target=self._work, name="lightd-backup-gz", daemon=True)
+        self._thread = threading.Thread(target=self._work, name="lightd-backup-z", daemon=True)
         self._thread.start()
 
     def _emit(self, data: bytes) -> None:
@@ -235,7 +252,7 @@ def write_tar(root: Root, spec: pathspec.GitIgnoreSpec | None, out: Sink, meter:
         tar.copybufsize = CHUNK  # type: ignore[attr-defined]  # missing from typeshed
         for item in walk(root, spec):
             meter.check()
-            _add_to_tar(tar, item)
+            add_to_tar(tar, item)
             meter.files += 1
 
 
@@ -245,15 +262,21 @@ class Written:
     checksum: str
 
 
-def write_tar_gz(
-    root: Root, spec: pathspec.GitIgnoreSpec | None, sink: Sink, meter: Meter, *, level: int = 6
+def write_archive(
+    root: Root,
+    spec: pathspec.GitIgnoreSpec | None,
+    sink: Sink,
+    meter: Meter,
+    *,
+    codec: ArchiveCodec = "gz",
+    level: int = 6,
 ) -> Written:
-    """The volume as tar.gz into ``sink``; its compressed size and SHA-256."""
-    gz = ThreadedGzip(sink, level)
+    """The volume as tar.gz or tar.zst into ``sink``; its compressed size and SHA-256."""
+    compressed = ThreadedCompressor(sink, compressor_for(codec, level))
     try:
-        write_tar(root, spec, gz.write, meter)
+        write_tar(root, spec, compressed.write, meter)
     except BaseException:
-        gz.abort()
+        compressed.abort()
         raise
-    gz.close()
-    return Written(size=gz.size, checksum=gz.digest.hexdigest())
+    compressed.close()
+    return Written(size=compressed.size, checksum=compressed.digest.hexdigest())

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +31,7 @@ from tenacity import (
 )
 
 from lightd.config import DockerSettings
+from lightd.engine.jsonlog import JsonLogFollower, Process
 from lightd.engine.records import (
     INSTALL_TARGET,
     LABEL_INTERNAL_ID,
@@ -439,6 +441,13 @@ class DockerEngine:
         return await self._run(lambda: dict(self._api().stats(container_id, stream=False)))
 
     def follow_output(self, container_id: str, *, since: float | None) -> Stream[bytes]:
+        """The container's output from ``since`` on, with the engine's timestamps. Read
+        from the engine's json-file log files when this process can (the engine's own
+        follow repeats and drops lines across rotation: :mod:`lightd.engine.jsonlog`),
+        otherwise through the engine's API."""
+        direct = self._log_files(container_id, since)
+        if direct is not None:
+            return direct
         kwargs: dict[str, Any] = {
             "stdout": True,
             "stderr": True,
@@ -449,6 +458,26 @@ class DockerEngine:
         if since is not None and since > 0:
             kwargs["since"] = float(since)  # fractions kept: a resume starts near its line
         return self._stream(lambda: self._api().logs(container_id, **kwargs))
+
+    def _log_files(self, container_id: str, since: float | None) -> JsonLogFollower | None:
+        if not self._settings.follow_log_files:
+            return None
+        try:
+            attrs = self._api().inspect_container(container_id)
+        except Exception as exc:
+            raise translate(exc) from exc
+        path = attrs.get("LogPath") or ""
+        log_type = ((attrs.get("HostConfig") or {}).get("LogConfig") or {}).get("Type")
+        state = attrs.get("State") or {}
+        if log_type != "json-file" or not path or not os.access(path, os.R_OK):
+            return None
+        process = Process.of(int(state.get("Pid") or 0)) if state.get("Running") else None
+        if process is None:
+            return None  # not running, or in another pid namespace: the API knows best
+        since_ns = int(since * 1_000_000_000) if since is not None and since > 0 else 0
+        return JsonLogFollower(
+            path, process=process, since_ns=since_ns, max_files=self._settings.log_max_files
+        )
 
     def follow_stats(self, container_id: str) -> Stream[dict[str, Any]]:
         return self._stream(lambda: self._api().stats(container_id, stream=True, decode=True))

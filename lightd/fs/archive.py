@@ -129,6 +129,15 @@ def archive_parts(output: Parts, fmt: ArchiveFormat) -> Parts:
 
 
 Walked = tuple[str, os.stat_result, int, str]
+"""One entry of a walk: its archive name, its lstat, its parent folder's descriptor, its name.
+
+The descriptor is only valid until the walk moves on (it is closed behind it)."""
+
+
+def walk_volume(root: Root) -> Iterator[Walked]:
+    """Every entry of the volume, parents before children, names sorted, no symlink
+    followed; root ``.lightd-tmp-*`` entries are left out (the walk ``compress`` uses)."""
+    return _walk_dir(root.fd, "", set())
 
 
 def _walk_dir(dir_fd: int, prefix: str, skip: set[tuple[int, int]]) -> Iterator[Walked]:
@@ -185,7 +194,9 @@ def _open_regular(dir_fd: int, name: str) -> Iterator[tuple[IO[bytes], int] | No
         yield cast(IO[bytes], handle), info.st_size
 
 
-def _add_to_tar(tar: tarfile.TarFile, item: Walked) -> None:
+def add_to_tar(tar: tarfile.TarFile, item: Walked) -> None:
+    """Write one walked entry to ``tar``: folders, symlinks (as links) and regular files
+    with their mode, owner and mtime; anything else, or a file gone meanwhile, is left out."""
     arcname, info, dir_fd, name = item
     entry = tarfile.TarInfo(arcname)
     entry.mtime = int(info.st_mtime)
@@ -273,7 +284,7 @@ def _write_archive(fd: int, fmt: ArchiveFormat, items: Iterator[Walked], *, leve
         ) as tar:
             tar.copybufsize = CHUNK  # type: ignore[attr-defined]  # missing from typeshed
             for item in items:
-                _add_to_tar(tar, item)
+                add_to_tar(tar, item)
     except BaseException:
         writer.abort()
         raise
@@ -795,7 +806,10 @@ __all__ = [
     "ArchiveLimits",
     "ExtractReport",
     "Skipped",
+    "Walked",
+    "add_to_tar",
     "compress",
     "detect_format",
     "extract",
+    "walk_volume",
 ]

@@ -67,6 +67,8 @@ class BackupView(BaseModel):
     scheduled_for: str | None = None
     # restic: the new (deduplicated, compressed) bytes this snapshot added.
     data_added: int | None = None
+    # archive and s3: how the backup is stored, "tar.gz" or "tar.zst"; restic: None.
+    format: str | None = None
 
 
 class BackupList(BaseModel):

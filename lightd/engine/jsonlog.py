@@ -1,0 +1,269 @@
+"""Follows a container's output by reading the engine's json-file log files directly.
+
+Docker 20.10 (Debian's engine) follows a json-file log badly across rotation: while a
+reader is behind, its ``logs --follow`` stream both repeats and drops lines when the file
+rotates, and sometimes stops delivering altogether (moby/moby#37646 and its kin, fixed
+only in 23.0). The files themselves are whole. When lightd can read them (same host,
+root), :class:`JsonLogFollower` reads them the way a careful ``tail -F`` does: the
+rotated files older than the current one first, then the current file; when the
+current file is renamed away, the old descriptor is read to its end before the next
+file is opened, so nothing written before a rotation is skipped and nothing is read
+twice. It yields what the engine's follow stream yields with ``timestamps``: lines of
+``<RFC 3339 time> <text>``.
+
+It ends when the container's process is gone and the newest file is read to its end,
+or when :meth:`close` is called from another thread. It must not decide anything about
+the lines (throttling, repeats, delivery are the console's); it holds no docker-py
+client and never writes to the files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import orjson
+
+READ_BYTES = 256 * 1024
+# Polls of a quiet file: fast while output flows, slower the longer it stays quiet.
+POLL_MIN_SECONDS = 0.02
+POLL_MAX_SECONDS = 0.25
+NS = 1_000_000_000
+_epoch: dict[str, int] = {}
+
+
+def time_ns(stamp: str) -> int:
+    """Nanoseconds since the epoch of an RFC 3339 UTC stamp like the engine writes (0 if
+    unreadable); the seconds are parsed once per distinct second."""
+    head, _, fraction = stamp.rstrip("Z").partition(".")
+    seconds = _epoch.get(head)
+    if seconds is None:
+        try:
+            parsed = datetime.strptime(head, "%Y-%m-%dT%H:%M:%S")
+        except ValueError:
+            return 0
+        seconds = int(parsed.replace(tzinfo=UTC).timestamp())
+        if len(_epoch) > 4096:
+            _epoch.clear()
+        _epoch[head] = seconds
+    digits = fraction[:9].ljust(9, "0")
+    return seconds * NS + (int(digits) if digits.isdigit() else 0)
+
+
+@dataclass(frozen=True)
+class Process:
+    """The container's main process as the host sees it: its pid and its start time
+    (field 22 of ``/proc/<pid>/stat``), so a reused pid is not taken for it."""
+
+    pid: int
+    start: str
+
+    @classmethod
+    def of(cls, pid: int) -> Process | None:
+        start = _start_time(pid)
+        return None if pid <= 0 or start is None else cls(pid, start)
+
+    def alive(self) -> bool:
+        return _start_time(self.pid) == self.start
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may hold spaces.
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    return fields[19].decode() if len(fields) > 19 else None
+
+
+def chain(path: str, max_files: int) -> list[str]:
+    """The log's files that exist, oldest first: ``path.N`` .. ``path.1``, ``path``."""
+    found = [f"{path}.{n}" for n in range(max_files, 0, -1) if os.path.exists(f"{path}.{n}")]
+    if os.path.exists(path):
+        found.append(path)
+    return found
+
+
+class JsonLogFollower:
+    """One follow of one container's json-file log (see the module docstring)."""
+
+    def __init__(self, path: str, *, process: Process, since_ns: int, max_files: int = 100) -> None:
+        self._path = path
+        self._process = process
+        self._since_ns = since_ns
+        self._max_files = max_files
+        self._closed = threading.Event()
+        self._carry: dict[str, tuple[str, str]] = {}  # stream -> a line cut in parts
+
+    def close(self) -> None:
+        self._closed.set()
+
+    def __iter__(self) -> Iterator[bytes]:
+        read: set[tuple[int, int]] = set()  # (device, inode) of the files read to the end
+        fd: int | None = None
+        pending = b""
+        poll = POLL_MIN_SECONDS
+        try:
+            while not self._closed.is_set():
+                if fd is None:
+                    fd = self._open_next(read)
+                    if fd is None:  # no file yet (or any more): the engine makes one
+                        if not self._process.alive():
+                            return
+                        self._closed.wait(poll)
+                        poll = min(POLL_MAX_SECONDS, poll * 1.5)
+                        continue
+                    self._seek_since(fd)
+                    pending = b""
+                data = os.read(fd, READ_BYTES)
+                if data:
+                    poll = POLL_MIN_SECONDS
+                    out, pending = self._lines(pending + data)
+                    if out:
+                        yield out
+                    continue
+                if not self._current(fd):
+                    # Renamed away by a rotation: the engine writes only to the new file
+                    # from now on, so what it wrote here before is all there is to read.
+                    for out in self._drain(fd, pending):
+                        yield out
+                    info = os.fstat(fd)
+                    read.add((info.st_dev, info.st_ino))
+                    os.close(fd)
+                    fd = None
+                    continue
+                if not self._process.alive():
+                    # The last writes came before the exit: they are read once more.
+                    for out in self._drain(fd, pending):
+                        yield out
+                    return
+                self._closed.wait(poll)
+                poll = min(POLL_MAX_SECONDS, poll * 1.5)
+        finally:
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+    def _drain(self, fd: int, pending: bytes) -> Iterator[bytes]:
+        while data := os.read(fd, READ_BYTES):
+            out, pending = self._lines(pending + data)
+            if out:
+                yield out
+
+    def _current(self, fd: int) -> bool:
+        """Whether ``fd`` is still the file at the log's path (no rotation since)."""
+        try:
+            now = os.stat(self._path)
+        except FileNotFoundError:
+            return True  # between the rename and the new file: the rotation is not done
+        info = os.fstat(fd)
+        return (now.st_dev, now.st_ino) == (info.st_dev, info.st_ino)
+
+    def _open_next(self, read: set[tuple[int, int]]) -> int | None:
+        """The oldest file of the chain not read to its end yet that can hold lines at or
+        after ``since`` (None: none)."""
+        names = chain(self._path, self._max_files)
+        for index, name in enumerate(names):
+            try:
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue  # rotated away between the listing and the open
+            info = os.fstat(fd)
+            last = index == len(names) - 1
+            if (info.st_dev, info.st_ino) in read or (
+                not last and self._since_ns and _newest_ns(fd, info.st_size) < self._since_ns
+            ):
+                read.add((info.st_dev, info.st_ino))
+                os.close(fd)
+                continue
+            return fd
+        return None
+
+    def _seek_since(self, fd: int) -> None:
+        """Moves ``fd`` near the first entry at or after ``since`` (a binary search on
+        the entries' times, one second early: stdout and stderr may interleave)."""
+        if not self._since_ns:
+            return
+        target = self._since_ns - NS
+        low, high = 0, os.fstat(fd).st_size
+        while high - low > READ_BYTES:
+            middle = (low + high) // 2
+            stamp = _entry_ns_at(fd, middle)
+            if stamp is None or stamp >= target:
+                high = middle
+            else:
+                low = middle
+        os.lseek(fd, _line_start(fd, low), os.SEEK_SET)
+
+    def _lines(self, data: bytes) -> tuple[bytes, bytes]:
+        """The complete entries of ``data`` as engine stream lines, and the rest. An entry
+        the engine cut in parts (over 16 KiB) is joined to one line, up to 64 KiB."""
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            return b"", data
+        out: list[bytes] = []
+        since = self._since_ns
+        carry = self._carry
+        for raw in data[: cut + 1].splitlines():
+            try:
+                entry = orjson.loads(raw)
+                stamp, text, stream = entry["time"], entry["log"], entry.get("stream", "")
+            except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+                continue  # a torn or foreign line: the engine's own reader skips it too
+            if not isinstance(stamp, str) or not isinstance(text, str):
+                continue
+            held = carry.pop(stream, None)
+            if held is not None:
+                stamp, text = held[0], held[1] + text
+            if not text.endswith("\n"):
+                if len(text) < PART_LIMIT:
+                    carry[stream] = (stamp, text)
+                    continue
+                text += "\n"
+            if since and time_ns(stamp) < since:
+                continue
+            out.append(f"{stamp} {text}".encode())
+        return b"".join(out), data[cut + 1 :]
+
+
+PART_LIMIT = 64 * 1024
+
+
+def _line_start(fd: int, offset: int) -> int:
+    """The offset of the first entry that starts at or after ``offset``."""
+    if offset == 0:
+        return 0
+    chunk = os.pread(fd, READ_BYTES, offset - 1)
+    newline = chunk.find(b"\n")
+    return offset + newline if newline >= 0 else offset + len(chunk)
+
+
+def _entry_ns_at(fd: int, offset: int) -> int | None:
+    """The time of the first whole entry at or after ``offset`` (None: none there)."""
+    start = _line_start(fd, offset)
+    chunk = os.pread(fd, READ_BYTES, start)
+    line = chunk.split(b"\n", 1)[0]
+    try:
+        stamp = orjson.loads(line)["time"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    return time_ns(stamp) if isinstance(stamp, str) else None
+
+
+def _newest_ns(fd: int, size: int) -> int:
+    """The time of a file's last whole entry (0 when it has none)."""
+    tail = os.pread(fd, min(size, READ_BYTES), max(0, size - READ_BYTES))
+    for line in reversed(tail.rstrip(b"\n").split(b"\n")):
+        try:
+            stamp = orjson.loads(line)["time"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            continue
+        if isinstance(stamp, str):
+            return time_ns(stamp)
+    return 0
