@@ -492,8 +492,8 @@ class Transfers:
             spec, manifest, transfer_id = await self._read_manifest(reader, chunks, internal_id)
             if staged is None:
                 existing = self._transfers.get(transfer_id)
-                if existing is not None and existing.role == "target":
-                    raise Conflict("Transfer refused: this transfer was received here already")
+                if existing is not None and existing.state == "running":
+                    raise Conflict("Transfer refused: this transfer is being received already")
                 self._check_here(spec)
                 records = incoming(self.backups, spec.volume_id, manifest.get("backups"))
             elif transfer_id != staged.transfer.id:
