@@ -555,7 +555,11 @@ class Transfers:
                 return transfer, secret
             transfer.published = True
             await self._set_phase(transfer, "converging")
-            await asyncio.to_thread(self._volumes.adopt, spec.volume_id, tree)
+            try:
+                await asyncio.to_thread(self._volumes.adopt, spec.volume_id, tree)
+            except VolumeInUse:
+                transfer.published = False  # someone else's volume: never removed here
+                raise
             if records and self.backups is not None:
                 await self.backups.take_in(records, files)
             await self._seed(internal_id, manifest.get("install"))
