@@ -34,8 +34,10 @@ from lightd.desired.views import Views
 from lightd.engine.docker import DockerEngine
 from lightd.errors import LightdError
 from lightd.fs import ArchiveLimits, VolumeManager
+from lightd.fs.beneath import Root
 from lightd.fs.files import VolumeFiles
 from lightd.fs.limits import DiskLimits
+from lightd.fs.ops import hand_root
 from lightd.logsetup import flush_logs, set_flush_waker, set_level
 from lightd.metrics import Metrics
 from lightd.pool import PortPool
@@ -51,11 +53,12 @@ from lightd.runtime.watch import NodeWatch
 from lightd.services import Access, Consoles, GitOps, Node, Services, SocketCounts
 from lightd.sftp import ContainerAccess, SftpService
 from lightd.spec.container import ContainerSpec, numeric_owner
-from lightd.spec.observed import InstallState, ObservedContainer, RuntimeState
+from lightd.spec.observed import InstallState, ObservedContainer, ObservedPatch, RuntimeState
 from lightd.store import DocumentStore
 from lightd.store.install_logs import InstallLogs
 from lightd.store.observed import ObservedStore
 from lightd.store.watch import FILE_EVENTS, FolderWatcher, WatchSettings
+from lightd.templates.denylist import Denylist, denylist_of
 from lightd.transfer.guard import parse_networks
 from lightd.transfer.pull import Pulls
 from lightd.transfer.service import Transfers
@@ -109,6 +112,8 @@ class Daemon:
         self.node_id = ensure_node_id(data_dir)
         self.engine = DockerEngine(settings.docker, node_id=self.node_id)
         self.containers = DesiredContainers(self.desired)
+        # Document volume prefixes are resolved once, when a document is read or written.
+        self.containers.resolve_volume = self._volume_id
         self.templates = DesiredTemplates(self.desired)
         self.resolver = Resolver(
             templates=self.templates,
@@ -199,6 +204,7 @@ class Daemon:
             owner_of=self._volume_owner,
             limit_owner=self._limit_owner,
             in_use=self._volume_in_use,
+            denied=self._denied,
         )
         self.pulls = Pulls(
             self.files,
@@ -225,6 +231,7 @@ class Daemon:
             seed_install=self.controller.seed_install,
             changed=lambda key, view: self.watch.set_object("transfer", key, view),
             finished=self._transfer_finished,
+            hand_over=self._hand_transferred,
         )
         # SFTP (lightd.sftp): sessions on container volumes; activity to /watch and the panel.
         self.sftp = SftpService(
@@ -312,6 +319,31 @@ class Daemon:
         }
         self.remote.notify(internal_id, Notification("transfer", body))
 
+    async def _hand_transferred(self, spec: ContainerSpec, volume: Path) -> None:
+        """A volume a transfer moved in goes to the document's user once, recorded.
+
+        As after an install (the planner's ``HandVolume``): one walk, then
+        ``volume_owner`` in the observed state, so neither the first reconcile nor later
+        starts walk the tree again. Users that are names (not uid:gid) are left alone, and
+        so is a volume whose install did not come along (the install hands it over).
+        """
+        user = spec.user or self.settings.containers.user
+        owner = numeric_owner(user)
+        observed = self.observed.get(spec.internal_id)
+        if user is None or owner is None or observed is None:
+            return
+        if observed.install_state is not InstallState.READY:
+            return
+
+        def work() -> int:
+            with Root(volume) as root:
+                return hand_root(root, owner)
+
+        changed = await asyncio.to_thread(work)
+        log.info("%s: transferred volume handed to %s (%d entries changed)", spec.internal_id,
+                 user, changed)  # fmt: skip
+        await self.observed.patch(spec.internal_id, ObservedPatch(volume_owner=user))
+
     def _admit_error(self, spec: ContainerSpec) -> LightdError | None:
         """The error a transfer's target answers for a document it may not apply, or None."""
         refusal = admit(
@@ -340,6 +372,7 @@ class Daemon:
             owner=numeric_owner(observed.volume_owner if observed is not None else None),
             room=lambda: self.disk.room(ref),
             wrote=lambda delta: self.disk.wrote(volume_id, delta),
+            denied=lambda parts, folder: self._denied(volume_id, parts, folder),
         )
 
     def sftp_activity(self, body: dict[str, Any]) -> None:
@@ -368,6 +401,18 @@ class Daemon:
                 return owner
         return None
 
+    def _denylist(self, volume_id: str) -> Denylist | None:
+        """The file denylist of the templates the volume's containers use (in memory)."""
+        return denylist_of(
+            self.templates.get(spec.template)
+            for spec in self._users(volume_id)
+            if spec.template is not None
+        )
+
+    def _denied(self, volume_id: str, parts: tuple[str, ...], folder: bool | None) -> bool:
+        denylist = self._denylist(volume_id)
+        return denylist is not None and denylist.denies(parts, folder=folder)
+
     # -- disk limits -------------------------------------------------------------------
 
     def _volume_id(self, ref: str) -> str | None:
@@ -389,11 +434,9 @@ class Daemon:
         await self.volumes.run_heavy(self.disk.set_limit, volume.ref, limit, in_use=in_use)
 
     def _users(self, volume_id: str) -> list[ContainerSpec]:
-        return [
-            spec
-            for spec in self.containers.all()
-            if spec.volume_id == volume_id or self._volume_id(spec.volume_id) == volume_id
-        ]
+        """The documents using the volume (an in-memory lookup, no disk access)."""
+        found = (self.containers.get(key) for key in volume_users(self.containers, volume_id))
+        return [spec for spec in found if spec is not None]
 
     def _limit_owner(self, volume_id: str) -> str | None:
         """The container whose document sets the volume's limit (it wins over the API)."""

@@ -18,6 +18,7 @@ defined elsewhere name their module)::
     │   └── PullRefused           a pull URL or address the guard refuses   (400)
     ├── Unauthorized              missing or wrong token                    (401)
     ├── Forbidden                 vendor header missing                     (403)
+    │   └── FileDenied            the template's file_denylist matches      (403)
     ├── NotFound                  a named thing does not exist              (404)
     │   ├── PortNotFound          the ip+port is not in the pool            (404)
     │   ├── NoAvailablePorts      no free, bindable port is left            (404)
@@ -128,6 +129,12 @@ class Unauthorized(LightdError):
 
 class Forbidden(LightdError):
     message = "Invalid vendor header"
+
+
+class FileDenied(Forbidden):
+    """The path matches the ``file_denylist`` of a template the volume's containers use."""
+
+    message = "File is denied by the template"
 
 
 class NotFound(LightdError):

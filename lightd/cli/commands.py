@@ -108,6 +108,9 @@ def current_from_daemon(
             document=spec,
             exists=bool(main["exists"]) if main is not None else None,
             running=running,
+            # The user it runs as now (daemons that say it; None: the image's).
+            user=main.get("user") if main is not None else None,
+            user_known=main is not None and bool(main["exists"]) and "user" in main,
         )
     return found
 
@@ -138,6 +141,8 @@ def current_from_engine(settings: Settings) -> dict[str, Current]:
                 exists=True,
                 running=actual.running,
                 actual=actual,
+                user=observed_of(settings, actual.internal_id).run_user,
+                user_known=True,
             )
     return found
 
@@ -172,6 +177,7 @@ def plan(folder: Path, *, settings: Settings, client: DaemonClient, out: TextIO)
             listing = client.get("/network/ports")
             pool_changes = pool_diff(reading.pool.entries, listing["ports"])
         expected = None
+        expected_user = None
     except DaemonUnreachable:
         try:
             current = current_from_engine(settings)
@@ -180,15 +186,17 @@ def plan(folder: Path, *, settings: Settings, client: DaemonClient, out: TextIO)
             return EXIT_ERROR
         source = "the Docker engine (no daemon answers; the pool is not compared)"
 
-        def expected(spec: ContainerSpec) -> str:
-            path = volume_path(settings, spec.volume_id)
-            user = main_user(
+        def expected_user(spec: ContainerSpec) -> str | None:
+            return main_user(
                 spec,
                 observed_of(settings, spec.internal_id),
-                volume_path=path,
+                volume_path=volume_path(settings, spec.volume_id),
                 policy=Policy(default_user=settings.containers.user),
             )
-            return recreate_hash(spec, volume_path=path, user=user)
+
+        def expected(spec: ContainerSpec) -> str:
+            path = volume_path(settings, spec.volume_id)
+            return recreate_hash(spec, volume_path=path, user=expected_user(spec))
 
     except ApiError as exc:
         print(f"lightd plan: {exc.message}", file=out)
@@ -198,6 +206,8 @@ def plan(folder: Path, *, settings: Settings, client: DaemonClient, out: TextIO)
         current=current,
         invalid=reading.invalid,
         expected_hash=expected,
+        expected_user=expected_user,
+        default_user=settings.containers.user,
     )
     changes += pool_changes
     print(f"Comparing {folder} with {source}.", file=out)

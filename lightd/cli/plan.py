@@ -3,8 +3,11 @@
 :func:`diff` is pure: it compares the folder's documents with what the node has now
 (:class:`Current`, from the daemon's ``GET /desired/containers`` or read from the engine
 when no daemon runs) and lists the changes: create, re-create, update, start, stop,
-restart, reinstall, delete, and the pool's added, removed and changed ports. It must not
-read files, call the daemon or touch the engine.
+restart, reinstall, delete, and the pool's added, removed and changed ports. A re-create
+that moves a container to another user says so (``user: 0:0 -> 988:988``): documents
+written before users were known keep the image's user until an edit re-creates them,
+then they run as ``containers.user``. It must not read files, call the daemon or touch
+the engine.
 """
 
 from __future__ import annotations
@@ -75,6 +78,9 @@ class Current:
     exists: bool | None = None
     running: bool | None = None
     actual: ActualContainer | None = None
+    # The user the main container runs as now (None: the image's), when it is known.
+    user: str | None = None
+    user_known: bool = False
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,28 @@ def _field_changes(old: dict[str, Any], new: dict[str, Any], names: tuple[str, .
     ]
 
 
+def shown_user(user: str | None) -> str:
+    """A user as the plan shows it; the image's own (no user set) is root for lightd's images."""
+    return "0:0" if user is None else user
+
+
+def _next_user(
+    spec: ContainerSpec, doc: ContainerSpec, *, recreated: bool, default_user: str | None
+) -> str | None:
+    """The user the container runs as after this edit (the planner's ``main_user``)."""
+    if spec.user is not None:
+        return spec.user
+    if recreated or doc.user is not None:
+        return default_user  # re-created (or its own user dropped): containers.user
+    return None
+
+
+def _user_change(now: str | None, then: str | None) -> str | None:
+    if shown_user(now) == shown_user(then):
+        return None
+    return f"user: {shown_user(now)} -> {shown_user(then)}"
+
+
 def _limit_changes(old: ContainerSpec, new: ContainerSpec) -> list[str]:
     before, after = old.limits.model_dump(), new.limits.model_dump()
     return [
@@ -113,14 +141,25 @@ def _limit_changes(old: ContainerSpec, new: ContainerSpec) -> list[str]:
     ]
 
 
-def _compare_documents(spec: ContainerSpec, cur: Current, doc: ContainerSpec) -> list[Change]:
+def _compare_documents(
+    spec: ContainerSpec, cur: Current, doc: ContainerSpec, *, default_user: str | None
+) -> list[Change]:
     key = spec.internal_id
     old = doc.model_dump(mode="json")
     new = spec.model_dump(mode="json")
     old["ports"] = sorted(map(str, old["ports"]))
     new["ports"] = sorted(map(str, new["ports"]))
     changes: list[Change] = []
-    recreate = _field_changes(old, new, RECREATE_FIELDS)
+    if cur.user_known:
+        # The user it runs as now against the one it will run as: an older document
+        # keeps the image's user until an edit re-creates it as containers.user.
+        recreate = _field_changes(old, new, tuple(f for f in RECREATE_FIELDS if f != "user"))
+        then = _next_user(spec, doc, recreated=bool(recreate), default_user=default_user)
+        moved = _user_change(cur.user, then) if then is not None or recreate else None
+        if moved is not None:
+            recreate.append(moved)
+    else:
+        recreate = _field_changes(old, new, RECREATE_FIELDS)
     if recreate:
         changes.append(Change(ChangeKind.RECREATE, key, "; ".join(recreate)))
     elif cur.exists is False:
@@ -159,15 +198,19 @@ def _power(
 
 
 def _compare_actual(
-    spec: ContainerSpec, cur: Current, main: ActualContainer, expected_hash: str
+    spec: ContainerSpec,
+    cur: Current,
+    main: ActualContainer,
+    expected_hash: str,
+    expected_user: str | None,
 ) -> list[Change]:
     key = spec.internal_id
     changes: list[Change] = []
     recreated = main.spec_hash != expected_hash
     if recreated:
-        changes.append(
-            Change(ChangeKind.RECREATE, key, "image, command, ports, mounts or environment differ")
-        )
+        detail = "image, command, ports, mounts or environment differ"
+        moved = _user_change(cur.user, expected_user)
+        changes.append(Change(ChangeKind.RECREATE, key, f"{detail}; {moved}" if moved else detail))
     elif limits_differ(spec, main):
         wanted = resources_of(spec)
         changes.append(
@@ -188,12 +231,16 @@ def diff(
     current: Mapping[str, Current],
     invalid: set[str],
     expected_hash: Callable[[ContainerSpec], str] | None = None,
+    expected_user: Callable[[ContainerSpec], str | None] | None = None,
+    default_user: str | None = None,
 ) -> list[Change]:
     """The container changes that reach ``wanted`` from ``current``.
 
     ``invalid`` are internal_ids whose document in the folder is invalid: the node keeps
-    their last good spec, so they are neither changed nor deleted. ``expected_hash``
-    (engine mode) gives the re-create hash a document would have.
+    their last good spec, so they are neither changed nor deleted. ``expected_hash`` and
+    ``expected_user`` (engine mode) give the re-create hash and the user a document
+    would have; ``default_user`` is ``containers.user`` (what a re-created container
+    without a ``user`` of its own runs as).
     """
     changes: list[Change] = []
     for key in sorted(set(wanted) | set(current)):
@@ -210,9 +257,10 @@ def diff(
             changes.append(Change(ChangeKind.CREATE, key))
             continue
         if cur.document is not None:
-            changes.extend(_compare_documents(spec, cur, cur.document))
+            changes.extend(_compare_documents(spec, cur, cur.document, default_user=default_user))
         elif cur.actual is not None and expected_hash is not None:
-            changes.extend(_compare_actual(spec, cur, cur.actual, expected_hash(spec)))
+            user = expected_user(spec) if expected_user is not None else cur.user
+            changes.extend(_compare_actual(spec, cur, cur.actual, expected_hash(spec), user))
         else:
             changes.append(Change(ChangeKind.RECREATE, key, "no document known for it"))
     return changes

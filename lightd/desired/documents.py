@@ -12,6 +12,7 @@ guard's decision (:mod:`lightd.desired.guard`), applied with :meth:`forget` and
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from lightd.store import DocumentStore
 from lightd.store.documents import digest
 
 FOLDER = "containers"
+FULL_VOLUME_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,15 @@ def _identity(path: Path) -> tuple[int, int, int, int] | None:
     return (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
 
+def full_volume_id(ref: str, resolve: Callable[[str], str | None]) -> str | None:
+    """A document's ``volume_id`` as the volume's full id: a full UUID as it is (lowercase,
+    no disk access), a prefix through ``resolve`` (None while it names no volume)."""
+    ref = ref.lower()
+    if FULL_VOLUME_ID.fullmatch(ref):
+        return ref
+    return resolve(ref)
+
+
 class DesiredContainers:
     """Last good specs, per-file problems and content digests of the container folder."""
 
@@ -155,6 +166,13 @@ class DesiredContainers:
         self._generation = 0
         self._bindings: tuple[int, dict[tuple[str, int, str], str]] = (-1, {})
         self._claimed_ids: frozenset[str] = frozenset()  # replaced whole, read lock-free
+        # internal_id -> the full id of the volume its document names, normalised once
+        # when the document is read or written (a prefix resolved through
+        # ``resolve_volume``); None while a prefix names no volume yet.
+        self._volume_ids: dict[str, str | None] = {}
+        self._volume_index: tuple[int, dict[str, list[str]]] = (-1, {})
+        # A volume prefix -> its full id, or None (set by the daemon; blocking).
+        self.resolve_volume: Callable[[str], str | None] = lambda _ref: None
         self._lock = threading.Lock()
         # Called (from any thread, outside the lock) with each internal_id whose spec changed.
         self.listeners: list[Callable[[str], None]] = []
@@ -187,6 +205,38 @@ class DesiredContainers:
                 bound[(binding.ip, binding.port, binding.protocol)] = spec.internal_id
         self._bindings = (generation, bound)
         return bound
+
+    def volume_users(self, volume_id: str) -> list[str]:
+        """The containers whose documents use the volume ``volume_id`` (a full id), sorted.
+
+        An in-memory lookup: prefixes were resolved when the documents were read, the
+        index is rebuilt only after a change. A prefix that named no volume then is
+        tried again here (it may name one since).
+        """
+        generation, index = self._volume_index
+        if generation != self._generation:
+            generation = self._generation
+            index = {}
+            for key in sorted(self._specs):
+                found = self._volume_ids.get(key)
+                if found is not None:
+                    index.setdefault(found, []).append(key)
+            self._volume_index = (generation, index)
+        users = list(index.get(volume_id, ()))
+        for key, found in tuple(self._volume_ids.items()):
+            spec = self._specs.get(key) if found is None else None
+            if spec is None:
+                continue
+            late = full_volume_id(spec.volume_id, self.resolve_volume)
+            if late is not None and self._specs.get(key) is spec:
+                self._volume_ids[key] = late  # found since: remembered
+                self._volume_index = (-1, {})
+            if late == volume_id:
+                users.append(key)
+        return sorted(users)
+
+    def _note_volume(self, key: str, spec: ContainerSpec) -> None:
+        self._volume_ids[key] = full_volume_id(spec.volume_id, self.resolve_volume)
 
     def ids(self) -> list[str]:
         return sorted(self._specs)
@@ -301,6 +351,7 @@ class DesiredContainers:
                 else:
                     self._problems.pop(key, None)
                     self._specs[key] = parsed
+                    self._note_volume(key, parsed)
             self._present = seen
             if blocked is None:
                 for gone in set(self._claims) - seen:
@@ -326,6 +377,7 @@ class DesiredContainers:
         self._stats.pop(key, None)
         self._problems.pop(key, None)
         self._specs.pop(key, None)
+        self._volume_ids.pop(key, None)
         self._held.discard(key)
 
     def forget(self, keys: set[str]) -> set[str]:
@@ -354,6 +406,7 @@ class DesiredContainers:
                 if identity is not None:
                     self._stats[spec.internal_id] = identity
                 self._specs[spec.internal_id] = spec
+                self._note_volume(spec.internal_id, spec)
                 self._problems.pop(spec.internal_id, None)
                 self._held.discard(spec.internal_id)
                 self._present.add(spec.internal_id)
@@ -369,5 +422,6 @@ class DesiredContainers:
             self._present.discard(internal_id)
             self._held.discard(internal_id)
             found = self._specs.pop(internal_id, None) is not None or existed
+            self._volume_ids.pop(internal_id, None)
         self._changed({internal_id})
         return found

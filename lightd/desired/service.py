@@ -50,7 +50,9 @@ def bindings_of(desired: DesiredContainers) -> Mapping[tuple[str, int, str], str
 
 
 def volume_users(desired: DesiredContainers, volume_id: str) -> list[str]:
-    return [spec.internal_id for spec in desired.all() if spec.volume_id == volume_id]
+    """The containers whose documents use the volume ``volume_id`` (its full id): an
+    in-memory lookup (document prefixes are resolved once, when they are read)."""
+    return desired.volume_users(volume_id)
 
 
 class ContainerService:

@@ -300,8 +300,12 @@ def compress(
     overwrite: bool,
     level: int = 6,
     room: int | None = None,
+    leave_out: Callable[[Parts], bool] | None = None,
 ) -> tuple[Parts, int]:
-    """Write ``sources`` (default: the whole volume) to ``output``; its parts and size."""
+    """Write ``sources`` (default: the whole volume) to ``output``; its parts and size.
+
+    ``leave_out`` (the volume's file denylist) names entries the archive does not hold.
+    """
     target = archive_parts(output, fmt)
     for parts in sources:
         stat_of(root, parts)
@@ -318,7 +322,10 @@ def compress(
             fd = os.open(temp, WRITE_FLAGS, 0o644, dir_fd=root.fd)
             with closing_fd(fd):
                 skip.add((os.fstat(fd).st_dev, os.fstat(fd).st_ino))
-                _write_archive(fd, fmt, _walk_sources(root, sources or [()], skip), level=level)
+                items = _walk_sources(root, sources or [()], skip)
+                if leave_out is not None:
+                    items = (item for item in items if not leave_out(tuple(item[0].split("/"))))
+                _write_archive(fd, fmt, items, level=level)
                 os.fsync(fd)
                 size = os.fstat(fd).st_size
             if room is not None and size - (existing.st_size if existing else 0) > room:
@@ -566,15 +573,28 @@ class TreeWriter:
             )
 
 
-def _usable(parts: Parts, entry: str, report: ExtractReport) -> bool:
+def _usable(
+    parts: Parts,
+    entry: str,
+    report: ExtractReport,
+    leave_out: Callable[[Parts], bool] | None = None,
+) -> bool:
     if parts and parts[0].startswith(TEMP_PREFIX):
         report.skipped.append(Skipped(entry, "reserved name"))
+        return False
+    if parts and leave_out is not None and leave_out(parts):
+        report.skipped.append(Skipped(entry, "denied by the template"))
         return False
     return True
 
 
 def _extract_tar(
-    fd: int, kind: str, writer: TreeWriter, budget: Budget, report: ExtractReport
+    fd: int,
+    kind: str,
+    writer: TreeWriter,
+    budget: Budget,
+    report: ExtractReport,
+    leave_out: Callable[[Parts], bool] | None = None,
 ) -> None:
     reader = DecompressingReader(fd, kind, check=budget.stream_check)
     try:
@@ -585,7 +605,7 @@ def _extract_tar(
                 budget.entry()
                 name = member.name
                 parts = entry_parts(name)
-                if not _usable(parts, name, report):
+                if not _usable(parts, name, report, leave_out):
                     continue
                 if member.isdir():
                     writer.folder(parts, name, member.mode)
@@ -607,7 +627,13 @@ def _extract_tar(
         reader.close()
 
 
-def _extract_zip(fd: int, writer: TreeWriter, budget: Budget, report: ExtractReport) -> None:
+def _extract_zip(
+    fd: int,
+    writer: TreeWriter,
+    budget: Budget,
+    report: ExtractReport,
+    leave_out: Callable[[Parts], bool] | None = None,
+) -> None:
     try:
         with (
             os.fdopen(fd, "rb", closefd=False) as handle,
@@ -623,7 +649,7 @@ def _extract_zip(fd: int, writer: TreeWriter, budget: Budget, report: ExtractRep
                 budget.entry()
                 name = member.filename
                 parts = entry_parts(name)
-                if not _usable(parts, name, report):
+                if not _usable(parts, name, report, leave_out):
                     continue
                 unix_mode = member.external_attr >> 16 if member.create_system == 3 else 0
                 if member.is_dir():
@@ -769,8 +795,13 @@ def extract(
     destination: Parts,
     limits: ArchiveLimits,
     overwrite: bool,
+    leave_out: Callable[[Parts], bool] | None = None,
 ) -> ExtractReport:
-    """Extract the archive at ``archive`` into ``destination`` (created if missing)."""
+    """Extract the archive at ``archive`` into ``destination`` (created if missing).
+
+    ``leave_out`` (the volume's file denylist, for parts below ``destination``) names
+    entries that are skipped and reported.
+    """
     report = ExtractReport()
     fd, size = open_for_read(root, archive)
     with closing_fd(fd):
@@ -785,9 +816,9 @@ def extract(
                     writer = TreeWriter(top, budget, report)
                     try:
                         if fmt == "zip":
-                            _extract_zip(fd, writer, budget, report)
+                            _extract_zip(fd, writer, budget, report, leave_out)
                         else:
-                            _extract_tar(fd, _CODEC[fmt], writer, budget, report)
+                            _extract_tar(fd, _CODEC[fmt], writer, budget, report, leave_out)
                     finally:
                         writer.close()
             _place(root, temp, destination, overwrite=overwrite, report=report)

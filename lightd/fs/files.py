@@ -9,6 +9,12 @@ all; reads hand out a :class:`FileStream` that owns its descriptor. Paths arrive
 archives, extractions) is handed to the volume's container user (``owner_of``), folders on
 the way included.
 
+A path the volume's ``file_denylist`` matches (the templates of the containers using it;
+``denied`` asks, the decision lives in :mod:`lightd.templates.denylist`) is refused with
+:class:`~lightd.errors.FileDenied` (403) by every method that reads, writes, renames,
+copies, deletes or changes it, and is left out of archives made and extracted here;
+listings still show it, as in the Wings family.
+
 Every writer checks the volume's disk limit first (:class:`~lightd.fs.limits.DiskLimits`):
 a write or copy whose size would pass it, an upload whose bytes reach it, an extraction
 whose expanded size reaches it and an archive larger than the room left all fail with
@@ -31,11 +37,12 @@ from typing import BinaryIO, Concatenate, ParamSpec, TypeVar
 from lightd.errors import (
     DiskLimitConflict,
     DiskLimitExceeded,
+    FileDenied,
     InsufficientStorage,
     PayloadTooLarge,
 )
 from lightd.fs import ops
-from lightd.fs.archive import ArchiveFormat, ExtractReport, compress, extract
+from lightd.fs.archive import ArchiveFormat, ExtractReport, archive_parts, compress, extract
 from lightd.fs.beneath import Root
 from lightd.fs.limits import DiskLimits
 from lightd.fs.paths import Parts
@@ -46,6 +53,14 @@ UPLOAD_CHUNK = 1024 * 1024  # bytes gathered before one write to the volume
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+# (volume id, parts, whether the entry is a folder or None when unknown) -> True when
+# the volume's file denylist refuses the entry.
+Denied = Callable[[str, Parts, "bool | None"], bool]
+
+
+def never_denied(_volume_id: str, _parts: Parts, _folder: bool | None) -> bool:
+    return False
 
 
 class FileStream:
@@ -81,8 +96,10 @@ class VolumeFiles:
         owner_of: Callable[[str], tuple[int, int] | None] | None = None,
         limit_owner: Callable[[str], str | None] = lambda _volume_id: None,
         in_use: Callable[[str], bool] = lambda _volume_id: False,
+        denied: Denied = never_denied,
     ) -> None:
         self._volumes = volumes
+        self._denied = denied
         # volume id -> the uid, gid of its container's user: what lightd makes goes to it.
         self._owner_of = owner_of or (lambda _volume_id: None)
         # The container whose document sets a volume's limit (the document wins).
@@ -91,6 +108,19 @@ class VolumeFiles:
 
     def _owner(self, ref: str) -> tuple[int, int] | None:
         return self._owner_of(self._volumes.resolve(ref).id)
+
+    def _refuse_denied(self, ref: str, *entries: Parts, folder: bool | None = None) -> str:
+        """FileDenied when the denylist matches one of ``entries``; the volume's id."""
+        volume_id = self._volumes.resolve(ref).id
+        if any(self._denied(volume_id, parts, folder) for parts in entries):
+            raise FileDenied()
+        return volume_id
+
+    def _leave_out(self, volume_id: str, base: Parts = ()) -> Callable[[Parts], bool] | None:
+        """What archives leave out: entries (below ``base``) the denylist matches."""
+        if self._denied is never_denied:
+            return None
+        return lambda parts: self._denied(volume_id, (*base, *parts), None)
 
     # -- volumes ---------------------------------------------------------------------
 
@@ -146,6 +176,7 @@ class VolumeFiles:
     # -- files -----------------------------------------------------------------------
 
     async def write(self, ref: str, parts: Parts, content: bytes) -> None:
+        self._refuse_denied(ref, parts, folder=False)
         disk = self.disk
         volume = self._volumes.resolve(ref)
         owner = self._owner_of(volume.id)
@@ -164,9 +195,11 @@ class VolumeFiles:
         return await self._light(ref, ops.list_dir, parts)
 
     async def delete(self, ref: str, parts: Parts) -> None:
+        self._refuse_denied(ref, parts)
         await self._heavy(ref, ops.delete, parts)
 
     async def read(self, ref: str, parts: Parts) -> FileStream:
+        self._refuse_denied(ref, parts, folder=False)
         fd, size = await self._light(ref, ops.open_for_read, parts)
         return FileStream(self._volumes, fd, size)
 
@@ -188,6 +221,7 @@ class VolumeFiles:
         """
         if declared_length is not None and declared_length > limit:
             raise PayloadTooLarge()
+        self._refuse_denied(ref, parts, folder=False)
         volume = self._volumes.resolve(ref)
         root = await self._volumes.run(Root, volume.path)
         try:
@@ -229,10 +263,12 @@ class VolumeFiles:
         return await self._light(ref, ops.root_lstat, parts)
 
     async def make_folder(self, ref: str, parts: Parts) -> None:
+        self._refuse_denied(ref, parts, folder=True)
         owner = self._owner(ref)
         await self._light(ref, _made, ops.make_folder, parts, owner=owner)
 
     async def copy(self, ref: str, source: Parts, target: Parts, *, overwrite: bool) -> None:
+        self._refuse_denied(ref, source, target)
         disk = self.disk
         volume = self._volumes.resolve(ref)
         owner = self._owner_of(volume.id)
@@ -248,9 +284,11 @@ class VolumeFiles:
         await self._heavy(ref, copy)
 
     async def move(self, ref: str, source: Parts, target: Parts, *, overwrite: bool) -> None:
+        self._refuse_denied(ref, source, target)
         await self._heavy(ref, ops.move, source, target, overwrite=overwrite)
 
     async def chmod(self, ref: str, parts: Parts, mode: int) -> None:
+        self._refuse_denied(ref, parts)
         await self._light(ref, ops.change_mode, parts, mode)
 
     async def search(self, ref: str, parts: Parts, query: SearchQuery) -> SearchResult:
@@ -268,10 +306,16 @@ class VolumeFiles:
         fmt: ArchiveFormat,
         overwrite: bool,
     ) -> tuple[Parts, int]:
-        """Write an archive of ``sources`` (default: the whole volume); its parts and size."""
+        """Write an archive of ``sources`` (default: the whole volume); its parts and size.
+
+        Denied sources and outputs are refused; denied entries below a source are left out.
+        """
+        self._refuse_denied(ref, *sources)
+        self._refuse_denied(ref, archive_parts(output, fmt), folder=False)
         disk = self.disk
         volume = self._volumes.resolve(ref)
         owner = self._owner_of(volume.id)
+        leave_out = self._leave_out(volume.id)
 
         def work(root: Root) -> tuple[Parts, int]:
             with self._limited(volume.id):
@@ -282,6 +326,7 @@ class VolumeFiles:
                     fmt=fmt,
                     overwrite=overwrite,
                     room=disk.room(volume.ref),
+                    leave_out=leave_out,
                 )
             disk.wrote(volume.id, made[1])
             ops.hand_new(root, made[0], owner)
@@ -295,11 +340,15 @@ class VolumeFiles:
         """Extract an archive of the volume into ``destination`` within the archive limits.
 
         What it made goes to the volume's user (the destination folder is walked once); the
-        expanded size counts against the disk limit as it is written.
+        expanded size counts against the disk limit as it is written. A denied archive or
+        destination is refused; denied entries are skipped (and reported).
         """
+        self._refuse_denied(ref, archive, folder=False)
+        self._refuse_denied(ref, destination, folder=True)
         disk = self.disk
         volume = self._volumes.resolve(ref)
         owner = self._owner_of(volume.id)
+        leave_out = self._leave_out(volume.id, destination)
 
         def work(root: Root) -> ExtractReport:
             limits = dataclasses.replace(self._volumes.limits, disk_room=disk.room(volume.ref))
@@ -310,6 +359,7 @@ class VolumeFiles:
                     destination=destination,
                     limits=limits,
                     overwrite=overwrite,
+                    leave_out=leave_out,
                 )
             disk.wrote(volume.id, report.bytes)
             if owner is not None:

@@ -50,6 +50,7 @@ from asyncssh.constants import (
 
 from lightd.errors import (
     DiskLimitExceeded,
+    FileDenied,
     FileExists,
     FileNotFound,
     FilePermissionDenied,
@@ -93,13 +94,15 @@ class SessionContext:
     # the accounting of what a committed upload added.
     room: Callable[[], int | None] = lambda: None
     wrote: Callable[[int], None] = lambda _delta: None
+    # (parts, folder or None) -> True when the volume's file denylist refuses the entry.
+    denied: Callable[[Parts, bool | None], bool] = lambda _parts, _folder: False
 
 
 def sftp_error(exc: LightdError) -> asyncssh.SFTPError:
     """The SFTP status for a lightd error (version 3 codes where they exist)."""
     if isinstance(exc, FileNotFound):
         return asyncssh.SFTPError(FX_NO_SUCH_FILE, "No such file")
-    if isinstance(exc, PathTraversal | FilePermissionDenied):
+    if isinstance(exc, PathTraversal | FilePermissionDenied | FileDenied):
         return asyncssh.SFTPError(FX_PERMISSION_DENIED, "Permission denied")
     if isinstance(exc, DiskLimitExceeded):
         return asyncssh.SFTPError(FX_NO_SPACE_ON_FILESYSTEM, "Disk limit exceeded")
@@ -243,6 +246,11 @@ class VolumeSftp(asyncssh.SFTPServer):
         if not allowed(self.context.permissions, operations):
             raise denied()
 
+    def _allow(self, *entries: Parts, folder: bool | None = None) -> None:
+        """Permission denied when the volume's file denylist matches one of ``entries``."""
+        if any(self.context.denied(parts, folder) for parts in entries):
+            raise FileDenied()
+
     def _follow(self, parts: Parts) -> Parts:
         return handles.resolve(self.root, parts, mount=CONTAINER_MOUNT)
 
@@ -316,6 +324,7 @@ class VolumeSftp(asyncssh.SFTPServer):
 
             def open_reader() -> ReadHandle:
                 target = self._follow(parts)
+                self._allow(parts, target, folder=False)
                 fd = handles.open_read(self.root, target)
                 try:
                     return ReadHandle(fd, target, io=io, budget=budget)
@@ -331,6 +340,7 @@ class VolumeSftp(asyncssh.SFTPServer):
 
             def open_writer() -> WriteHandle:
                 target = self._entry(parts) if exclusive else self._follow(parts)
+                self._allow(parts, target, folder=False)
                 if not create and handles.lstat_or_none(self.root, target) is None:
                     raise FileNotFound()
                 upload = handles.Upload(
@@ -444,6 +454,7 @@ class VolumeSftp(asyncssh.SFTPServer):
     # -- attributes ----------------------------------------------------------------
 
     def _apply(self, parts: Parts, attrs: asyncssh.SFTPAttrs) -> None:
+        self._allow(parts)
         if attrs.uid is not None or attrs.gid is not None:
             raise FilePermissionDenied("Changing the owner is not allowed")
         if attrs.size is not None:
@@ -519,6 +530,8 @@ class VolumeSftp(asyncssh.SFTPServer):
         self._need("write")
         mode = attrs.permissions if attrs.permissions is not None else 0o755
         entry = await self._run(self._entry, parts)
+        with answered():
+            self._allow(parts, entry, folder=True)
         await self._run(handles.make_dir, self.root, entry, mode)
         await self._run(hand_new, self.root, entry, self.context.owner)
 
@@ -526,6 +539,8 @@ class VolumeSftp(asyncssh.SFTPServer):
         parts = parts_of(path)
         self._need("delete")
         entry = await self._run(self._entry, parts)
+        with answered():
+            self._allow(parts, entry, folder=True)
         await self._run(handles.remove_dir, self.root, entry)
         self.context.activity("sftp.delete", shown(entry), "")
 
@@ -533,6 +548,8 @@ class VolumeSftp(asyncssh.SFTPServer):
         parts = parts_of(path)
         self._need("delete")
         entry = await self._run(self._entry, parts)
+        with answered():
+            self._allow(parts, entry, folder=False)
         await self._run(handles.remove_file, self.root, entry)
         self.context.activity("sftp.delete", shown(entry), "")
 
@@ -541,6 +558,8 @@ class VolumeSftp(asyncssh.SFTPServer):
         self._need("write")
         src = await self._run(self._entry, source)
         dst = await self._run(self._entry, target)
+        with answered():
+            self._allow(source, target, src, dst)
         if replace and "delete" not in self.context.permissions:
             exists = await self._run(handles.lstat_or_none, self.root, dst)
             if exists is not None:
@@ -580,6 +599,7 @@ class VolumeSftp(asyncssh.SFTPServer):
             raise denied()
         with answered():
             target = parse_path("/".join(found)) if found else ()
+            self._allow(link, entry, target)
         await self._run(handles.symlink, self.root, entry, target)
         await self._run(hand_new, self.root, entry, self.context.owner)
 

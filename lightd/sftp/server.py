@@ -35,6 +35,7 @@ from typing import Any, Protocol
 import asyncssh
 
 from lightd.errors import ConfigError
+from lightd.fs.paths import Parts
 from lightd.sftp.activity import Action, ActivityBatch
 from lightd.sftp.credentials import (
     Credential,
@@ -84,6 +85,8 @@ class ContainerAccess:
     # (None: no limit), and what a committed upload changed, for the accounting.
     room: Callable[[], int | None] = lambda: None
     wrote: Callable[[int], None] = lambda _delta: None
+    # (parts, folder or None) -> True when the volume's file denylist refuses the entry.
+    denied: Callable[[Parts, bool | None], bool] = lambda _parts, _folder: False
 
 
 ContainerOf = Callable[[str], ContainerAccess | None]
@@ -558,6 +561,7 @@ class SftpService:
             activity=activity,
             room=access.room,
             wrote=access.wrote,
+            denied=access.denied,
         )
         handler = VolumeSftp(chan, context)
         session.handlers.append(handler)

@@ -41,7 +41,7 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -143,7 +143,10 @@ class Transfers:
         seed_install: SeedInstall,
         changed: Callable[[str, dict[str, Any]], None] | None = None,
         finished: Callable[[str, dict[str, Any]], None] | None = None,
+        hand_over: Callable[[ContainerSpec, Path], Awaitable[None]] | None = None,
     ) -> None:
+        # The volume moved in goes to the document's user once, recorded (as after installs).
+        self._hand_over = hand_over
         self._data_dir = data_dir
         self._containers = containers
         self._observed = observed
@@ -563,6 +566,8 @@ class Transfers:
             if records and self.backups is not None:
                 await self.backups.take_in(records, files)
             await self._seed(internal_id, manifest.get("install"))
+            if self._hand_over is not None:
+                await self._hand_over(spec, self._volumes.root / spec.volume_id)
             await self._containers.create(spec.model_dump(mode="json"))
             if spec.power is Power.RUNNING:
                 await self._wait_state(internal_id, {RuntimeState.RUNNING}, START_WAIT)

@@ -1,9 +1,11 @@
 """The image backend with a real daemon: limited volumes are loop-mounted ext4 images.
 
 Root only. The kernel stops ``dd`` at the image's size (ENOSPC) and a raised limit grows
-the image online while the container runs; a shrink below the usage is 409; usage reads
-never walk; every lightd writer answers 507; a restart mounts the images again before
-any container starts; a kill -9 during a resize leaves a volume that mounts and works.
+the image online while the container runs (where the kernel allows it; else offline once
+it stopped); a shrink below the usage is 409; a lowered limit shrinks the image offline
+so the kernel holds it for the container (409 while one runs); usage reads never walk;
+every lightd writer answers 507; a restart mounts the images again before any container
+starts; a kill -9 during a resize leaves a volume that mounts and works.
 """
 
 from __future__ import annotations
@@ -42,6 +44,19 @@ def rig(ext4_mount: Path) -> Iterator[DiskRig]:
 
 def is_mounted(path: str) -> bool:
     return path in mounts_below(Path(path).parent)
+
+
+def unmount(path: str, image: Path) -> None:
+    """Unmount a volume, then wait until its loop device has detached (written back)."""
+    subprocess.run(["umount", path], check=True)
+    wait_for(
+        lambda: (
+            not subprocess.run(
+                ["losetup", "-j", str(image)], capture_output=True, text=True
+            ).stdout.strip()
+        ),
+        what="the image's loop device detached",
+    )
 
 
 def test_a_limited_volume_is_a_mounted_image(rig: DiskRig) -> None:
@@ -177,7 +192,7 @@ def test_kill_9_during_a_resize_leaves_a_usable_volume(rig: DiskRig) -> None:
     # undo file of a resize that never finished. The next start replays it, mounts.
     assert rig.http.post(f"{url}/files", json={"path": "keep2", "content": "k2"}).status_code == 200
     rig.daemon.stop()
-    subprocess.run(["umount", path], check=True)
+    unmount(path, image)
     undo = image.with_suffix(".e2undo")
     os.truncate(image, max(image.stat().st_size, 300 * MiB))
     killed = subprocess.Popen(
@@ -202,6 +217,129 @@ def test_kill_9_during_a_resize_leaves_a_usable_volume(rig: DiskRig) -> None:
     big = rig.http.put(f"{url}/files/content", params={"path": "big"}, content=b"\0" * 40 * MiB)
     assert big.status_code == 200, big.text
     rig.daemon.stop()
-    subprocess.run(["umount", path], check=True)
+    unmount(path, image)
     fsck = subprocess.run(["e2fsck", "-f", "-n", str(image)], capture_output=True, text=True)
     assert fsck.returncode == 0, fsck.stdout  # the file system is whole
+
+
+def test_a_lowered_limit_shrinks_the_image_and_the_kernel_holds_it(rig: DiskRig) -> None:
+    volume_id = rig.volume(64 * MiB)
+    url = f"/volumes/{volume_id}"
+    path = rig.show(volume_id)["path"]
+    image = rig.daemon.data_dir / "volume-images" / f"{volume_id}.img"
+    kept = os.urandom(3 * MiB)
+    assert rig.http.put(f"{url}/files/content", params={"path": "keep"}, content=kept).is_success
+    before = os.statvfs(path)
+    assert before.f_blocks * before.f_frsize > 48 * MiB
+    # No container uses it: the image shrinks offline to the new limit.
+    lowered = rig.http.post(f"{url}/limit", json={"disk_limit": 24 * MiB})
+    assert lowered.status_code == 200, lowered.text
+    assert rig.show(volume_id)["disk_limit"] == 24 * MiB
+    assert is_mounted(path)
+    assert image.stat().st_size == 24 * MiB
+    info = os.statvfs(path)
+    # (statvfs leaves out the journal and inode tables sized for the old 64 MiB)
+    assert 16 * MiB < info.f_blocks * info.f_frsize <= 24 * MiB
+    assert not image.with_suffix(".e2undo").exists()
+    assert rig.http.get(f"{url}/files/content", params={"path": "keep"}).content == kept
+    # The container meets the lowered limit in the kernel (ENOSPC), not only lightd.
+    command = (
+        "dd if=/dev/zero of=/home/container/big bs=1M count=40; echo dd-exit-$?; exec sleep 1000"
+    )
+    internal_id = rig.container("low", volume_id, command)
+    out = rig.wait_console(internal_id, "dd-exit-")
+    assert "No space left on device" in out and "dd-exit-1" in out
+    assert rig.show(volume_id)["disk_usage"] <= 24 * MiB
+    assert os.path.getsize(Path(path) / "big") < 24 * MiB
+    # While it runs, lowering is refused (ext4 cannot shrink mounted), nothing changed.
+    assert rig.http.delete(f"{url}/files", params={"path": "big"}).status_code == 200
+    refused = rig.http.post(f"{url}/limit", json={"disk_limit": 16 * MiB})
+    assert refused.status_code == 409, refused.text
+    assert "stop the container" in refused.json()["error"]
+    assert rig.show(volume_id)["disk_limit"] == 24 * MiB
+    assert image.stat().st_size == 24 * MiB
+    # Stopped: it shrinks; a size resize2fs will not take (its minimum) is 409, untouched.
+    assert rig.http.post(f"/containers/{internal_id}/kill").status_code == 200
+    wait_for(lambda: rig.get(internal_id)["state"] == "offline", what="stopped")
+    assert rig.http.post(f"{url}/limit", json={"disk_limit": 16 * MiB}).status_code == 200
+    assert image.stat().st_size == 16 * MiB
+    # 8 MiB is above the usage (3 MiB) but below what the journal, inode tables and
+    # files need: resize2fs refuses it, and so does lightd, with nothing changed.
+    assert rig.show(volume_id)["disk_usage"] < 8 * MiB
+    tight = rig.http.post(f"{url}/limit", json={"disk_limit": 8 * MiB})
+    assert tight.status_code == 409, tight.text
+    assert "smaller than minimum" in tight.json()["error"]
+    assert rig.show(volume_id)["disk_limit"] == 16 * MiB
+    assert image.stat().st_size == 16 * MiB and is_mounted(path)
+    assert not image.with_suffix(".e2undo").exists()
+    assert rig.http.get(f"{url}/files/content", params={"path": "keep"}).content == kept
+    rig.daemon.stop()
+    unmount(path, image)
+    fsck = subprocess.run(["e2fsck", "-f", "-n", str(image)], capture_output=True, text=True)
+    assert fsck.returncode == 0, fsck.stdout  # the shrunk file system is whole
+
+
+def test_a_shrink_killed_in_its_resize_comes_back_whole(rig: DiskRig) -> None:
+    volume_id = rig.volume(64 * MiB)
+    url = f"/volumes/{volume_id}"
+    path = rig.show(volume_id)["path"]
+    image = rig.daemon.data_dir / "volume-images" / f"{volume_id}.img"
+    kept = os.urandom(2 * MiB)
+    assert rig.http.put(f"{url}/files/content", params={"path": "keep"}, content=kept).is_success
+    # What a kill -9 in the middle of the shrink's resize2fs leaves: the image unmounted,
+    # checked, an undo file of a shrink that never finished (the file not cut yet).
+    rig.daemon.stop()
+    unmount(path, image)
+    subprocess.run(["e2fsck", "-f", "-y", str(image)], capture_output=True, check=False)
+    undo = image.with_suffix(".e2undo")
+    killed = subprocess.Popen(
+        ["resize2fs", "-z", str(undo), str(image), "20000"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(0.02)
+    killed.kill()
+    killed.wait()
+    rig.start()
+    assert is_mounted(path) and not undo.exists()
+    assert rig.http.get(f"{url}/files/content", params={"path": "keep"}).content == kept
+    assert rig.show(volume_id)["disk_limit"] == 64 * MiB
+    lowered = rig.http.post(f"{url}/limit", json={"disk_limit": 24 * MiB})
+    assert lowered.status_code == 200, lowered.text
+    assert image.stat().st_size == 24 * MiB
+    assert rig.http.get(f"{url}/files/content", params={"path": "keep"}).content == kept
+    rig.daemon.stop()
+    unmount(path, image)
+    fsck = subprocess.run(["e2fsck", "-f", "-n", str(image)], capture_output=True, text=True)
+    assert fsck.returncode == 0, fsck.stdout
+
+
+def test_a_loop_device_held_elsewhere_refuses_the_resize_and_stays_mounted(
+    rig: DiskRig,
+) -> None:
+    volume_id = rig.volume(32 * MiB)
+    url = f"/volumes/{volume_id}"
+    path = rig.show(volume_id)["path"]
+    image = rig.daemon.data_dir / "volume-images" / f"{volume_id}.img"
+    assert rig.http.post(f"{url}/files", json={"path": "keep", "content": "k"}).is_success
+    device = next(
+        line.split()[-2]
+        for line in Path("/proc/self/mountinfo").read_text().splitlines()
+        if line.split()[4] == path
+    )
+    # Something else holds the loop device open: after the umount it cannot detach, so
+    # the file must not be checked or resized; the volume goes back on its device.
+    holder = os.open(device, os.O_RDONLY)
+    try:
+        answer = rig.http.post(f"{url}/limit", json={"disk_limit": 24 * MiB}, timeout=60)
+        assert answer.status_code >= 500, answer.text
+        assert "stays attached" in answer.json()["error"]
+        assert is_mounted(path)
+        assert rig.http.get(f"{url}/files/content", params={"path": "keep"}).text == "k"
+        assert rig.show(volume_id)["disk_limit"] == 32 * MiB
+        assert image.stat().st_size == 32 * MiB
+    finally:
+        os.close(holder)
+    lowered = rig.http.post(f"{url}/limit", json={"disk_limit": 24 * MiB})
+    assert lowered.status_code == 200, lowered.text
+    assert image.stat().st_size == 24 * MiB

@@ -7,13 +7,14 @@ stopped with ``last_error`` saying why (and not started again while it is over).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.limits.rig import DiskRig, MiB
-from tests.limits.writers import assert_every_writer_refused
+from tests.limits.writers import apparent_size, assert_every_writer_refused
 from tests.support.daemon import wait_for
 from tests.support.ws import Watcher
 
@@ -73,7 +74,40 @@ def test_rescan_sees_container_writes_and_stops_an_over_limit_container(rig: Dis
 
 
 def test_every_writer_answers_507_and_writes_nothing_past_the_limit(rig: DiskRig) -> None:
-    assert_every_writer_refused(rig, rig.volume(24 * MiB), limit=24 * MiB, slack=MiB)
+    volume_id = rig.volume(24 * MiB)
+    assert_every_writer_refused(rig, volume_id, limit=24 * MiB)
+    # Writes and rescans count one measure: the figure is the files' apparent size, the
+    # same before and after the rescans that run every 0.5 s here (no jump, no slack).
+    path = Path(rig.show(volume_id)["path"])
+    on_disk = apparent_size(path)
+    assert 23 * MiB < on_disk <= 24 * MiB
+    seen = set()
+    for _ in range(8):
+        seen.add(rig.show(volume_id)["disk_usage"])
+        time.sleep(0.3)
+    assert seen == {on_disk}
+
+
+def test_a_rescan_counts_what_a_container_adds_in_the_same_measure(rig: DiskRig) -> None:
+    volume_id = rig.volume(64 * MiB)
+    written = rig.http.post(
+        f"/volumes/{volume_id}/files", json={"path": "a/b/lightd.txt", "content": "x" * 1000}
+    )
+    assert written.status_code == 200, written.text
+    assert rig.show(volume_id)["disk_usage"] == 1000  # folders count nothing
+    internal_id = rig.container(
+        "few",
+        volume_id,
+        "head -c 123457 /dev/zero > /home/container/a/c.bin && mkdir -p /home/container/d/e"
+        " && ln /home/container/a/c.bin /home/container/d/hard && echo made; exec sleep 1000",
+    )
+    rig.wait_console(internal_id, "made")
+    # The container's file once (its hard link not again), folders and links nothing.
+    wait_for(
+        lambda: rig.show(volume_id)["disk_usage"] == 1000 + 123457,
+        timeout=30,
+        what="the rescan's figure: 1000 + 123457 bytes",
+    )
 
 
 def test_document_limit_wins_over_the_api(rig: DiskRig) -> None:

@@ -55,3 +55,33 @@ def test_plan_shows_a_user_edit() -> None:
     (change,) = diff(wanted={"a": edited}, current=current, invalid=set())
     assert change.kind is ChangeKind.RECREATE
     assert "user: None -> '1000:1000'" in change.detail
+
+
+def test_plan_says_when_an_edit_moves_a_container_to_another_user() -> None:
+    """Older containers run as the image's user (root) until an edit re-creates them."""
+    doc = ContainerSpec.model_validate(
+        {"internal_id": "a", "image": "busybox", "volume_id": "0123456789abcdef"}
+    )
+    edited = doc.model_copy(update={"startup_command": "echo new"})
+
+    def changes(current_user: str | None, wanted: ContainerSpec) -> list[str]:
+        cur = Current(
+            internal_id="a", document=doc, exists=True, running=True,
+            user=current_user, user_known=True,
+        )  # fmt: skip
+        found = diff(wanted={"a": wanted}, current={"a": cur}, invalid=set(),
+                     default_user="988:988")  # fmt: skip
+        return [f"{c.kind.value}: {c.detail}" for c in found]
+
+    # An older (root) container: the edit re-creates it as containers.user.
+    assert changes(None, edited) == [
+        "re-create: startup_command: '' -> 'echo new'; user: 0:0 -> 988:988"
+    ]
+    # Unedited, it keeps its user: nothing to do.
+    assert changes(None, doc) == []
+    # A container that already runs as containers.user: no user line.
+    assert changes("988:988", edited) == ["re-create: startup_command: '' -> 'echo new'"]
+    # A document's own user: that one, even without another change.
+    assert changes("988:988", doc.model_copy(update={"user": "1000:1000"})) == [
+        "re-create: user: 988:988 -> 1000:1000"
+    ]

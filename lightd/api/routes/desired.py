@@ -58,6 +58,8 @@ class ApplyResponse(BaseModel):
 class MainView(BaseModel):
     exists: bool
     running: bool
+    # The user it runs as (recorded when lightd created it; None: the image's own).
+    user: str | None = None
 
 
 class CurrentContainer(BaseModel):
@@ -134,7 +136,9 @@ async def containers() -> CurrentList:
             last_error=item.observed.last_error,
             document_error=str(item.problem) if item.problem else None,
             held=item.held,
-            main=MainView(exists=item.main.exists, running=item.main.running)
+            main=MainView(
+                exists=item.main.exists, running=item.main.running, user=item.observed.run_user
+            )
             if item.main
             else None,
         )

@@ -1,17 +1,30 @@
 """The btrfs backend: each volume is a subvolume with a qgroup limit on referenced bytes.
 
-Usage is the qgroup's referenced bytes (``btrfs qgroup show -f``, O(1) whatever the file
-count); a limit change applies at once, also to a container writing now, and the kernel
+Usage is what the kernel counts against the limit: the qgroup's ``referenced`` bytes
+plus its ``rsv_data`` (data written but not yet committed), read from sysfs
+(``/sys/fs/btrfs/<fsid>/qgroups/0_<subvolume id>/``, kernels >= 5.9; the fsid and the
+subvolume id come once per volume from the ``BTRFS_IOC_FS_INFO`` and
+``BTRFS_IOC_INO_LOOKUP`` ioctls): two small file reads, no process, O(1) whatever the
+file count. Where sysfs lacks the qgroup it falls back to ``btrfs qgroup show -f``
+(``referenced`` only). The kernel updates ``referenced`` at each transaction commit
+(every 30 s by default, ``commit=`` mount option): new writes show at once through
+``rsv_data``, a deletion shows only after the next commit. Lightd accepts that lag and
+never forces a commit per read (``btrfs filesystem sync`` costs a transaction).
+
+A limit change applies at once, also to a container writing now, and the kernel
 answers EDQUOT past it. Volume folders made before this backend was chosen are plain
 folders: a limit on them is refused (409) rather than faked. It shells out to
-btrfs-progs (as wings-rs does) and decides nothing itself.
+btrfs-progs (as wings-rs does) for changes and decides nothing itself.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
+import struct
+import uuid
 from pathlib import Path
 
 from lightd.errors import DiskLimitConflict
@@ -20,6 +33,67 @@ from lightd.fs.limits.decide import Probe
 
 BTRFS_SUPER_MAGIC = 0x9123683E
 BTRFS_FIRST_FREE_OBJECTID = 256  # subvolumes have ids from here; plain folders do not
+SYSFS = Path("/sys/fs/btrfs")
+# From linux/btrfs.h: _IOR(0x94, 31, struct btrfs_ioctl_fs_info_args) (1024 bytes, the
+# fsid at offset 16) and _IOWR(0x94, 18, struct btrfs_ioctl_ino_lookup_args) (4096 bytes:
+# treeid, objectid, name).
+FS_INFO_SIZE = 1024
+INO_LOOKUP_SIZE = 4096
+BTRFS_IOC_FS_INFO = (2 << 30) | (FS_INFO_SIZE << 16) | (0x94 << 8) | 31
+BTRFS_IOC_INO_LOOKUP = (3 << 30) | (INO_LOOKUP_SIZE << 16) | (0x94 << 8) | 18
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def fs_uuid(path: Path) -> str | None:
+    """The btrfs fsid of the file system ``path`` is on (its folder name in sysfs)."""
+    try:
+        fd = os.open(path, DIR_FLAGS)
+    except OSError:
+        return None
+    try:
+        buffer = bytearray(FS_INFO_SIZE)
+        fcntl.ioctl(fd, BTRFS_IOC_FS_INFO, buffer, True)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return str(uuid.UUID(bytes=bytes(buffer[16:32])))
+
+
+def subvolume_id(path: Path) -> int | None:
+    """The id of the subvolume ``path`` is in (``btrfs inspect-internal rootid``)."""
+    try:
+        fd = os.open(path, DIR_FLAGS)
+    except OSError:
+        return None
+    try:
+        buffer = bytearray(INO_LOOKUP_SIZE)
+        struct.pack_into("=QQ", buffer, 0, 0, BTRFS_FIRST_FREE_OBJECTID)
+        fcntl.ioctl(fd, BTRFS_IOC_INO_LOOKUP, buffer, True)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    found: int = struct.unpack_from("=Q", buffer, 0)[0]
+    return found
+
+
+def read_number(path: Path) -> int:
+    with path.open("rb") as handle:
+        return int(handle.read(64))
+
+
+def sysfs_usage(folder: Path) -> int | None:
+    """``referenced`` + ``rsv_data`` of a qgroup's sysfs folder; None when it is not there."""
+    try:
+        referenced = read_number(folder / "referenced")
+    except (OSError, ValueError):
+        return None
+    try:
+        reserved = read_number(folder / "rsv_data")
+    except (OSError, ValueError):
+        reserved = 0
+    return referenced + reserved
 
 
 def parse_qgroup_show(text: str, qgroup: str) -> tuple[int, int | None] | None:
@@ -76,15 +150,32 @@ class BtrfsBackend:
     name = "btrfs"
     kernel_enforced = True
 
-    def __init__(self) -> None:
+    def __init__(self, sysfs: Path = SYSFS) -> None:
+        self.sysfs = sysfs
         self._qgroups: dict[Path, str] = {}
+        self._sysfs_folders: dict[Path, Path | None] = {}
 
     def _qgroup(self, path: Path) -> str:
         found = self._qgroups.get(path)
         if found is None:
-            rootid = run(["btrfs", "inspect-internal", "rootid", str(path)], timeout=10).strip()
-            found = self._qgroups[path] = f"0/{rootid}"
+            rootid = subvolume_id(path)
+            if rootid is None:
+                text = run(["btrfs", "inspect-internal", "rootid", str(path)], timeout=10)
+                found = self._qgroups[path] = f"0/{text.strip()}"
+            else:
+                found = self._qgroups[path] = f"0/{rootid}"
         return found
+
+    def sysfs_folder(self, path: Path) -> Path | None:
+        """The volume's qgroup folder in sysfs (found once), or None without one."""
+        if path not in self._sysfs_folders:
+            fsid = fs_uuid(path)
+            rootid = subvolume_id(path)
+            folder = None
+            if fsid is not None and rootid is not None:
+                folder = self.sysfs / fsid / "qgroups" / f"0_{rootid}"
+            self._sysfs_folders[path] = folder
+        return self._sysfs_folders[path]
 
     def make_folder(self, volume: VolumeRef) -> None:
         run(["btrfs", "subvolume", "create", str(volume.path)])
@@ -106,6 +197,15 @@ class BtrfsBackend:
     def usage(self, volume: VolumeRef) -> int | None:
         if not is_subvolume(volume.path):
             return None
+        folder = self.sysfs_folder(volume.path)
+        if folder is not None:
+            found_there = sysfs_usage(folder)
+            if found_there is not None:
+                return found_there
+        return self.cli_usage(volume)
+
+    def cli_usage(self, volume: VolumeRef) -> int | None:
+        """``referenced`` from ``btrfs qgroup show`` (the fallback: a process per read)."""
         try:
             qgroup = self._qgroup(volume.path)
             text = run(
@@ -122,6 +222,7 @@ class BtrfsBackend:
             self.apply(volume, limit=limit, usage=0, in_use=False)
 
     def release(self, volume: VolumeRef) -> None:
+        self._sysfs_folders.pop(volume.path, None)
         self._qgroups.pop(volume.path, None)
         if is_subvolume(volume.path):
             qgroup = None

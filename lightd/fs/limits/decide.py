@@ -80,7 +80,7 @@ def over_message(*, limit: int | None, usage: int) -> str | None:
 class Resize(StrEnum):
     SAME = "same"  # nothing to do
     GROW = "grow"  # the image grows now, online
-    LOWER = "lower"  # the limit drops; lightd holds it, the image keeps its size
+    LOWER = "lower"  # the limit drops: the image shrinks to it (offline only)
     MAKE = "make"  # the volume has no image yet: make one of the limit's size
 
 

@@ -10,9 +10,20 @@ refuses online resizing (no ``CAP_SYS_RESOURCE``, as on this project's machines)
 offline grow while no container uses the volume: unmount, ``e2fsck``, ``resize2fs -z``
 with an undo file, mount; a kill in the middle leaves the undo file, which the next
 start replays (``e2undo``) before mounting, so the volume comes back at its old size,
-whole. While a container runs on it such a grow is refused (409), never forced. A lowered
-limit above the usage is held by lightd's own writers while the image keeps its size
-(ext4 cannot shrink online); below the usage it is refused. Usage is ``statvfs``, O(1).
+whole. While a container runs on it such a grow is refused (409), never forced.
+
+A lowered limit (at or above the usage; below it is refused, 409) shrinks the image so
+the kernel holds it for the container too: ext4 cannot shrink online, so this is done
+only while no container uses the volume (unmount, ``e2fsck -f``, ``resize2fs -z`` with
+an undo file to the new size, then the file is cut to it, mount); while a container
+runs on it the change is refused (409: stop the container, then lower the limit), never
+left to lightd's writers alone. A kill during the shrink's ``resize2fs`` leaves the undo
+file, replayed at the next start (the old size, whole); a kill after it leaves a file
+system smaller than the file or the stored limit, which mounts and works, and the next
+raise grows it to the file again. Every mount goes through a fresh loop device
+(:func:`free_loops`): one an umount left attached would serve the blocks cached from
+before a resize. ``resize2fs`` refusing a size (below its minimum for
+the files kept) is a 409 with its words, the image untouched. Usage is ``statvfs``, O(1).
 A volume with content gets its image by a copy into it while no container uses it.
 Unlimited volumes stay plain folders (usage from the soft accountant).
 """
@@ -22,13 +33,15 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import time
 from pathlib import Path
 
 from lightd.errors import DiskLimitConflict
 from lightd.fs.limits.base import CommandFailed, VolumeRef, is_mount_point, mount_of, run
 from lightd.fs.limits.decide import Probe, Resize, image_resize
 
-MOUNT_OPTIONS = "loop,nosuid,nodev"
+MOUNT_OPTIONS = "nosuid,nodev"
+LOOP_DETACH_SECONDS = 10.0
 CAP_SYS_RESOURCE = 24
 
 
@@ -50,7 +63,7 @@ def probe() -> Probe:
         return Probe("image", False, "no loop devices (/dev/loop-control is missing)")
     missing = [
         tool
-        for tool in ("mkfs.ext4", "resize2fs", "losetup", "mount", "umount")
+        for tool in ("mkfs.ext4", "resize2fs", "losetup", "blockdev", "mount", "umount")
         if shutil.which(tool) is None
     ]
     if missing:
@@ -61,6 +74,85 @@ def probe() -> Probe:
         else "grown offline while unused (no CAP_SYS_RESOURCE for online resize)"
     )
     return Probe("image", True, f"root with loop devices and e2fsprogs: ext4 images, {grow}")
+
+
+def loops_of(image: Path) -> list[str]:
+    """Loop devices attached to ``image`` (``losetup -j``: by the file's inode)."""
+    text = run(["losetup", "-j", str(image)], timeout=10)
+    return [line.split(":", 1)[0] for line in text.splitlines() if line.strip()]
+
+
+def mounted_sources() -> set[str]:
+    found = set()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            rest = line.partition(" - ")[2].split()
+            if len(rest) >= 2:
+                found.add(rest[1])
+    return found
+
+
+def free_loops(image: Path) -> None:
+    """Before a mount: detach what still serves ``image`` from an earlier, unmounted mount.
+
+    ``mount -o loop`` reuses a loop device already attached to the file, and the one an
+    umount left (its automatic detach can come late) still caches the blocks of before an
+    offline resize: mounted through it, the file system shows its old size, and writing
+    through it would damage the resized one. A device still mounted is not touched.
+    """
+    deadline = time.monotonic() + LOOP_DETACH_SECONDS
+    while True:
+        devices = loops_of(image)
+        if not devices:
+            return
+        mounted = mounted_sources()
+        if any(device in mounted for device in devices):
+            raise CommandFailed(f"{image.name} is still mounted through {', '.join(devices)}")
+        if time.monotonic() > deadline:
+            raise CommandFailed(f"{image.name} stays attached to {', '.join(devices)}")
+        for device in devices:
+            with contextlib.suppress(CommandFailed):
+                run(["losetup", "-d", device], timeout=10)
+        time.sleep(0.05)
+
+
+def unmount_image(image: Path, target: Path) -> None:
+    """Unmount ``target`` and wait until no loop device serves ``image`` any more.
+
+    The loop device detaches (and writes back what it still holds) after the umount
+    returns; a check or resize of the file before that would read it half written.
+    """
+    found = mount_of(target)
+    device = found[2] if found is not None and found[0] == str(target.resolve()) else None
+    run(["umount", str(target)])
+    try:
+        free_loops(image)
+    except CommandFailed:
+        # Still held elsewhere (nothing was changed yet): back on the same device, so
+        # the volume never shows the empty folder beneath it.
+        if device is not None:
+            run(["mount", "-o", MOUNT_OPTIONS, device, str(target)])
+        raise
+
+
+def mount_image(image: Path, target: Path) -> None:
+    """Mount ``image`` on ``target`` through a fresh loop device with an empty cache.
+
+    No loop device is reused (:func:`free_loops`), the new one's buffer cache is dropped
+    (``blockdev --flushbufs``) before the kernel reads the superblock, and once mounted
+    the device is marked to detach itself at the umount (``losetup -d`` of a busy
+    device), as ``mount -o loop`` would.
+    """
+    free_loops(image)
+    device = run(["losetup", "-f", "--show", str(image)], timeout=10).strip()
+    try:
+        run(["blockdev", "--flushbufs", device], timeout=10)
+        run(["mount", "-o", MOUNT_OPTIONS, device, str(target)])
+    except CommandFailed:
+        with contextlib.suppress(CommandFailed):
+            run(["losetup", "-d", device], timeout=10)
+        raise
+    run(["losetup", "-d", device], timeout=10)
 
 
 def grown(path: Path, limit: int) -> bool:
@@ -118,6 +210,14 @@ class ImageBackend:
             elif step is Resize.GROW:
                 self._ensure_mounted(volume)
                 self.grow(volume, limit, in_use=in_use)
+            elif step is Resize.LOWER:
+                if in_use:
+                    raise DiskLimitConflict(
+                        "The kernel cannot shrink a mounted ext4 image: "
+                        "stop the container, then lower the limit"
+                    )
+                self._ensure_mounted(volume)
+                self.shrink(volume, limit)
         except OSError as exc:  # e.g. EFBIG: larger than the images' file system allows
             raise DiskLimitConflict(
                 f"Cannot make the volume's image {limit} bytes: {exc.strerror or exc}"
@@ -128,6 +228,8 @@ class ImageBackend:
         if not image.exists():
             return
         undo = self.undo_of(volume)
+        if not is_mount_point(volume.path):
+            free_loops(image)  # an umount (of an earlier run, an operator) may still flush
         if undo.exists() and not is_mount_point(volume.path):
             # An offline grow was killed: put the file system back as it was before it.
             # (An undo file cut short by the kill replays nothing: the check repairs then.)
@@ -146,7 +248,7 @@ class ImageBackend:
 
     def release(self, volume: VolumeRef) -> None:
         if is_mount_point(volume.path):
-            run(["umount", str(volume.path)])
+            unmount_image(self.image_of(volume), volume.path)
         with contextlib.suppress(FileNotFoundError):
             self.image_of(volume).unlink()
 
@@ -155,13 +257,14 @@ class ImageBackend:
     def _ensure_mounted(self, volume: VolumeRef) -> None:
         if not is_mount_point(volume.path):
             image = self.image_of(volume)
+            free_loops(image)
             # A kill may have left the journal to replay or a resize half done: the
             # preening check fixes what is safe, a full one what preening will not.
             try:
                 run(["e2fsck", "-p", str(image)], ok=(0, 1))
             except CommandFailed:
                 self.repair(image)
-            run(["mount", "-o", MOUNT_OPTIONS, str(image), str(volume.path)])
+            mount_image(image, volume.path)
 
     def _make(self, volume: VolumeRef, limit: int) -> None:
         self.images.mkdir(parents=True, exist_ok=True)
@@ -173,7 +276,7 @@ class ImageBackend:
                 handle.truncate(limit)
             run(["mkfs.ext4", "-q", "-F", "-m", "0", "-E", "nodiscard", str(building)])
             staging.mkdir(exist_ok=True)
-            run(["mount", "-o", MOUNT_OPTIONS, str(building), str(staging)])
+            mount_image(building, staging)
             try:
                 with contextlib.suppress(OSError):
                     (staging / "lost+found").rmdir()
@@ -182,7 +285,7 @@ class ImageBackend:
                     run(["cp", "-a", "--", f"{volume.path}/.", f"{staging}/"])
                 os.chmod(staging, 0o755)  # noqa: S103 (the volume root)  # noqa: S103 (the volume root, as a folder volume)
             finally:
-                run(["umount", str(staging)])
+                unmount_image(building, staging)
             os.replace(building, image)
         finally:
             with contextlib.suppress(FileNotFoundError):
@@ -195,7 +298,7 @@ class ImageBackend:
                 shutil.rmtree(child)
             else:
                 child.unlink()
-        run(["mount", "-o", MOUNT_OPTIONS, str(image), str(volume.path)])
+        mount_image(image, volume.path)
 
     def loop_device(self, volume: VolumeRef) -> str:
         found = mount_of(volume.path)
@@ -233,7 +336,7 @@ class ImageBackend:
         """Unmount, check, grow to the file's size with an undo file, mount again."""
         image = self.image_of(volume)
         undo = self.undo_of(volume)
-        run(["umount", str(volume.path)])
+        unmount_image(image, volume.path)
         try:
             self.repair(image)
             with contextlib.suppress(FileNotFoundError):
@@ -244,4 +347,35 @@ class ImageBackend:
             self.repair(image)
             undo.unlink()
         finally:
-            run(["mount", "-o", MOUNT_OPTIONS, str(image), str(volume.path)])
+            mount_image(image, volume.path)
+
+    def shrink(self, volume: VolumeRef, limit: int) -> None:
+        """Offline: unmount, check, shrink to ``limit`` with an undo file, cut the file, mount.
+
+        DiskLimitConflict (the image untouched) when ``resize2fs`` refuses the size.
+        """
+        image = self.image_of(volume)
+        undo = self.undo_of(volume)
+        block = os.statvfs(volume.path).f_frsize
+        unmount_image(image, volume.path)
+        try:
+            self.repair(image)  # resize2fs shrinks only a freshly checked file system
+            with contextlib.suppress(FileNotFoundError):
+                undo.unlink()
+            try:
+                run(["resize2fs", "-z", str(undo), str(image), str(limit // block)])
+            except CommandFailed as exc:
+                if undo.exists():  # whatever it changed before it gave up is put back
+                    with contextlib.suppress(CommandFailed):
+                        run(["e2undo", str(undo), str(image)])
+                    undo.unlink()
+                    self.repair(image)
+                raise DiskLimitConflict(
+                    f"Cannot shrink the volume's image to {limit} bytes ({exc.message})"
+                ) from exc
+            undo.unlink()
+            # Only once the file system ends inside it is the file cut to the new size.
+            with image.open("r+b") as handle:
+                handle.truncate(limit)
+        finally:
+            mount_image(image, volume.path)

@@ -208,17 +208,26 @@ class DiskLimits:
     # -- writers ---------------------------------------------------------------------
 
     def room(self, volume: VolumeRef) -> int | None:
+        """Bytes a writer may still add (None: no limit); the writer then calls :meth:`wrote`.
+
+        Asking announces a write to the soft accountant, which drops a walk that
+        overlapped it (see :mod:`lightd.fs.limits.soft`).
+        """
+        self.accountant.begin(volume.id)
         limit = self.limit(volume.id)
         if limit is None:
             return None
         return max(limit - self.usage(volume), 0)
 
     def check(self, volume: VolumeRef, adding: int) -> None:
-        """Raise DiskLimitExceeded when ``adding`` bytes would pass the volume's limit."""
+        """Raise DiskLimitExceeded when ``adding`` bytes would pass the volume's limit.
+
+        A write that passes is announced to the soft accountant, as :meth:`room` does.
+        """
         limit = self.limit(volume.id)
-        if limit is None:
-            return
-        check_room(limit=limit, usage=self.usage(volume), adding=adding)
+        if limit is not None:
+            check_room(limit=limit, usage=self.usage(volume), adding=adding)
+        self.accountant.begin(volume.id)
 
     def wrote(self, volume_id: str, delta: int) -> None:
         """lightd changed the volume by ``delta`` bytes (the soft accountant's share)."""

@@ -6,6 +6,23 @@ volumes again one at a time, at most every ``rescan_seconds`` each and at most
 ``entries_per_second`` entries a second (it sleeps between slices), to see what the
 containers wrote. Readers never walk: :meth:`Accountant.usage` answers from memory
 (before the first walk of a volume finishes: what lightd accounted since, from 0).
+
+One measure for both: the apparent size, ``st_size`` of every regular file (a file
+with several hard links once), and nothing for folders, links or other entries (a
+per-entry cost of 0). That is what every lightd writer already counts (the bytes it
+writes, less the size of a file it replaces), so a write is refused exactly when the
+volume's files would pass the limit, and a rescan finds the same figure the writes
+made. Sparse files count their full size (more than they allocate: on the safe side).
+The soft backend limits bytes, not the number of entries.
+
+A walk that overlapped a lightd write of its volume (one announced with
+:meth:`Accountant.begin` and not yet added, or added while the walk ran) cannot tell
+whether it saw that write, so its figure is dropped and the volume walked again at
+the next round; after :data:`MAX_DROPPED_WALKS` dropped walks in a row the figure plus
+the writes made during the walk is taken (it may count such a write twice until the
+next walk: more, never less). A write announced and never added (refused or failed)
+stops holding walks back after :data:`IN_FLIGHT_SECONDS`.
+
 The manager stops a container whose volume is over its limit. The accountant also
 answers for volumes another backend cannot measure (an unlimited volume under
 ``image``). It must not decide limits (see :mod:`lightd.fs.limits.decide`).
@@ -30,6 +47,8 @@ log = logging.getLogger("lightd.limits")
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 SLICE_ENTRIES = 1000
+MAX_DROPPED_WALKS = 3
+IN_FLIGHT_SECONDS = 120.0
 
 
 def probe() -> Probe:
@@ -41,6 +60,15 @@ class _Count:
     bytes: int = 0
     scanned_at: float = 0.0  # monotonic time of the last finished walk; 0: never
     during_scan: int = 0  # bytes lightd added while a walk of it ran
+    adds: int = 0  # how many adds ever (a walk compares it before and after)
+    in_flight: int = 0  # writes announced with begin() and not added yet
+    begun_at: float = 0.0  # monotonic time of the last begin()
+    dropped: int = 0  # walks dropped in a row because a lightd write overlapped them
+
+    def writing(self, now: float) -> bool:
+        if self.in_flight and now - self.begun_at > IN_FLIGHT_SECONDS:
+            self.in_flight = 0  # announced writes that never came (refused, failed)
+        return self.in_flight > 0
 
 
 class Throttle:
@@ -62,9 +90,16 @@ class Throttle:
             self.stop.wait(wait)
 
 
+def file_bytes(info: os.stat_result) -> int:
+    """What one entry counts: a regular file's ``st_size``; any other entry nothing."""
+    return info.st_size if stat.S_ISREG(info.st_mode) else 0
+
+
 def walk_bytes(path: Path, tick: Callable[[], None] = lambda: None) -> int:
-    """Bytes allocated below ``path`` (descriptor walk, no link followed)."""
+    """The apparent size below ``path``: :func:`file_bytes` of every entry, a file with
+    several links once (descriptor walk, no link followed)."""
     total = 0
+    linked: set[tuple[int, int]] = set()
     try:
         top = os.open(path, DIR_FLAGS)
     except OSError:
@@ -80,10 +115,16 @@ def walk_bytes(path: Path, tick: Callable[[], None] = lambda: None) -> int:
                         info = item.stat(follow_symlinks=False)
                     except OSError:
                         continue
-                    total += info.st_blocks * 512
                     if stat.S_ISDIR(info.st_mode):
                         with contextlib.suppress(OSError):
                             pending.append(os.open(item.name, DIR_FLAGS, dir_fd=fd))
+                        continue
+                    if info.st_nlink > 1 and stat.S_ISREG(info.st_mode):
+                        key = (info.st_dev, info.st_ino)
+                        if key in linked:
+                            continue
+                        linked.add(key)
+                    total += file_bytes(info)
         except OSError:
             pass
         finally:
@@ -114,11 +155,21 @@ class Accountant:
             count = self._counts.get(volume_id)
             return count is not None and count.scanned_at > 0
 
+    def begin(self, volume_id: str) -> None:
+        """A lightd write of the volume is about to change it (its :meth:`add` follows)."""
+        with self._lock:
+            count = self._counts.setdefault(volume_id, _Count())
+            count.in_flight += 1
+            count.begun_at = time.monotonic()
+
     def add(self, volume_id: str, delta: int) -> None:
+        """A lightd write changed the volume by ``delta`` bytes (apparent size)."""
         with self._lock:
             count = self._counts.setdefault(volume_id, _Count())
             count.bytes = max(count.bytes + delta, 0)
             count.during_scan += delta
+            count.adds += 1
+            count.in_flight = max(count.in_flight - 1, 0)
 
     def forget(self, volume_id: str) -> None:
         with self._lock:
@@ -135,18 +186,31 @@ class Accountant:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def scan(self, volume: VolumeRef, throttle: Throttle | None = None) -> int:
-        """Walk one volume now (in this thread) and store what it holds."""
+    def scan(self, volume: VolumeRef, throttle: Throttle | None = None) -> int | None:
+        """Walk one volume now (in this thread) and store what it holds.
+
+        Returns the figure stored, or None when the walk was dropped because a lightd
+        write overlapped it (the volume stays due: the next round walks it again).
+        """
         with self._lock:
-            self._counts.setdefault(volume.id, _Count()).during_scan = 0
+            count = self._counts.setdefault(volume.id, _Count())
+            count.during_scan = 0
+            adds_before = count.adds
+            writing_before = count.writing(time.monotonic())
         total = walk_bytes(volume.path, throttle.tick if throttle is not None else lambda: None)
         with self._lock:
             count = self._counts.setdefault(volume.id, _Count())
-            count.bytes = max(total + count.during_scan, 0)
+            now = time.monotonic()
+            raced = writing_before or count.adds != adds_before or count.writing(now)
+            if raced and count.dropped < MAX_DROPPED_WALKS:
+                count.dropped += 1
+                return None
+            count.bytes = max(total + (count.during_scan if raced else 0), 0)
             count.during_scan = 0
-            count.scanned_at = time.monotonic()
+            count.dropped = 0
+            count.scanned_at = now
             self.walks += 1
-        return total
+            return count.bytes
 
     def _due(self, volume_id: str) -> bool:
         with self._lock:
@@ -166,11 +230,12 @@ class Accountant:
                 if not self._due(volume.id):
                     continue
                 try:
-                    self.scan(volume, throttle)
+                    stored = self.scan(volume, throttle)
                 except Exception:
                     log.exception("disk usage walk of %s failed", volume.id)
                     continue
-                self.on_walked(volume.id)
+                if stored is not None:
+                    self.on_walked(volume.id)
             self._stop.wait(min(self.rescan_seconds, 1.0))
 
 
