@@ -119,11 +119,24 @@ def move(
     )
     answer.raise_for_status()
     transfer_id = answer.json()["transfer_id"]
+    phases: dict[str, float] = {}
+    last = ("", started)
     while True:
         seen = src.get(f"/transfers/{transfer_id}").json()
+        now = time.monotonic()
+        if seen["phase"] != last[0]:
+            if last[0]:
+                phases[last[0]] = phases.get(last[0], 0.0) + now - last[1]
+            last = (seen["phase"], now)
         if seen["state"] != "running":
-            return time.monotonic() - started, seen
+            seen["phases"] = phases
+            return now - started, seen
         time.sleep(0.05)
+
+
+def phase_text(outcome: dict[str, Any]) -> str:
+    """Seconds per phase as the source showed them (polled every 50 ms)."""
+    return ", ".join(f"{name} {seconds:.2f} s" for name, seconds in outcome["phases"].items())
 
 
 def free_port() -> int:
@@ -179,6 +192,7 @@ def main() -> int:
                 f"   tar|zstd|socket {peer:6.2f} s ({size / MIB / peer:5.0f} MiB/s)"
                 f"   throughput {ratio:.2f}x (target >= 0.8: {verdict(ratio >= 0.8)})"
             )
+            print(f"  phases: {phase_text(outcome)}")
             dst.delete(f"/containers/{cold}")
             wait_gone = time.monotonic() + 60
             while engine.managed_names(cold) and time.monotonic() < wait_gone:

@@ -264,6 +264,7 @@ class Daemon:
             metrics=self.metrics,
         )
         self.backups.owner_of = self._volume_owner
+        self.transfers.backups = self.backups
         self.services = Services(
             settings=settings,
             containers=container_service,
@@ -603,8 +604,8 @@ class Daemon:
         await self.remote.start()
         await self.watcher.start()
         self.watch.prime()
+        await self.backups.start()  # first: a transfer's recovery may forget backups
         await self.transfers.recover()
-        await self.backups.start()
 
     async def stop(self) -> None:
         await self.sftp.stop()

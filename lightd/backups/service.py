@@ -774,6 +774,66 @@ class BackupService:
                 raise DiskLimitExceeded() from exc  # the kernel said so, at the limit
             raise
 
+    # -- transfers (lightd.transfer) -----------------------------------------------------
+
+    def travelling(self, volume_id: str) -> list[BackupRecord]:
+        """The volume's finished backups, for a transfer to take along; 409 while one runs."""
+        if volume_id in self._busy:
+            raise BackupRunning()
+        return [r for r in self.records.of_volume(volume_id) if r.state == "done"]
+
+    def archive_file(self, record: BackupRecord) -> Path:
+        """Where an ``archive`` backup's file is in the local store."""
+        return self.local.path(record.location or "")
+
+    def s3_store(self) -> str | None:
+        """Which S3 store ``s3`` backups go to (endpoint, bucket, prefix); None: none."""
+        s3 = self.settings.s3
+        if not (s3.endpoint and s3.bucket):
+            return None
+        return f"{s3.endpoint.rstrip('/')}/{s3.bucket}/{s3.prefix.strip('/')}"
+
+    async def take_in(self, records: list[BackupRecord], files: dict[str, Path]) -> None:
+        """Register backups a transfer brought; ``files`` (same file system, moved in)
+        holds the archive of each ``archive`` backup. 409 if an id is taken here."""
+        taken = [r.backup_id for r in records if self.records.get(r.backup_id) is not None]
+        if taken:
+            raise Conflict(f"Backup {taken[0]} already exists on this node")
+
+        def work() -> None:
+            for record in records:
+                staged = files.get(record.backup_id)
+                if staged is not None:
+                    final = self.local.path(record.location or "")
+                    final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                    if final.exists():
+                        raise Conflict(f"Backup {record.backup_id} already exists on this node")
+                    staged.rename(final)
+                self.records.save(record)
+
+        await self._run(work)
+        for record in records:
+            self._changed(record)
+
+    async def let_go(self, backup_ids: list[str], *, remove_archives: bool) -> None:
+        """Forget backups that now live on another node: their records and, if asked, the
+        local archive files (never an S3 object or a restic snapshot: the other node's)."""
+
+        def work() -> list[BackupRecord]:
+            gone = []
+            for backup_id in backup_ids:
+                record = self.records.get(backup_id)
+                if record is None:
+                    continue
+                if remove_archives and record.adapter == "archive":
+                    self.local.delete(record.location, record.backup_id)
+                self.records.remove(backup_id)
+                gone.append(record)
+            return gone
+
+        for record in await self._run(work):
+            self._changed(record, deleted=True)
+
     # -- schedules ----------------------------------------------------------------------
 
     def scheduled(self, internal_id: str) -> list[BackupRecord]:

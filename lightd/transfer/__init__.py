@@ -1,5 +1,9 @@
-"""Moving data onto this node: pulls from URLs (and node-to-node transfers).
+"""Moving data onto this node: pulls from URLs and node-to-node transfers.
 
 ``guard`` decides which URLs and addresses a pull may reach (pure); ``pull`` runs the
-pulls. This package must not serve HTTP: the API calls it through ``Services``.
+pulls. ``tokens`` mints transfer tokens, ``stream`` is the wire format and the volume
+tar, ``pipe`` moves its bytes between worker threads and the event loop, ``records``
+keeps transfer records across restarts, ``backups`` decides which backups travel, and
+``service`` runs both sides. This package must not serve HTTP: the API calls it
+through ``Services``.
 """

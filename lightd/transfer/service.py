@@ -1,48 +1,55 @@
 """Node-to-node transfers of one container: the source side and the target side.
 
-Source (``POST /containers/<id>/transfer``, master token): the container is stopped
-gracefully (its desired power is remembered in ``<data_dir>/state/transfers/<id>.json``),
-then one request to the target's ``POST /transfers`` streams the frames of
-:mod:`lightd.transfer.stream` (manifest: the document and observed install state; the
-volume as a gzip tar; the end with its SHA-256). Only when the target answers 200
-(copy verified, moved in, document written, container running) does the source delete
-its document and, unless ``keep_source``, its volume. Any failure restores the
-remembered power; a source killed meanwhile restores it at its next start.
+Source (``POST /containers/<id>/transfer``, master token): after a check pass (the
+manifest alone, so the target refuses before any data moves), the volume is sent as one
+or, when large, several concurrent zstd PAX tars of disjoint file sets
+(:mod:`lightd.transfer.stream`, :mod:`lightd.transfer.pipe`), and with
+``include_backups`` the volume's backups (:mod:`lightd.transfer.backups`), each stream
+and archive with its SHA-256, in one request per pass to the target's ``POST
+/transfers``. With ``live`` a first pass runs while the server does; after the graceful
+stop a final pass sends only what changed. Only when the target answers 200 (copy
+verified, moved in, document written, container running) does the source delete its
+document, its moved backups and, unless ``keep_source``, its volume. Any failure
+restores the desired power the container had.
 
 Target (``POST /transfers``, the transfer token minted for that ``internal_id``): the
 document is checked before any data is read (id and volume free here, host limits and
-ports, with the contract's port errors), the archive is received into
-``<data_dir>/transfer-staging/<transfer_id>/`` while hashed, verified, unpacked there,
-then the volume is moved in and the document written; the answer waits until the
-container runs. Any failure removes the staging folder and whatever was published; a
-target killed meanwhile removes staging at its next start.
+ports with the contract's port errors, backups it can hold); each stream is unpacked
+into ``<data_dir>/transfer-staging/<transfer_id>/`` while it arrives and is verified at
+its end; then the volume is moved in, the backups registered, the document written; the
+answer waits until the container runs. Any failure removes staging and whatever was
+published.
 
-Every phase (and progress at most once a second) goes to ``changed`` (``/watch``, ``kind:
-"transfer"``), the outcome to ``finished`` (the panel outbox), on both nodes. Not here
-yet: backups, parallel streams, zstd. This module must not serve HTTP (routes call it).
+Every transfer has a record (:mod:`lightd.transfer.records`) that survives restarts: at
+start, one a killed daemon left running ends ``failed`` (``Interrupted``), the source
+gets its desired power back (or, killed after the target's acknowledgement, finishes
+its cleanup) and the target removes staging and what it had published. Every phase (and
+progress at most once a second) goes to ``changed`` (``/watch``, ``kind: "transfer"``),
+the outcome to ``finished`` (the panel outbox), on both nodes. This module must not
+serve HTTP (routes call it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import os
-import queue
 import re
 import secrets
 import shutil
-import threading
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 import orjson
 
+from lightd.backups.records import BackupRecord
 from lightd.desired.service import ContainerExists, ContainerNotFound, ContainerService
 from lightd.errors import (
     Conflict,
@@ -58,29 +65,48 @@ from lightd.fs.volumes import VolumeManager
 from lightd.spec.container import ContainerSpec, Power
 from lightd.spec.observed import InstallState, ObservedContainer, RuntimeState
 from lightd.store import DocumentStore
+from lightd.transfer.backups import Outgoing, incoming, outgoing
+from lightd.transfer.pipe import Inflow, Outflow, run_in_thread
+from lightd.transfer.records import INTERRUPTED, Transfer, TransferRecords
 from lightd.transfer.stream import (
+    CHUNK,
     COMPRESSIONS,
     Compression,
+    Folder,
     FrameError,
     FrameReader,
     Signature,
+    finish_folders,
     frame,
-    pack,
+    pack_entries,
+    plan,
     remove,
+    split,
     unpack,
 )
 from lightd.transfer.tokens import TransferTokens
 
+if TYPE_CHECKING:
+    from lightd.backups.service import BackupService
+
 log = logging.getLogger("lightd.transfer")
 
 STAGING = "transfer-staging"
-STATE_PREFIX = "state/transfers"
 VENDOR = "application/vnd.pkglatv1+json"
 STOP_WAIT = 120.0
 STAGE_SECONDS = 600.0
 TRANSFER_ID = re.compile(r"[0-9a-f]{16}")
 START_WAIT = 120.0
-TransferState = Literal["running", "completed", "failed", "cancelled"]
+# A pass whose files weigh this much or more is sent as several concurrent streams.
+PARALLEL_BYTES = 256 * 1024 * 1024
+MAX_STREAMS = 8
+
+
+def stream_count(size: int, cpus: int | None = None) -> int:
+    """How many concurrent tar streams a full pass of ``size`` bytes of files uses."""
+    if size < PARALLEL_BYTES:
+        return 1
+    return max(2, min(4, cpus or os.cpu_count() or 1))
 
 
 class SeedInstall(Protocol):
@@ -103,33 +129,6 @@ class ChecksumMismatch(InvalidRequest):
     message = "Transfer refused: checksum mismatch"
 
 
-@dataclass
-class Transfer:
-    id: str
-    internal_id: str
-    role: Literal["source", "target"]
-    state: TransferState = "running"
-    phase: str = "starting"
-    bytes_done: int = 0
-    bytes_total: int | None = None
-    error: str | None = None
-    started_at: float = field(default_factory=time.time)
-    task: asyncio.Task[None] | None = field(default=None, repr=False)
-    reported_at: float = field(default=0.0, repr=False)
-
-    def view(self) -> dict[str, Any]:
-        return {
-            "transfer_id": self.id,
-            "internal_id": self.internal_id,
-            "role": self.role,
-            "state": self.state,
-            "phase": self.phase,
-            "bytes_done": self.bytes_done,
-            "bytes_total": self.bytes_total,
-            "error": self.error,
-        }
-
-
 class Transfers:
     def __init__(
         self,
@@ -149,7 +148,6 @@ class Transfers:
         # The volume moved in goes to the document's user once, recorded (as after installs).
         self._hand_over = hand_over
         self._data_dir = data_dir
-        self._data = data
         self._containers = containers
         self._observed = observed
         self._volumes = volumes
@@ -158,8 +156,12 @@ class Transfers:
         self._seed_install = seed_install
         self._changed = changed
         self._finished = finished
+        self._records = TransferRecords(data)
         self._transfers: dict[str, Transfer] = {}
         self._staged: dict[str, _Staged] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        # Set by the daemon once built: the backups that travel with ``include_backups``.
+        self.backups: BackupService | None = None
 
     # -- reporting -----------------------------------------------------------------------
 
@@ -172,31 +174,74 @@ class Transfers:
         if self._changed is not None:
             self._changed(transfer.id, transfer.view())
 
-    def _set_phase(self, transfer: Transfer, phase: str) -> None:
+    async def _save(self, transfer: Transfer) -> None:
+        try:
+            await asyncio.shield(asyncio.to_thread(self._records.save, transfer))
+        except (LightdError, OSError) as exc:
+            log.warning("transfer %s: its record could not be written: %s", transfer.id, exc)
+
+    async def _set_phase(self, transfer: Transfer, phase: str) -> None:
         transfer.phase = phase
         self._report(transfer)
+        await self._save(transfer)
 
-    def _end(self, transfer: Transfer) -> None:
+    async def _end(self, transfer: Transfer) -> None:
+        transfer.ended_at = time.time()
         self._report(transfer)
+        await self._save(transfer)
         if self._finished is not None:
             self._finished(transfer.internal_id, transfer.view())
+
+    def _spawn(self, work: Any, name: str) -> None:
+        task = asyncio.get_running_loop().create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # -- recovery ------------------------------------------------------------------------
 
     async def recover(self) -> None:
-        """After a crash: drop staging folders, give interrupted sources their power back."""
+        """After a crash: drop staging, end interrupted transfers (``Interrupted``).
+
+        A source gets its container's desired power back, or, killed after the target
+        acknowledged its copy (phase ``cleaning``), finishes deleting what moved; a
+        target removes what it had published (the source never heard it succeed).
+        """
         staging = self._data_dir / STAGING
         if staging.exists():
             await asyncio.to_thread(shutil.rmtree, staging, True)
-        folder = self._data_dir / STATE_PREFIX
-        names = sorted(os.listdir(folder)) if folder.is_dir() else []
-        for name in names:
-            record = self._data.read(f"{STATE_PREFIX}/{name}")
-            if isinstance(record, dict) and record.get("power") == Power.RUNNING.value:
-                with contextlib.suppress(LightdError):
-                    await self._containers.start(str(record["internal_id"]))
-                    log.warning("transfer %s interrupted: %s started again", name, record)
-            self._data.delete(f"{STATE_PREFIX}/{name}")
+        for transfer in await asyncio.to_thread(self._records.load):
+            self._transfers[transfer.id] = transfer
+            if transfer.state != "running":
+                continue
+            log.warning(
+                "transfer %s (%s of %s) was interrupted in phase %s",
+                transfer.id,
+                transfer.role,
+                transfer.internal_id,
+                transfer.phase,
+            )
+            if transfer.role == "source" and transfer.phase == "cleaning":
+                self._spawn(self._finish_source(transfer), f"transfer-clean-{transfer.id}")
+                continue
+            transfer.state, transfer.error = "failed", INTERRUPTED
+            if transfer.role == "source":
+                if transfer.power == Power.RUNNING.value:
+                    with contextlib.suppress(LightdError):
+                        await self._containers.start(transfer.internal_id)
+            elif transfer.published:
+                self._spawn(self._unpublish(transfer), f"transfer-clean-{transfer.id}")
+            await self._end(transfer)
+
+    async def _finish_source(self, transfer: Transfer) -> None:
+        with contextlib.suppress(ContainerNotFound):
+            await self._containers.delete(transfer.internal_id)
+        if not transfer.keep_source and transfer.volume_id is not None:
+            with contextlib.suppress(LightdError, OSError):
+                await self._delete_volume(transfer.volume_id)
+        if transfer.backups and not transfer.keep_source and self.backups is not None:
+            await self.backups.let_go(transfer.backups, remove_archives=True)
+        transfer.state, transfer.phase = "completed", "done"
+        await self._end(transfer)
 
     # -- queries -------------------------------------------------------------------------
 
@@ -216,6 +261,7 @@ class Transfers:
 
     async def close(self) -> None:
         tasks = [t.task for t in self._transfers.values() if t.task and not t.task.done()]
+        tasks += list(self._tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -233,24 +279,27 @@ class Transfers:
         keep_source: bool,
     ) -> Transfer:
         spec = self._containers.get(internal_id)
-        if include_backups:
-            raise InvalidField("include_backups", "backups are not available on this node yet")
         if not target_url.startswith(("http://", "https://")):
             raise InvalidField("target_url", "must be an http:// or https:// URL")
         if any(
             t.internal_id == internal_id and t.state == "running" for t in self._transfers.values()
         ):
             raise Conflict(f"A transfer of {internal_id} is already running")
-        transfer = Transfer(id=secrets.token_hex(8), internal_id=internal_id, role="source")
+        travel = outgoing(self.backups, spec.volume_id) if include_backups else Outgoing([], None)
+        transfer = Transfer(
+            id=secrets.token_hex(8),
+            internal_id=internal_id,
+            role="source",
+            power=spec.power.value,
+            volume_id=spec.volume_id,
+            keep_source=keep_source,
+            backups=[r.backup_id for r in travel.records],
+        )
         self._transfers[transfer.id] = transfer
         self._report(transfer)
-        await asyncio.to_thread(
-            self._data.write,
-            f"{STATE_PREFIX}/{transfer.id}.json",
-            {"internal_id": internal_id, "power": spec.power.value},
-        )
+        await self._save(transfer)
         transfer.task = asyncio.create_task(
-            self._send(transfer, spec, target_url.rstrip("/"), token, keep_source, live),
+            self._send(transfer, spec, target_url.rstrip("/"), token, live, travel),
             name=f"transfer-{transfer.id}",
         )
         return transfer
@@ -272,8 +321,8 @@ class Transfers:
         spec: ContainerSpec,
         target_url: str,
         token: str,
-        keep: bool,
         live: bool,
+        travel: Outgoing,
     ) -> None:
         was_running = spec.power is Power.RUNNING
         try:
@@ -281,50 +330,52 @@ class Transfers:
                 trust_env=False, timeout=httpx.Timeout(START_WAIT + 60)
             ) as client:
                 link = _Link(client, target_url, spec.internal_id, token)
-                manifest = self._manifest(transfer, spec)
-                self._set_phase(transfer, "checking")
+                manifest = self._manifest(transfer, spec, travel)
+                await self._set_phase(transfer, "checking")
                 await link.send("check", [frame(b"M", orjson.dumps(manifest))])
                 seen: dict[str, Signature] | None = None
                 if live and was_running:
-                    self._set_phase(transfer, "first pass")
+                    await self._set_phase(transfer, "first pass")
                     seen = {}
                     answer = await link.send(
-                        "first", self._frames(transfer, manifest, spec, seen=seen)
+                        "first", self._frames(transfer, manifest, spec, seen=seen, travel=travel)
                     )
                     link.secret = answer.headers.get("X-Lightd-Transfer-Secret", "")
-                self._set_phase(transfer, "stopping")
+                await self._set_phase(transfer, "stopping")
                 if was_running:
                     await self._containers.stop(spec.internal_id)
                 await self._wait_state(spec.internal_id, {RuntimeState.OFFLINE}, STOP_WAIT)
-                self._set_phase(transfer, "final pass" if seen is not None else "sending")
+                await self._set_phase(transfer, "final pass" if seen is not None else "sending")
                 await link.send(
                     "final" if seen is not None else "only",
-                    self._frames(transfer, manifest, spec, since=seen),
+                    self._frames(
+                        transfer,
+                        manifest,
+                        spec,
+                        since=seen,
+                        travel=None if seen is not None else travel,
+                    ),
                 )
-            self._set_phase(transfer, "cleaning")
-            await self._containers.delete(spec.internal_id)
-            if not keep:
-                await self._delete_volume(spec.volume_id)
+            await self._set_phase(transfer, "cleaning")
         except BaseException as exc:
             transfer.state = "cancelled" if isinstance(exc, asyncio.CancelledError) else "failed"
             transfer.error = _reason(exc)
             if was_running:
                 with contextlib.suppress(LightdError):
                     await self._containers.start(spec.internal_id)
-            await self._forget(transfer)
-            self._end(transfer)
+            await self._end(transfer)
             if isinstance(exc, asyncio.CancelledError):
                 raise
             if not isinstance(exc, LightdError | httpx.HTTPError):
                 log.exception("transfer %s failed", transfer.id)
             return
-        transfer.state = "completed"
-        transfer.phase = "done"
-        await self._forget(transfer)
-        self._end(transfer)
-
-    async def _forget(self, transfer: Transfer) -> None:
-        await asyncio.to_thread(self._data.delete, f"{STATE_PREFIX}/{transfer.id}.json")
+        try:
+            await self._finish_source(transfer)
+        except LightdError as exc:
+            # The target runs the copy: the transfer stands; what is left here is logged.
+            log.warning("transfer %s: cleaning the source failed: %s", transfer.id, exc)
+            transfer.state, transfer.phase = "completed", "done"
+            await self._end(transfer)
 
     async def _delete_volume(self, volume_id: str) -> None:
         deadline = time.monotonic() + 60
@@ -337,7 +388,9 @@ class Transfers:
                     raise
                 await asyncio.sleep(0.2)
 
-    def _manifest(self, transfer: Transfer, spec: ContainerSpec) -> dict[str, Any]:
+    def _manifest(
+        self, transfer: Transfer, spec: ContainerSpec, travel: Outgoing
+    ) -> dict[str, Any]:
         observed = self._observed(spec.internal_id)
         return {
             "version": 1,
@@ -352,6 +405,7 @@ class Transfers:
                 "image": observed.install_image,
                 "exit_code": observed.install_exit_code,
             },
+            "backups": travel.manifest() if travel.records else None,
         }
 
     async def _frames(
@@ -362,51 +416,46 @@ class Transfers:
         *,
         seen: dict[str, Signature] | None = None,
         since: dict[str, Signature] | None = None,
+        travel: Outgoing | None = None,
     ) -> AsyncIterator[bytes]:
-        path = self._volumes.resolve(spec.volume_id).path
-        yield frame(b"M", orjson.dumps(manifest))
-        gone: list[str] = []
-        pieces: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=16)
-        stop = threading.Event()
-
-        def put(item: bytes | BaseException | None) -> None:
-            while not stop.is_set():
-                try:
-                    pieces.put(item, timeout=0.5)
-                    return
-                except queue.Full:
-                    continue
-
-        def produce() -> None:
-            try:
-                with Root(path) as root:
-                    gone.extend(
-                        pack(root, put, seen=seen, since=since, compression=manifest["compression"])
-                    )
-                put(None)
-            except BaseException as exc:  # handed to the event loop side
-                put(exc)
-
-        worker = threading.Thread(target=produce, name=f"transfer-pack-{transfer.id}", daemon=True)
-        worker.start()
-        digest = hashlib.sha256()
-        sent = 0
+        """One pass: the manifest, the volume's streams and their end, the backups."""
+        root = await asyncio.to_thread(Root, self._volumes.resolve(spec.volume_id).path)
         try:
-            while True:
-                item = await asyncio.to_thread(pieces.get)
-                if item is None:
-                    break
-                if isinstance(item, BaseException):
-                    raise item
-                digest.update(item)
-                transfer.bytes_done += len(item)
+            entries, gone = await asyncio.to_thread(plan, root, seen=seen, since=since)
+            size = sum(e.info.st_size for e in entries if e.is_file)
+            streams = 1 if since is not None else stream_count(size)
+            yield frame(b"M", orjson.dumps({**manifest, "streams": streams}))
+            compression: Compression = manifest["compression"]
+            outflow = Outflow(streams)
+            producers = [
+                run_in_thread(
+                    functools.partial(pack_entries, root, group, outflow.sink(index), compression),
+                    f"transfer-pack-{transfer.id}-{index}",
+                )
+                for index, group in enumerate(split(entries, streams))
+            ]
+            async for piece in outflow.frames(producers):
+                transfer.bytes_done += len(piece)
                 self._report(transfer, force=False)
-                sent += len(item)
-                yield frame(b"D", item)
-            end = {"sha256": digest.hexdigest(), "bytes": sent, "deleted": gone}
-            yield frame(b"E", orjson.dumps(end))
+                yield piece
+            ends = outflow.end()
+            yield frame(b"E", orjson.dumps({**ends[0], "streams": ends, "deleted": gone}))
         finally:
-            stop.set()
+            root.close()
+        if travel is None or self.backups is None:
+            return
+        for backup_id, path in travel.files(self.backups):
+            yield frame(b"B", orjson.dumps({"backup_id": backup_id}))
+            outflow = Outflow(1)
+            reader = run_in_thread(
+                functools.partial(_read_file, path, outflow.sink(0)),
+                f"transfer-backup-{transfer.id}",
+            )
+            async for piece in outflow.frames([reader]):
+                transfer.bytes_done += len(piece)
+                self._report(transfer, force=False)
+                yield piece
+            yield frame(b"E", orjson.dumps(outflow.end()[0]))
 
     # -- target --------------------------------------------------------------------------
 
@@ -417,12 +466,12 @@ class Transfers:
 
         ``check``: the body is the manifest alone; everything is checked (the token
         without using it up) and nothing is kept, so a source learns of a refusal before
-        any data moves. ``only``: the whole volume, then publish and converge; the answer
-        waits until the container runs. ``first``: the whole volume while the source
-        still runs, kept in staging (for :data:`STAGE_SECONDS` at most); the answer
-        carries the secret the ``final`` pass (only what changed, and what is gone)
-        authenticates with before publishing. Any failure removes staging and whatever
-        was published.
+        any data moves. ``only``: the whole volume (and the backups), then publish and
+        converge; the answer waits until the container runs. ``first``: the whole volume
+        (and the backups) while the source still runs, kept in staging (for
+        :data:`STAGE_SECONDS` at most); the answer carries the secret the ``final`` pass
+        (only what changed, and what is gone) authenticates with before publishing. Any
+        failure removes staging and whatever was published.
         """
         if phase not in ("check", "only", "first", "final"):
             raise InvalidRequest("Transfer refused: unknown pass")
@@ -445,12 +494,21 @@ class Transfers:
         try:
             spec, manifest, transfer_id = await self._read_manifest(reader, chunks, internal_id)
             if staged is None:
+                existing = self._transfers.get(transfer_id)
+                if existing is not None and existing.state == "running":
+                    raise Conflict("Transfer refused: this transfer is being received already")
                 self._check_here(spec)
+                records = incoming(self.backups, spec.volume_id, manifest.get("backups"))
             elif transfer_id != staged.transfer.id:
                 raise InvalidRequest("Transfer refused: the manifest is for another transfer")
+            else:
+                records = staged.records
+            streams = manifest.get("streams", 1)
+            if not isinstance(streams, int) or not 1 <= streams <= MAX_STREAMS:
+                raise InvalidRequest("Transfer refused: bad stream count")
         except BaseException:
             if staged is not None:
-                await asyncio.to_thread(shutil.rmtree, staged.staging, True)
+                await self._fail_staged(staged, "Transfer refused")
             raise
         compression: Compression = "zstd" if manifest.get("compression") == "zstd" else "gzip"
         if phase == "check":
@@ -460,41 +518,53 @@ class Transfers:
             return transfer, None
         if staged is None:
             transfer = Transfer(
-                id=transfer_id, internal_id=internal_id, role="target", phase="receiving"
+                id=transfer_id,
+                internal_id=internal_id,
+                role="target",
+                phase="receiving",
+                volume_id=spec.volume_id,
+                backups=[r.backup_id for r in records],
             )
             self._transfers[transfer.id] = transfer
             self._report(transfer)
+            await self._save(transfer)
             staging = self._data_dir / STAGING / transfer.id
         else:
             transfer, staging = staged.transfer, staged.staging
-            self._set_phase(transfer, "receiving changes")
-        published = False
+            await self._set_phase(transfer, "receiving changes")
         keep = False
         try:
-            if staged is None:
-                await asyncio.to_thread(staging.mkdir, parents=True, exist_ok=False)
-            archive = staging / f"{phase}.tar"
-            deleted = await self._receive_archive(transfer, reader, chunks, archive)
-            self._set_phase(transfer, "unpacking")
             tree = staging / "volume"
-            await asyncio.to_thread(_unpack_file, archive, tree, deleted, compression)
-            await asyncio.to_thread(archive.unlink)
+            if staged is None:
+                await asyncio.to_thread(_make_staging, staging, tree)
+            await self._receive_volume(transfer, reader, chunks, tree, streams, compression)
+            files: dict[str, Path] = dict(staged.files) if staged is not None else {}
+            if staged is None:
+                files = await self._receive_backups(transfer, reader, chunks, staging, records)
             if phase == "first":
                 secret = secrets.token_hex(24)
                 self._staged[_secret_hash(secret)] = _Staged(
                     transfer=transfer,
                     spec=spec,
                     staging=staging,
+                    records=records,
+                    files=files,
                     expiry=asyncio.get_running_loop().call_later(
                         STAGE_SECONDS, self._expire, _secret_hash(secret)
                     ),
                 )
-                self._set_phase(transfer, "staged")
+                await self._set_phase(transfer, "staged")
                 keep = True
                 return transfer, secret
-            self._set_phase(transfer, "converging")
-            await asyncio.to_thread(self._volumes.adopt, spec.volume_id, tree)
-            published = True
+            transfer.published = True
+            await self._set_phase(transfer, "converging")
+            try:
+                await asyncio.to_thread(self._volumes.adopt, spec.volume_id, tree)
+            except VolumeInUse:
+                transfer.published = False  # someone else's volume: never removed here
+                raise
+            if records and self.backups is not None:
+                await self.backups.take_in(records, files)
             await self._seed(internal_id, manifest.get("install"))
             if self._hand_over is not None:
                 await self._hand_over(spec, self._volumes.root / spec.volume_id)
@@ -504,25 +574,161 @@ class Transfers:
         except BaseException as exc:
             transfer.state = "failed"
             transfer.error = _reason(exc)
-            if published:
-                await self._unpublish(spec)
-            self._end(transfer)
+            log.warning("transfer %s (target) failed: %s", transfer.id, transfer.error)
+            if transfer.published:
+                await asyncio.shield(self._unpublish(transfer))
+            else:
+                await self._end(transfer)
             raise
         finally:
             if not keep:
                 await asyncio.to_thread(shutil.rmtree, staging, True)
         transfer.state = "completed"
         transfer.phase = "done"
-        self._end(transfer)
+        await self._end(transfer)
         return transfer, None
+
+    async def _receive_volume(
+        self,
+        transfer: Transfer,
+        reader: FrameReader,
+        chunks: AsyncIterator[bytes],
+        tree: Path,
+        streams: int,
+        compression: Compression,
+    ) -> None:
+        """The volume's streams unpacked into ``tree`` as they arrive, each verified at
+        the end (a mismatch is reported as such, whatever the unpacker made of it)."""
+        root = await asyncio.to_thread(Root, tree)
+        inflows = [Inflow() for _ in range(streams)]
+        folders: list[list[Folder]] = [[] for _ in range(streams)]
+
+        def work(index: int) -> None:
+            try:
+                unpack(inflows[index], root, compression, folders=folders[index])  # type: ignore[arg-type]
+            finally:
+                inflows[index].drain()
+
+        workers = [
+            run_in_thread(functools.partial(work, i), f"transfer-unpack-{transfer.id}-{i}")
+            for i in range(streams)
+        ]
+        try:
+            while True:
+                kind, payload = await _next_frame(reader, chunks)
+                if kind == b"D":
+                    index = 0
+                    if streams > 1:
+                        if not payload or payload[0] >= streams:
+                            raise InvalidRequest("Transfer refused: bad stream index")
+                        index, payload = payload[0], payload[1:]
+                    transfer.bytes_done += len(payload)
+                    self._report(transfer, force=False)
+                    await inflows[index].put(payload)
+                    continue
+                if kind != b"E":
+                    raise InvalidRequest("Transfer refused: unexpected frame")
+                end = _loads(payload)
+                break
+            for inflow in inflows:
+                await inflow.put_end()
+            outcomes = await asyncio.gather(*workers, return_exceptions=True)
+            expected = end.get("streams") if streams > 1 else [end]
+            if not isinstance(expected, list) or len(expected) != streams:
+                raise ChecksumMismatch()
+            for inflow, want in zip(inflows, expected, strict=True):
+                if not isinstance(want, dict) or (
+                    want.get("sha256") != inflow.digest.hexdigest()
+                    or want.get("bytes") != inflow.count
+                ):
+                    raise ChecksumMismatch()
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+            deleted = end.get("deleted", [])
+            if not isinstance(deleted, list) or not all(isinstance(n, str) for n in deleted):
+                raise InvalidRequest("Transfer refused: bad end frame")
+            await asyncio.to_thread(remove, root, deleted)
+            await asyncio.to_thread(finish_folders, root, [f for fs in folders for f in fs])
+            transfer.bytes_total = transfer.bytes_done
+        except BaseException:
+            for inflow in inflows:
+                inflow.abort()
+            await asyncio.shield(asyncio.gather(*workers, return_exceptions=True))
+            raise
+        finally:
+            root.close()
+
+    async def _receive_backups(
+        self,
+        transfer: Transfer,
+        reader: FrameReader,
+        chunks: AsyncIterator[bytes],
+        staging: Path,
+        records: list[BackupRecord],
+    ) -> dict[str, Path]:
+        """The archive of every ``archive`` backup, in manifest order, each verified."""
+        files: dict[str, Path] = {}
+        wanted = [r for r in records if r.adapter == "archive"]
+        if not wanted:
+            return files
+        folder = staging / "backups"
+        await asyncio.to_thread(folder.mkdir, mode=0o700)
+        await self._set_phase(transfer, "receiving backups")
+        for record in wanted:
+            kind, payload = await _next_frame(reader, chunks)
+            if kind != b"B" or _loads(payload).get("backup_id") != record.backup_id:
+                raise InvalidRequest("Transfer refused: a backup is missing from the stream")
+            path = folder / record.backup_id
+            inflow = Inflow()
+            writer = run_in_thread(
+                functools.partial(_write_file, inflow, path), f"transfer-backup-{transfer.id}"
+            )
+            try:
+                while True:
+                    kind, payload = await _next_frame(reader, chunks)
+                    if kind != b"D":
+                        break
+                    transfer.bytes_done += len(payload)
+                    self._report(transfer, force=False)
+                    await inflow.put(payload)
+                if kind != b"E":
+                    raise InvalidRequest("Transfer refused: unexpected frame")
+                await inflow.put_end()
+                failure: BaseException | None = None
+                try:
+                    await writer
+                except (OSError, LightdError) as exc:
+                    failure = exc
+                end = _loads(payload)
+                if (
+                    end.get("sha256") != inflow.digest.hexdigest()
+                    or end.get("bytes") != inflow.count
+                ):
+                    raise ChecksumMismatch()
+                if failure is not None:
+                    raise failure
+            except BaseException:
+                inflow.abort()
+                await asyncio.shield(asyncio.gather(writer, return_exceptions=True))
+                raise
+            files[record.backup_id] = path
+        transfer.bytes_total = transfer.bytes_done
+        return files
 
     def _expire(self, key: str) -> None:
         staged = self._staged.pop(key, None)
         if staged is not None:
-            staged.transfer.state = "failed"
-            staged.transfer.error = "Transfer failed: the final pass never came"
-            self._end(staged.transfer)
-            shutil.rmtree(staged.staging, ignore_errors=True)
+            self._spawn(
+                self._fail_staged(staged, "Transfer failed: the final pass never came"),
+                f"transfer-expire-{staged.transfer.id}",
+            )
+
+    async def _fail_staged(self, staged: _Staged, reason: str) -> None:
+        staged.transfer.state = "failed"
+        staged.transfer.error = reason
+        await asyncio.to_thread(shutil.rmtree, staged.staging, True)
+        await self._end(staged.transfer)
 
     async def _read_manifest(
         self, reader: FrameReader, chunks: AsyncIterator[bytes], internal_id: str
@@ -564,48 +770,18 @@ class Transfers:
                 exit_code=code if isinstance(code, int) else None,
             )
 
-    async def _receive_archive(
-        self,
-        transfer: Transfer,
-        reader: FrameReader,
-        chunks: AsyncIterator[bytes],
-        archive: Path,
-    ) -> list[str]:
-        """The archive written to ``archive`` and verified; the names the source deleted."""
-        digest = hashlib.sha256()
-        count = 0
-        handle = await asyncio.to_thread(open, archive, "xb")
-        try:
-            while True:
-                kind, payload = await _next_frame(reader, chunks)
-                if kind == b"D":
-                    digest.update(payload)
-                    count += len(payload)
-                    transfer.bytes_done += len(payload)
-                    self._report(transfer, force=False)
-                    await asyncio.to_thread(handle.write, payload)
-                    continue
-                if kind != b"E":
-                    raise InvalidRequest("Transfer refused: unexpected frame")
-                end = orjson.loads(payload)
-                if end.get("sha256") != digest.hexdigest() or end.get("bytes") != count:
-                    raise ChecksumMismatch()
-                deleted = end.get("deleted", [])
-                if not isinstance(deleted, list) or not all(isinstance(n, str) for n in deleted):
-                    raise InvalidRequest("Transfer refused: bad end frame")
-                transfer.bytes_total = transfer.bytes_done
-                break
-            await asyncio.to_thread(handle.flush)
-            await asyncio.to_thread(os.fsync, handle.fileno())
-        finally:
-            await asyncio.to_thread(handle.close)
-        return list(deleted)
-
-    async def _unpublish(self, spec: ContainerSpec) -> None:
+    async def _unpublish(self, transfer: Transfer) -> None:
+        """Remove what a failed target published (document, volume, backups), then end."""
         with contextlib.suppress(LightdError):
-            await self._containers.delete(spec.internal_id)
-        with contextlib.suppress(LightdError, OSError):
-            await self._delete_volume(spec.volume_id)
+            await self._containers.delete(transfer.internal_id)
+        if transfer.volume_id is not None:
+            with contextlib.suppress(LightdError, OSError):
+                await self._delete_volume(transfer.volume_id)
+        if transfer.backups and self.backups is not None:
+            with contextlib.suppress(LightdError, OSError):
+                await self.backups.let_go(transfer.backups, remove_archives=True)
+        transfer.published = False
+        await self._end(transfer)
 
 
 class _Link:
@@ -657,12 +833,37 @@ async def _next_frame(reader: FrameReader, chunks: AsyncIterator[bytes]) -> tupl
             return found
 
 
-def _unpack_file(archive: Path, tree: Path, deleted: list[str], compression: Compression) -> None:
-    if not tree.exists():
-        tree.mkdir(mode=0o700)
-    with open(archive, "rb") as handle, Root(tree) as root:
-        remove(root, deleted)
-        unpack(handle, root, compression)
+def _loads(payload: bytes) -> dict[str, Any]:
+    try:
+        value = orjson.loads(payload)
+    except ValueError:
+        raise InvalidRequest("Transfer refused: bad frame") from None
+    if not isinstance(value, dict):
+        raise InvalidRequest("Transfer refused: bad frame")
+    return value
+
+
+def _make_staging(staging: Path, tree: Path) -> None:
+    staging.mkdir(parents=True, exist_ok=False, mode=0o700)
+    tree.mkdir(mode=0o700)
+
+
+def _read_file(path: Path, sink: Callable[[bytes], None]) -> None:
+    with open(path, "rb", buffering=0) as handle:
+        while chunk := handle.read(CHUNK):
+            sink(chunk)
+
+
+def _write_file(source: Inflow, path: Path) -> None:
+    try:
+        with open(path, "xb", buffering=0) as handle:
+            while chunk := source.read(CHUNK):
+                view = memoryview(chunk)
+                while view:
+                    view = view[handle.write(view) or 0 :]
+            os.fsync(handle.fileno())
+    finally:
+        source.drain()
 
 
 def _secret_hash(secret: str) -> str:
@@ -677,6 +878,8 @@ class _Staged:
     spec: ContainerSpec
     staging: Path
     expiry: asyncio.TimerHandle
+    records: list[BackupRecord] = field(default_factory=list)
+    files: dict[str, Path] = field(default_factory=dict)
 
 
 def _text(value: object) -> str | None:

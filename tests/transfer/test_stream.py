@@ -16,6 +16,8 @@ import pytest
 from lightd.errors import ArchiveRejected, PathTraversal
 from lightd.fs.beneath import Root
 from lightd.transfer.stream import (
+    MAX_DATA_FRAME,
+    MAX_PIECE,
     Compression,
     FrameReader,
     Signature,
@@ -135,3 +137,15 @@ def test_frames_in_any_pieces() -> None:
     assert [(kind, len(payload)) for kind, payload in got] == [(b"M", 2), (b"D", 1000), (b"E", 2)]
     with pytest.raises(ValueError, match="bad frame header"):
         list(FrameReader().feed(b"Z" + b"\x00" * 8))
+
+
+def test_pieces_stay_under_the_frame_limit(tmp_path: Path) -> None:
+    """A multi-threaded zstd job hands out several MiB at once: pieces are cut smaller."""
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "random.bin").write_bytes(os.urandom(40 * 1024 * 1024))
+    sizes: list[int] = []
+    with Root(source) as root:
+        pack(root, lambda piece: sizes.append(len(piece)))
+    assert sum(sizes) > 40 * 1024 * 1024
+    assert max(sizes) <= MAX_PIECE < MAX_DATA_FRAME - 1

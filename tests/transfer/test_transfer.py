@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,135 +19,21 @@ import orjson
 import pytest
 
 from lightd.transfer.stream import frame
-from tests.conftest import FAST_RECONCILER
 from tests.support import engine
-from tests.support.daemon import DaemonProcess, wait_for
-from tests.support.lab import Lab, new_prefix
+from tests.support.daemon import wait_for
 from tests.support.ws import Watcher
-
-
-@dataclass
-class Nodes:
-    source: DaemonProcess
-    target: DaemonProcess
-    src: Lab
-    dst: Lab
-    src_api: httpx.Client
-    dst_api: httpx.Client
-
-    def reconnect(self, which: str) -> None:
-        """New clients for a restarted daemon (it listens on a new port)."""
-        if which == "source":
-            self.src_api.close()
-            self.src_api = self.src.api = self.source.client()
-        else:
-            self.dst_api.close()
-            self.dst_api = self.dst.api = self.target.client()
-
-
-@pytest.fixture
-def nodes(tmp_path: Path) -> Iterator[Nodes]:
-    source = DaemonProcess(
-        tmp_path / "source", env=dict(FAST_RECONCILER), token="lightd_" + "a1" * 16
-    )
-    target = DaemonProcess(
-        tmp_path / "target", env=dict(FAST_RECONCILER), token="lightd_" + "b2" * 16
-    )
-    source.start()
-    try:
-        target.start()
-        prefix = new_prefix()
-        with source.client() as src_api, target.client() as dst_api:
-            pair = Nodes(
-                source,
-                target,
-                Lab(source, src_api, prefix),
-                Lab(target, dst_api, prefix),
-                src_api,
-                dst_api,
-            )
-            try:
-                yield pair
-            finally:
-                pair.src.cleanup()
-                for item in pair.dst_api.get("/containers").json()["containers"]:
-                    pair.dst_api.delete(f"/containers/{item['internal_id']}")
-                pair.dst.cleanup()
-                engine.remove_prefixed(prefix)
-                pair.src_api.close()
-                pair.dst_api.close()
-    finally:
-        target.stop(kill=True)
-        source.stop(kill=True)
-
-
-def fill(volume: Path) -> None:
-    (volume / "world" / "region").mkdir(parents=True)
-    (volume / "server.properties").write_bytes(b"motd=moved\n")
-    os.chmod(volume / "server.properties", 0o640)
-    (volume / "world" / "region" / "r.0.0.mca").write_bytes(os.urandom(3 * 1024 * 1024))
-    os.chmod(volume / "world" / "region" / "r.0.0.mca", 0o600)
-    os.utime(volume / "world" / "region" / "r.0.0.mca", (1_600_000_000.5, 1_600_000_000.5))
-    for index in range(200):
-        (volume / "world" / f"small-{index:03}.dat").write_bytes(os.urandom(index))
-    os.symlink("region/r.0.0.mca", volume / "world" / "latest")
-    os.symlink("/etc/hostname", volume / "abs-link")
-    os.chmod(volume / "world", 0o750)
-    os.utime(volume / "world", (1_500_000_000.0, 1_500_000_000.0))
-
-
-def tree(volume: Path) -> dict[str, tuple[Any, ...]]:
-    found: dict[str, tuple[Any, ...]] = {}
-    for folder, dirs, files in os.walk(volume):
-        for name in dirs + files:
-            path = Path(folder) / name
-            info = os.lstat(path)
-            rel = str(path.relative_to(volume))
-            if os.path.islink(path):
-                found[rel] = ("link", os.readlink(path), info.st_mtime)
-            elif path.is_dir():
-                found[rel] = ("dir", oct(info.st_mode), info.st_mtime)
-            else:
-                digest = hashlib.sha256(path.read_bytes()).hexdigest()
-                found[rel] = ("file", oct(info.st_mode), info.st_mtime, digest)
-    return found
-
-
-def running_container(nodes: Nodes) -> tuple[str, str, Path, dict[str, Any]]:
-    port = nodes.src.pool_port()
-    volume_id = nodes.src.volume()
-    volume = Path(nodes.src.volume_path(volume_id))
-    fill(volume)
-    internal_id = nodes.src.create(
-        "mc",
-        volume_id=volume_id,
-        ports=[port],
-        install_script="echo installed >> /mnt/server/install.log",
-    )
-    nodes.src.wait_state(internal_id, "running")
-    assert (volume / "install.log").read_text() == "installed\n"
-    return internal_id, volume_id, volume, port
-
-
-def token_for(nodes: Nodes, internal_id: str, ttl: str = "15m") -> str:
-    answer = nodes.dst_api.post("/transfers/tokens", json={"internal_id": internal_id, "ttl": ttl})
-    assert answer.status_code == 200, answer.text
-    return str(answer.json()["token"])
-
-
-def transfer(nodes: Nodes, internal_id: str, token: str, **extra: bool) -> dict[str, Any]:
-    started = nodes.src_api.post(
-        f"/containers/{internal_id}/transfer",
-        json={"target_url": nodes.target.base_url, "token": token, "live": False, **extra},
-    )
-    assert started.status_code == 202, started.text
-    transfer_id = started.json()["transfer_id"]
-
-    def done() -> dict[str, Any] | None:
-        seen = nodes.src_api.get(f"/transfers/{transfer_id}").json()
-        return seen if seen["state"] != "running" else None
-
-    return dict(wait_for(done, timeout=90, interval=0.2, what="the transfer to end"))
+from tests.transfer.helpers import (
+    Nodes,
+    fill,
+    running_container,
+    start_transfer,
+    target_clean,
+    token_for,
+    transfer,
+    tree,
+    wait_ended,
+    wait_phase,
+)
 
 
 def test_a_running_container_moves(nodes: Nodes) -> None:
@@ -269,62 +153,44 @@ def test_a_corrupted_stream_is_refused_and_leaves_nothing(nodes: Nodes) -> None:
     assert not staging.exists() or not any(staging.iterdir())
 
 
-def start_transfer(nodes: Nodes, internal_id: str) -> str:
-    started = nodes.src_api.post(
-        f"/containers/{internal_id}/transfer",
-        json={
-            "target_url": nodes.target.base_url,
-            "token": token_for(nodes, internal_id),
-            "live": False,
-        },
-    )
-    assert started.status_code == 202, started.text
-    return str(started.json()["transfer_id"])
-
-
-def wait_phase(nodes: Nodes, transfer_id: str, phases: set[str]) -> None:
-    def seen() -> bool:
-        answer = nodes.src_api.get(f"/transfers/{transfer_id}").json()
-        assert answer["state"] == "running", answer
-        return answer["phase"] in phases and answer["bytes_done"] > 0
-
-    wait_for(seen, timeout=60, interval=0.02, what=f"phase {phases}")
-
-
-@pytest.mark.parametrize("victim", ["source", "target"])
-def test_kill_9_mid_stream_leaves_the_source_authoritative(nodes: Nodes, victim: str) -> None:
+@pytest.mark.parametrize(
+    ("victim", "phase", "live"),
+    [
+        ("source", "sending", False),
+        ("target", "sending", False),
+        ("source", "first pass", True),
+        ("target", "converging", False),
+    ],
+)
+def test_kill_9_leaves_the_source_authoritative(
+    nodes: Nodes, victim: str, phase: str, live: bool
+) -> None:
+    """Either daemon killed at a phase: after the next start the source runs the server,
+    the transfer reads ``failed`` (``Interrupted`` on the killed node) on both nodes, and
+    the target holds nothing (what it had published is removed at its start)."""
     internal_id, volume_id, volume, port = running_container(nodes)
-    for index in range(6):
+    for index in range(6 if phase != "converging" else 1):
         (volume / f"big-{index}.bin").write_bytes(os.urandom(32 * 1024 * 1024))
     before = tree(volume)
     assert nodes.dst_api.post("/network/ports", json=port).status_code == 200
     nodes.dst.ports.append(port["port"])
-    transfer_id = start_transfer(nodes, internal_id)
-    wait_phase(nodes, transfer_id, {"sending"})
+    transfer_id = start_transfer(nodes, internal_id, live=live)
+    on = "target" if phase == "converging" else "source"
+    wait_phase(nodes, transfer_id, {phase}, on=on)
     killed = nodes.source if victim == "source" else nodes.target
     assert killed.proc is not None
     killed.proc.kill()
     killed.proc.wait(timeout=10)
     killed.start()
     nodes.reconnect(victim)
-    if victim == "target":
-        outcome = nodes.src_api.get(f"/transfers/{transfer_id}").json()
-        deadline = time.monotonic() + 30
-        while outcome["state"] == "running" and time.monotonic() < deadline:
-            time.sleep(0.2)
-            outcome = nodes.src_api.get(f"/transfers/{transfer_id}").json()
-        assert outcome["state"] == "failed", outcome
+    killed_api = nodes.src_api if victim == "source" else nodes.dst_api
+    record = wait_ended(killed_api, transfer_id)
+    assert record["state"] == "failed" and record["error"] == "Interrupted", record
+    assert wait_ended(nodes.src_api, transfer_id)["state"] == "failed"
     nodes.src.wait_state(internal_id, "running", timeout=60)
     assert nodes.src.get(internal_id)["power"] == "running"
     assert tree(volume) == before
-    assert nodes.dst_api.get(f"/containers/{internal_id}").status_code == 404
-    assert not (nodes.target.data_dir / "volumes" / volume_id).exists()
-    staging = nodes.target.data_dir / "transfer-staging"
-    wait_for(
-        lambda: not staging.exists() or not any(staging.iterdir()),
-        timeout=30,
-        what="the target's staging removed",
-    )
+    target_clean(nodes, internal_id, volume_id)
 
 
 def test_a_live_transfer_sends_the_changes_after_the_stop(nodes: Nodes) -> None:

@@ -1,0 +1,50 @@
+"""The two-daemon fixture of the transfer tests (see :mod:`tests.transfer.helpers`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import FAST_RECONCILER
+from tests.support import engine
+from tests.support.daemon import DaemonProcess
+from tests.support.lab import Lab, new_prefix
+from tests.transfer.helpers import Nodes
+
+
+@pytest.fixture
+def nodes(tmp_path: Path) -> Iterator[Nodes]:
+    source = DaemonProcess(
+        tmp_path / "source", env=dict(FAST_RECONCILER), token="lightd_" + "a1" * 16
+    )
+    target = DaemonProcess(
+        tmp_path / "target", env=dict(FAST_RECONCILER), token="lightd_" + "b2" * 16
+    )
+    source.start()
+    try:
+        target.start()
+        prefix = new_prefix()
+        with source.client() as src_api, target.client() as dst_api:
+            pair = Nodes(
+                source,
+                target,
+                Lab(source, src_api, prefix),
+                Lab(target, dst_api, prefix),
+                src_api,
+                dst_api,
+            )
+            try:
+                yield pair
+            finally:
+                pair.src.cleanup()
+                for item in pair.dst_api.get("/containers").json()["containers"]:
+                    pair.dst_api.delete(f"/containers/{item['internal_id']}")
+                pair.dst.cleanup()
+                engine.remove_prefixed(prefix)
+                pair.src_api.close()
+                pair.dst_api.close()
+    finally:
+        target.stop(kill=True)
+        source.stop(kill=True)

@@ -1,0 +1,170 @@
+"""Two real lightd daemons for transfer tests, and what the tests do with them.
+
+:class:`Nodes` holds a source and a target daemon (own data folders and node ids, one
+engine) and clients for both; the helpers fill a volume, snapshot a tree (content,
+mode, mtime, links), mint tokens and run a transfer to its end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.support.daemon import DaemonProcess, wait_for
+from tests.support.lab import Lab
+
+
+@dataclass
+class Nodes:
+    source: DaemonProcess
+    target: DaemonProcess
+    src: Lab
+    dst: Lab
+    src_api: httpx.Client
+    dst_api: httpx.Client
+
+    def reconnect(self, which: str) -> None:
+        """New clients for a restarted daemon (it listens on a new port)."""
+        if which == "source":
+            self.src_api.close()
+            self.src_api = self.src.api = self.source.client()
+        else:
+            self.dst_api.close()
+            self.dst_api = self.dst.api = self.target.client()
+
+
+def fill(volume: Path) -> None:
+    (volume / "world" / "region").mkdir(parents=True)
+    (volume / "server.properties").write_bytes(b"motd=moved\n")
+    os.chmod(volume / "server.properties", 0o640)
+    (volume / "world" / "region" / "r.0.0.mca").write_bytes(os.urandom(3 * 1024 * 1024))
+    os.chmod(volume / "world" / "region" / "r.0.0.mca", 0o600)
+    os.utime(volume / "world" / "region" / "r.0.0.mca", (1_600_000_000.5, 1_600_000_000.5))
+    for index in range(200):
+        (volume / "world" / f"small-{index:03}.dat").write_bytes(os.urandom(index))
+    os.symlink("region/r.0.0.mca", volume / "world" / "latest")
+    os.symlink("/etc/hostname", volume / "abs-link")
+    os.chmod(volume / "world", 0o750)
+    os.utime(volume / "world", (1_500_000_000.0, 1_500_000_000.0))
+
+
+def tree(volume: Path) -> dict[str, tuple[Any, ...]]:
+    found: dict[str, tuple[Any, ...]] = {}
+    for folder, dirs, files in os.walk(volume):
+        for name in dirs + files:
+            path = Path(folder) / name
+            info = os.lstat(path)
+            rel = str(path.relative_to(volume))
+            if os.path.islink(path):
+                found[rel] = ("link", os.readlink(path), info.st_mtime)
+            elif path.is_dir():
+                found[rel] = ("dir", oct(info.st_mode), info.st_mtime)
+            else:
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()
+                found[rel] = ("file", oct(info.st_mode), info.st_mtime, digest)
+    return found
+
+
+def running_container(nodes: Nodes) -> tuple[str, str, Path, dict[str, Any]]:
+    port = nodes.src.pool_port()
+    volume_id = nodes.src.volume()
+    volume = Path(nodes.src.volume_path(volume_id))
+    fill(volume)
+    internal_id = nodes.src.create(
+        "mc",
+        volume_id=volume_id,
+        ports=[port],
+        install_script="echo installed >> /mnt/server/install.log",
+    )
+    nodes.src.wait_state(internal_id, "running")
+    assert (volume / "install.log").read_text() == "installed\n"
+    return internal_id, volume_id, volume, port
+
+
+def token_for(nodes: Nodes, internal_id: str, ttl: str = "15m") -> str:
+    answer = nodes.dst_api.post("/transfers/tokens", json={"internal_id": internal_id, "ttl": ttl})
+    assert answer.status_code == 200, answer.text
+    return str(answer.json()["token"])
+
+
+def transfer(nodes: Nodes, internal_id: str, token: str, **extra: bool) -> dict[str, Any]:
+    started = nodes.src_api.post(
+        f"/containers/{internal_id}/transfer",
+        json={"target_url": nodes.target.base_url, "token": token, "live": False, **extra},
+    )
+    assert started.status_code == 202, started.text
+    transfer_id = started.json()["transfer_id"]
+
+    def done() -> dict[str, Any] | None:
+        seen = nodes.src_api.get(f"/transfers/{transfer_id}").json()
+        return seen if seen["state"] != "running" else None
+
+    return dict(wait_for(done, timeout=90, interval=0.2, what="the transfer to end"))
+
+
+def start_transfer(
+    nodes: Nodes, internal_id: str, *, live: bool = False, target_url: str | None = None
+) -> str:
+    started = nodes.src_api.post(
+        f"/containers/{internal_id}/transfer",
+        json={
+            "target_url": target_url or nodes.target.base_url,
+            "token": token_for(nodes, internal_id),
+            "live": live,
+        },
+    )
+    assert started.status_code == 202, started.text
+    return str(started.json()["transfer_id"])
+
+
+def wait_phase(
+    nodes: Nodes, transfer_id: str, phases: set[str], *, on: str = "source"
+) -> dict[str, Any]:
+    """Until the transfer is in one of ``phases`` on that node (with bytes moved, unless
+    the phase is ``converging``), polled every 20 ms."""
+    api = nodes.src_api if on == "source" else nodes.dst_api
+
+    def seen() -> dict[str, Any] | None:
+        answer = api.get(f"/transfers/{transfer_id}")
+        if answer.status_code == 404:
+            return None
+        body: dict[str, Any] = answer.json()
+        assert body["state"] == "running", body
+        moved = body["bytes_done"] > 0 or body["phase"] == "converging"
+        return body if body["phase"] in phases and moved else None
+
+    found: dict[str, Any] = wait_for(seen, timeout=90, interval=0.02, what=f"phase {phases}")
+    return found
+
+
+def wait_ended(api: httpx.Client, transfer_id: str, timeout: float = 60) -> dict[str, Any]:
+    def ended() -> dict[str, Any] | None:
+        answer = api.get(f"/transfers/{transfer_id}")
+        if answer.status_code != 200:
+            return None
+        body: dict[str, Any] = answer.json()
+        return body if body["state"] != "running" else None
+
+    found: dict[str, Any] = wait_for(ended, timeout=timeout, interval=0.1, what="the end")
+    return found
+
+
+def staging_empty(nodes: Nodes) -> bool:
+    staging = nodes.target.data_dir / "transfer-staging"
+    return not staging.exists() or not any(staging.iterdir())
+
+
+def target_clean(nodes: Nodes, internal_id: str, volume_id: str) -> None:
+    """The target holds nothing of the container: document, volume, staging."""
+    wait_for(lambda: staging_empty(nodes), timeout=30, what="the target's staging removed")
+    wait_for(
+        lambda: not (nodes.target.data_dir / "volumes" / volume_id).exists(),
+        timeout=60,
+        what="the target's copy of the volume removed",
+    )
+    assert nodes.dst_api.get(f"/containers/{internal_id}").status_code == 404
