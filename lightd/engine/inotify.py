@@ -3,7 +3,8 @@
 The json-file log follower (:mod:`lightd.engine.jsonlog`) sleeps while a container is
 quiet; polling every container's log several times a second costs a node with a hundred
 quiet servers several percent of a core. :class:`FolderWatch` lets it sleep until the
-engine writes, creates or renames a file in the container's folder instead. One inotify
+engine writes, creates or renames a file in the container's folder instead (the watch is
+armed only while the follower sleeps, so a busy container's writes cost nothing). One inotify
 instance serves the whole process (the kernel allows few instances per user, many
 watches), read by one daemon thread that only sets events; a folder watched by several
 followers has one watch, counted. Where inotify is missing (another OS, no instances
@@ -28,6 +29,7 @@ IN_MODIFY = 0x00000002
 IN_CLOSE_WRITE = 0x00000008
 IN_MOVED_TO = 0x00000080
 IN_CREATE = 0x00000100
+IN_Q_OVERFLOW = 0x00004000
 IN_IGNORED = 0x00008000
 MASK = IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE
 EVENT = struct.Struct("iIII")
@@ -82,11 +84,15 @@ class _Inotify:
             offset = 0
             woken: set[int] = set()
             gone: set[int] = set()
+            overflow = False
             while offset + EVENT.size <= len(data):
                 wd, mask, _cookie, length = EVENT.unpack_from(data, offset)
                 offset += EVENT.size + length
+                overflow = overflow or bool(mask & IN_Q_OVERFLOW)
                 (gone if mask & IN_IGNORED else woken).add(wd)
             with self._lock:
+                if overflow:  # events were lost: every follower looks again
+                    woken.update(self._wakers)
                 for wd in woken | gone:
                     for waker in self._wakers.get(wd, ()):
                         waker.set()
@@ -100,15 +106,34 @@ _shared_lock = threading.Lock()
 
 
 class FolderWatch:
-    """One follower's watch on one folder: ``waker`` is set when a file there changes."""
+    """One follower's watch on one folder, armed only while it sleeps: ``waker`` is set
+    when a file there changes while armed. (Armed all the time, a busy container's
+    every write would be an event to read.)"""
 
     def __init__(self, inotify: _Inotify, folder: str) -> None:
         self.waker = threading.Event()
         self._inotify = inotify
-        self._wd = inotify.add(folder, self.waker)
+        self._folder = folder
+        self._wd: int | None = None
+
+    def arm(self) -> bool:
+        """Start watching (False: the kernel refused, e.g. no watches left: poll)."""
+        self.waker.clear()
+        if self._wd is None:
+            try:
+                self._wd = self._inotify.add(self._folder, self.waker)
+            except OSError as exc:
+                log.info("cannot watch %s (%s): its console follower polls", self._folder, exc)
+                return False
+        return True
+
+    def disarm(self) -> None:
+        if self._wd is not None:
+            self._inotify.discard(self._wd, self.waker)
+            self._wd = None
 
     def close(self) -> None:
-        self._inotify.discard(self._wd, self.waker)
+        self.disarm()
 
 
 def watch_folder(folder: str) -> FolderWatch | None:
@@ -122,10 +147,4 @@ def watch_folder(folder: str) -> FolderWatch | None:
                 _unavailable = True
                 log.info("no inotify (%s): console followers poll", exc)
         inotify = _shared
-    if inotify is None:
-        return None
-    try:
-        return FolderWatch(inotify, folder)
-    except OSError as exc:  # e.g. no watches left: this follower polls
-        log.info("cannot watch %s (%s): its console follower polls", folder, exc)
-        return None
+    return None if inotify is None else FolderWatch(inotify, folder)

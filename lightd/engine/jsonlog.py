@@ -32,10 +32,10 @@ import orjson
 from lightd.engine.inotify import FolderWatch, watch_folder
 
 READ_BYTES = 256 * 1024
-# Without inotify, polls of a quiet file: fast while output flows, slower the longer it
-# stays quiet. With it, a quiet follower wakes on the engine's writes, or after
-# QUIET_SECONDS to see whether the container's process still runs (its exit closes the
-# file, which wakes the follower at once).
+# Polls of a file at its end: fast while output flows, slower the longer it stays quiet;
+# once at the slowest, the follower sleeps on an inotify watch of the folder instead,
+# woken by the engine's next write, or after QUIET_SECONDS to see whether the
+# container's process still runs (its exit closes the file, which wakes it at once).
 POLL_MIN_SECONDS = 0.02
 POLL_MAX_SECONDS = 0.25
 QUIET_SECONDS = 5.0
@@ -98,13 +98,29 @@ def chain(path: str, max_files: int) -> list[str]:
     return found
 
 
-def _files(path: str, max_files: int) -> set[tuple[int, int]]:
-    """(device, inode) of every file of the log now."""
+FileKey = tuple[int, int, int | None]
+
+
+def identity(fd: int) -> FileKey:
+    """A log file's identity: device, inode and the time of its first entry. The inode
+    alone is not enough: a rotation that deletes the oldest file frees its inode, and the
+    engine's next new file often gets it at once."""
+    info = os.fstat(fd)
+    return info.st_dev, info.st_ino, _entry_ns_at(fd, 0)
+
+
+def _files(path: str, max_files: int) -> set[FileKey]:
+    """The identity of every file of the log now."""
     found = set()
     for name in chain(path, max_files):
-        with contextlib.suppress(FileNotFoundError):
-            info = os.stat(name)
-            found.add((info.st_dev, info.st_ino))
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue
+        try:
+            found.add(identity(fd))
+        finally:
+            os.close(fd)
     return found
 
 
@@ -137,26 +153,29 @@ class JsonLogFollower:
                 watch.close()
 
     def _follow(self, watch: FolderWatch | None) -> Iterator[bytes]:
-        read: set[tuple[int, int]] = set()  # (device, inode) of the files read to the end
+        read: set[FileKey] = set()  # the files read to the end
         fd: int | None = None
         pending = b""
         poll = POLL_MIN_SECONDS
+        armed = False  # sleeping on the folder's watch until the engine writes
         checked = 0.0  # when the process was last seen alive
         try:
             while not self._closed.is_set():
-                if watch is not None:
-                    watch.waker.clear()  # a write from here on wakes the wait below
                 if fd is None:
                     fd = self._open_next(read)
                     if fd is None:  # no file yet (or any more): the engine makes one
                         if not self._process.alive():
                             return
-                        poll = self._sleep(watch, poll)
+                        self._closed.wait(poll)
+                        poll = min(POLL_MAX_SECONDS, poll * 1.5)
                         continue
                     self._seek_since(fd)
                     pending = b""
                 data = os.read(fd, READ_BYTES)
                 if data:
+                    if armed and watch is not None:
+                        watch.disarm()
+                        armed = False
                     poll = POLL_MIN_SECONDS
                     out, pending = self._lines(pending + data)
                     if out:
@@ -166,8 +185,7 @@ class JsonLogFollower:
                     # Renamed away by a rotation: the engine writes only to the new file
                     # from now on, so what it wrote here before is all there is to read.
                     yield from self._drain(fd, pending)
-                    info = os.fstat(fd)
-                    read.add((info.st_dev, info.st_ino))
+                    read.add(identity(fd))
                     os.close(fd)
                     fd = None
                     continue
@@ -178,20 +196,21 @@ class JsonLogFollower:
                         yield from self._drain(fd, pending)
                         return
                     checked = now
-                poll = self._sleep(watch, poll)
+                if armed and watch is not None:
+                    if watch.waker.wait(QUIET_SECONDS):
+                        watch.disarm()  # written to: read, and poll while it flows
+                        armed = False
+                        poll = POLL_MIN_SECONDS
+                    continue
+                if watch is not None and poll >= POLL_MAX_SECONDS and watch.arm():
+                    armed = True
+                    continue  # one more read first: a write before the arm is not missed
+                self._closed.wait(poll)
+                poll = min(POLL_MAX_SECONDS, poll * 1.5)
         finally:
             if fd is not None:
                 with contextlib.suppress(OSError):
                     os.close(fd)
-
-    def _sleep(self, watch: FolderWatch | None, poll: float) -> float:
-        """Waits for the engine to write (inotify) or for the next poll; the next poll."""
-        if watch is not None:
-            if not watch.waker.wait(QUIET_SECONDS):
-                return poll  # quiet: the caller checks that the process still runs
-            return POLL_MIN_SECONDS
-        self._closed.wait(poll)
-        return min(POLL_MAX_SECONDS, poll * 1.5)
 
     def _drain(self, fd: int, pending: bytes) -> Iterator[bytes]:
         while data := os.read(fd, READ_BYTES):
@@ -208,21 +227,21 @@ class JsonLogFollower:
         info = os.fstat(fd)
         return (now.st_dev, now.st_ino) == (info.st_dev, info.st_ino)
 
-    def _open_next(self, read: set[tuple[int, int]]) -> int | None:
+    def _open_next(self, read: set[FileKey]) -> int | None:
         """The oldest file of the log not read to its end yet that can hold lines at or
         after ``since`` (None: none). Oldest by its first entry's time, not by its name,
         and looked for again when a rotation renamed the files while they were opened
         (a file missed that way would be read late, out of order)."""
         for _ in range(100):
             candidates: list[tuple[float, int]] = []
-            seen: set[tuple[int, int]] = set()
+            seen: set[FileKey] = set()
             for name in chain(self._path, self._max_files):
                 try:
                     fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
                 except FileNotFoundError:
                     continue  # rotated away between the listing and the open
                 info = os.fstat(fd)
-                key = (info.st_dev, info.st_ino)
+                key = identity(fd)
                 if key in read or key in seen:
                     os.close(fd)
                     continue
@@ -235,7 +254,7 @@ class JsonLogFollower:
                     read.add(key)  # rotated away and all older than since: not needed
                     os.close(fd)
                     continue
-                first = _entry_ns_at(fd, 0)
+                first = key[2]
                 candidates.append((float("inf") if first is None else first, fd))
             if _files(self._path, self._max_files) <= read | seen:
                 break

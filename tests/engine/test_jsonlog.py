@@ -113,6 +113,27 @@ def test_rotations_between_reads_lose_and_repeat_nothing(tmp_path: Path) -> None
     assert seen == [f"line-{i}" for i in range(n + 1)]
 
 
+def test_a_reused_inode_is_not_taken_for_a_file_already_read(tmp_path: Path) -> None:
+    # Two files kept: each rotation deletes the older one, whose inode the next new file
+    # usually gets at once. The follower must not skip that new file as "read".
+    log = RotatingLog(tmp_path / "c-json.log", max_files=2)
+    follower, got = follow(log.path, max_files=2)
+    try:
+        n = 0
+        for _ in range(60):
+            for _ in range(20):
+                log.write(n)
+                n += 1
+            seen = wait_for(got, n)  # the reader keeps up: nothing is deleted unread
+            log.rotate()
+        log.write(n)
+        seen = wait_for(got, n + 1)
+    finally:
+        follower.close()
+        log.close()
+    assert seen == [f"line-{i}" for i in range(n + 1)]
+
+
 def test_since_skips_older_files_and_lines(tmp_path: Path) -> None:
     log = RotatingLog(tmp_path / "c-json.log", max_files=5)
     for n in range(30_000):

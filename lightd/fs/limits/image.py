@@ -20,9 +20,9 @@ left to lightd's writers alone. A kill during a grow's or a shrink's ``resize2fs
 leaves the undo file; the next start, before mounting, keeps a file system that checks
 clean (the resize had finished, a shrink's cut of the file included: replaying the undo
 then would lose data) and replays the undo (``e2undo``) otherwise, then resizes the file
-system to the stored limit: the volume comes back whole, at its limit. Every mount goes through a fresh loop device
-(:func:`free_loops`): one an umount left attached would serve the blocks cached from
-before a resize. ``resize2fs`` refusing a size (below its minimum for
+system to the stored limit: the volume comes back whole, at its limit. Every mount goes
+through a fresh loop device (:func:`free_loops`): one an umount left attached would serve
+the blocks cached from before a resize. ``resize2fs`` refusing a size (below its minimum for
 the files kept) is a 409 with its words, the image untouched. Usage is ``statvfs``, O(1).
 A volume with content gets its image by a copy into it while no container uses it.
 Unlimited volumes stay plain folders (usage from the soft accountant).
