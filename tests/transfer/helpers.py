@@ -18,6 +18,10 @@ import httpx
 from tests.support.daemon import DaemonProcess, wait_for
 from tests.support.lab import Lab
 
+# What a hand-made manifest carries for the commit step (protocol 2).
+COMMIT_SECRET = "test-commit-secret"
+PROTOCOL = {"version": 2, "commit_sha256": hashlib.sha256(COMMIT_SECRET.encode()).hexdigest()}
+
 
 @dataclass
 class Nodes:
