@@ -271,6 +271,7 @@ class Transfers:
     async def _finish_source(self, transfer: Transfer) -> None:
         with contextlib.suppress(ContainerNotFound):
             await self._containers.delete(transfer.internal_id)
+        await self._wait_forgotten(transfer.internal_id)
         if not transfer.keep_source and transfer.volume_id is not None:
             with contextlib.suppress(LightdError, OSError):
                 await self._delete_volume(transfer.volume_id)
@@ -507,6 +508,15 @@ class Transfers:
             log.warning("transfer %s: cleaning the source failed: %s", transfer.id, exc)
             transfer.state, transfer.phase = "completed", "done"
             await self._end(transfer)
+
+    async def _wait_forgotten(self, internal_id: str, seconds: float = 60.0) -> None:
+        """Until the reconciler removed the deleted container from the engine (at most
+        ``seconds``): a volume deleted under a container still starting (one a killed
+        daemon had created, started again at the next start) comes back empty, as the
+        engine creates a missing bind source."""
+        deadline = time.monotonic() + seconds
+        while self._observed(internal_id) is not None and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
 
     async def _delete_volume(self, volume_id: str) -> None:
         deadline = time.monotonic() + 60
@@ -996,6 +1006,7 @@ class Transfers:
         """Remove what a failed target published (document, volume, backups), then end."""
         with contextlib.suppress(LightdError):
             await self._containers.delete(transfer.internal_id)
+        await self._wait_forgotten(transfer.internal_id)
         if transfer.volume_id is not None:
             with contextlib.suppress(LightdError, OSError):
                 await self._delete_volume(transfer.volume_id)
