@@ -515,7 +515,9 @@ class Transfers:
         daemon had created, started again at the next start) comes back empty, as the
         engine creates a missing bind source."""
         deadline = time.monotonic() + seconds
-        while self._observed(internal_id) is not None and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            if self._observed(internal_id) is None:
+                return
             await asyncio.sleep(0.2)
 
     async def _delete_volume(self, volume_id: str) -> None:
