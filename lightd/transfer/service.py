@@ -83,7 +83,7 @@ from lightd.transfer.commit import (
 )
 from lightd.transfer.hooks import pause_point
 from lightd.transfer.pipe import Inflow, Outflow, run_in_thread
-from lightd.transfer.records import INTERRUPTED, Transfer, TransferRecords
+from lightd.transfer.records import INTERRUPTED, Transfer, TransferRecords, TransferState
 from lightd.transfer.stream import (
     CHUNK,
     COMPRESSIONS,
@@ -219,10 +219,11 @@ class Transfers:
         if self._finished is not None:
             self._finished(transfer.internal_id, transfer.view())
 
-    def _spawn(self, work: Any, name: str) -> None:
+    def _spawn(self, work: Any, name: str) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(work, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     # -- recovery ------------------------------------------------------------------------
 
@@ -257,13 +258,14 @@ class Transfers:
             if transfer.role == "source" and transfer.phase == COMMITTING:
                 self._spawn(self._settle(transfer), f"transfer-settle-{transfer.id}")
                 continue
-            transfer.state, transfer.error = "failed", INTERRUPTED
             if transfer.role == "source":
+                abort = transfer.phase not in ("starting", "checking")
                 self._spawn(
-                    self._give_back(transfer, abort=transfer.phase not in ("starting", "checking")),
+                    self._give_back(transfer, "failed", INTERRUPTED, abort=abort),
                     f"transfer-restore-{transfer.id}",
                 )
                 continue
+            transfer.state, transfer.error = "failed", INTERRUPTED
             if transfer.published:
                 self._spawn(self._unpublish(transfer), f"transfer-clean-{transfer.id}")
             await self._end(transfer)
@@ -423,9 +425,14 @@ class Transfers:
             await pause_point("ready", transfer.id)
             await self._set_phase(transfer, COMMITTING)
         except BaseException as exc:
-            transfer.state = "cancelled" if isinstance(exc, asyncio.CancelledError) else "failed"
-            transfer.error = _reason(exc)
-            await self._give_back(transfer, abort=reached)
+            state: TransferState = (
+                "cancelled" if isinstance(exc, asyncio.CancelledError) else "failed"
+            )
+            # Shielded: a cancel or a shutdown meanwhile must not skip the power restore
+            # (a shutdown leaves the record running: the next start gives back).
+            work = self._give_back(transfer, state, _reason(exc), abort=reached)
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(self._spawn(work, f"transfer-restore-{transfer.id}"))
             if isinstance(exc, asyncio.CancelledError):
                 raise
             if not isinstance(exc, LightdError | httpx.HTTPError | ValueError):
@@ -433,20 +440,23 @@ class Transfers:
             return
         await self._settle(transfer)
 
-    async def _give_back(self, transfer: Transfer, *, abort: bool) -> None:
-        """A source transfer that failed before ``committing``: with ``abort`` the target
-        is told to drop what it holds (bounded; unreachable, it drops a ready copy when
-        its commit window closes, as no commit was sent), then the container gets its
-        desired power back and the record ends as the caller set it."""
+    async def _give_back(
+        self, transfer: Transfer, state: TransferState, error: str, *, abort: bool
+    ) -> None:
+        """A source transfer that did not commit: with ``abort`` the target is told to
+        drop what it holds (bounded; unreachable, it drops a ready copy when its commit
+        window closes, as no commit was sent), then the container gets its desired
+        power back and the record ends with ``state`` and ``error`` (it stays
+        ``running`` until then)."""
         outcome = await self._abort_target(transfer) if abort else None
         if outcome is not None and outcome.verdict is Verdict.COMMITTED:
             # No commit was sent before ``committing``; should a target claim one, it
             # owns the server and this node must not start its copy.
             log.error("transfer %s: the target says it committed; cleaning here", transfer.id)
-            transfer.state, transfer.error = "running", None
             await self._set_phase(transfer, "cleaning")
             await self._clean(transfer)
             return
+        transfer.state, transfer.error = state, error
         if transfer.power == Power.RUNNING.value:
             with contextlib.suppress(LightdError):
                 await self._containers.start(transfer.internal_id)
@@ -490,11 +500,8 @@ class Transfers:
             await self._end(transfer)
             return
         if outcome.verdict is Verdict.NOT_COMMITTED:
-            transfer.state = "failed"
-            transfer.error = (
-                f"Transfer failed: the target did not take the commit ({outcome.detail})"
-            )
-            await self._give_back(transfer, abort=False)
+            error = f"Transfer failed: the target did not take the commit ({outcome.detail})"
+            await self._give_back(transfer, "failed", error, abort=False)
             return
         await pause_point("committed", transfer.id)
         await self._set_phase(transfer, "cleaning")
