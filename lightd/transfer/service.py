@@ -7,23 +7,27 @@ or, when large, several concurrent zstd PAX tars of disjoint file sets
 ``include_backups`` the volume's backups (:mod:`lightd.transfer.backups`), each stream
 and archive with its SHA-256, in one request per pass to the target's ``POST
 /transfers``. With ``live`` a first pass runs while the server does; after the graceful
-stop a final pass sends only what changed. Only when the target answers 200 (copy
-verified, moved in, document written, container running) does the source delete its
-document, its moved backups and, unless ``keep_source``, its volume. Any failure
-restores the desired power the container had.
+stop a final pass sends only what changed. When the target answers ready (copy
+verified, moved in, document written, container running) the source records
+``committing``, commits (:mod:`lightd.transfer.commit`), and only once the target
+acknowledged the commit deletes its document, its moved backups and, unless
+``keep_source``, its volume. Any failure before ``committing`` tells the target to
+abort and restores the desired power the container had.
 
 Target (``POST /transfers``, the transfer token minted for that ``internal_id``): the
 document is checked before any data is read (id and volume free here, host limits and
 ports with the contract's port errors, backups it can hold); each stream is unpacked
 into ``<data_dir>/transfer-staging/<transfer_id>/`` while it arrives and is verified at
 its end; then the volume is moved in, the backups registered, the document written; the
-answer waits until the container runs. Any failure removes staging and whatever was
-published.
+answer waits until the container runs and says ready. The copy stays only if the
+source's commit comes within the commit window; without it, on the source's abort, or
+on any failure, staging and whatever was published are removed.
 
 Every transfer has a record (:mod:`lightd.transfer.records`) that survives restarts: at
-start, one a killed daemon left running ends ``failed`` (``Interrupted``), the source
-gets its desired power back (or, killed after the target's acknowledgement, finishes
-its cleanup) and the target removes staging and what it had published. Every phase (and
+start, one a killed daemon left running ends ``failed`` (``Interrupted``): the source
+aborts the target and gets its desired power back (in ``committing`` it settles the
+commit first, in ``cleaning`` it finishes its cleanup) and the target removes staging
+and what it had published, a ready copy still awaiting its commit too. Every phase (and
 progress at most once a second) goes to ``changed`` (``/watch``, ``kind: "transfer"``),
 the outcome to ``finished`` (the panel outbox), on both nodes. This module must not
 serve HTTP (routes call it).
