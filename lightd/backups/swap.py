@@ -136,26 +136,25 @@ def _move_out(root: Root, old_fd: int) -> None:
 def _move_up(root: Root, staging_fd: int, old_fd: int) -> None:
     """Every restored entry up to the volume root (one a writer put in its way goes to the
     old folder first)."""
-    for name in _names(staging_fd, skip_temp=True):
-        try:
-            _move(staging_fd, name, root.fd, name)
-        except FileNotFoundError:
-            continue
-        except FileExistsError:
-            _move(root.fd, name, old_fd, temp_name())
-            _move(staging_fd, name, root.fd, name)
+    _move_all_to_root(root, staging_fd, old_fd)
 
 
 def _move_back(root: Root, old_fd: int) -> None:
     """Every old entry back to the volume root (the old tree wins over a writer's entry)."""
-    for name in _names(old_fd, skip_temp=True):
+    _move_all_to_root(root, old_fd, old_fd)
+
+
+def _move_all_to_root(root: Root, from_fd: int, old_fd: int) -> None:
+    """Every entry of ``from_fd`` to the volume root; an entry in the way goes to the old
+    folder under a temp name first."""
+    for name in _names(from_fd, skip_temp=True):
         try:
-            _move(old_fd, name, root.fd, name)
+            _move(from_fd, name, root.fd, name)
         except FileNotFoundError:
             continue
         except FileExistsError:
             _move(root.fd, name, old_fd, temp_name())
-            _move(old_fd, name, root.fd, name)
+            _move(from_fd, name, root.fd, name)
 
 
 def _move_down(root: Root, staging_fd: int) -> None:

@@ -27,12 +27,12 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from functools import cached_property
 
 import orjson
 
 from lightd.engine.base import Engine
+from lightd.engine.jsonlog import time_ns
 from lightd.engine.records import Stream
 from lightd.errors import EngineError
 from lightd.runtime.threads import start_soon
@@ -65,28 +65,9 @@ RESUME_OVERLAP_SECONDS = 1.0
 NS = 1_000_000_000
 
 
-_epoch_cache: dict[bytes, int] = {}
-
-
 def stamp_ns(stamp: bytes) -> int:
-    """Nanoseconds since the epoch of the engine's RFC 3339 UTC timestamp (0 if unreadable).
-
-    The seconds part is parsed once per distinct second (cached), the fraction as digits.
-    """
-    head, _, fraction = stamp.rstrip(b"Z").partition(b".")
-    seconds = _epoch_cache.get(head)
-    if seconds is None:
-        try:
-            parsed = datetime.strptime(head.decode("ascii"), "%Y-%m-%dT%H:%M:%S")
-        except (UnicodeDecodeError, ValueError):
-            return 0
-        seconds = int(parsed.replace(tzinfo=UTC).timestamp())
-        if len(_epoch_cache) > 4096:
-            _epoch_cache.clear()
-        _epoch_cache[head] = seconds
-    digits = fraction[:9].ljust(9, b"0")
-    nanos = int(digits) if digits.isdigit() else 0
-    return seconds * NS + nanos
+    """Nanoseconds since the epoch of the engine's RFC 3339 UTC timestamp (0 if unreadable)."""
+    return time_ns(stamp.decode("ascii", "replace"))
 
 
 def stamp_key(stamp: bytes) -> int:

@@ -279,7 +279,10 @@ def test_a_lowered_limit_shrinks_the_image_and_the_kernel_holds_it(rig: DiskRig)
     assert fsck.returncode == 0, fsck.stdout  # the shrunk file system is whole
 
 
-def test_a_shrink_killed_in_its_resize_comes_back_whole(rig: DiskRig) -> None:
+# The kill lands before resize2fs wrote anything, in the middle, or after it finished
+# (it cuts the file itself as its last step): each must come back whole at 64 MiB.
+@pytest.mark.parametrize("kill_after", [0.0, 0.005, 0.02, 0.3])
+def test_a_shrink_killed_in_its_resize_comes_back_whole(rig: DiskRig, kill_after: float) -> None:
     volume_id = rig.volume(64 * MiB)
     url = f"/volumes/{volume_id}"
     path = rig.show(volume_id)["path"]
@@ -297,7 +300,7 @@ def test_a_shrink_killed_in_its_resize_comes_back_whole(rig: DiskRig) -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    time.sleep(0.02)
+    time.sleep(kill_after)
     killed.kill()
     killed.wait()
     rig.start()

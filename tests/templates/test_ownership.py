@@ -16,13 +16,8 @@ import orjson
 
 from tests.support.daemon import wait_for
 from tests.support.lab import Lab
-from tests.transfer.test_transfer import (  # noqa: F401  (the fixture)
-    Nodes,
-    nodes,
-    running_container,
-    token_for,
-    transfer,
-)
+from tests.transfer.conftest import nodes  # noqa: F401  (the two-daemon fixture)
+from tests.transfer.helpers import Nodes, running_container, token_for, transfer
 
 USER = (988, 988)
 

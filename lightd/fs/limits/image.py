@@ -8,19 +8,19 @@ extended, the loop device told (``losetup -c``), then ``resize2fs`` on the mount
 system (the kernel's online resize: a kill leaves the old or the new size). A kernel that
 refuses online resizing (no ``CAP_SYS_RESOURCE``, as on this project's machines) gets the
 offline grow while no container uses the volume: unmount, ``e2fsck``, ``resize2fs -z``
-with an undo file, mount; a kill in the middle leaves the undo file, which the next
-start replays (``e2undo``) before mounting, so the volume comes back at its old size,
-whole. While a container runs on it such a grow is refused (409), never forced.
+with an undo file, mount. While a container runs on it such a grow is refused (409),
+never forced.
 
 A lowered limit (at or above the usage; below it is refused, 409) shrinks the image so
 the kernel holds it for the container too: ext4 cannot shrink online, so this is done
 only while no container uses the volume (unmount, ``e2fsck -f``, ``resize2fs -z`` with
 an undo file to the new size, then the file is cut to it, mount); while a container
 runs on it the change is refused (409: stop the container, then lower the limit), never
-left to lightd's writers alone. A kill during the shrink's ``resize2fs`` leaves the undo
-file, replayed at the next start (the old size, whole); a kill after it leaves a file
-system smaller than the file or the stored limit, which mounts and works, and the next
-raise grows it to the file again. Every mount goes through a fresh loop device
+left to lightd's writers alone. A kill during a grow's or a shrink's ``resize2fs``
+leaves the undo file; the next start, before mounting, keeps a file system that checks
+clean (the resize had finished, a shrink's cut of the file included: replaying the undo
+then would lose data) and replays the undo (``e2undo``) otherwise, then resizes the file
+system to the stored limit: the volume comes back whole, at its limit. Every mount goes through a fresh loop device
 (:func:`free_loops`): one an umount left attached would serve the blocks cached from
 before a resize. ``resize2fs`` refusing a size (below its minimum for
 the files kept) is a 409 with its words, the image untouched. Usage is ``statvfs``, O(1).
@@ -231,13 +231,52 @@ class ImageBackend:
         if not is_mount_point(volume.path):
             free_loops(image)  # an umount (of an earlier run, an operator) may still flush
         if undo.exists() and not is_mount_point(volume.path):
-            # An offline grow was killed: put the file system back as it was before it.
-            # (An undo file cut short by the kill replays nothing: the check repairs then.)
+            self._recover_resize(image, undo, limit)
+        self._ensure_mounted(volume)
+
+    def _recover_resize(self, image: Path, undo: Path, limit: int | None) -> None:
+        """A resize was killed (its undo file is left): make the image whole again, at
+        the stored limit.
+
+        When the file system checks clean as it is, ``resize2fs`` had finished or not
+        begun (a shrink cuts the file itself as its last step, so replaying the undo
+        after it would point the file system at blocks the cut removed): it is kept.
+        Otherwise the undo is replayed: the size before the resize, whole. (An undo file
+        cut short by the kill replays nothing: the check repairs then.) Either way the
+        file system is then resized to the stored limit, since the request that changed
+        it may or may not have been stored before the kill.
+        """
+        if not self.clean(image):
             with contextlib.suppress(CommandFailed):
                 run(["e2undo", str(undo), str(image)])
-            undo.unlink()
             self.repair(image)
-        self._ensure_mounted(volume)
+        undo.unlink()
+        if limit is not None and fs_bytes(image) != limit:
+            self._resize_unmounted(image, undo, limit)
+
+    def _resize_unmounted(self, image: Path, undo: Path, limit: int) -> None:
+        """Check, resize the file system to ``limit`` with an undo file, check, and make
+        the file that size."""
+        self.repair(image)
+        if image.stat().st_size < limit:
+            with image.open("r+b") as handle:
+                handle.truncate(limit)
+        with contextlib.suppress(FileNotFoundError):
+            undo.unlink()
+        run(["resize2fs", "-z", str(undo), str(image), str(limit // fs_block(image))])
+        self.repair(image)
+        undo.unlink()
+        with image.open("r+b") as handle:
+            handle.truncate(limit)
+
+    def clean(self, image: Path) -> bool:
+        """Whether ``e2fsck -f -n`` finds nothing to put right (and the file holds the
+        whole file system)."""
+        try:
+            run(["e2fsck", "-f", "-n", str(image)])
+        except CommandFailed:
+            return False
+        return True
 
     def repair(self, image: Path) -> None:
         """``e2fsck -f -y``: what a kill left half done is put right before the mount."""
@@ -338,16 +377,20 @@ class ImageBackend:
         undo = self.undo_of(volume)
         unmount_image(image, volume.path)
         try:
-            self.repair(image)
-            with contextlib.suppress(FileNotFoundError):
-                undo.unlink()
-            run(["resize2fs", "-z", str(undo), str(image)])
-            # Growing past the reserved descriptor blocks leaves the resize inode stale
-            # (e2fsck's "Resize inode not valid"): put it right while still unmounted.
-            self.repair(image)
-            undo.unlink()
+            self._grow_unmounted(image, undo)
         finally:
             mount_image(image, volume.path)
+
+    def _grow_unmounted(self, image: Path, undo: Path) -> None:
+        """Check, grow the file system to the file's size with an undo file, check."""
+        self.repair(image)
+        with contextlib.suppress(FileNotFoundError):
+            undo.unlink()
+        run(["resize2fs", "-z", str(undo), str(image)])
+        # Growing past the reserved descriptor blocks leaves the resize inode stale
+        # (e2fsck's "Resize inode not valid"): put it right while still unmounted.
+        self.repair(image)
+        undo.unlink()
 
     def shrink(self, volume: VolumeRef, limit: int) -> None:
         """Offline: unmount, check, shrink to ``limit`` with an undo file, cut the file, mount.
@@ -379,3 +422,23 @@ class ImageBackend:
                 handle.truncate(limit)
         finally:
             mount_image(image, volume.path)
+
+
+def _superblock(image: Path) -> dict[str, str]:
+    fields = {}
+    for line in run(["dumpe2fs", "-h", str(image)]).splitlines():
+        name, sep, value = line.partition(":")
+        if sep:
+            fields[name.strip()] = value.strip()
+    return fields
+
+
+def fs_block(image: Path) -> int:
+    """The block size of the ext4 file system in ``image`` (its superblock)."""
+    return int(_superblock(image)["Block size"])
+
+
+def fs_bytes(image: Path) -> int:
+    """The size of the ext4 file system in ``image`` (its superblock), in bytes."""
+    fields = _superblock(image)
+    return int(fields["Block count"]) * int(fields["Block size"])
