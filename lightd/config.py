@@ -163,6 +163,14 @@ class VolumeSettings(_Section):
         return self
 
 
+class TransferSettings(_Section):
+    """Node-to-node transfers (lightd.transfer)."""
+
+    # How long a target keeps a verified, started copy while it waits for the source's
+    # commit; without one it removes the copy (the source stays authoritative).
+    commit_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
+
+
 class BackupS3Settings(_Section):
     """The bucket of the ``s3`` backup adapter (path-style, SigV4)."""
 
@@ -273,6 +281,7 @@ class Settings(BaseSettings):
     containers: ContainersSettings = Field(default_factory=ContainersSettings)
     websocket: WebSocketSettings = Field(default_factory=WebSocketSettings)
     volumes: VolumeSettings = Field(default_factory=VolumeSettings)
+    transfers: TransferSettings = Field(default_factory=TransferSettings)
     gitops: GitopsSettings = Field(default_factory=GitopsSettings)
     sftp: SftpSettings = Field(default_factory=SftpSettings)
     backups: BackupSettings = Field(default_factory=BackupSettings)

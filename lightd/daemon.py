@@ -233,6 +233,7 @@ class Daemon:
             changed=lambda key, view: self.watch.set_object("transfer", key, view),
             finished=self._transfer_finished,
             hand_over=self._hand_transferred,
+            commit_seconds=lambda: self.settings.transfers.commit_timeout_seconds,
         )
         # SFTP (lightd.sftp): sessions on container volumes; activity to /watch and the panel.
         self.sftp = SftpService(

@@ -4,10 +4,13 @@ One JSON document per transfer under ``<data_dir>/state/transfers/<transfer_id>.
 (atomic replace), written at every phase and at the end, never for progress (which
 lives in memory). A record also holds what recovery needs: the role, the container's
 desired power on the source when it began, its volume, and (target) whether anything
-was published. At start, records a killed daemon left ``running`` are returned so the
-service can end them ``failed`` (``Interrupted``); ended records older than
-:data:`KEEP_SECONDS` are dropped, at most :data:`KEEP_ENDED` are kept. Blocking: call
-from a thread. This module must not touch volumes, containers or the network.
+was published; for the commit step (:mod:`lightd.transfer.commit`) the source keeps the
+target's URL, the commit secret it chose and the target's commit window, the target
+only the secret's SHA-256 (the secret is never in :meth:`Transfer.view`). At start,
+records a killed daemon left ``running`` are returned so the service can end them
+``failed`` (``Interrupted``); ended records older than :data:`KEEP_SECONDS` are
+dropped, at most :data:`KEEP_ENDED` are kept. Blocking: call from a thread. This module
+must not touch volumes, containers or the network.
 """
 
 from __future__ import annotations
@@ -48,7 +51,12 @@ class Transfer:
     keep_source: bool = False
     backups: list[str] = field(default_factory=list)
     published: bool = False
-    task: asyncio.Task[None] | None = field(default=None, repr=False)
+    # The commit step: source (URL, secret, the target's window) and target (its hash).
+    target_url: str | None = None
+    commit_secret: str | None = field(default=None, repr=False)
+    commit_seconds: float | None = None
+    commit_hash: str | None = None
+    task: asyncio.Task[Any] | None = field(default=None, repr=False)
     reported_at: float = field(default=0.0, repr=False)
 
     def view(self) -> dict[str, Any]:
@@ -73,6 +81,10 @@ class Transfer:
             "keep_source": self.keep_source,
             "backups": list(self.backups),
             "published": self.published,
+            "target_url": self.target_url,
+            "commit_secret": self.commit_secret,
+            "commit_seconds": self.commit_seconds,
+            "commit_hash": self.commit_hash,
         }
 
 
@@ -91,6 +103,7 @@ def from_document(name: str, raw: object) -> Transfer | None:
         return None
     total = raw.get("bytes_total")
     ended = raw.get("ended_at")
+    seconds = raw.get("commit_seconds")
     return Transfer(
         id=transfer_id,
         internal_id=raw["internal_id"],
@@ -107,7 +120,15 @@ def from_document(name: str, raw: object) -> Transfer | None:
         keep_source=bool(raw.get("keep_source", False)),
         backups=[str(b) for b in raw.get("backups") or [] if isinstance(b, str)],
         published=bool(raw.get("published", False)),
+        target_url=_text(raw.get("target_url")),
+        commit_secret=_text(raw.get("commit_secret")),
+        commit_seconds=float(seconds) if isinstance(seconds, int | float) else None,
+        commit_hash=_text(raw.get("commit_hash")),
     )
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 class TransferRecords:

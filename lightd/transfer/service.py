@@ -7,23 +7,27 @@ or, when large, several concurrent zstd PAX tars of disjoint file sets
 ``include_backups`` the volume's backups (:mod:`lightd.transfer.backups`), each stream
 and archive with its SHA-256, in one request per pass to the target's ``POST
 /transfers``. With ``live`` a first pass runs while the server does; after the graceful
-stop a final pass sends only what changed. Only when the target answers 200 (copy
-verified, moved in, document written, container running) does the source delete its
-document, its moved backups and, unless ``keep_source``, its volume. Any failure
-restores the desired power the container had.
+stop a final pass sends only what changed. When the target answers ready (copy
+verified, moved in, document written, container running) the source records
+``committing``, commits (:mod:`lightd.transfer.commit`), and only once the target
+acknowledged the commit deletes its document, its moved backups and, unless
+``keep_source``, its volume. Any failure before ``committing`` tells the target to
+abort and restores the desired power the container had.
 
 Target (``POST /transfers``, the transfer token minted for that ``internal_id``): the
 document is checked before any data is read (id and volume free here, host limits and
 ports with the contract's port errors, backups it can hold); each stream is unpacked
 into ``<data_dir>/transfer-staging/<transfer_id>/`` while it arrives and is verified at
 its end; then the volume is moved in, the backups registered, the document written; the
-answer waits until the container runs. Any failure removes staging and whatever was
-published.
+answer waits until the container runs and says ready. The copy stays only if the
+source's commit comes within the commit window; without it, on the source's abort, or
+on any failure, staging and whatever was published are removed.
 
 Every transfer has a record (:mod:`lightd.transfer.records`) that survives restarts: at
-start, one a killed daemon left running ends ``failed`` (``Interrupted``), the source
-gets its desired power back (or, killed after the target's acknowledgement, finishes
-its cleanup) and the target removes staging and what it had published. Every phase (and
+start, one a killed daemon left running ends ``failed`` (``Interrupted``): the source
+aborts the target and gets its desired power back (in ``committing`` it settles the
+commit first, in ``cleaning`` it finishes its cleanup) and the target removes staging
+and what it had published, a ready copy still awaiting its commit too. Every phase (and
 progress at most once a second) goes to ``changed`` (``/watch``, ``kind: "transfer"``),
 the outcome to ``finished`` (the panel outbox), on both nodes. This module must not
 serve HTTP (routes call it).
@@ -34,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hashlib
 import logging
 import os
 import re
@@ -66,8 +69,25 @@ from lightd.spec.container import ContainerSpec, Power
 from lightd.spec.observed import InstallState, ObservedContainer, RuntimeState
 from lightd.store import DocumentStore
 from lightd.transfer.backups import Outgoing, incoming, outgoing
+from lightd.transfer.commit import (
+    ABORT_SECONDS,
+    ABORTED,
+    AWAITING,
+    COMMIT_SECONDS_HEADER,
+    COMMITTING,
+    PROTOCOL,
+    PROTOCOL_HEADER,
+    CommitLink,
+    CommitWindows,
+    Outcome,
+    Verdict,
+    secret_hash,
+    secret_matches,
+    settle,
+)
+from lightd.transfer.hooks import pause_point
 from lightd.transfer.pipe import Inflow, Outflow, run_in_thread
-from lightd.transfer.records import INTERRUPTED, Transfer, TransferRecords
+from lightd.transfer.records import INTERRUPTED, Transfer, TransferRecords, TransferState
 from lightd.transfer.stream import (
     CHUNK,
     COMPRESSIONS,
@@ -97,6 +117,13 @@ STOP_WAIT = 120.0
 STAGE_SECONDS = 600.0
 TRANSFER_ID = re.compile(r"[0-9a-f]{16}")
 START_WAIT = 120.0
+DEFAULT_COMMIT_SECONDS = 60.0
+COMMIT_HASH = re.compile(r"[0-9a-f]{64}")
+UNSETTLED = (
+    "Transfer failed: the target could not be reached to settle the commit; the server is "
+    "kept stopped here. An operator must check the target (GET /transfers/<id> there: "
+    "completed means it runs the server, delete it here; failed means start it here)"
+)
 # A pass whose files weigh this much or more is sent as several concurrent streams.
 PARALLEL_BYTES = 256 * 1024 * 1024
 MAX_STREAMS = 8
@@ -144,6 +171,7 @@ class Transfers:
         changed: Callable[[str, dict[str, Any]], None] | None = None,
         finished: Callable[[str, dict[str, Any]], None] | None = None,
         hand_over: Callable[[ContainerSpec, Path], Awaitable[None]] | None = None,
+        commit_seconds: Callable[[], float] = lambda: DEFAULT_COMMIT_SECONDS,
     ) -> None:
         # The volume moved in goes to the document's user once, recorded (as after installs).
         self._hand_over = hand_over
@@ -160,6 +188,9 @@ class Transfers:
         self._transfers: dict[str, Transfer] = {}
         self._staged: dict[str, _Staged] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # Target: a ready copy not committed within its window is removed.
+        self.commit_seconds = commit_seconds
+        self._windows = CommitWindows(commit_seconds, self._commit_expired)
         # Set by the daemon once built: the backups that travel with ``include_backups``.
         self.backups: BackupService | None = None
 
@@ -192,19 +223,24 @@ class Transfers:
         if self._finished is not None:
             self._finished(transfer.internal_id, transfer.view())
 
-    def _spawn(self, work: Any, name: str) -> None:
+    def _spawn(self, work: Any, name: str) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(work, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     # -- recovery ------------------------------------------------------------------------
 
     async def recover(self) -> None:
         """After a crash: drop staging, end interrupted transfers (``Interrupted``).
 
-        A source gets its container's desired power back, or, killed after the target
-        acknowledged its copy (phase ``cleaning``), finishes deleting what moved; a
-        target removes what it had published (the source never heard it succeed).
+        A source killed after the target acknowledged the commit (phase ``cleaning``)
+        finishes deleting what moved; killed in ``committing`` (the commit may have
+        reached the target) it settles the commit with the target first (the container
+        stays stopped meanwhile); killed before, it tells the target to abort and gets
+        its container's desired power back. A target removes what it had published,
+        also a ready copy still awaiting its commit (the source hears ``failed`` when
+        it asks).
         """
         staging = self._data_dir / STAGING
         if staging.exists():
@@ -223,18 +259,25 @@ class Transfers:
             if transfer.role == "source" and transfer.phase == "cleaning":
                 self._spawn(self._finish_source(transfer), f"transfer-clean-{transfer.id}")
                 continue
-            transfer.state, transfer.error = "failed", INTERRUPTED
+            if transfer.role == "source" and transfer.phase == COMMITTING:
+                self._spawn(self._settle(transfer), f"transfer-settle-{transfer.id}")
+                continue
             if transfer.role == "source":
-                if transfer.power == Power.RUNNING.value:
-                    with contextlib.suppress(LightdError):
-                        await self._containers.start(transfer.internal_id)
-            elif transfer.published:
+                abort = transfer.phase not in ("starting", "checking")
+                self._spawn(
+                    self._give_back(transfer, "failed", INTERRUPTED, abort=abort),
+                    f"transfer-restore-{transfer.id}",
+                )
+                continue
+            transfer.state, transfer.error = "failed", INTERRUPTED
+            if transfer.published:
                 self._spawn(self._unpublish(transfer), f"transfer-clean-{transfer.id}")
             await self._end(transfer)
 
     async def _finish_source(self, transfer: Transfer) -> None:
         with contextlib.suppress(ContainerNotFound):
             await self._containers.delete(transfer.internal_id)
+        await self._wait_forgotten(transfer.internal_id)
         if not transfer.keep_source and transfer.volume_id is not None:
             with contextlib.suppress(LightdError, OSError):
                 await self._delete_volume(transfer.volume_id)
@@ -252,7 +295,15 @@ class Transfers:
         return found
 
     async def cancel(self, transfer_id: str) -> Transfer:
+        """Cancel a running transfer: on the source until it records ``committing`` (from
+        then on the commit may have reached the target: 409), on the target as the
+        source's ``abort`` does (a ready copy is removed, never a committed one)."""
         found = self.get(transfer_id)
+        if found.role == "target":
+            await self._abort_here(found)
+            return found
+        if found.state == "running" and found.phase in (COMMITTING, "cleaning"):
+            raise Conflict(f"Transfer {transfer_id} is {found.phase}: it cannot be cancelled")
         if found.state == "running" and found.task is not None:
             found.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -262,6 +313,7 @@ class Transfers:
     async def close(self) -> None:
         tasks = [t.task for t in self._transfers.values() if t.task and not t.task.done()]
         tasks += list(self._tasks)
+        self._windows.close_all()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -294,6 +346,8 @@ class Transfers:
             volume_id=spec.volume_id,
             keep_source=keep_source,
             backups=[r.backup_id for r in travel.records],
+            target_url=target_url.rstrip("/"),
+            commit_secret=secrets.token_hex(24),
         )
         self._transfers[transfer.id] = transfer
         self._report(transfer)
@@ -324,7 +378,14 @@ class Transfers:
         live: bool,
         travel: Outgoing,
     ) -> None:
+        """The passes, then the commit step (:meth:`_settle`) once the target is ready.
+
+        Until ``committing`` is recorded the target cannot hold a committed copy, so any
+        failure tells it to abort (it removes staging and a ready copy) and gives the
+        container its desired power back.
+        """
         was_running = spec.power is Power.RUNNING
+        reached = False  # the target may hold something of this transfer
         try:
             async with httpx.AsyncClient(
                 trust_env=False, timeout=httpx.Timeout(START_WAIT + 60)
@@ -332,7 +393,13 @@ class Transfers:
                 link = _Link(client, target_url, spec.internal_id, token)
                 manifest = self._manifest(transfer, spec, travel)
                 await self._set_phase(transfer, "checking")
-                await link.send("check", [frame(b"M", orjson.dumps(manifest))])
+                answer = await link.send("check", [frame(b"M", orjson.dumps(manifest))])
+                if answer.headers.get(PROTOCOL_HEADER) != str(PROTOCOL):
+                    raise TransferFailed(
+                        "Transfer refused: the target speaks an older transfer protocol "
+                        f"(this node needs {PROTOCOL}; upgrade the target)"
+                    )
+                reached = True
                 seen: dict[str, Signature] | None = None
                 if live and was_running:
                     await self._set_phase(transfer, "first pass")
@@ -346,7 +413,7 @@ class Transfers:
                     await self._containers.stop(spec.internal_id)
                 await self._wait_state(spec.internal_id, {RuntimeState.OFFLINE}, STOP_WAIT)
                 await self._set_phase(transfer, "final pass" if seen is not None else "sending")
-                await link.send(
+                answer = await link.send(
                     "final" if seen is not None else "only",
                     self._frames(
                         transfer,
@@ -356,19 +423,95 @@ class Transfers:
                         travel=None if seen is not None else travel,
                     ),
                 )
-            await self._set_phase(transfer, "cleaning")
+                if answer.json().get("phase") != AWAITING:
+                    raise TransferFailed("Transfer failed: the target did not answer ready")
+                transfer.commit_seconds = _seconds(answer.headers.get(COMMIT_SECONDS_HEADER))
+            await pause_point("ready", transfer.id)
+            await self._set_phase(transfer, COMMITTING)
         except BaseException as exc:
-            transfer.state = "cancelled" if isinstance(exc, asyncio.CancelledError) else "failed"
-            transfer.error = _reason(exc)
-            if was_running:
-                with contextlib.suppress(LightdError):
-                    await self._containers.start(spec.internal_id)
-            await self._end(transfer)
+            state: TransferState = (
+                "cancelled" if isinstance(exc, asyncio.CancelledError) else "failed"
+            )
+            # Shielded: a cancel or a shutdown meanwhile must not skip the power restore
+            # (a shutdown leaves the record running: the next start gives back).
+            work = self._give_back(transfer, state, _reason(exc), abort=reached)
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(self._spawn(work, f"transfer-restore-{transfer.id}"))
             if isinstance(exc, asyncio.CancelledError):
                 raise
-            if not isinstance(exc, LightdError | httpx.HTTPError):
+            if not isinstance(exc, LightdError | httpx.HTTPError | ValueError):
                 log.exception("transfer %s failed", transfer.id)
             return
+        await self._settle(transfer)
+
+    async def _give_back(
+        self, transfer: Transfer, state: TransferState, error: str, *, abort: bool
+    ) -> None:
+        """A source transfer that did not commit: with ``abort`` the target is told to
+        drop what it holds (bounded; unreachable, it drops a ready copy when its commit
+        window closes, as no commit was sent), then the container gets its desired
+        power back and the record ends with ``state`` and ``error`` (it stays
+        ``running`` until then)."""
+        outcome = await self._abort_target(transfer) if abort else None
+        if outcome is not None and outcome.verdict is Verdict.COMMITTED:
+            # No commit was sent before ``committing``; should a target claim one, it
+            # owns the server and this node must not start its copy.
+            log.error("transfer %s: the target says it committed; cleaning here", transfer.id)
+            await self._set_phase(transfer, "cleaning")
+            await self._clean(transfer)
+            return
+        transfer.state, transfer.error = state, error
+        if transfer.power == Power.RUNNING.value:
+            with contextlib.suppress(LightdError):
+                await self._containers.start(transfer.internal_id)
+        await self._end(transfer)
+
+    async def _abort_target(self, transfer: Transfer) -> Outcome | None:
+        link = self._commit_link(transfer)
+        if link is None:
+            return None
+        outcome = await settle(lambda: link.ask("abort"), ABORT_SECONDS)
+        if outcome is None:
+            log.warning("transfer %s: the target could not be told to abort", transfer.id)
+        return outcome
+
+    def _commit_link(self, transfer: Transfer) -> CommitLink | None:
+        if not transfer.target_url or not transfer.commit_secret:
+            return None
+        return CommitLink(
+            transfer.target_url, transfer.id, transfer.internal_id, transfer.commit_secret
+        )
+
+    async def _settle(self, transfer: Transfer) -> None:
+        """Phase ``committing`` (recorded): commit, retried until the target answers.
+
+        The commit is idempotent, so it is sent again after a lost answer or a restart:
+        committed means cleaning here; not committed (the target's window closed, it
+        was restarted, it never heard of the transfer) means the container gets its
+        desired power back. A target silent for twice its commit window plus 10 s
+        leaves the container stopped and the transfer ``failed`` (:data:`UNSETTLED`):
+        the commit may have reached it, and starting here could run the server twice.
+        """
+        await pause_point("committing", transfer.id)
+        link = self._commit_link(transfer)
+        window = transfer.commit_seconds or DEFAULT_COMMIT_SECONDS
+        outcome = None
+        if link is not None:
+            outcome = await settle(lambda: link.ask("commit"), 2 * window + 10)
+        if outcome is None:
+            log.error("transfer %s: %s", transfer.id, UNSETTLED)
+            transfer.state, transfer.error = "failed", UNSETTLED
+            await self._end(transfer)
+            return
+        if outcome.verdict is Verdict.NOT_COMMITTED:
+            error = f"Transfer failed: the target did not take the commit ({outcome.detail})"
+            await self._give_back(transfer, "failed", error, abort=False)
+            return
+        await pause_point("committed", transfer.id)
+        await self._set_phase(transfer, "cleaning")
+        await self._clean(transfer)
+
+    async def _clean(self, transfer: Transfer) -> None:
         try:
             await self._finish_source(transfer)
         except LightdError as exc:
@@ -376,6 +519,17 @@ class Transfers:
             log.warning("transfer %s: cleaning the source failed: %s", transfer.id, exc)
             transfer.state, transfer.phase = "completed", "done"
             await self._end(transfer)
+
+    async def _wait_forgotten(self, internal_id: str, seconds: float = 60.0) -> None:
+        """Until the reconciler removed the deleted container from the engine (at most
+        ``seconds``): a volume deleted under a container still starting (one a killed
+        daemon had created, started again at the next start) comes back empty, as the
+        engine creates a missing bind source."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self._observed(internal_id) is None:
+                return
+            await asyncio.sleep(0.2)
 
     async def _delete_volume(self, volume_id: str) -> None:
         deadline = time.monotonic() + 60
@@ -393,8 +547,9 @@ class Transfers:
     ) -> dict[str, Any]:
         observed = self._observed(spec.internal_id)
         return {
-            "version": 1,
+            "version": PROTOCOL,
             "transfer_id": transfer.id,
+            "commit_sha256": secret_hash(transfer.commit_secret or ""),
             "compression": "zstd",
             "document": spec.model_dump(mode="json"),
             "install": None
@@ -467,17 +622,19 @@ class Transfers:
         ``check``: the body is the manifest alone; everything is checked (the token
         without using it up) and nothing is kept, so a source learns of a refusal before
         any data moves. ``only``: the whole volume (and the backups), then publish and
-        converge; the answer waits until the container runs. ``first``: the whole volume
-        (and the backups) while the source still runs, kept in staging (for
-        :data:`STAGE_SECONDS` at most); the answer carries the secret the ``final`` pass
-        (only what changed, and what is gone) authenticates with before publishing. Any
-        failure removes staging and whatever was published.
+        converge; the answer waits until the container runs and says ready (phase
+        :data:`AWAITING`): the copy stays only if the source commits within the commit
+        window (:meth:`settle_here`). ``first``: the whole volume (and the backups)
+        while the source still runs, kept in staging (for :data:`STAGE_SECONDS` at
+        most); the answer carries the secret the ``final`` pass (only what changed, and
+        what is gone) authenticates with before publishing as ``only`` does. Any failure
+        removes staging and whatever was published.
         """
         if phase not in ("check", "only", "first", "final"):
             raise InvalidRequest("Transfer refused: unknown pass")
         staged: _Staged | None = None
         if phase == "final":
-            staged = self._staged.pop(_secret_hash(token), None)
+            staged = self._staged.pop(secret_hash(token), None)
             if staged is None or staged.spec.internal_id != internal_id:
                 raise Unauthorized("Transfer refused: unknown transfer secret")
             staged.expiry.cancel()
@@ -524,6 +681,7 @@ class Transfers:
                 phase="receiving",
                 volume_id=spec.volume_id,
                 backups=[r.backup_id for r in records],
+                commit_hash=manifest["commit_sha256"],
             )
             self._transfers[transfer.id] = transfer
             self._report(transfer)
@@ -532,6 +690,8 @@ class Transfers:
         else:
             transfer, staging = staged.transfer, staged.staging
             await self._set_phase(transfer, "receiving changes")
+        # The source's ``abort`` (or a DELETE here) cancels this request's work.
+        transfer.task = asyncio.current_task()
         keep = False
         try:
             tree = staging / "volume"
@@ -543,18 +703,19 @@ class Transfers:
                 files = await self._receive_backups(transfer, reader, chunks, staging, records)
             if phase == "first":
                 secret = secrets.token_hex(24)
-                self._staged[_secret_hash(secret)] = _Staged(
+                self._staged[secret_hash(secret)] = _Staged(
                     transfer=transfer,
                     spec=spec,
                     staging=staging,
                     records=records,
                     files=files,
                     expiry=asyncio.get_running_loop().call_later(
-                        STAGE_SECONDS, self._expire, _secret_hash(secret)
+                        STAGE_SECONDS, self._expire, secret_hash(secret)
                     ),
                 )
                 await self._set_phase(transfer, "staged")
                 keep = True
+                transfer.task = None
                 return transfer, secret
             transfer.published = True
             await self._set_phase(transfer, "converging")
@@ -571,9 +732,16 @@ class Transfers:
             await self._containers.create(spec.model_dump(mode="json"))
             if spec.power is Power.RUNNING:
                 await self._wait_state(internal_id, {RuntimeState.RUNNING}, START_WAIT)
+            await asyncio.to_thread(shutil.rmtree, staging, True)
+            # Ready: the copy is kept only if the source commits within the window.
+            transfer.phase = AWAITING
+            self._windows.open(transfer.id)
+            self._report(transfer)
+            await self._save(transfer)
         except BaseException as exc:
+            self._windows.close(transfer.id)
             transfer.state = "failed"
-            transfer.error = _reason(exc)
+            transfer.error = ABORTED if isinstance(exc, asyncio.CancelledError) else _reason(exc)
             log.warning("transfer %s (target) failed: %s", transfer.id, transfer.error)
             if transfer.published:
                 await asyncio.shield(self._unpublish(transfer))
@@ -581,12 +749,79 @@ class Transfers:
                 await self._end(transfer)
             raise
         finally:
+            transfer.task = None
             if not keep:
                 await asyncio.to_thread(shutil.rmtree, staging, True)
-        transfer.state = "completed"
-        transfer.phase = "done"
-        await self._end(transfer)
         return transfer, None
+
+    # -- target: the commit step ---------------------------------------------------------
+
+    async def settle_here(
+        self, kind: str, secret: str, internal_id: str, transfer_id: str
+    ) -> Transfer:
+        """The source's ``commit`` or ``abort`` (authenticated by its commit secret).
+
+        Both are idempotent and answer the record, whose ``state`` is the outcome:
+        ``commit`` keeps a ready copy (``completed``); ``abort`` removes what this node
+        holds of the transfer (staging, a copy being published or ready) unless it was
+        committed. After the window closed, or a restart, both answer ``failed``.
+        """
+        if kind not in ("commit", "abort"):
+            raise InvalidRequest("Transfer refused: unknown pass")
+        transfer = self._transfers.get(transfer_id)
+        if transfer is None or transfer.role != "target":
+            raise TransferNotFound()
+        if transfer.internal_id != internal_id or not secret_matches(secret, transfer.commit_hash):
+            raise Unauthorized("Transfer refused: unknown commit secret")
+        if kind == "commit":
+            await self._commit_here(transfer)
+        else:
+            await self._abort_here(transfer)
+        return transfer
+
+    async def _commit_here(self, transfer: Transfer) -> None:
+        if transfer.state != "running" or transfer.phase != AWAITING:
+            return  # committed already, failed, or not ready: the record says which
+        self._windows.close(transfer.id)
+        transfer.state, transfer.phase, transfer.ended_at = "completed", "done", time.time()
+        try:
+            # Recorded before the answer: a restart after it keeps the copy.
+            await asyncio.shield(asyncio.to_thread(self._records.save, transfer))
+        except (LightdError, OSError) as exc:
+            transfer.state, transfer.phase, transfer.ended_at = "running", AWAITING, None
+            self._windows.open(transfer.id)
+            raise TransferFailed(
+                f"Transfer failed: the commit could not be recorded ({exc})"
+            ) from None
+        self._report(transfer)
+        if self._finished is not None:
+            self._finished(transfer.internal_id, transfer.view())
+
+    async def _abort_here(self, transfer: Transfer) -> None:
+        task = transfer.task
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            task.cancel()  # its failure path removes what it published, then ends
+            await asyncio.wait([task], timeout=START_WAIT)
+        key = next((k for k, v in self._staged.items() if v.transfer is transfer), None)
+        staged = self._staged.pop(key, None) if key is not None else None
+        if staged is not None:
+            staged.expiry.cancel()
+            await self._fail_staged(staged, ABORTED)
+            return
+        if transfer.state == "running" and transfer.phase == AWAITING:
+            self._windows.close(transfer.id)
+            transfer.state, transfer.error = "failed", ABORTED
+            log.warning("transfer %s (target): aborted by the source", transfer.id)
+            await asyncio.shield(self._unpublish(transfer))
+
+    def _commit_expired(self, transfer_id: str) -> None:
+        transfer = self._transfers.get(transfer_id)
+        if transfer is None or transfer.state != "running" or transfer.phase != AWAITING:
+            return
+        transfer.state = "failed"
+        transfer.error = "Transfer failed: no commit from the source in time"
+        log.warning("transfer %s (target): no commit came; removing the copy", transfer.id)
+        self._spawn(self._unpublish(transfer), f"transfer-expire-{transfer.id}")
 
     async def _receive_volume(
         self,
@@ -746,6 +981,16 @@ class Transfers:
             raise InvalidRequest("Transfer refused: the manifest is for another container")
         if manifest.get("compression", "gzip") not in COMPRESSIONS:
             raise InvalidRequest("Transfer refused: unknown compression")
+        version = manifest.get("version")
+        if not isinstance(version, int) or version < PROTOCOL:
+            raise InvalidRequest(
+                f"Transfer refused: the source speaks transfer protocol {version}; this node "
+                f"needs {PROTOCOL} (the commit step): upgrade the source"
+            )
+        if not isinstance(manifest.get("commit_sha256"), str) or not COMMIT_HASH.fullmatch(
+            manifest["commit_sha256"]
+        ):
+            raise InvalidRequest("Transfer refused: the manifest has no commit_sha256")
         return spec, manifest, transfer_id
 
     def _check_here(self, spec: ContainerSpec) -> None:
@@ -774,6 +1019,7 @@ class Transfers:
         """Remove what a failed target published (document, volume, backups), then end."""
         with contextlib.suppress(LightdError):
             await self._containers.delete(transfer.internal_id)
+        await self._wait_forgotten(transfer.internal_id)
         if transfer.volume_id is not None:
             with contextlib.suppress(LightdError, OSError):
                 await self._delete_volume(transfer.volume_id)
@@ -866,10 +1112,6 @@ def _write_file(source: Inflow, path: Path) -> None:
         source.drain()
 
 
-def _secret_hash(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
 @dataclass
 class _Staged:
     """A first pass received and kept until the final pass (or its expiry)."""
@@ -884,6 +1126,14 @@ class _Staged:
 
 def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        seconds = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and 0 < seconds <= 3600 else None
 
 
 def _reason(exc: BaseException) -> str:

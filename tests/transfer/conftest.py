@@ -1,9 +1,14 @@
-"""The two-daemon fixture of the transfer tests (see :mod:`tests.transfer.helpers`)."""
+"""The two-daemon fixture of the transfer tests (see :mod:`tests.transfer.helpers`).
+
+``node_env`` is the extra environment of each daemon (``{"source": {...}, "target":
+{...}}``); a test changes it with ``@pytest.mark.parametrize("node_env", [...])``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,12 +20,21 @@ from tests.transfer.helpers import Nodes
 
 
 @pytest.fixture
-def nodes(tmp_path: Path) -> Iterator[Nodes]:
+def node_env() -> dict[str, dict[str, str]]:
+    return {}
+
+
+@pytest.fixture
+def nodes(tmp_path: Path, node_env: dict[str, Any]) -> Iterator[Nodes]:
     source = DaemonProcess(
-        tmp_path / "source", env=dict(FAST_RECONCILER), token="lightd_" + "a1" * 16
+        tmp_path / "source",
+        env={**FAST_RECONCILER, **node_env.get("source", {})},
+        token="lightd_" + "a1" * 16,
     )
     target = DaemonProcess(
-        tmp_path / "target", env=dict(FAST_RECONCILER), token="lightd_" + "b2" * 16
+        tmp_path / "target",
+        env={**FAST_RECONCILER, **node_env.get("target", {})},
+        token="lightd_" + "b2" * 16,
     )
     source.start()
     try:

@@ -15,8 +15,13 @@ from typing import Any
 
 import httpx
 
+from tests.support import engine
 from tests.support.daemon import DaemonProcess, wait_for
 from tests.support.lab import Lab
+
+# What a hand-made manifest carries for the commit step (protocol 2).
+COMMIT_SECRET = "test-commit-secret"
+PROTOCOL = {"version": 2, "commit_sha256": hashlib.sha256(COMMIT_SECRET.encode()).hexdigest()}
 
 
 @dataclass
@@ -168,3 +173,57 @@ def target_clean(nodes: Nodes, internal_id: str, volume_id: str) -> None:
         what="the target's copy of the volume removed",
     )
     assert nodes.dst_api.get(f"/containers/{internal_id}").status_code == 404
+
+
+def engine_holders(nodes: Nodes, internal_id: str, *, running: bool) -> set[str]:
+    """Which nodes (``source``, ``target``) hold an engine container of ``internal_id``
+    (any, or only running ones), told apart by its ``io.lightd.node`` label."""
+    names = {
+        (nodes.source.data_dir / "node.id").read_text().strip(): "source",
+        (nodes.target.data_dir / "node.id").read_text().strip(): "target",
+    }
+    with engine.client() as docker_client:
+        found = docker_client.api.containers(
+            all=not running, filters={"label": [f"io.lightd.internal_id={internal_id}"]}
+        )
+    return {names.get(str(c["Labels"].get("io.lightd.node")), "other") for c in found}
+
+
+def only_one_runs(nodes: Nodes, internal_id: str, volume_id: str, owner: str) -> None:
+    """``owner`` runs the server, the other node holds nothing of it: no document, no
+    engine container, no volume (nor staging on the target)."""
+    owner_lab = nodes.src if owner == "source" else nodes.dst
+    owner_lab.wait_state(internal_id, "running", timeout=60)
+    assert owner_lab.get(internal_id)["power"] == "running"
+    other = "target" if owner == "source" else "source"
+    if other == "target":
+        target_clean(nodes, internal_id, volume_id)
+    else:
+        assert nodes.src_api.get(f"/containers/{internal_id}").status_code == 404
+        wait_for(
+            lambda: not (nodes.source.data_dir / "volumes" / volume_id).exists(),
+            timeout=60,
+            what="the source volume removed",
+        )
+    wait_for(
+        lambda: engine_holders(nodes, internal_id, running=False) == {owner},
+        timeout=60,
+        what=f"only the {owner}'s engine container left",
+    )
+    assert engine_holders(nodes, internal_id, running=True) == {owner}
+
+
+def wait_log(daemon: DaemonProcess, text: str, timeout: float = 90) -> None:
+    wait_for(lambda: text in daemon.new_log(), timeout=timeout, interval=0.1, what=repr(text))
+
+
+def kill_and_start(nodes: Nodes, which: str, *, drop_env: tuple[str, ...] = ()) -> None:
+    """``kill -9`` one daemon, then start it again (without the ``drop_env`` variables)."""
+    daemon = nodes.source if which == "source" else nodes.target
+    assert daemon.proc is not None
+    daemon.proc.kill()
+    daemon.proc.wait(timeout=10)
+    for name in drop_env:
+        daemon.extra_env.pop(name, None)
+    daemon.start()
+    nodes.reconnect(which)

@@ -3,7 +3,9 @@
 It runs an asyncio server in its own thread. Every accepted connection is relayed to
 ``upstream``; :meth:`Proxy.cut_after` makes it close every connection (both sides, at
 once, with a reset) once that many bytes went upstream through one connection, as a
-dying tunnel does mid-stream.
+dying tunnel does mid-stream. :meth:`Proxy.lose_answer` lets a request whose bytes hold
+a marker (a header line, compared without case) reach upstream whole, then resets both
+sides instead of relaying the answer: upstream did the work, the client never hears it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ class Proxy:
         self.cut_at: int | None = None
         self.cuts = 0
         self.largest = 0  # bytes sent upstream by the busiest connection
+        self.lose_marker: bytes | None = None
+        self.lose_left = 0
+        self.lost = 0  # answers lost on purpose
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
@@ -31,6 +36,10 @@ class Proxy:
 
     def cut_after(self, count: int | None) -> None:
         self.cut_at = count
+
+    def lose_answer(self, marker: bytes, times: int = 1) -> None:
+        """Lose the answers to the next ``times`` requests holding ``marker``."""
+        self.lose_marker, self.lose_left = marker.lower(), times
 
     def __enter__(self) -> Proxy:
         self._thread.start()
@@ -68,10 +77,15 @@ class Proxy:
         self._writers.update((writer, up_writer))
         cut = asyncio.Event()
         sent = 0
+        losing = False  # this connection's pending answer is to be lost
 
         async def upstream() -> None:
-            nonlocal sent
+            nonlocal sent, losing
             while data := await reader.read(65536):
+                marker = self.lose_marker
+                if marker is not None and self.lose_left > 0 and marker in data.lower():
+                    self.lose_left -= 1
+                    losing = True
                 if self.cut_at is not None and sent + len(data) > self.cut_at:
                     up_writer.write(data[: max(0, self.cut_at - sent)])
                     sent = self.cut_at
@@ -84,6 +98,10 @@ class Proxy:
 
         async def downstream() -> None:
             while data := await up_reader.read(65536):
+                if losing:
+                    self.lost += 1
+                    cut.set()
+                    return
                 writer.write(data)
                 await writer.drain()
 

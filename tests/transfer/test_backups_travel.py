@@ -23,7 +23,7 @@ from lightd.fs.beneath import Root
 from lightd.transfer.stream import frame, pack
 from tests.support import engine
 from tests.support.daemon import wait_for
-from tests.transfer.helpers import Nodes, running_container, token_for, transfer, tree
+from tests.transfer.helpers import PROTOCOL, Nodes, running_container, token_for, transfer, tree
 
 
 def backup(api: httpx.Client, volume_id: str, name: str) -> dict[str, Any]:
@@ -140,7 +140,7 @@ def test_backups_the_target_cannot_hold_or_verify_are_refused(nodes: Nodes, tmp_
     }
     s3 = record(volume_id, "s3", "11111111-2222-4333-8444-555555555555")
     manifest = {
-        "version": 1,
+        **PROTOCOL,
         "transfer_id": "abc1230000000b01",
         "compression": "zstd",
         "document": doc,

@@ -23,6 +23,7 @@ from tests.support import engine
 from tests.support.daemon import wait_for
 from tests.support.ws import Watcher
 from tests.transfer.helpers import (
+    PROTOCOL,
     Nodes,
     fill,
     running_container,
@@ -106,7 +107,7 @@ def document(nodes: Nodes, internal_id: str) -> dict[str, Any]:
 def test_tokens_are_single_use_and_expire(nodes: Nodes) -> None:
     internal_id = f"{nodes.src.prefix}-raw"
     manifest = {
-        "version": 1,
+        **PROTOCOL,
         "transfer_id": "abc1230000000000",
         "document": document(nodes, internal_id),
     }
@@ -132,7 +133,7 @@ def test_tokens_are_single_use_and_expire(nodes: Nodes) -> None:
 def test_a_corrupted_stream_is_refused_and_leaves_nothing(nodes: Nodes) -> None:
     internal_id = f"{nodes.src.prefix}-bad"
     doc = document(nodes, internal_id)
-    manifest = {"version": 1, "transfer_id": "def4560000000000", "document": doc}
+    manifest = {**PROTOCOL, "transfer_id": "def4560000000000", "document": doc}
     data = os.urandom(100_000)
     end = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
     corrupted = bytes([data[0] ^ 0xFF]) + data[1:]

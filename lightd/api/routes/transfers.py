@@ -1,8 +1,10 @@
 """Transfer routes: tokens and the receive side on the target, start and status on the source.
 
 ``POST /transfers/tokens`` (master token) mints on the target; ``POST /transfers`` is
-what a source node calls with that token; ``POST /containers/<id>/transfer``,
-``GET``/``DELETE /transfers/<id>`` (master token) start, show and cancel.
+what a source node calls with that token (the passes), then with its commit secret
+(``commit`` and ``abort``, :mod:`lightd.transfer.commit`); ``POST
+/containers/<id>/transfer``, ``GET``/``DELETE /transfers/<id>`` (master token) start,
+show and cancel.
 
 It must not return or log anything but the new token itself.
 """
@@ -22,6 +24,13 @@ from lightd.api.routes.common import ErrorBody, RequestModel
 from lightd.api.routes.tokens import iso_utc
 from lightd.auth.ttl import parse_ttl
 from lightd.spec.ids import InternalId
+from lightd.transfer.commit import (
+    AWAITING,
+    COMMIT_SECONDS_HEADER,
+    PROTOCOL,
+    PROTOCOL_HEADER,
+    TRANSFER_ID_HEADER,
+)
 from lightd.transfer.tokens import DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS
 
 blueprint = Blueprint("transfers", __name__)
@@ -103,14 +112,22 @@ async def start_transfer(internal_id: str, data: TransferRequest) -> tuple[Trans
 @validate_response(TransferView)
 async def receive_transfer() -> tuple[TransferView, int, dict[str, str]]:
     """A node sends a container here (``Authorization: Bearer <transfer token>``, or the
-    secret of its first pass for the final one; ``X-Lightd-Transfer-Pass``)."""
+    secret of its first pass for the final one, or its commit secret for ``commit`` and
+    ``abort`` with ``X-Lightd-Transfer-Id``; ``X-Lightd-Transfer-Pass``)."""
     token = bearer_token(request.headers.get("Authorization")) or ""
     internal_id = request.headers.get("X-Lightd-Internal-Id", "")
     phase = request.headers.get("X-Lightd-Transfer-Pass", "only")
-    transfer, secret = await get_services().transfers.receive(
-        token, internal_id, request.body, phase=phase
-    )
-    headers = {"X-Lightd-Transfer-Secret": secret} if secret else {}
+    transfers = get_services().transfers
+    headers = {PROTOCOL_HEADER: str(PROTOCOL)}
+    if phase in ("commit", "abort"):
+        transfer_id = request.headers.get(TRANSFER_ID_HEADER, "")
+        settled = await transfers.settle_here(phase, token, internal_id, transfer_id)
+        return TransferView.model_validate(settled.view()), 200, headers
+    transfer, secret = await transfers.receive(token, internal_id, request.body, phase=phase)
+    if secret:
+        headers["X-Lightd-Transfer-Secret"] = secret
+    if transfer.phase == AWAITING:
+        headers[COMMIT_SECONDS_HEADER] = f"{transfers.commit_seconds():g}"
     return TransferView.model_validate(transfer.view()), 200, headers
 
 
