@@ -16,7 +16,7 @@ import orjson
 
 from tests.support.daemon import wait_for
 from tests.support.lab import Lab
-from tests.transfer.conftest import nodes  # noqa: F401  (the two-daemon fixture)
+from tests.transfer.conftest import node_env, nodes  # noqa: F401  (the two-daemon fixture)
 from tests.transfer.helpers import Nodes, running_container, token_for, transfer
 
 USER = (988, 988)
