@@ -52,13 +52,14 @@ def nodes(tmp_path: Path, node_env: dict[str, Any]) -> Iterator[Nodes]:
             try:
                 yield pair
             finally:
-                pair.src.cleanup()
-                for item in pair.dst_api.get("/containers").json()["containers"]:
-                    pair.dst_api.delete(f"/containers/{item['internal_id']}")
-                pair.dst.cleanup()
-                engine.remove_prefixed(prefix)
-                pair.src_api.close()
-                pair.dst_api.close()
+                try:
+                    pair.src.cleanup()
+                    for item in pair.dst_api.get("/containers").json()["containers"]:
+                        pair.dst_api.delete(f"/containers/{item['internal_id']}")
+                    pair.dst.cleanup()
+                finally:
+                    # Whatever a killed or failed daemon left behind goes even so.
+                    engine.remove_prefixed(prefix)
     finally:
         target.stop(kill=True)
         source.stop(kill=True)
