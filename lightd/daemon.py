@@ -205,7 +205,7 @@ class Daemon:
             owner_of=self._volume_owner,
             limit_owner=self._limit_owner,
             in_use=self._volume_in_use,
-            denied=self._denied,
+            denylist=self._denylist,
         )
         self.pulls = Pulls(
             self.files,

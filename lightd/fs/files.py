@@ -10,7 +10,8 @@ archives, extractions) is handed to the volume's container user (``owner_of``), 
 the way included.
 
 A path the volume's ``file_denylist`` matches (the templates of the containers using it;
-``denied`` asks, the decision lives in :mod:`lightd.templates.denylist`) is refused with
+``denylist`` gives it once per request or archive, the decision lives in
+:mod:`lightd.templates.denylist`) is refused with
 :class:`~lightd.errors.FileDenied` (403) by every method that reads, writes, renames,
 copies, deletes or changes it, and is left out of archives made and extracted here;
 listings still show it, as in the Wings family.
@@ -32,7 +33,7 @@ import contextlib
 import dataclasses
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
-from typing import BinaryIO, Concatenate, ParamSpec, TypeVar
+from typing import BinaryIO, Concatenate, ParamSpec, Protocol, TypeVar
 
 from lightd.errors import (
     DiskLimitConflict,
@@ -54,13 +55,20 @@ UPLOAD_CHUNK = 1024 * 1024  # bytes gathered before one write to the volume
 P = ParamSpec("P")
 T = TypeVar("T")
 
-# (volume id, parts, whether the entry is a folder or None when unknown) -> True when
-# the volume's file denylist refuses the entry.
-Denied = Callable[[str, Parts, "bool | None"], bool]
+
+class PathRule(Protocol):
+    """A volume's file denylist as the file layer sees it (built by the templates)."""
+
+    def denies(self, parts: Parts, *, folder: bool | None = None) -> bool: ...
 
 
-def never_denied(_volume_id: str, _parts: Parts, _folder: bool | None) -> bool:
-    return False
+# volume id -> its denylist, or None when nothing in it is denied. Asked once per
+# request or archive, never per entry.
+DenylistOf = Callable[[str], "PathRule | None"]
+
+
+def no_denylist(_volume_id: str) -> PathRule | None:
+    return None
 
 
 class FileStream:
@@ -96,10 +104,10 @@ class VolumeFiles:
         owner_of: Callable[[str], tuple[int, int] | None] | None = None,
         limit_owner: Callable[[str], str | None] = lambda _volume_id: None,
         in_use: Callable[[str], bool] = lambda _volume_id: False,
-        denied: Denied = never_denied,
+        denylist: DenylistOf = no_denylist,
     ) -> None:
         self._volumes = volumes
-        self._denied = denied
+        self._denylist = denylist
         # volume id -> the uid, gid of its container's user: what lightd makes goes to it.
         self._owner_of = owner_of or (lambda _volume_id: None)
         # The container whose document sets a volume's limit (the document wins).
@@ -112,15 +120,17 @@ class VolumeFiles:
     def _refuse_denied(self, ref: str, *entries: Parts, folder: bool | None = None) -> str:
         """FileDenied when the denylist matches one of ``entries``; the volume's id."""
         volume_id = self._volumes.resolve(ref).id
-        if any(self._denied(volume_id, parts, folder) for parts in entries):
+        rule = self._denylist(volume_id)
+        if rule is not None and any(rule.denies(parts, folder=folder) for parts in entries):
             raise FileDenied()
         return volume_id
 
     def _leave_out(self, volume_id: str, base: Parts = ()) -> Callable[[Parts], bool] | None:
         """What archives leave out: entries (below ``base``) the denylist matches."""
-        if self._denied is never_denied:
+        rule = self._denylist(volume_id)
+        if rule is None:
             return None
-        return lambda parts: self._denied(volume_id, (*base, *parts), None)
+        return lambda parts: rule.denies((*base, *parts))
 
     # -- volumes ---------------------------------------------------------------------
 
