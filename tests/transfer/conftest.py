@@ -60,6 +60,9 @@ def nodes(tmp_path: Path, node_env: dict[str, Any]) -> Iterator[Nodes]:
                 finally:
                     # Whatever a killed or failed daemon left behind goes even so.
                     engine.remove_prefixed(prefix)
+                    # A test that restarted a daemon gave the pair a new client.
+                    pair.src_api.close()
+                    pair.dst_api.close()
     finally:
         target.stop(kill=True)
         source.stop(kill=True)
