@@ -139,6 +139,16 @@ def phase_text(outcome: dict[str, Any]) -> str:
     return ", ".join(f"{name} {seconds:.2f} s" for name, seconds in outcome["phases"].items())
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds of ``pid`` and its threads so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load() -> str:
+    return ", ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -153,6 +163,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size-mb", type=int, default=1024)
     parser.add_argument("--small-files", type=int, default=10_000)
+    parser.add_argument("--skip-live", action="store_true", help="only the non-live transfer")
     args = parser.parse_args()
     for tool in ("tar", "zstd"):
         if shutil.which(tool) is None:
@@ -173,6 +184,7 @@ def main() -> int:
             size = build_tree(top, size_mb=args.size_mb, small_files=args.small_files)
             subprocess.run(["sync"], check=False)
             print(f"tree: {size / MIB:.0f} MiB, {args.small_files} small files + 4 large")
+            print(f"load average before the peer: {load()}")
             peer = peer_stream(top, root / "peer-copy")
             shutil.rmtree(root / "peer-copy", ignore_errors=True)
             port = free_port()
@@ -182,7 +194,22 @@ def main() -> int:
             wait_state(src, cold, "running")
             src.post(f"/containers/{cold}/stop")
             wait_state(src, cold, "offline")
+            assert source.proc is not None and target.proc is not None
+            pids = (source.proc.pid, target.proc.pid)
+            spies = [
+                subprocess.Popen(
+                    ["py-spy", "record", "--native", "--threads", "-r", "50", "--pid",
+                     str(pid), "--format", "raw", "-o", f"{os.environ['LIGHTD_BENCH_SPY']}-{side}.txt"],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )
+                for pid, side in zip(pids, ("source", "target"), strict=True)
+            ] if os.environ.get("LIGHTD_BENCH_SPY") else []
+            before = [cpu_seconds(pid) for pid in pids]
             seconds, outcome = move(src, dst, target.base_url, cold, live=False)
+            spent = [cpu_seconds(pid) - b for pid, b in zip(pids, before, strict=True)]
+            for spy in spies:
+                spy.send_signal(2)
+                spy.wait()
             if outcome["state"] != "completed":
                 print(f"transfer failed: {outcome}")
                 return 0
@@ -193,7 +220,14 @@ def main() -> int:
                 f"   throughput {ratio:.2f}x (target >= 0.8: {verdict(ratio >= 0.8)})"
             )
             print(f"  phases: {phase_text(outcome)}")
+            gib = size / (1024 * MIB)
+            print(
+                f"  CPU: source {spent[0]:.2f} s ({spent[0] / gib:.2f} s/GiB), target "
+                f"{spent[1]:.2f} s ({spent[1] / gib:.2f} s/GiB); load average {load()}"
+            )
             dst.delete(f"/containers/{cold}")
+            if args.skip_live:
+                return 0
             wait_gone = time.monotonic() + 60
             while engine.managed_names(cold) and time.monotonic() < wait_gone:
                 time.sleep(0.2)
