@@ -49,7 +49,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-import httpx
 import orjson
 
 from lightd.backups.records import BackupRecord
@@ -105,6 +104,9 @@ from lightd.transfer.stream import (
     unpack,
 )
 from lightd.transfer.tokens import TransferTokens
+
+if TYPE_CHECKING:
+    import httpx
 
 if TYPE_CHECKING:
     from lightd.backups.service import BackupService
@@ -384,6 +386,8 @@ class Transfers:
         failure tells it to abort (it removes staging and a ready copy) and gives the
         container its desired power back.
         """
+        import httpx
+
         was_running = spec.power is Power.RUNNING
         reached = False  # the target may hold something of this transfer
         try:
@@ -1137,6 +1141,9 @@ def _seconds(value: str | None) -> float | None:
 
 
 def _reason(exc: BaseException) -> str:
+
+    import httpx
+
     if isinstance(exc, asyncio.CancelledError):
         return "cancelled"
     if isinstance(exc, LightdError):
