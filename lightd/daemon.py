@@ -419,7 +419,7 @@ class Daemon:
 
     def _volume_id(self, ref: str) -> str | None:
         try:
-            return self.volumes.resolve(ref).id
+            return self.volumes.id_of(ref)
         except LightdError:
             return None
 
