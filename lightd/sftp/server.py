@@ -472,6 +472,11 @@ class SftpService:
                 "SFTP logins refused because the pair was locked out, since start",
                 self.locked_refusals,
             ),
+            (
+                "lightd_sftp_fast_data_packets",
+                "SSH data packets lightd framed and sealed itself (AES-GCM), since start",
+                transport.Counters.fast_data_packets,
+            ),
         ]
 
     # -- sessions ------------------------------------------------------------------

@@ -28,15 +28,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
+import time
 from collections import deque
 from typing import Any
 
 import asyncssh
-from asyncssh.constants import MSG_IGNORE
+from asyncssh.constants import MSG_CHANNEL_DATA, MSG_IGNORE
+from asyncssh.crypto.cipher import GCMCipher
+from asyncssh.encryption import GCMEncryption
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 _EMPTY_STRING = b"\x00\x00\x00\x00"  # asyncssh's String(b"")
 ALL = -1
+_GCM_TAG = 16
+_COUNTER_MASK = 0xFFFFFFFFFFFFFFFF
+# Random padding is drawn from a pool refilled this many bytes at a time (asyncssh asks
+# the kernel for 4 to 19 bytes at every packet: one getrandom system call each).
+PADDING_POOL_BYTES = 16 * 1024
+
+
+class Counters:
+    """Node-wide counts of this layer's own paths (``/metrics``; tests read them)."""
+
+    fast_data_packets = 0  # channel data packets framed and sealed by _send_data
+
+
 # Reads during which lightd ACKs at once: the handshake and the first requests.
 QUICKACK_READS = 32
 _PRIVATE = (
@@ -52,11 +71,96 @@ _PRIVATE = (
     "internal_error",
     "reload_config",
 )
+# The connection state _send_data reads and advances as asyncssh would (and _feed reads).
+_SEND_STATE = (
+    "_recv_encryption",
+    "_send_encryption",
+    "_send_enchdrlen",
+    "_send_blocksize",
+    "_send_seq",
+    "_compressor",
+    "_rekey_bytes_sent",
+    "_rekey_bytes",
+    "_rekey_seconds",
+    "_rekey_time",
+    "_auth_complete",
+    "_kex_complete",
+)
+_GCM_PRIVATE = ("_cipher", "_key", "_iv")
+
+
+class FastGCM:
+    """AES-GCM for one direction of one key: asyncssh's ``GCMCipher``, set up once.
+
+    asyncssh builds a new ``AESGCM`` object (a key schedule) for every packet and
+    advances the nonce through ``int.from_bytes``/slicing; this keeps one ``AESGCM``
+    and the invocation counter as an int. It is installed as the ``encrypt_and_sign``
+    and ``verify_and_decrypt`` of that ``GCMCipher`` instance, so every packet of the
+    connection (asyncssh's own too) uses it and the nonce stays in step; ``_iv`` is kept
+    current for anything that reads it. Same RFC 5647 nonce sequence, same bytes.
+    """
+
+    __slots__ = ("_aead", "_cipher", "_counter", "_fixed")
+
+    def __init__(self, cipher: GCMCipher) -> None:
+        self._cipher = cipher
+        key: bytes = cipher._key
+        iv: bytes = cipher._iv
+        self._aead = AESGCM(key)
+        self._fixed = iv[:4]
+        self._counter = int.from_bytes(iv[4:], "big")
+
+    def _nonce(self) -> bytes:
+        nonce = self._fixed + self._counter.to_bytes(8, "big")
+        self._counter = (self._counter + 1) & _COUNTER_MASK
+        self._cipher._iv = self._fixed + self._counter.to_bytes(8, "big")
+        return nonce
+
+    def seal(self, header: bytes, data: bytes) -> bytes:
+        """Ciphertext and tag (what follows the clear length on the wire)."""
+        return self._aead.encrypt(self._nonce(), data, header)
+
+    def encrypt_and_sign(self, header: bytes, data: bytes) -> tuple[bytes, bytes]:
+        sealed = self.seal(header, data)
+        return header + sealed[:-_GCM_TAG], sealed[-_GCM_TAG:]
+
+    def verify_and_decrypt(self, header: bytes, data: bytes, mac: bytes) -> bytes | None:
+        try:
+            return self._aead.decrypt(self._nonce(), data + mac, header)
+        except InvalidTag:
+            return None
+
+    @classmethod
+    def install(cls, encryption: object) -> FastGCM | None:
+        """The FastGCM of an asyncssh ``GCMEncryption`` (made once), or None for others."""
+        if type(encryption) is not GCMEncryption:
+            return None
+        cipher = encryption._cipher
+        fast = cipher.__dict__.get("_lightd_fast")
+        if fast is None:
+            if type(cipher) is not GCMCipher:
+                return None
+            fast = cls(cipher)
+            cipher.__dict__["_lightd_fast"] = fast
+            cipher.encrypt_and_sign = fast.encrypt_and_sign  # type: ignore[method-assign]
+            cipher.verify_and_decrypt = fast.verify_and_decrypt  # type: ignore[method-assign]
+        return fast
 
 
 def supported() -> bool:
     """True when asyncssh still has the private methods this module hooks into."""
     return all(hasattr(asyncssh.SSHServerConnection, name) for name in _PRIVATE[1:])
+
+
+def gcm_supported() -> bool:
+    """True when asyncssh's GCM shim still has the fields :class:`FastGCM` reads."""
+    probe = GCMCipher("aes128-gcm", bytes(16), bytes(12))
+    return all(hasattr(probe, name) for name in _GCM_PRIVATE[1:]) and hasattr(
+        GCMEncryption(probe), "_cipher"
+    )
+
+
+_GCM_OK = gcm_supported()
 
 
 class FastServerConnection(asyncssh.SSHServerConnection):
@@ -76,6 +180,11 @@ class FastServerConnection(asyncssh.SSHServerConnection):
         self._feeding = False
         self._sock: socket.socket | None = None
         self._acks = 0
+        self._padding = b""
+        self._padding_at = 0
+        self._sealer: tuple[object, FastGCM] | None = None  # (asyncssh encryption, ours)
+        self._recv_seen: object = None  # the receive encryption FastGCM was tried on
+        self._fast_data = _GCM_OK and all(hasattr(self, name) for name in _SEND_STATE)
 
     # -- sending -------------------------------------------------------------------
 
@@ -120,7 +229,67 @@ class FastServerConnection(asyncssh.SSHServerConnection):
     ) -> None:  # asyncssh's signature
         if pkttype == MSG_IGNORE and args == (_EMPTY_STRING,) and b"cbc" not in self._enc_alg_sc:
             return  # the per-packet ignore message: only of use against CBC
+        if (
+            pkttype == MSG_CHANNEL_DATA
+            and handler is not None
+            and self._fast_data
+            and self._send_data(args, handler)
+        ):
+            return
         super().send_packet(pkttype, *args, handler=handler)
+
+    def _random(self, size: int) -> bytes:
+        at = self._padding_at
+        if at + size > len(self._padding):
+            self._padding, at = os.urandom(PADDING_POOL_BYTES), 0
+        self._padding_at = at + size
+        return self._padding[at : at + size]
+
+    def _gcm(self) -> FastGCM | None:
+        encryption = self._send_encryption
+        sealer = self._sealer
+        if sealer is not None and sealer[0] is encryption:
+            return sealer[1]
+        fast = FastGCM.install(encryption)
+        self._sealer = (encryption, fast) if fast is not None else None
+        return fast
+
+    def _send_data(self, args: tuple[bytes, ...], handler: Any) -> bool:
+        """A channel data packet with AES-GCM, in one join and one encryption.
+
+        What asyncssh's ``send_packet`` does for it, minus its copies (the payload
+        joined, prefixed, padded, split into ciphertext and tag and joined again):
+        the same length, padding rule, sequence number and rekey accounting. False
+        (asyncssh sends it) whenever anything else applies: no GCM yet, compression,
+        a rekey due, authentication or key exchange not complete.
+        """
+        if not (self._auth_complete and self._kex_complete) or self._compressor:
+            return False
+        if self._rekey_bytes_sent >= self._rekey_bytes or (
+            self._rekey_seconds and time.monotonic() >= self._rekey_time
+        ):
+            return False
+        gcm = self._gcm()
+        if gcm is None:
+            return False
+        size = 1 + sum(len(arg) for arg in args)
+        padlen = -(self._send_enchdrlen + size) % self._send_blocksize
+        if padlen < 4:
+            padlen += self._send_blocksize
+        pktlen = 1 + size + padlen
+        header = pktlen.to_bytes(4, "big")
+        body = b"".join((bytes((padlen, MSG_CHANNEL_DATA)), *args, self._random(padlen)))
+        self._send(header)
+        self._send(gcm.seal(header, body))
+        seq = self._send_seq
+        self._send_seq = (seq + 1) & 0xFFFFFFFF
+        self._rekey_bytes_sent += pktlen
+        Counters.fast_data_packets += 1
+        if getattr(handler.logger, "_debug_level", 3) >= 3:
+            handler.log_sent_packet(
+                MSG_CHANNEL_DATA, seq, bytes((MSG_CHANNEL_DATA,)) + b"".join(args)
+            )
+        return True
 
     async def reload_config(self) -> None:
         """Nothing to re-evaluate: lightd gives asyncssh no configuration file.
@@ -180,6 +349,9 @@ class FastServerConnection(asyncssh.SSHServerConnection):
         self._feeding = True
         try:
             self._reset_keepalive_timer()
+            if self._fast_data and self._recv_encryption is not self._recv_seen:
+                self._recv_seen = self._recv_encryption
+                FastGCM.install(self._recv_seen)
             while True:
                 wanted = self._wanted()
                 if wanted is None:

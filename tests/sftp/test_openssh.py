@@ -81,22 +81,50 @@ def test_wrong_password_is_refused(account: Account, openssh: OpenSSH) -> None:
 
 
 @pytest.mark.timeout(240)
-def test_100_mib_file_both_ways(account: Account, openssh: OpenSSH) -> None:
+def fast_data_packets(api: httpx.Client) -> float:
+    for line in api.get("/metrics").text.splitlines():
+        if line.startswith("lightd_sftp_fast_data_packets "):
+            return float(line.split()[1])
+    raise AssertionError("lightd_sftp_fast_data_packets is not in /metrics")
+
+
+@pytest.mark.parametrize(
+    "cipher", [None, "aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr"]
+)
+def test_100_mib_file_both_ways(
+    account: Account, openssh: OpenSSH, api: httpx.Client, cipher: str | None
+) -> None:
+    """The client's default cipher (chacha20) and the others lightd offers. With AES-GCM
+    lightd frames and seals the download's data packets itself (lightd.sftp.transport):
+    the counter shows that path carried the 100 MiB (the client takes 32 KiB packets),
+    the hash that it did so byte for byte."""
     big = openssh.home / "big.bin"
     with big.open("wb") as out:
         for _ in range(100):
             out.write(os.urandom(1 << 20))
-    done = openssh.run(
-        account.port,
-        account.username,
-        "put big.bin big.bin\nget big.bin back.bin\n",
-        password=account.password,
+    before = fast_data_packets(api)
+    args, env = openssh.command(account.port, account.username, password=account.password)
+    if cipher is not None:
+        args = [args[0], "-c", cipher, *args[1:]]
+    done = subprocess.run(
+        args,
+        input="put big.bin big.bin\nget big.bin back.bin\n",
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=openssh.home,
         timeout=200,
+        start_new_session=True,
     )
     assert done.returncode == 0, done.stderr
     expected = sha256(big)
     assert sha256(account.volume / "big.bin") == expected
     assert sha256(openssh.home / "back.bin") == expected
+    sealed = fast_data_packets(api) - before
+    if cipher is not None and "gcm" in cipher:
+        assert sealed >= 100 * 1024 * 1024 / (32 * 1024), sealed
+    else:
+        assert sealed == 0, sealed
 
 
 def test_killed_client_mid_upload_leaves_the_old_file(account: Account, openssh: OpenSSH) -> None:
