@@ -95,7 +95,9 @@ class FastGCM:
     asyncssh builds a new ``AESGCM`` object (a key schedule) for every packet and
     advances the nonce through ``int.from_bytes``/slicing; this keeps one ``AESGCM``
     and the invocation counter as an int. It is installed as the ``encrypt_and_sign``
-    and ``verify_and_decrypt`` of that ``GCMCipher`` instance, so every packet of the
+    and ``verify_and_decrypt`` of that ``GCMCipher`` instance (and as the
+    ``decrypt_packet`` of its ``GCMEncryption``, which joined the ciphertext, then the
+    tag, in two copies of the packet), so every packet of the
     connection (asyncssh's own too) uses it and the nonce stays in step; ``_iv`` is kept
     current for anything that reads it. Same RFC 5647 nonce sequence, same bytes.
     """
@@ -130,6 +132,18 @@ class FastGCM:
         except InvalidTag:
             return None
 
+    def decrypt_packet(
+        self, seq: int, first: bytes, rest: bytes, header_len: int, mac: bytes
+    ) -> bytes | None:
+        """``GCMEncryption.decrypt_packet``: the ciphertext and tag joined once (not twice)."""
+        nonce = self._nonce()
+        try:
+            return self._aead.decrypt(
+                nonce, b"".join((first[header_len:], rest, mac)), first[:header_len]
+            )
+        except InvalidTag:
+            return None
+
     @classmethod
     def install(cls, encryption: object) -> FastGCM | None:
         """The FastGCM of an asyncssh ``GCMEncryption`` (made once), or None for others."""
@@ -144,6 +158,7 @@ class FastGCM:
             cipher.__dict__["_lightd_fast"] = fast
             cipher.encrypt_and_sign = fast.encrypt_and_sign  # type: ignore[method-assign]
             cipher.verify_and_decrypt = fast.verify_and_decrypt  # type: ignore[method-assign]
+            encryption.decrypt_packet = fast.decrypt_packet  # type: ignore[method-assign]
         return fast
 
 
