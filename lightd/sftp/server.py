@@ -474,7 +474,7 @@ class SftpService:
             ),
             (
                 "lightd_sftp_fast_data_packets",
-                "SSH data packets lightd framed and sealed itself (AES-GCM), since start",
+                "SSH data packets lightd framed and sealed itself (AES-GCM, chacha20), since start",
                 transport.Counters.fast_data_packets,
             ),
         ]

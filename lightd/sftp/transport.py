@@ -19,10 +19,13 @@ key exchange, authentication and channel logic, and changes only that:
   configuration file whose ``Match`` blocks it would apply);
 - with AES-GCM (``aes128-gcm@openssh.com``, ``aes256-gcm@openssh.com``): one ``AESGCM``
   object per key instead of one per packet (:class:`FastGCM`), the ciphertext and tag of
-  a received packet joined once, and channel data packets (a download's bulk: the
-  OpenSSH client takes 32 KiB packets, 32 per MiB) framed, padded and sealed in one
-  join (:meth:`FastServerConnection._send_data`) instead of asyncssh's six copies, the
-  padding drawn from a random pool rather than a ``getrandom`` call per packet.
+  a received packet joined once; with ``chacha20-poly1305@openssh.com`` (the OpenSSH
+  client's default) one keystream per packet for the MAC key and the payload and no
+  joins for the MAC (:class:`FastChacha`); with both, channel data packets (a
+  download's bulk: the OpenSSH client takes 32 KiB packets, 32 per MiB) framed, padded
+  and sealed in one join (:meth:`FastServerConnection._send_data`) instead of
+  asyncssh's six copies, the padding drawn from a random pool rather than a
+  ``getrandom`` call per packet.
   ``lightd_sftp_fast_data_packets`` in ``/metrics`` counts those packets.
 
 It relies on asyncssh's private names (``_recv_handler``, ``_inpbuf``, ``_send`` …);
@@ -44,10 +47,14 @@ from typing import Any
 
 import asyncssh
 from asyncssh.constants import MSG_CHANNEL_DATA, MSG_IGNORE
+from asyncssh.crypto.chacha import ChachaCipher, chacha20
 from asyncssh.crypto.cipher import GCMCipher
-from asyncssh.encryption import GCMEncryption
-from cryptography.exceptions import InvalidTag
+from asyncssh.encryption import ChachaEncryption, GCMEncryption
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.ciphers.algorithms import ChaCha20
+from cryptography.hazmat.primitives.poly1305 import Poly1305
 
 _EMPTY_STRING = b"\x00\x00\x00\x00"  # asyncssh's String(b"")
 ALL = -1
@@ -56,6 +63,8 @@ _COUNTER_MASK = 0xFFFFFFFFFFFFFFFF
 # Random padding is drawn from a pool refilled this many bytes at a time (asyncssh asks
 # the kernel for 4 to 19 bytes at every packet: one getrandom system call each).
 PADDING_POOL_BYTES = 16 * 1024
+_CHACHA_BLOCK0 = bytes(8)  # cryptography's ChaCha20 nonce: 64-bit block counter, then nonce
+_CHACHA_ZERO_BLOCK = bytes(64)
 
 
 class Counters:
@@ -94,7 +103,6 @@ _SEND_STATE = (
     "_auth_complete",
     "_kex_complete",
 )
-_GCM_PRIVATE = ("_cipher", "_key", "_iv")
 
 
 class FastGCM:
@@ -129,6 +137,10 @@ class FastGCM:
     def seal(self, header: bytes, data: bytes) -> bytes:
         """Ciphertext and tag (what follows the clear length on the wire)."""
         return self._aead.encrypt(self._nonce(), data, header)
+
+    def seal_packet(self, seq: int, header: bytes, body: bytes) -> tuple[bytes, ...]:
+        """The packet as it goes on the wire, in pieces: the clear length, then the rest."""
+        return header, self.seal(header, body)
 
     def encrypt_and_sign(self, header: bytes, data: bytes) -> tuple[bytes, bytes]:
         sealed = self.seal(header, data)
@@ -170,20 +182,93 @@ class FastGCM:
         return fast
 
 
+class FastChacha:
+    """chacha20-poly1305@openssh.com for one direction: asyncssh's ``ChachaCipher``, cheaper.
+
+    asyncssh sets up three ChaCha20 ciphers per packet (the length, the Poly1305 key
+    and the payload) and joins the packet twice for the MAC. Here the Poly1305 key and
+    the payload come from one keystream (block 0 gives the key, the payload starts at
+    block 1, as the protocol defines it), and the MAC is fed the pieces as they are.
+    The nonce is the sequence number, so there is no state to keep in step with
+    asyncssh's own path (its packets other than channel data still use it). Installed
+    as the ``decrypt_packet`` of that ``ChachaEncryption``; sending goes through
+    :meth:`seal_packet`.
+    """
+
+    __slots__ = ("_adkey", "_key")
+
+    def __init__(self, cipher: ChachaCipher) -> None:
+        self._key: bytes = cipher._key
+        self._adkey: bytes = cipher._adkey
+
+    def _stream(self, seq: int) -> tuple[CipherContext, Poly1305]:
+        """The payload keystream (at block 1) and the Poly1305 MAC of packet ``seq``."""
+        nonce = seq.to_bytes(8, "big")
+        stream = Cipher(ChaCha20(self._key, _CHACHA_BLOCK0 + nonce), mode=None).encryptor()
+        mac = Poly1305(stream.update(_CHACHA_ZERO_BLOCK)[:32])
+        return stream, mac
+
+    def seal_packet(self, seq: int, header: bytes, body: bytes) -> tuple[bytes, ...]:
+        length = chacha20(self._adkey, header, seq.to_bytes(8, "big"), 0)
+        stream, mac = self._stream(seq)
+        sealed = stream.update(body)
+        mac.update(length)
+        mac.update(sealed)
+        return length, sealed, mac.finalize()
+
+    def decrypt_packet(
+        self, seq: int, first: bytes, rest: bytes, header_len: int, mac: bytes
+    ) -> bytes | None:
+        """``ChachaEncryption.decrypt_packet``: the MAC checked first, nothing joined for it."""
+        stream, poly = self._stream(seq)
+        poly.update(first)
+        poly.update(rest)
+        try:
+            poly.verify(mac)
+        except InvalidSignature:
+            return None
+        return stream.update(first[header_len:]) + stream.update(rest)
+
+    @classmethod
+    def install(cls, encryption: object) -> FastChacha | None:
+        if type(encryption) is not ChachaEncryption:
+            return None
+        fast = encryption.__dict__.get("_lightd_fast")
+        if fast is None:
+            cipher = encryption._cipher
+            if type(cipher) is not ChachaCipher:
+                return None
+            fast = cls(cipher)
+            encryption.__dict__["_lightd_fast"] = fast
+            encryption.decrypt_packet = fast.decrypt_packet  # type: ignore[method-assign]
+        return fast
+
+
+def install_fast(encryption: object) -> FastGCM | FastChacha | None:
+    """lightd's sealer for an asyncssh encryption object (installed once), or None."""
+    if not _FAST_OK:
+        return None
+    return FastGCM.install(encryption) or FastChacha.install(encryption)
+
+
 def supported() -> bool:
     """True when asyncssh still has the private methods this module hooks into."""
     return all(hasattr(asyncssh.SSHServerConnection, name) for name in _PRIVATE[1:])
 
 
-def gcm_supported() -> bool:
-    """True when asyncssh's GCM shim still has the fields :class:`FastGCM` reads."""
-    probe = GCMCipher("aes128-gcm", bytes(16), bytes(12))
-    return all(hasattr(probe, name) for name in _GCM_PRIVATE[1:]) and hasattr(
-        GCMEncryption(probe), "_cipher"
+def fast_supported() -> bool:
+    """True when asyncssh's cipher shims still have the fields FastGCM/FastChacha read."""
+    gcm = GCMCipher("aes128-gcm", bytes(16), bytes(12))
+    chacha = ChachaCipher(bytes(64))
+    return (
+        all(hasattr(gcm, name) for name in ("_key", "_iv"))
+        and all(hasattr(chacha, name) for name in ("_key", "_adkey"))
+        and hasattr(GCMEncryption(gcm), "_cipher")
+        and hasattr(ChachaEncryption(chacha), "_cipher")
     )
 
 
-_GCM_OK = gcm_supported()
+_FAST_OK = fast_supported()
 
 
 class FastServerConnection(asyncssh.SSHServerConnection):
@@ -205,9 +290,10 @@ class FastServerConnection(asyncssh.SSHServerConnection):
         self._acks = 0
         self._padding = b""
         self._padding_at = 0
-        self._sealer: tuple[object, FastGCM] | None = None  # (asyncssh encryption, ours)
-        self._recv_seen: object = None  # the receive encryption FastGCM was tried on
-        self._fast_data = _GCM_OK and all(hasattr(self, name) for name in _SEND_STATE)
+        # (asyncssh's send encryption, lightd's sealer for it)
+        self._sealer: tuple[object, FastGCM | FastChacha] | None = None
+        self._recv_seen: object = None  # the receive encryption install_fast was tried on
+        self._fast_data = _FAST_OK and all(hasattr(self, name) for name in _SEND_STATE)
 
     # -- sending -------------------------------------------------------------------
 
@@ -268,22 +354,22 @@ class FastServerConnection(asyncssh.SSHServerConnection):
         self._padding_at = at + size
         return self._padding[at : at + size]
 
-    def _gcm(self) -> FastGCM | None:
+    def _fast_sealer(self) -> FastGCM | FastChacha | None:
         encryption = self._send_encryption
         sealer = self._sealer
         if sealer is not None and sealer[0] is encryption:
             return sealer[1]
-        fast = FastGCM.install(encryption)
+        fast = install_fast(encryption)
         self._sealer = (encryption, fast) if fast is not None else None
         return fast
 
     def _send_data(self, args: tuple[bytes, ...], handler: Any) -> bool:
-        """A channel data packet with AES-GCM, in one join and one encryption.
+        """A channel data packet with AES-GCM or chacha20-poly1305, in one join.
 
         What asyncssh's ``send_packet`` does for it, minus its copies (the payload
         joined, prefixed, padded, split into ciphertext and tag and joined again):
         the same length, padding rule, sequence number and rekey accounting. False
-        (asyncssh sends it) whenever anything else applies: no GCM yet, compression,
+        (asyncssh sends it) whenever anything else applies: another cipher, compression,
         a rekey due, authentication or key exchange not complete.
         """
         if not (self._auth_complete and self._kex_complete) or self._compressor:
@@ -292,8 +378,8 @@ class FastServerConnection(asyncssh.SSHServerConnection):
             self._rekey_seconds and time.monotonic() >= self._rekey_time
         ):
             return False
-        gcm = self._gcm()
-        if gcm is None:
+        sealer = self._fast_sealer()
+        if sealer is None:
             return False
         size = 1 + sum(len(arg) for arg in args)
         padlen = -(self._send_enchdrlen + size) % self._send_blocksize
@@ -302,9 +388,9 @@ class FastServerConnection(asyncssh.SSHServerConnection):
         pktlen = 1 + size + padlen
         header = pktlen.to_bytes(4, "big")
         body = b"".join((bytes((padlen, MSG_CHANNEL_DATA)), *args, self._random(padlen)))
-        self._send(header)
-        self._send(gcm.seal(header, body))
         seq = self._send_seq
+        for piece in sealer.seal_packet(seq, header, body):
+            self._send(piece)
         self._send_seq = (seq + 1) & 0xFFFFFFFF
         self._rekey_bytes_sent += pktlen
         Counters.fast_data_packets += 1
@@ -374,7 +460,7 @@ class FastServerConnection(asyncssh.SSHServerConnection):
             self._reset_keepalive_timer()
             if self._fast_data and self._recv_encryption is not self._recv_seen:
                 self._recv_seen = self._recv_encryption
-                FastGCM.install(self._recv_seen)
+                install_fast(self._recv_seen)
             while True:
                 wanted = self._wanted()
                 if wanted is None:
