@@ -477,6 +477,11 @@ class SftpService:
                 "SSH data packets lightd framed and sealed itself (AES-GCM, chacha20), since start",
                 transport.Counters.fast_data_packets,
             ),
+            (
+                "lightd_sftp_fast_channel_packets",
+                "Of those, packets cut from the channel buffer without asyncssh's copies",
+                transport.Counters.channel_packets,
+            ),
         ]
 
     # -- sessions ------------------------------------------------------------------

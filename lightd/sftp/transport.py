@@ -70,7 +70,8 @@ _CHACHA_ZERO_BLOCK = bytes(64)
 class Counters:
     """Node-wide counts of this layer's own paths (``/metrics``; tests read them)."""
 
-    fast_data_packets = 0  # channel data packets framed and sealed by _send_data
+    fast_data_packets = 0  # channel data packets lightd framed and sealed
+    channel_packets = 0  # of those, cut from the channel's buffer by FastServerChannel
 
 
 # Reads during which lightd ACKs at once: the handshake and the first requests.
@@ -91,6 +92,7 @@ _PRIVATE = (
 # The connection state _send_data reads and advances as asyncssh would (and _feed reads).
 _SEND_STATE = (
     "_recv_encryption",
+    "create_server_channel",
     "_send_encryption",
     "_send_enchdrlen",
     "_send_blocksize",
@@ -363,31 +365,38 @@ class FastServerConnection(asyncssh.SSHServerConnection):
         self._sealer = (encryption, fast) if fast is not None else None
         return fast
 
-    def _send_data(self, args: tuple[bytes, ...], handler: Any) -> bool:
-        """A channel data packet with AES-GCM or chacha20-poly1305, in one join.
+    def _data_sealer(self) -> FastGCM | FastChacha | None:
+        """The sealer for channel data packets now, or None when asyncssh must send them.
 
-        What asyncssh's ``send_packet`` does for it, minus its copies (the payload
-        joined, prefixed, padded, split into ciphertext and tag and joined again):
-        the same length, padding rule, sequence number and rekey accounting. False
-        (asyncssh sends it) whenever anything else applies: another cipher, compression,
+        None whenever anything but the plain case applies: another cipher, compression,
         a rekey due, authentication or key exchange not complete.
         """
-        if not (self._auth_complete and self._kex_complete) or self._compressor:
-            return False
+        if not self._fast_data or not (self._auth_complete and self._kex_complete):
+            return None
+        if self._compressor:
+            return None
         if self._rekey_bytes_sent >= self._rekey_bytes or (
             self._rekey_seconds and time.monotonic() >= self._rekey_time
         ):
-            return False
-        sealer = self._fast_sealer()
-        if sealer is None:
-            return False
-        size = 1 + sum(len(arg) for arg in args)
+            return None
+        return self._fast_sealer()
+
+    def _seal_data(
+        self, sealer: FastGCM | FastChacha, head: bytes, data: bytes | memoryview, handler: Any
+    ) -> None:
+        """Frame, pad and seal one channel data packet (``head``: what precedes ``data``).
+
+        What asyncssh's ``send_packet`` does for it, minus its copies (the payload
+        joined, prefixed, padded, split into ciphertext and tag and joined again): the
+        same length, padding rule, sequence number and rekey accounting.
+        """
+        size = 1 + len(head) + len(data)
         padlen = -(self._send_enchdrlen + size) % self._send_blocksize
         if padlen < 4:
             padlen += self._send_blocksize
         pktlen = 1 + size + padlen
         header = pktlen.to_bytes(4, "big")
-        body = b"".join((bytes((padlen, MSG_CHANNEL_DATA)), *args, self._random(padlen)))
+        body = b"".join((bytes((padlen, MSG_CHANNEL_DATA)), head, data, self._random(padlen)))
         seq = self._send_seq
         for piece in sealer.seal_packet(seq, header, body):
             self._send(piece)
@@ -395,10 +404,36 @@ class FastServerConnection(asyncssh.SSHServerConnection):
         self._rekey_bytes_sent += pktlen
         Counters.fast_data_packets += 1
         if getattr(handler.logger, "_debug_level", 3) >= 3:
-            handler.log_sent_packet(
-                MSG_CHANNEL_DATA, seq, bytes((MSG_CHANNEL_DATA,)) + b"".join(args)
-            )
+            payload = bytes((MSG_CHANNEL_DATA,)) + head + bytes(data)
+            handler.log_sent_packet(MSG_CHANNEL_DATA, seq, payload)
+
+    def _send_data(self, args: tuple[bytes, ...], handler: Any) -> bool:
+        """A channel data packet asyncssh's channel built (False: asyncssh sends it)."""
+        sealer = self._data_sealer()
+        if sealer is None:
+            return False
+        self._seal_data(sealer, b"", b"".join(args), handler)
         return True
+
+    def send_channel_data(self, channel: Any, recipient: int, data: memoryview) -> bool:
+        """For :class:`FastServerChannel`: ``data`` to ``recipient`` in one packet.
+
+        False (nothing sent) when asyncssh must send it.
+        """
+        sealer = self._data_sealer()
+        if sealer is None:
+            return False
+        head = recipient.to_bytes(4, "big") + len(data).to_bytes(4, "big")
+        self._seal_data(sealer, head, data, channel)
+        Counters.channel_packets += 1
+        return True
+
+    def create_server_channel(self, *args: Any, **kwargs: Any) -> Any:
+        """asyncssh's session channel, as a :class:`FastServerChannel` (same state)."""
+        chan = super().create_server_channel(*args, **kwargs)
+        if type(chan) is asyncssh.SSHServerChannel and self._fast_data:
+            chan.__class__ = FastServerChannel
+        return chan
 
     async def reload_config(self) -> None:
         """Nothing to re-evaluate: lightd gives asyncssh no configuration file.
@@ -481,6 +516,46 @@ class FastServerConnection(asyncssh.SSHServerConnection):
             self.internal_error()
         finally:
             self._feeding = False
+
+
+class FastServerChannel(asyncssh.SSHServerChannel):  # type: ignore[type-arg]
+    """asyncssh's server channel whose data goes out without asyncssh's per-packet copies.
+
+    asyncssh cuts each packet out of its send buffer (a copy), wraps it as an SSH string
+    (a copy) and prefixes the recipient (a copy) before the connection frames it. Here
+    each packet is a view of the buffer handed to
+    :meth:`FastServerConnection.send_channel_data`, which joins it into the packet once.
+    Window and buffer accounting are asyncssh's (its ``_flush_send_buf`` then does the
+    rest: pausing and resuming the writer, a pending EOF or close); anything else
+    (extended data, no fast sealer now) is left to asyncssh's own loop. The instance is
+    asyncssh's, its class swapped at creation: no state of its own.
+    """
+
+    _send_buf: list[tuple[bytearray, Any]]
+    _send_buf_len: int
+    _send_window: int
+    _send_pktsize: int
+    _send_chan: int | None
+
+    def _flush_send_buf(self) -> None:
+        conn = self._conn
+        if isinstance(conn, FastServerConnection) and self._send_chan is not None:
+            recipient = self._send_chan
+            while self._send_buf and self._send_window:
+                buf, datatype = self._send_buf[0]
+                if datatype is not None:
+                    break
+                size = min(len(buf), self._send_window, self._send_pktsize)
+                with memoryview(buf) as view, view[:size] as piece:
+                    if not conn.send_channel_data(self, recipient, piece):
+                        break
+                if size == len(buf):
+                    del self._send_buf[0]
+                else:
+                    del buf[:size]
+                self._send_buf_len -= size
+                self._send_window -= size
+        super()._flush_send_buf()
 
 
 _PKTHDR = getattr(asyncssh.SSHServerConnection, "_recv_pkthdr", None)
