@@ -135,8 +135,9 @@ def test_target_killed_awaiting_the_commit_never_starts_its_copy_again(nodes: No
     restart policy). At its start (a slow one) the target ends the transfer
     ``Interrupted`` and drops the copy's document before its reconciler converges
     anything, so the copy is removed without ever being started again (the engine's
-    events of it: no ``start``, a ``destroy``). The source, started again without its pause, never sent the commit: it
-    aborts (the target answers ``failed``) and runs its own server again."""
+    events of it: no ``start``, a ``destroy``). The source, started again without its
+    pause, never sent the commit: it aborts (the target answers ``failed``) and runs its
+    own server again."""
     internal_id, volume_id, before = prepared(nodes)
     transfer_id = start_transfer(nodes, internal_id)
     paused(nodes, transfer_id, "ready")
