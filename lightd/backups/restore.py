@@ -44,7 +44,7 @@ Decode = Callable[[Iterable[bytes]], Iterable[bytes]]
 
 
 class Tally(Protocol):
-    """The volume's accounting of lightd's writes (``DiskLimits`` bound to the volume)."""
+    """The volume's accounting of lightd's writes (``DiskLimits.tally`` of the volume)."""
 
     def begin(self) -> None:
         """A change of the volume follows (its :meth:`wrote` comes after)."""
@@ -176,11 +176,11 @@ def restore(
         except BaseException as exc:
             with contextlib.suppress(OSError, LightdError):
                 swap.clean(root, names)
-            if staged:
-                # The staged tree gone again (the old files stay): off the count. Any
-                # other state a failure left counts more than is there until a rescan.
-                gone = not swapped and lstat_at(root.fd, names.staging) is None
-                tally.wrote(-staged if gone else 0)
+            # The announced change ends: the staged tree gone again (the old files stay)
+            # is off the count; any other state a failure left counts more than is
+            # there until a rescan.
+            gone = not swapped and lstat_at(root.fd, names.staging) is None
+            tally.wrote(-staged if gone else 0)
             if isinstance(exc, OSError):
                 raise storage_error(exc) from exc
             raise
