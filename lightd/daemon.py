@@ -419,7 +419,7 @@ class Daemon:
 
     def _volume_id(self, ref: str) -> str | None:
         try:
-            return self.volumes.resolve(ref).id
+            return self.volumes.id_of(ref)
         except LightdError:
             return None
 
@@ -601,12 +601,15 @@ class Daemon:
         await asyncio.to_thread(self.observed.load)
         await self.ingest.ingest("start")
         await self.remote.load()
+        await self.backups.start()  # first: a transfer's recovery may forget backups
+        # Before the reconciler converges anything: unfinished transfers end
+        # (``Interrupted``) and a target's uncommitted copy loses its document, so a
+        # copy that stopped while lightd was down is never started again.
+        await self.transfers.recover()
         await self.controller.start()
         await self.remote.start()
         await self.watcher.start()
         self.watch.prime()
-        await self.backups.start()  # first: a transfer's recovery may forget backups
-        await self.transfers.recover()
 
     async def stop(self) -> None:
         await self.sftp.stop()

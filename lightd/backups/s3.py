@@ -19,11 +19,13 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape
 
-import httpx
-
 from lightd.errors import LightdError
+
+if TYPE_CHECKING:
+    import httpx
 
 EMPTY_SHA = hashlib.sha256(b"").hexdigest()
 
@@ -96,6 +98,8 @@ def _code_of(body: bytes) -> str:
 
 class S3Client:
     def __init__(self, config: S3Config, *, sleep: Callable[[float], None] = time.sleep) -> None:
+        import httpx
+
         self.config = config
         self.sleep = sleep
         self.http = httpx.Client(timeout=config.timeout_seconds)
@@ -108,6 +112,8 @@ class S3Client:
         return f"{prefix}/{name}" if prefix else name
 
     def _url(self, key: str, query: str = "") -> httpx.URL:
+        import httpx
+
         base = self.config.endpoint.rstrip("/")
         path = _quote(f"/{self.config.bucket}/{key}", safe="/-_.~")
         return httpx.URL(f"{base}{path}" + (f"?{query}" if query else ""))
@@ -116,6 +122,8 @@ class S3Client:
         self, method: str, key: str, query: str = "", body: bytes = b"", *, stream: bool = False
     ) -> httpx.Response:
         """One signed request, retried with backoff on connection errors, 429 and 5xx."""
+        import httpx
+
         url = self._url(key, query)
         payload_sha = hashlib.sha256(body).hexdigest() if body else EMPTY_SHA
         delay = self.config.retry_initial_seconds

@@ -746,14 +746,14 @@ class BackupService:
             link = self.local.path(record.location)
         # The disk limit holds for restores too (checked as the archive expands, so a
         # restore past it fails with "Disk limit exceeded" and the old tree stays). With
-        # truncate the restored tree replaces the volume, so it may take the whole limit;
-        # but a kernel-held limit (subvolume, image) also counts the old tree, which stays
-        # beside the staged one until the swap: there only the room left is usable.
+        # truncate the old tree stays beside the staged one until the swap, and every
+        # backend counts both (the kernel's; the soft accountant hears the staged tree
+        # through the tally): so the restored tree must fit in the room left.
         volume = self.volumes.resolve(record.volume_id)
         disk = self.volumes.disk
         limit = disk.limit(volume.id)
         kernel = limit is not None and disk.backend.measures(volume.ref)
-        room = limit if record.restore.truncate and not kernel else disk.room(volume.ref)
+        room = disk.room(volume.ref)
         decode = None
         if record.stored_format == "tar.zst":
             decode = functools.partial(transcode.zst_decoded, limit=self._decoded_limit(record))
@@ -768,6 +768,7 @@ class BackupService:
                 token=record.backup_id,
                 link=link,
                 owner=self.owner_of(record.volume_id),
+                tally=disk.tally(volume.id),
             )
         except InsufficientStorage as exc:
             if kernel and not isinstance(exc, DiskLimitExceeded):

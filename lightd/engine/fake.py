@@ -436,6 +436,10 @@ class FakeEngine:
     def _event(self, action: str, container: FakeContainer) -> None:
         if not self._managed(container):
             return
-        event = EngineEvent(action=action, internal_id=container.labels.get(LABEL_INTERNAL_ID))
+        event = EngineEvent(
+            action=action,
+            internal_id=container.labels.get(LABEL_INTERNAL_ID),
+            attributes=dict(container.labels),  # the engine sends the labels along
+        )
         for stream in self._event_streams:
             stream.push(event)

@@ -113,6 +113,14 @@ class VolumeManager:
             return []
         return sorted(name for name in names if VOLUME_ID_RE.fullmatch(name))
 
+    def id_of(self, ref: str) -> str:
+        """The id ``ref`` names: a full UUID without a look at the disk (the reconciler
+        asks on every pass), a prefix as :meth:`resolve` finds it."""
+        lowered = ref.lower()
+        if VOLUME_ID_RE.fullmatch(lowered):
+            return lowered
+        return self.resolve(ref).id
+
     def resolve(self, ref: str) -> Volume:
         """The volume named by a full UUID or a unique prefix of at least 8 characters."""
         ref = ref.lower()

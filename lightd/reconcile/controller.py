@@ -24,7 +24,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from lightd.engine.base import Engine
-from lightd.engine.records import Actual, ActualContainer, Role, Stream, container_name
+from lightd.engine.records import (
+    LABEL_ROLE,
+    Actual,
+    ActualContainer,
+    Role,
+    Stream,
+    container_name,
+)
 from lightd.errors import (
     EngineConflict,
     EngineError,
@@ -34,7 +41,7 @@ from lightd.errors import (
     SpecInvalid,
 )
 from lightd.metrics import Metrics
-from lightd.reconcile.actions import Action
+from lightd.reconcile.actions import Action, StartInstall
 from lightd.reconcile.executor import ApplyDisk, Executor, Outcome, no_disk
 from lightd.reconcile.planner import Gates, Policy, gate, plan, settle
 from lightd.reconcile.workqueue import Backoff, WorkQueue
@@ -140,6 +147,13 @@ class Controller:
         self._listed: frozenset[str] | None = None
         self._listed_serial = 0
         self._looked: set[str] = set()
+        # Keys whose install container this process knows to be absent: seen absent by
+        # the key's last look, no install step since, and no engine event about an
+        # install container of the key since that look (every create sends one). Their
+        # next look inspects the main container only (a start's follow-up pass is one
+        # engine call, not two).
+        self._no_install: set[str] = set()
+        self._install_event: dict[str, int] = {}
 
     # -- hints -----------------------------------------------------------------
 
@@ -318,10 +332,12 @@ class Controller:
                     key = event.internal_id
                     if not key:
                         continue
+                    role = event.attributes.get(LABEL_ROLE)
+                    install = role is None or role == Role.INSTALL.value
                     if action in QUIET_EVENTS or action.startswith("exec_"):
-                        loop.call_soon_threadsafe(self._engine_noted, key)
+                        loop.call_soon_threadsafe(self._engine_noted, key, install)
                     else:
-                        loop.call_soon_threadsafe(self._engine_hint, key)
+                        loop.call_soon_threadsafe(self._engine_hint, key, install)
             except Exception as exc:
                 if self._events_stop.is_set():
                     return
@@ -341,14 +357,18 @@ class Controller:
         else:
             log.warning("docker engine unavailable")
 
-    def _engine_noted(self, key: str) -> None:
-        """An engine event about ``key`` (any): the resync's look at it is stale."""
+    def _engine_noted(self, key: str, install: bool = True) -> None:
+        """An engine event about ``key`` (any): the resync's look at it is stale; one
+        about its install container (or of no known role) also ends :attr:`_no_install`."""
         self._event_serial += 1
         self._last_event[key] = self._event_serial
         self._seen.pop(key, None)
+        if install:
+            self._install_event[key] = self._event_serial
+            self._no_install.discard(key)
 
-    def _engine_hint(self, key: str) -> None:
-        self._engine_noted(key)
+    def _engine_hint(self, key: str, install: bool = True) -> None:
+        self._engine_noted(key, install)
         self.hint(key)
 
     def _engine_lost(self) -> None:
@@ -356,6 +376,7 @@ class Controller:
         self._stream_open.clear()
         self._seen.clear()
         self._listed = None
+        self._no_install.clear()
         if not self._engine_up:
             return
         self._set_engine_up(False)
@@ -453,11 +474,22 @@ class Controller:
         )
 
     async def observe(self, key: str) -> Actual:
+        if key in self._no_install:
+            main = await self._engine.inspect(container_name(key, Role.MAIN))
+            return Actual(main=main, install=None)
         main, install = await asyncio.gather(
             self._engine.inspect(container_name(key, Role.MAIN)),
             self._engine.inspect(container_name(key, Role.INSTALL)),
         )
         return Actual(main=main, install=install)
+
+    def _note_install(self, key: str, actual: Actual, since_serial: int) -> None:
+        """Remember (or forget) that ``key`` has no install container, from a look
+        taken when the event serial was ``since_serial``."""
+        if actual.install is None and self._install_event.get(key, 0) <= since_serial:
+            self._no_install.add(key)
+        else:
+            self._no_install.discard(key)
 
     async def reconcile(self, key: str) -> float | None:
         """Converge one container; returns seconds after which to look again, if any."""
@@ -476,8 +508,10 @@ class Controller:
                 await self._apply_all(key, gated.actions, desired, NOTHING_SEEN, volume_path)
                 return None
             if actual is None:
+                serial = self._event_serial
                 actual = self._first_look(key) or await self.observe(key)
                 self._looked.add(key)
+                self._note_install(key, actual, serial)
             step = plan(
                 desired=desired,
                 observed=observed,
@@ -491,6 +525,8 @@ class Controller:
                 self._passes.pop(key, None)
                 await self._settle(key, desired, actual, gates.revision)
                 return step.requeue_after
+            if any(isinstance(action, StartInstall) for action in step.actions):
+                self._no_install.discard(key)  # the one step that makes an install container
             await self._apply_all(key, step.actions, desired, actual, volume_path)
             if any(action.engine_changing for action in step.actions):
                 # The engine changed: look again in a later pass, behind the keys that

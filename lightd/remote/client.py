@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import email.utils
 import time
-
-import httpx
+from typing import TYPE_CHECKING
 
 from lightd import __version__
+
+if TYPE_CHECKING:
+    import httpx
 
 # A panel's Retry-After is honoured up to this many seconds.
 RETRY_AFTER_MAX_SECONDS = 600.0
@@ -77,16 +79,31 @@ def _describe(exc: Exception) -> str:
 
 
 class PanelClient:
+    """The panel's HTTP client, made on first use: httpx (and the TLS context of its
+    client) is loaded only on a node that talks to a panel."""
+
     def __init__(self) -> None:
-        self._http = httpx.AsyncClient(follow_redirects=False)
+        self._client: httpx.AsyncClient | None = None
+
+    @property
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            import httpx
+
+            self._client = httpx.AsyncClient(follow_redirects=False)
+        return self._client
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
 
     async def post_update(
         self, url: str, token: str, body: dict[str, str | int | float], *, timeout_seconds: float
     ) -> None:
         """Deliver one notification; raises PanelUnavailable or PanelRefused."""
+        import httpx
+
         try:
             answer = await self._http.post(
                 _endpoint(url, "/update"),
@@ -108,6 +125,8 @@ class PanelClient:
 
     async def health(self, url: str, token: str, *, timeout_seconds: float) -> str | None:
         """None when the panel answers 2xx on /health; otherwise why not."""
+        import httpx
+
         try:
             answer = await self._http.get(
                 _endpoint(url, "/health"), headers=_headers(token), timeout=timeout_seconds

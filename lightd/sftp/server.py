@@ -472,6 +472,16 @@ class SftpService:
                 "SFTP logins refused because the pair was locked out, since start",
                 self.locked_refusals,
             ),
+            (
+                "lightd_sftp_fast_data_packets",
+                "SSH data packets lightd framed and sealed itself (AES-GCM, chacha20), since start",
+                transport.Counters.fast_data_packets,
+            ),
+            (
+                "lightd_sftp_fast_channel_packets",
+                "Of those, packets cut from the channel buffer without asyncssh's copies",
+                transport.Counters.channel_packets,
+            ),
         ]
 
     # -- sessions ------------------------------------------------------------------

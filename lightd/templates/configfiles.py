@@ -33,13 +33,6 @@ from dataclasses import dataclass
 from typing import Any
 from xml.etree import ElementTree
 
-import defusedxml.ElementTree as SafeElementTree
-import tomlkit
-from defusedxml import DefusedXmlException
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
-from tomlkit.exceptions import TOMLKitError
-
 from lightd.spec.template import ConfigFile, Replacement
 
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
@@ -305,6 +298,9 @@ def _plain(value: Any) -> Any:
 
 
 def _yaml(text: str | None, config: ConfigFile, placeholders: Mapping[str, str]) -> str:
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
     yaml = YAML(typ="rt", pure=True)
     yaml.preserve_quotes = True
     yaml.width = 4096
@@ -348,6 +344,9 @@ def _json(text: str | None, config: ConfigFile, placeholders: Mapping[str, str])
 
 
 def _toml(text: str | None, config: ConfigFile, placeholders: Mapping[str, str]) -> str:
+    import tomlkit
+    from tomlkit.exceptions import TOMLKitError
+
     try:
         tree = tomlkit.parse(text or "")
     except TOMLKitError as exc:
@@ -365,6 +364,9 @@ _XML_ATTRIBUTE = re.compile(r"^\[([\w:.-]+)='(.*)'\]$", re.DOTALL)
 
 
 def _xml(text: str | None, config: ConfigFile, placeholders: Mapping[str, str]) -> str:
+    import defusedxml.ElementTree as SafeElementTree
+    from defusedxml import DefusedXmlException
+
     declaration = ""
     if text:
         try:

@@ -16,8 +16,6 @@ from typing import Any
 
 import orjson
 from pydantic import ValidationError
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
 
 from lightd.errors import InvalidField
 from lightd.spec.template import (
@@ -49,6 +47,9 @@ def template_name(text: str) -> str:
 
 def parse_egg_bytes(raw: bytes) -> dict[str, Any]:
     """Decode an egg file: JSON, or YAML (Pelican exports both)."""
+    from ruamel.yaml import YAML  # loaded on the first egg, not at start
+    from ruamel.yaml.error import YAMLError
+
     if len(raw) > MAX_EGG_BYTES:
         raise EggInvalid("egg", f"larger than {MAX_EGG_BYTES} bytes")
     try:

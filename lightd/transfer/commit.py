@@ -27,11 +27,12 @@ import hmac
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal
-
-import httpx
+from typing import TYPE_CHECKING, Literal
 
 from lightd.errors import TransferNotFound
+
+if TYPE_CHECKING:
+    pass
 
 PROTOCOL = 2
 PROTOCOL_HEADER = "X-Lightd-Transfer-Protocol"
@@ -82,6 +83,8 @@ class CommitLink:
 
     async def ask(self, kind: Kind) -> Outcome:
         """The target's outcome after ``kind``; :class:`Undecided` when it gave none."""
+        import httpx
+
         headers = {
             "Authorization": f"Bearer {self.secret}",
             "Accept": VENDOR,

@@ -26,9 +26,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
-
-import httpx
+from typing import TYPE_CHECKING, Literal
 
 from lightd.errors import (
     FileExists,
@@ -51,6 +49,9 @@ from lightd.transfer.guard import (
     parse_url,
     pick_address,
 )
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("lightd.pull")
 
@@ -194,6 +195,8 @@ class Pulls:
         use_header: bool,
         overwrite: bool,
     ) -> None:
+        import httpx
+
         try:
             await self._fetch(pull, url, address, parts, use_header=use_header, overwrite=overwrite)
         except asyncio.CancelledError:
@@ -223,6 +226,8 @@ class Pulls:
         use_header: bool,
         overwrite: bool,
     ) -> None:
+        import httpx
+
         timeout = httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT)
         async with httpx.AsyncClient(
             follow_redirects=False, trust_env=False, timeout=timeout, verify=self._verify

@@ -49,7 +49,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-import httpx
 import orjson
 
 from lightd.backups.records import BackupRecord
@@ -105,6 +104,9 @@ from lightd.transfer.stream import (
     unpack,
 )
 from lightd.transfer.tokens import TransferTokens
+
+if TYPE_CHECKING:
+    import httpx
 
 if TYPE_CHECKING:
     from lightd.backups.service import BackupService
@@ -241,6 +243,12 @@ class Transfers:
         its container's desired power back. A target removes what it had published,
         also a ready copy still awaiting its commit (the source hears ``failed`` when
         it asks).
+
+        The daemon calls it after the desired documents are read and before the
+        reconciler starts: what it ends is recorded, and a target's published document
+        removed, before it returns, so the reconciler never starts an uncommitted copy;
+        the rest (waiting for the engine container to go, the volume, the backups) runs
+        on once the reconciler does.
         """
         staging = self._data_dir / STAGING
         if staging.exists():
@@ -271,6 +279,7 @@ class Transfers:
                 continue
             transfer.state, transfer.error = "failed", INTERRUPTED
             if transfer.published:
+                await self._withdraw(transfer)
                 self._spawn(self._unpublish(transfer), f"transfer-clean-{transfer.id}")
             await self._end(transfer)
 
@@ -384,6 +393,8 @@ class Transfers:
         failure tells it to abort (it removes staging and a ready copy) and gives the
         container its desired power back.
         """
+        import httpx
+
         was_running = spec.power is Power.RUNNING
         reached = False  # the target may hold something of this transfer
         try:
@@ -1015,10 +1026,15 @@ class Transfers:
                 exit_code=code if isinstance(code, int) else None,
             )
 
-    async def _unpublish(self, transfer: Transfer) -> None:
-        """Remove what a failed target published (document, volume, backups), then end."""
+    async def _withdraw(self, transfer: Transfer) -> None:
+        """Delete the document a failed target published (the reconciler removes its
+        engine container); nothing when it is gone already."""
         with contextlib.suppress(LightdError):
             await self._containers.delete(transfer.internal_id)
+
+    async def _unpublish(self, transfer: Transfer) -> None:
+        """Remove what a failed target published (document, volume, backups), then end."""
+        await self._withdraw(transfer)
         await self._wait_forgotten(transfer.internal_id)
         if transfer.volume_id is not None:
             with contextlib.suppress(LightdError, OSError):
@@ -1137,6 +1153,9 @@ def _seconds(value: str | None) -> float | None:
 
 
 def _reason(exc: BaseException) -> str:
+
+    import httpx
+
     if isinstance(exc, asyncio.CancelledError):
         return "cancelled"
     if isinstance(exc, LightdError):

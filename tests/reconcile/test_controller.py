@@ -341,3 +341,47 @@ def test_a_list_stands_in_for_each_keys_two_inspects() -> None:
     assert seen["a"].install is not None and seen["a"].install.name == "lightd-a-install"
     assert seen["b"].main is not None and seen["b"].install is None
     assert seen["e"].main is None and seen["e"].install is None
+
+
+def test_a_key_known_to_have_no_install_container_is_looked_at_by_its_main_only(
+    tmp_path: Path,
+) -> None:
+    """After the first look found no install container, the passes that follow (the
+    one after a start above all) inspect the main container only, until an engine event
+    about an install container of the key (or of no known role) arrives."""
+
+    def install_inspects(rig: Rig) -> int:
+        return rig.fake.calls.count(("inspect", INSTALL))
+
+    async def scenario(rig: Rig) -> None:
+        rig.desired.put(spec())
+        assert set(await rig.drain("mc-1")) == {"converged"}
+        assert observed(rig).state is RuntimeState.RUNNING
+        assert install_inspects(rig) == 1  # the first look only
+        main_inspects = rig.fake.calls.count(("inspect", MAIN))
+        assert main_inspects >= 2  # the first look and the pass after the start
+        assert (await rig.controller.observe("mc-1")).install is None
+        assert install_inspects(rig) == 1
+        rig.controller._engine_noted("mc-1", False)  # an event about the main: still known
+        await rig.controller.observe("mc-1")
+        assert install_inspects(rig) == 1
+        rig.controller._engine_noted("mc-1", True)  # one about an install container
+        await rig.controller.observe("mc-1")
+        assert install_inspects(rig) == 2
+
+    run(tmp_path, scenario)
+
+
+def test_an_install_step_makes_the_next_look_inspect_the_install_container(
+    tmp_path: Path,
+) -> None:
+    async def scenario(rig: Rig) -> None:
+        rig.fake.installs_run = True
+        rig.desired.put(spec(install_script="echo hi"))
+        await rig.drain("mc-1")
+        install = rig.fake.named(INSTALL)
+        assert install is not None and install.running
+        seen = await rig.controller.observe("mc-1")
+        assert seen.install is not None and seen.install.id == install.id
+
+    run(tmp_path, scenario)

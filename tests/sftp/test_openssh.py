@@ -81,22 +81,56 @@ def test_wrong_password_is_refused(account: Account, openssh: OpenSSH) -> None:
 
 
 @pytest.mark.timeout(240)
-def test_100_mib_file_both_ways(account: Account, openssh: OpenSSH) -> None:
+def fast_packets(api: httpx.Client) -> tuple[float, float]:
+    """(packets lightd sealed itself, those cut from the channel buffer by its channel)."""
+    found = {}
+    for line in api.get("/metrics").text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in ("lightd_sftp_fast_data_packets", "lightd_sftp_fast_channel_packets"):
+            found[name] = float(value)
+    return found["lightd_sftp_fast_data_packets"], found["lightd_sftp_fast_channel_packets"]
+
+
+@pytest.mark.parametrize(
+    "cipher", [None, "aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr"]
+)
+def test_100_mib_file_both_ways(
+    account: Account, openssh: OpenSSH, api: httpx.Client, cipher: str | None
+) -> None:
+    """The client's default cipher (chacha20-poly1305) and the others lightd offers. With
+    chacha20-poly1305 and AES-GCM lightd frames and seals the download's data packets
+    itself and decrypts the upload's (lightd.sftp.transport): the counter shows that path
+    carried the 100 MiB (the client takes 32 KiB packets), the hashes that it did so byte
+    for byte both ways; aes128-ctr stays on asyncssh's path."""
     big = openssh.home / "big.bin"
     with big.open("wb") as out:
         for _ in range(100):
             out.write(os.urandom(1 << 20))
-    done = openssh.run(
-        account.port,
-        account.username,
-        "put big.bin big.bin\nget big.bin back.bin\n",
-        password=account.password,
+    before = fast_packets(api)
+    args, env = openssh.command(account.port, account.username, password=account.password)
+    if cipher is not None:
+        args = [args[0], "-c", cipher, *args[1:]]
+    done = subprocess.run(
+        args,
+        input="put big.bin big.bin\nget big.bin back.bin\n",
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=openssh.home,
         timeout=200,
+        start_new_session=True,
     )
     assert done.returncode == 0, done.stderr
     expected = sha256(big)
     assert sha256(account.volume / "big.bin") == expected
     assert sha256(openssh.home / "back.bin") == expected
+    after = fast_packets(api)
+    sealed, cut = after[0] - before[0], after[1] - before[1]
+    if cipher is None or "gcm" in cipher:
+        assert cut >= 100 * 1024 * 1024 / (32 * 1024), (sealed, cut)
+        assert sealed >= cut
+    else:
+        assert (sealed, cut) == (0, 0)  # aes128-ctr: asyncssh's own path
 
 
 def test_killed_client_mid_upload_leaves_the_old_file(account: Account, openssh: OpenSSH) -> None:

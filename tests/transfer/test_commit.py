@@ -10,11 +10,14 @@ container or volume left (:func:`tests.transfer.helpers.only_one_runs`).
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
 
 from lightd.transfer.hooks import ENV as PAUSE
+from tests.support import engine
+from tests.support.daemon import wait_for
 from tests.transfer.helpers import (
     Nodes,
     engine_holders,
@@ -43,6 +46,30 @@ def prepared(nodes: Nodes) -> tuple[str, str, dict[str, tuple[object, ...]]]:
 
 def paused(nodes: Nodes, transfer_id: str, point: str) -> None:
     wait_log(nodes.source, f"transfer {transfer_id}: paused at {point} (test hook)")
+
+
+def engine_copy(nodes: Nodes, internal_id: str) -> str:
+    """The id of the target's engine container of ``internal_id`` (by its node label)."""
+    node = (nodes.target.data_dir / "node.id").read_text().strip()
+    with engine.client() as docker_client:
+        found = docker_client.api.containers(
+            all=True,
+            filters={"label": [f"io.lightd.internal_id={internal_id}", f"io.lightd.node={node}"]},
+        )
+    assert len(found) == 1, found
+    return str(found[0]["Id"])
+
+
+def engine_actions(container_id: str, since: float) -> list[str]:
+    """What the engine did to one container since ``since`` (its events, in order)."""
+    with engine.client() as docker_client:
+        events = docker_client.api.events(
+            since=since,
+            until=time.time() + 1,
+            filters={"container": container_id},
+            decode=True,
+        )
+        return [str(event.get("Action") or event.get("status")) for event in events]
 
 
 @pytest.mark.parametrize("node_env", [{"source": {PAUSE: "ready"}}])
@@ -99,6 +126,55 @@ def test_source_killed_after_the_commit_finishes_cleaning(nodes: Nodes) -> None:
     assert record["state"] == "completed", record
     only_one_runs(nodes, internal_id, volume_id, "target")
     assert tree(Path(nodes.dst.volume_path(volume_id))) == before
+
+
+@pytest.mark.parametrize("node_env", [{"source": {PAUSE: "ready"}}])
+def test_target_killed_awaiting_the_commit_never_starts_its_copy_again(nodes: Nodes) -> None:
+    """The target is killed (``kill -9``) while its copy awaits the commit, and the copy
+    stops while the daemon is down (as at a host's reboot: lightd's containers have no
+    restart policy). At its start (a slow one) the target ends the transfer
+    ``Interrupted`` and drops the copy's document before its reconciler converges
+    anything, so the copy is removed without ever being started again (the engine's
+    events of it: no ``start``, a ``destroy``). The source, started again without its
+    pause, never sent the commit: it aborts (the target answers ``failed``) and runs its
+    own server again."""
+    internal_id, volume_id, before = prepared(nodes)
+    transfer_id = start_transfer(nodes, internal_id)
+    paused(nodes, transfer_id, "ready")
+    on_target = nodes.dst_api.get(f"/transfers/{transfer_id}").json()
+    assert on_target["state"] == "running" and on_target["phase"] == "awaiting commit"
+    copy = engine_copy(nodes, internal_id)
+    assert nodes.target.proc is not None
+    nodes.target.proc.kill()
+    nodes.target.proc.wait(timeout=10)
+    with engine.client() as docker_client:
+        docker_client.api.kill(copy)
+        docker_client.api.wait(copy, timeout=30)
+    # A slow start (restic's version check, run by the backup service, takes 6 s here):
+    # a reconciler started before the transfers' recovery has ample time to start it.
+    slow = nodes.target.data_dir.parent / "slow-restic"
+    slow.write_text('#!/bin/sh\nsleep 6\nexec restic "$@"\n')
+    slow.chmod(0o755)
+    nodes.target.extra_env["LIGHTD_BACKUPS__RESTIC__BINARY"] = str(slow)
+    since = time.time()
+    nodes.target.start()
+    nodes.reconnect("target")
+    record = wait_ended(nodes.dst_api, transfer_id)
+    assert record["state"] == "failed" and record["error"] == "Interrupted", record
+    target_clean(nodes, internal_id, volume_id)
+    wait_for(
+        lambda: engine_holders(nodes, internal_id, running=False) == {"source"},
+        timeout=60,
+        what="the target's copy removed from the engine",
+    )
+    actions = engine_actions(copy, since)
+    assert "destroy" in actions, actions
+    assert "start" not in actions, f"the uncommitted copy was started again: {actions}"
+    kill_and_start(nodes, "source", drop_env=(PAUSE,))
+    aborted = wait_ended(nodes.src_api, transfer_id)
+    assert aborted["state"] == "failed" and aborted["error"] == "Interrupted", aborted
+    only_one_runs(nodes, internal_id, volume_id, "source")
+    assert tree(Path(nodes.src.volume_path(volume_id))) == before
 
 
 def test_a_lost_commit_answer_is_settled_by_asking_again(nodes: Nodes) -> None:

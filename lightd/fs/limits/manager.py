@@ -32,6 +32,21 @@ class VolumeDisk:
 
 
 @dataclass(frozen=True)
+class VolumeTally:
+    """One volume's share of the soft accountant: ``begin`` announces a change (a walk
+    meanwhile is dropped), ``wrote`` adds it."""
+
+    accountant: soft.Accountant
+    volume_id: str
+
+    def begin(self) -> None:
+        self.accountant.begin(self.volume_id)
+
+    def wrote(self, delta: int) -> None:
+        self.accountant.add(self.volume_id, delta)
+
+
+@dataclass(frozen=True)
 class DiskStatus:
     backend: str
     reason: str
@@ -232,6 +247,11 @@ class DiskLimits:
     def wrote(self, volume_id: str, delta: int) -> None:
         """lightd changed the volume by ``delta`` bytes (the soft accountant's share)."""
         self.accountant.add(volume_id, delta)
+
+    def tally(self, volume_id: str) -> VolumeTally:
+        """:meth:`wrote` bound to one volume, and the announcement of a change that
+        follows, for a writer that changes the volume in steps (a truncating restore)."""
+        return VolumeTally(self.accountant, volume_id)
 
     # -- lifecycle -------------------------------------------------------------------
 
