@@ -196,14 +196,31 @@ def main() -> int:
             wait_state(src, cold, "offline")
             assert source.proc is not None and target.proc is not None
             pids = (source.proc.pid, target.proc.pid)
-            spies = [
-                subprocess.Popen(
-                    ["py-spy", "record", "--native", "--threads", "-r", "50", "--pid",
-                     str(pid), "--format", "raw", "-o", f"{os.environ['LIGHTD_BENCH_SPY']}-{side}.txt"],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                )
-                for pid, side in zip(pids, ("source", "target"), strict=True)
-            ] if os.environ.get("LIGHTD_BENCH_SPY") else []
+            spies = (
+                [
+                    subprocess.Popen(
+                        [
+                            "py-spy",
+                            "record",
+                            "--native",
+                            "--threads",
+                            "-r",
+                            "50",
+                            "--pid",
+                            str(pid),
+                            "--format",
+                            "raw",
+                            "-o",
+                            f"{os.environ['LIGHTD_BENCH_SPY']}-{side}.txt",
+                        ],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
+                    for pid, side in zip(pids, ("source", "target"), strict=True)
+                ]
+                if os.environ.get("LIGHTD_BENCH_SPY")
+                else []
+            )
             before = [cpu_seconds(pid) for pid in pids]
             seconds, outcome = move(src, dst, target.base_url, cold, live=False)
             spent = [cpu_seconds(pid) - b for pid, b in zip(pids, before, strict=True)]
