@@ -63,6 +63,7 @@ from lightd.errors import (
     VolumeInUse,
 )
 from lightd.fs.beneath import Root
+from lightd.fs.durable import sync_filesystems
 from lightd.fs.volumes import VolumeManager
 from lightd.spec.container import ContainerSpec, Power
 from lightd.spec.observed import InstallState, ObservedContainer, RuntimeState
@@ -740,6 +741,10 @@ class Transfers:
             await self._seed(internal_id, manifest.get("install"))
             if self._hand_over is not None:
                 await self._hand_over(spec, self._volumes.root / spec.volume_id)
+            # On disk before this node says ready: the source deletes its copy on that.
+            await asyncio.to_thread(
+                sync_filesystems, [self._volumes.root / spec.volume_id, self._data_dir]
+            )
             await self._containers.create(spec.model_dump(mode="json"))
             if spec.power is Power.RUNNING:
                 await self._wait_state(internal_id, {RuntimeState.RUNNING}, START_WAIT)
