@@ -91,6 +91,23 @@ def running_container(nodes: Nodes) -> tuple[str, str, Path, dict[str, Any]]:
     return internal_id, volume_id, volume, port
 
 
+def backup(
+    api: httpx.Client, volume_id: str, name: str, adapter: str = "archive"
+) -> dict[str, Any]:
+    """A manual backup of ``volume_id`` through the API, waited for until ``done``."""
+    answer = api.post(f"/volumes/{volume_id}/backups", json={"adapter": adapter, "name": name})
+    assert answer.status_code == 202, answer.text
+    backup_id = answer.json()["backup_id"]
+
+    def ended() -> dict[str, Any] | None:
+        body: dict[str, Any] = api.get(f"/volumes/{volume_id}/backups/{backup_id}").json()
+        return body if body["state"] != "running" else None
+
+    record: dict[str, Any] = wait_for(ended, timeout=60, what=f"{adapter} backup {name}")
+    assert record["state"] == "done", record
+    return record
+
+
 def token_for(nodes: Nodes, internal_id: str, ttl: str = "15m") -> str:
     answer = nodes.dst_api.post("/transfers/tokens", json={"internal_id": internal_id, "ttl": ttl})
     assert answer.status_code == 200, answer.text

@@ -20,7 +20,7 @@ import pytest
 
 from tests.backups.conftest import ACCESS_KEY, BUCKET, SECRET_KEY, S3Server, s3, snapshot
 from tests.support.daemon import wait_for
-from tests.transfer.helpers import Nodes, running_container, token_for, transfer, tree
+from tests.transfer.helpers import Nodes, backup, running_container, token_for, transfer, tree
 
 __all__ = ["s3"]  # the module's S3 server fixture
 
@@ -51,18 +51,7 @@ def node_env(request: pytest.FixtureRequest, s3: S3Server) -> dict[str, dict[str
 
 
 def s3_backup(nodes: Nodes, volume_id: str, name: str) -> dict[str, Any]:
-    api = nodes.src_api
-    answer = api.post(f"/volumes/{volume_id}/backups", json={"adapter": "s3", "name": name})
-    assert answer.status_code == 202, answer.text
-    backup_id = answer.json()["backup_id"]
-
-    def done() -> dict[str, Any] | None:
-        body: dict[str, Any] = api.get(f"/volumes/{volume_id}/backups/{backup_id}").json()
-        return body if body["state"] != "running" else None
-
-    record: dict[str, Any] = wait_for(done, timeout=60, what=f"s3 backup {name}")
-    assert record["state"] == "done", record
-    return record
+    return backup(nodes.src_api, volume_id, name, adapter="s3")
 
 
 def stored(server: S3Server, volume_id: str) -> dict[str, str]:

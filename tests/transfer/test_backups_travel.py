@@ -23,21 +23,15 @@ from lightd.fs.beneath import Root
 from lightd.transfer.stream import frame, pack
 from tests.support import engine
 from tests.support.daemon import wait_for
-from tests.transfer.helpers import PROTOCOL, Nodes, running_container, token_for, transfer, tree
-
-
-def backup(api: httpx.Client, volume_id: str, name: str) -> dict[str, Any]:
-    answer = api.post(f"/volumes/{volume_id}/backups", json={"adapter": "archive", "name": name})
-    assert answer.status_code == 202, answer.text
-    backup_id = answer.json()["backup_id"]
-
-    def done() -> dict[str, Any] | None:
-        body: dict[str, Any] = api.get(f"/volumes/{volume_id}/backups/{backup_id}").json()
-        return body if body["state"] != "running" else None
-
-    record: dict[str, Any] = wait_for(done, timeout=60, what=f"backup {name}")
-    assert record["state"] == "done", record
-    return record
+from tests.transfer.helpers import (
+    PROTOCOL,
+    Nodes,
+    backup,
+    running_container,
+    token_for,
+    transfer,
+    tree,
+)
 
 
 def archives(data_dir: Path) -> dict[str, str]:
