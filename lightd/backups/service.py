@@ -347,7 +347,9 @@ class BackupService:
         progress = target()
         if progress is None:
             return
-        progress.bytes_done, progress.bytes_total = meter.bytes_done, meter.bytes_total
+        # The total is measured before the walk; what it reads can outgrow it (tar framing).
+        progress.bytes_done = meter.bytes_done
+        progress.bytes_total = max(meter.bytes_total, meter.bytes_done)
         self._changed(record)
 
     # -- queries ------------------------------------------------------------------------

@@ -14,7 +14,9 @@ import tarfile
 from pathlib import Path
 
 import httpx
+import orjson
 
+from lightd.backups.s3 import S3Client, S3Config
 from tests.backups.conftest import (
     S3Server,
     Vol,
@@ -27,6 +29,20 @@ from tests.backups.conftest import (
 )
 from tests.conftest import FAST_RECONCILER
 from tests.support.daemon import DaemonProcess
+
+
+def s3_settings(server: S3Server) -> S3Config:
+    """The S3 settings ``backup_config`` gives a daemon, for a client of the test's own."""
+    found = backup_config(Path("/unused"), server)["backups"]["s3"]
+    return S3Config(
+        endpoint=found["endpoint"],
+        region="us-east-1",
+        bucket=found["bucket"],
+        prefix=found["prefix"],
+        access_key=found["access_key"],
+        secret_key=found["secret_key"],
+        retries=1,
+    )
 
 
 def test_system_offers_s3_once_configured(bk_api: httpx.Client) -> None:
@@ -125,11 +141,32 @@ def test_interrupted_upload_leaves_no_object(tmp_path: Path, s3: S3Server) -> No
 
             wait_for(uploading, timeout=20, what="a part uploaded")
         proc.stop(kill=True)
+        stored = proc.data_dir / "state" / "backups" / f"{backup_id}.json"
+        record = orjson.loads(stored.read_bytes())
+        upload_id, key = record["upload_id"], record["location"]
+        assert upload_id and key
         proc.start()
         with proc.client() as api:
             body = api.get(f"{vol.url}/backups/{backup_id}").json()
             assert body["state"] == "failed" and body["error"] == "Interrupted"
-            assert not [o for o in s3.objects() if vol.id in o]
+            # lightd aborts the upload in the background after its start: the server
+            # forgets it and drops its parts, and no object was ever published.
+            client = S3Client(s3_settings(s3))
+            try:
+
+                def aborted() -> bool:
+                    listing = client.request("GET", "", "uploads=").content
+                    assert b"<ListMultipartUploadsResult" in listing, listing[:200]
+                    return upload_id.encode() not in listing
+
+                wait_for(aborted, timeout=20, what="the upload aborted")
+            finally:
+                client.close()
+            wait_for(
+                lambda: not [o for o in s3.objects() if vol.id in o],
+                timeout=10,
+                what="no object or part left",
+            )
             api.delete(vol.url)
     finally:
         proc.stop(kill=True)
