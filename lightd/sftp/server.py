@@ -482,6 +482,16 @@ class SftpService:
                 "Of those, packets cut from the channel buffer without asyncssh's copies",
                 transport.Counters.channel_packets,
             ),
+            (
+                "lightd_sftp_fast_received_packets",
+                "SSH channel data packets lightd received and opened itself, since start",
+                transport.Counters.received_data_packets,
+            ),
+            (
+                "lightd_sftp_fast_received_bytes",
+                "Bytes of data those packets carried, since start",
+                transport.Counters.received_data_bytes,
+            ),
         ]
 
     # -- sessions ------------------------------------------------------------------

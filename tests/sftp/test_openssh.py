@@ -81,14 +81,20 @@ def test_wrong_password_is_refused(account: Account, openssh: OpenSSH) -> None:
 
 
 @pytest.mark.timeout(240)
-def fast_packets(api: httpx.Client) -> tuple[float, float]:
-    """(packets lightd sealed itself, those cut from the channel buffer by its channel)."""
+def fast_packets(api: httpx.Client) -> tuple[float, float, float]:
+    """(packets lightd sealed itself, those cut from the channel buffer by its channel,
+    bytes of channel data it received in packets it opened itself)."""
+    names = (
+        "lightd_sftp_fast_data_packets",
+        "lightd_sftp_fast_channel_packets",
+        "lightd_sftp_fast_received_bytes",
+    )
     found = {}
     for line in api.get("/metrics").text.splitlines():
         name, _, value = line.partition(" ")
-        if name in ("lightd_sftp_fast_data_packets", "lightd_sftp_fast_channel_packets"):
+        if name in names:
             found[name] = float(value)
-    return found["lightd_sftp_fast_data_packets"], found["lightd_sftp_fast_channel_packets"]
+    return found[names[0]], found[names[1]], found[names[2]]
 
 
 @pytest.mark.parametrize(
@@ -99,9 +105,10 @@ def test_100_mib_file_both_ways(
 ) -> None:
     """The client's default cipher (chacha20-poly1305) and the others lightd offers. With
     chacha20-poly1305 and AES-GCM lightd frames and seals the download's data packets
-    itself and decrypts the upload's (lightd.sftp.transport): the counter shows that path
-    carried the 100 MiB (the client takes 32 KiB packets), the hashes that it did so byte
-    for byte both ways; aes128-ctr stays on asyncssh's path."""
+    itself and opens the upload's (lightd.sftp.transport): the counters show those paths
+    carried the 100 MiB (the client takes packets of at most 32 KiB), the
+    hashes that they did so byte for byte both ways; aes128-ctr stays on asyncssh's
+    path."""
     big = openssh.home / "big.bin"
     with big.open("wb") as out:
         for _ in range(100):
@@ -125,12 +132,14 @@ def test_100_mib_file_both_ways(
     assert sha256(account.volume / "big.bin") == expected
     assert sha256(openssh.home / "back.bin") == expected
     after = fast_packets(api)
-    sealed, cut = after[0] - before[0], after[1] - before[1]
+    sealed, cut, opened = (after[i] - before[i] for i in range(3))
     if cipher is None or "gcm" in cipher:
         assert cut >= 100 * 1024 * 1024 / (32 * 1024), (sealed, cut)
         assert sealed >= cut
+        # The upload's data (SFTP requests and their headers) all came that way.
+        assert opened >= 100 * 1024 * 1024, opened
     else:
-        assert (sealed, cut) == (0, 0)  # aes128-ctr: asyncssh's own path
+        assert (sealed, cut, opened) == (0, 0, 0)  # aes128-ctr: asyncssh's own path
 
 
 def test_killed_client_mid_upload_leaves_the_old_file(account: Account, openssh: OpenSSH) -> None:
