@@ -76,6 +76,8 @@ class Counters:
     received_data_bytes = 0  # the data they carried
 
 
+# Pieces in one writev (the kernel's IOV_MAX).
+IOV_MAX = 1024
 # Reads during which lightd ACKs at once: the handshake and the first requests.
 QUICKACK_READS = 32
 _PRIVATE = (
@@ -335,6 +337,7 @@ class FastServerConnection(asyncssh.SSHServerConnection):
         self._rx: deque[memoryview] = deque()
         self._feeding = False
         self._sock: socket.socket | None = None
+        self._fd: int | None = None  # the socket's descriptor, for _writev
         self._acks = 0
         self._padding = b""
         self._padding_at = 0
@@ -353,6 +356,8 @@ class FastServerConnection(asyncssh.SSHServerConnection):
         self._out_transport = transport
         sock = transport.get_extra_info("socket")
         self._sock = sock if hasattr(socket, "TCP_QUICKACK") else None
+        fileno = getattr(sock, "fileno", None)
+        self._fd = fileno() if fileno is not None and hasattr(os, "writev") else None
         self._quickack()
 
     def _quickack(self) -> None:
@@ -380,8 +385,38 @@ class FastServerConnection(asyncssh.SSHServerConnection):
         transport = self._out_transport
         if not out or transport is None or transport.is_closing():
             return
+        if len(out) > 1 and self._fd is not None and not transport.get_write_buffer_size():
+            out = self._writev(out)
+            if not out:
+                return
         with contextlib.suppress(ConnectionError):  # asyncssh's _send ignores these too
             transport.write(out[0] if len(out) == 1 else b"".join(out))
+
+    def _writev(self, out: list[bytes]) -> list[bytes]:
+        """Send ``out`` with ``writev`` (no join); what the socket did not take.
+
+        Only while the transport has nothing buffered (so the order holds); anything
+        left, and any error, goes to ``transport.write`` as before (which reports the
+        error and closes the connection as it would have).
+        """
+        assert self._fd is not None
+        start = 0
+        while start < len(out):
+            chunk = out[start : start + IOV_MAX]
+            try:
+                sent = os.writev(self._fd, chunk)
+            except (BlockingIOError, InterruptedError):
+                return out[start:]
+            except OSError:
+                return out[start:]  # the transport meets the error again and handles it
+            for piece in chunk:
+                if sent < len(piece):
+                    rest = out[start:]
+                    rest[0] = piece[sent:] if sent else piece
+                    return rest
+                sent -= len(piece)
+                start += 1
+        return []
 
     def send_packet(
         self, pkttype: int, *args: bytes, handler: Any = None
@@ -546,18 +581,23 @@ class FastServerConnection(asyncssh.SSHServerConnection):
     def _peek(self, size: int) -> memoryview:
         """The first ``size`` bytes of what came (there are that many), as one view.
 
-        A packet split over several reads is joined once (with what follows it in the
-        last of those reads), and stays the first piece until :meth:`_drop`.
+        A packet split over several reads is joined once (only its own bytes: the rest
+        of the last read stays a view), and stays the first piece until :meth:`_drop`.
         """
-        head = self._rx[0]
+        rx = self._rx
+        head = rx[0]
         if len(head) < size:
-            pieces = [self._rx.popleft()]
+            pieces = [rx.popleft()]
             got = len(head)
-            while got < size:
-                pieces.append(self._rx.popleft())
+            while got < size and got + len(rx[0]) <= size:
+                pieces.append(rx.popleft())
                 got += len(pieces[-1])
+            if got < size:
+                last = rx[0]
+                pieces.append(last[: size - got])
+                rx[0] = last[size - got :]
             head = memoryview(b"".join(pieces))
-            self._rx.appendleft(head)
+            rx.appendleft(head)
         return head[:size]
 
     def _drop(self, size: int) -> None:
