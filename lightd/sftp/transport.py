@@ -43,6 +43,7 @@ import os
 import socket
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any, cast
 
 import asyncssh
@@ -338,6 +339,7 @@ class FastServerConnection(asyncssh.SSHServerConnection):
         self._feeding = False
         self._sock: socket.socket | None = None
         self._fd: int | None = None  # the socket's descriptor, for _writev
+        self.session_wrapper: Callable[[Any], Any] | None = None  # see listen()
         self._acks = 0
         self._padding = b""
         self._padding_at = 0
@@ -733,6 +735,13 @@ class FastServerChannel(asyncssh.SSHServerChannel):  # type: ignore[type-arg]
     _send_chan: int | None
     _send_state: str
 
+    def _wrap_session(self, session: Any) -> Any:
+        """asyncssh's hook, after the session wrapper given to :func:`listen` (if any)."""
+        wrap = getattr(self._conn, "session_wrapper", None)
+        if wrap is not None:
+            session = wrap(session)
+        return super()._wrap_session(session)
+
     def write(self, data: Any, datatype: Any = None) -> None:
         """asyncssh's ``write`` for binary data, without copying it into a bytearray."""
         if (
@@ -802,8 +811,19 @@ _PACKET = getattr(asyncssh.SSHServerConnection, "_recv_packet", None)
 _VERSION = getattr(asyncssh.SSHServerConnection, "_recv_version", None)
 
 
-async def listen(host: str, port: int, *, backlog: int, **options: Any) -> asyncssh.SSHAcceptor:
-    """``asyncssh.create_server`` with :class:`FastServerConnection` (stock if unsupported)."""
+async def listen(
+    host: str,
+    port: int,
+    *,
+    backlog: int,
+    session_wrapper: Callable[[Any], Any] | None = None,
+    **options: Any,
+) -> asyncssh.SSHAcceptor:
+    """``asyncssh.create_server`` with :class:`FastServerConnection` (stock if unsupported).
+
+    ``session_wrapper`` is applied to each session asyncssh makes for a session channel
+    (it returns the session to use), when this layer is in use.
+    """
     if not supported():
         return await asyncssh.listen(host, port, backlog=backlog, **options)
     loop = asyncio.get_running_loop()
@@ -812,7 +832,9 @@ async def listen(host: str, port: int, *, backlog: int, **options: Any) -> async
     settings.proxy_command = None
 
     def factory() -> FastServerConnection:
-        return FastServerConnection(loop, settings, None, None)
+        conn = FastServerConnection(loop, settings, None, None)
+        conn.session_wrapper = session_wrapper
+        return conn
 
     server = await loop.create_server(
         factory, host, port, backlog=backlog, reuse_address=reuse_address

@@ -81,20 +81,22 @@ def test_wrong_password_is_refused(account: Account, openssh: OpenSSH) -> None:
 
 
 @pytest.mark.timeout(240)
-def fast_packets(api: httpx.Client) -> tuple[float, float, float]:
+def fast_packets(api: httpx.Client) -> tuple[float, float, float, float]:
     """(packets lightd sealed itself, those cut from the channel buffer by its channel,
-    bytes of channel data it received in packets it opened itself)."""
+    bytes of channel data it received in packets it opened itself, SFTP sessions its
+    own packet layer served)."""
     names = (
         "lightd_sftp_fast_data_packets",
         "lightd_sftp_fast_channel_packets",
         "lightd_sftp_fast_received_bytes",
+        "lightd_sftp_fast_protocol_sessions",
     )
     found = {}
     for line in api.get("/metrics").text.splitlines():
         name, _, value = line.partition(" ")
         if name in names:
             found[name] = float(value)
-    return found[names[0]], found[names[1]], found[names[2]]
+    return found[names[0]], found[names[1]], found[names[2]], found[names[3]]
 
 
 @pytest.mark.parametrize(
@@ -132,7 +134,8 @@ def test_100_mib_file_both_ways(
     assert sha256(account.volume / "big.bin") == expected
     assert sha256(openssh.home / "back.bin") == expected
     after = fast_packets(api)
-    sealed, cut, opened = (after[i] - before[i] for i in range(3))
+    sealed, cut, opened, sessions = (after[i] - before[i] for i in range(4))
+    assert sessions == 1  # lightd.sftp.protocol's handler, whatever the cipher
     if cipher is None or "gcm" in cipher:
         assert cut >= 100 * 1024 * 1024 / (32 * 1024), (sealed, cut)
         assert sealed >= cut
