@@ -679,10 +679,11 @@ class FastServerConnection(asyncssh.SSHServerConnection):
         self._feeding = True
         try:
             self._reset_keepalive_timer()
-            if self._fast_data and self._recv_encryption is not self._recv_seen:
-                self._recv_seen = self._recv_encryption
-                self._opener = install_fast(self._recv_seen)
             while True:
+                if self._fast_data and self._recv_encryption is not self._recv_seen:
+                    # New keys (also mid-read: NEWKEYS was the packet before).
+                    self._recv_seen = self._recv_encryption
+                    self._opener = install_fast(self._recv_seen)
                 if self._opener is not None and not self._inpbuf:
                     done = self._recv_data_packet()
                     if done is True:

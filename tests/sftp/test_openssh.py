@@ -110,7 +110,7 @@ def test_100_mib_file_both_ways(
     itself and opens the upload's (lightd.sftp.transport): the counters show those paths
     carried the 100 MiB (the client takes packets of at most 32 KiB), the
     hashes that they did so byte for byte both ways; aes128-ctr stays on asyncssh's
-    path."""
+    path. Every session is served by lightd's SFTP packet layer (lightd.sftp.protocol)."""
     big = openssh.home / "big.bin"
     with big.open("wb") as out:
         for _ in range(100):
@@ -213,3 +213,47 @@ def test_packet_layer_sends_no_ignore_messages_and_batches_keep_files_whole(
     assert "Received SSH2_MSG_IGNORE" not in done.stderr
     assert (account.volume / "batches.bin").read_bytes() == data
     assert (openssh.home / "back.bin").read_bytes() == data
+
+
+@pytest.mark.parametrize("cipher", ["aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com"])
+def test_rekeys_mid_transfer_keep_the_fast_paths_byte_for_byte(
+    account: Account, api: httpx.Client, cipher: str
+) -> None:
+    """The asyncssh client renews the keys after every 1 MiB it sends (``rekey_bytes``)
+    while 12 MiB go up: lightd's receive path takes each new key (NEWKEYS arrives in the
+    middle of the packets it opens, its answers wait for each exchange), and the data
+    is the same there and back."""
+    import asyncio
+
+    import asyncssh
+
+    payload = os.urandom(12 * 1024 * 1024)
+    before = fast_packets(api)
+
+    async def run() -> bytes:
+        async with (
+            asyncssh.connect(
+                "127.0.0.1",
+                account.port,
+                username=account.username,
+                password=account.password,
+                known_hosts=None,
+                agent_path=None,
+                preferred_auth="password",
+                encryption_algs=[cipher],
+                rekey_bytes=1024 * 1024,
+            ) as conn,
+            conn.start_sftp_client() as sftp,
+        ):
+            async with sftp.open("rekeyed.bin", "wb") as out:
+                await out.write(payload)
+            async with sftp.open("rekeyed.bin", "rb") as back:
+                return bytes(await back.read())
+
+    assert asyncio.run(run()) == payload
+    assert (account.volume / "rekeyed.bin").read_bytes() == payload
+    after = fast_packets(api)
+    sealed, _cut, opened, sessions = (after[i] - before[i] for i in range(4))
+    assert opened >= len(payload), opened
+    assert sealed > 0
+    assert sessions == 1
