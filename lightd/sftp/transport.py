@@ -8,7 +8,8 @@ after every packet (``self._inpbuf = self._inpbuf[n:]`` copies what is left of a
 256 KiB read each time). :class:`FastServerConnection` keeps asyncssh's own parsing,
 key exchange, authentication and channel logic, and changes only that:
 
-- what one loop turn sends goes out in one ``transport.write``;
+- what one loop turn sends goes out in one ``writev`` (no join) while asyncio's transport
+  has nothing buffered, else in one ``transport.write``;
 - during the handshake every segment is ACKed at once (``TCP_QUICKACK``): the OpenSSH
   client has Nagle on until its session channel opens, and each message it sent before
   lightd's delayed ACK of the previous one waited 40 ms (seen at SERVICE_REQUEST);
@@ -26,7 +27,16 @@ key exchange, authentication and channel logic, and changes only that:
   and sealed in one join (:meth:`FastServerConnection._send_data`) instead of
   asyncssh's six copies, the padding drawn from a random pool rather than a
   ``getrandom`` call per packet.
-  ``lightd_sftp_fast_data_packets`` in ``/metrics`` counts those packets.
+  ``lightd_sftp_fast_data_packets`` in ``/metrics`` counts those packets;
+- with both, a received channel data packet for a session channel is opened here in one
+  decryption of the bytes as they came and its data handed to the channel as a view
+  (:meth:`FastServerConnection._recv_data_packet`; asyncssh sliced, joined and copied
+  it about five times on its generic path); any other packet, and any check that
+  fails, goes to asyncssh's parser from the same bytes (the nonce put back):
+  ``lightd_sftp_fast_received_packets`` and ``_bytes``;
+- a channel keeps the ``bytes`` written to it as they are, not copied into a
+  ``bytearray``; each session asyncssh makes goes through the ``session_wrapper``
+  given to :func:`listen` (lightd's SFTP packet layer, which this module does not know).
 
 It relies on asyncssh's private names (``_recv_handler``, ``_inpbuf``, ``_send`` …);
 :func:`supported` checks they are there and :func:`listen` falls back to asyncssh's
