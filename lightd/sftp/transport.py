@@ -16,6 +16,10 @@ key exchange, authentication and channel logic, and changes only that:
 - no empty ``SSH_MSG_IGNORE`` before each packet unless the negotiated cipher is CBC;
 - received data is handed to asyncssh's packet parser in the pieces it asks for (the
   header block, then the rest of the packet), so nothing is copied more than once here;
+- the socket is read up to :data:`RECV_BYTES` at a time, not asyncio's 256 KiB: the
+  OpenSSH client's 255 KiB writes came in packets just over a read, so nearly every one
+  straddled two reads (two loop turns and a join); about 15% less user CPU per MiB
+  uploaded, measured alternating both;
 - no rebuilding of all options at each login (``reload_config``: lightd passes no
   configuration file whose ``Match`` blocks it would apply);
 - with AES-GCM (``aes128-gcm@openssh.com``, ``aes256-gcm@openssh.com``): one ``AESGCM``
@@ -74,6 +78,8 @@ _COUNTER_MASK = 0xFFFFFFFFFFFFFFFF
 # Random padding is drawn from a pool refilled this many bytes at a time (asyncssh asks
 # the kernel for 4 to 19 bytes at every packet: one getrandom system call each).
 PADDING_POOL_BYTES = 16 * 1024
+# The most one read from the socket takes (asyncio's default: 256 KiB).
+RECV_BYTES = 4 * 1024 * 1024
 _CHACHA_BLOCK0 = bytes(8)  # cryptography's ChaCha20 nonce: 64-bit block counter, then nonce
 _CHACHA_ZERO_BLOCK = bytes(64)
 
@@ -366,6 +372,11 @@ class FastServerConnection(asyncssh.SSHServerConnection):
         super().connection_made(transport)
         assert isinstance(transport, asyncio.Transport)
         self._out_transport = transport
+        if isinstance(getattr(transport, "max_size", None), int):
+            # asyncio's selector transport reads 256 KiB at a time: with 256 KiB
+            # packets nearly every one straddled two reads (joined again here) and a
+            # loop turn; a read takes what the socket has, up to this.
+            transport.max_size = RECV_BYTES  # type: ignore[attr-defined]
         sock = transport.get_extra_info("socket")
         self._sock = sock if hasattr(socket, "TCP_QUICKACK") else None
         fileno = getattr(sock, "fileno", None)

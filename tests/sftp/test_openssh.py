@@ -257,3 +257,31 @@ def test_rekeys_mid_transfer_keep_the_fast_paths_byte_for_byte(
     assert opened >= len(payload), opened
     assert sealed > 0
     assert sessions == 1
+
+
+def test_reads_of_many_packets_keep_an_upload_whole(
+    account: Account, api: httpx.Client, openssh: OpenSSH
+) -> None:
+    """lightd reads up to ``transport.RECV_BYTES`` from the socket at once: with the
+    OpenSSH client's 64 writes of 255 KiB in flight a read holds several packets and
+    ends inside one (aes128-gcm, opened by lightd's receive path); the file lands whole
+    and comes back the same."""
+    data = os.urandom(32 * 1024 * 1024 + 4321)
+    (openssh.home / "many.bin").write_bytes(data)
+    before = fast_packets(api)
+    args, env = openssh.command(account.port, account.username, password=account.password)
+    done = subprocess.run(
+        [args[0], "-c", "aes128-gcm@openssh.com", *args[1:]],
+        input="put many.bin many.bin\nget many.bin back.bin\n",
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=openssh.home,
+        timeout=120,
+        start_new_session=True,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (account.volume / "many.bin").read_bytes() == data
+    assert (openssh.home / "back.bin").read_bytes() == data
+    opened = fast_packets(api)[2] - before[2]
+    assert opened >= len(data), opened
