@@ -13,6 +13,7 @@ connection (attach) is not parsed any further.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import threading
 from collections import Counter
@@ -108,7 +109,7 @@ class CallCounter:
             head = await reader.readuntil(b"\r\n\r\n")
             up.write(head)
             lines = head.decode("latin-1").split("\r\n")
-            method, target = (lines[0].split(" ") + ["", ""])[:2]
+            method, target = ([*lines[0].split(" "), "", ""])[:2]
             headers = {}
             for line in lines[1:]:
                 name, _, value = line.partition(":")
@@ -141,10 +142,8 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         return
     finally:
         if writer.can_write_eof():
-            try:
+            with contextlib.suppress(OSError):
                 writer.write_eof()
-            except OSError:
-                pass
 
 
 def per_container(counts: Counter[str], containers: int) -> str:

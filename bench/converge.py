@@ -28,7 +28,8 @@ Printed: the median seconds of each contender, the same per container (ms), the
 ratios. Targets (at 30, 100 and 300 containers): lightd no slower than docker-compose,
 within 1.1x of the docker-py loop; idle CPU under 2% of one core. Compose v1 runs with
 ``COMPOSE_PARALLEL_LIMIT=1024`` (with more services than its default limit of 64 it
-deadlocks). ``--profile FILE`` records lightd's rounds with py-spy (collapsed stacks).
+deadlocks). ``--profile FILE`` records lightd's rounds and its idle window with py-spy
+(collapsed stacks).
 Usage: ``.venv/bin/python bench/converge.py [--count 30] [--rounds 3] [--idle-seconds 20]
 [--quick] [--count-calls] [--contenders lightd]`` (``--quick``: 10 containers, one
 round). Load-insensitive figures of lightd's rounds are printed too: its CPU seconds per
@@ -57,9 +58,9 @@ from typing import Any
 
 import _common as c
 import docker
-from _engine_calls import CallCounter, per_container
 import httpx
 import websockets.asyncio.client
+from _engine_calls import CallCounter, per_container
 
 COMMAND = "exec sleep 100000"
 MEMORY = 64 * c.MIB
@@ -351,9 +352,11 @@ def main() -> int:
                                 print("  lightd's engine calls in the round:")
                                 print(per_container(+calls, args.count))
                             if last:
+                                spy = start_profile(args.profile, daemon, "idle")
                                 idle = idle_cpu(
                                     daemon, args.count, args.idle_seconds, counter=counter
                                 )
+                                stop_profile(spy)
                         finally:
                             removed = c.delete_containers(
                                 daemon, client, ids, name_prefix=lightd_prefix
@@ -384,9 +387,10 @@ def main() -> int:
 
 
 def start_profile(
-    path: str | None, daemon: c.DaemonProcess, round_index: int
+    path: str | None, daemon: c.DaemonProcess, round_index: int | str
 ) -> subprocess.Popen[bytes] | None:
-    """py-spy on the daemon for one lightd round (the round's number added to the name)."""
+    """py-spy on the daemon for one lightd round (the round's number added to the name)
+    or for the idle window (``-ridle``)."""
     if path is None or daemon.proc is None:
         return None
     spy_bin = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
