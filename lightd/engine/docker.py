@@ -73,8 +73,10 @@ MIN_API_VERSION = "1.24"
 SHARED_POOL_KEY = "http+docker://localhost"
 # Inspects in flight at once while listing this node's containers (of the pool's 32).
 LIST_INSPECTS = 8
-# How long the inspect after a start stands in for the next looks at the container.
-RECENT_SECONDS = 10.0
+# How long the inspect after a start stands in for the next looks at the container:
+# the reconciler's next pass waits behind every key queued (a batch of 100 new
+# containers: over 15 s on a loaded host). Events keep it true meanwhile.
+RECENT_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -223,8 +225,18 @@ class _RecentInspects:
         with self._lock:
             if generation != self._generation:
                 return  # the stream broke or restarted meanwhile: events may be lost
-            self._entries[str(attrs["Id"])] = entry
-            self._entries[str(attrs.get("Name", "")).lstrip("/")] = entry
+            self._expire(asked)
+            for key in (str(attrs["Id"]), str(attrs.get("Name", "")).lstrip("/")):
+                self._entries.pop(key, None)  # re-added at the end: the order is by age
+                self._entries[key] = entry
+
+    def _expire(self, now: float) -> None:
+        """Drop the oldest entries past their time (kept in the order they came)."""
+        while self._entries:
+            oldest = next(iter(self._entries.values()))
+            if now - oldest.asked <= RECENT_SECONDS:
+                return
+            self._pop(oldest)
 
     def get(self, name_or_id: str) -> dict[str, Any] | None:
         with self._lock:
