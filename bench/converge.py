@@ -199,6 +199,7 @@ def round_order(round_index: int, contenders: list[str] | None = None) -> list[s
 
 
 SETTLE_QUIET_SECONDS = 3.0
+IDLE_SLICE_SECONDS = 5.0
 SETTLE_PATIENCE_SECONDS = 300.0
 
 
@@ -404,6 +405,7 @@ def start_profile(
             str(daemon.proc.pid),
             "--rate",
             "200",
+            "--nonblocking",  # the daemon is not paused for each sample
             "--format",
             "raw",
             "-o",
@@ -447,8 +449,17 @@ def idle_cpu(
     time.sleep(2.0)  # let the last status writes and events settle
     calls0 = counter.snapshot() if counter is not None else None
     meter = c.CpuMeter(daemon.proc.pid)
-    time.sleep(seconds)
+    slices: list[float] = []
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        part = c.CpuMeter(daemon.proc.pid)
+        time.sleep(min(IDLE_SLICE_SECONDS, left))
+        slices.append(part.read())
     used = meter.read()
+    print(
+        f"  lightd CPU per {IDLE_SLICE_SECONDS:.0f} s of the idle window (% of one core): "
+        + " ".join(f"{x * 100:.1f}" for x in slices)
+    )
     print(
         f"  lightd idle with {count} running: {used * 100:.2f}% of one core over "
         f"{seconds:.0f} s (load {load_average()})"
