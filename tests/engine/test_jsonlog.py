@@ -225,7 +225,7 @@ def test_quiet_followers_are_woken_by_one_liveness_thread(tmp_path: Path) -> Non
     not by a timer of their own."""
     from lightd.engine import jsonlog
 
-    children = [subprocess.Popen(["sleep", "300"]) for _ in range(2)]  # noqa: S607
+    children = [subprocess.Popen(["sleep", "300"]) for _ in range(2)]
     followers: list[JsonLogFollower] = []
     threads: list[threading.Thread] = []
     try:
