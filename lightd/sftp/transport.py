@@ -16,8 +16,9 @@ key exchange, authentication and channel logic, and changes only that:
 - no empty ``SSH_MSG_IGNORE`` before each packet unless the negotiated cipher is CBC;
 - received data is handed to asyncssh's packet parser in the pieces it asks for (the
   header block, then the rest of the packet), so nothing is copied more than once here;
-- the socket is read up to :data:`RECV_BYTES` at a time, not asyncio's 256 KiB: the
-  OpenSSH client's 255 KiB writes came in packets just over a read, so nearly every one
+- after a read that filled asyncio's 256 KiB, the socket is read up to
+  :data:`RECV_BYTES` at a time (back to 256 KiB after a shorter read): the OpenSSH
+  client's 255 KiB writes came in packets just over a read, so nearly every one
   straddled two reads (two loop turns and a join); about 15% less user CPU per MiB
   uploaded, measured alternating both;
 - no rebuilding of all options at each login (``reload_config``: lightd passes no
@@ -78,8 +79,10 @@ _COUNTER_MASK = 0xFFFFFFFFFFFFFFFF
 # Random padding is drawn from a pool refilled this many bytes at a time (asyncssh asks
 # the kernel for 4 to 19 bytes at every packet: one getrandom system call each).
 PADDING_POOL_BYTES = 16 * 1024
-# The most one read from the socket takes (asyncio's default: 256 KiB).
+# The most one read from the socket takes after a read of SMALL_RECV_BYTES or more
+# (asyncio's own size, kept after a shorter read).
 RECV_BYTES = 4 * 1024 * 1024
+SMALL_RECV_BYTES = 256 * 1024
 _CHACHA_BLOCK0 = bytes(8)  # cryptography's ChaCha20 nonce: 64-bit block counter, then nonce
 _CHACHA_ZERO_BLOCK = bytes(64)
 
@@ -355,6 +358,7 @@ class FastServerConnection(asyncssh.SSHServerConnection):
         self._feeding = False
         self._sock: socket.socket | None = None
         self._fd: int | None = None  # the socket's descriptor, for _writev
+        self._reads: Any = None  # asyncio's transport, when its read size can be set
         self.session_wrapper: Callable[[Any], Any] | None = None  # see listen()
         self._acks = 0
         self._padding = b""
@@ -372,11 +376,10 @@ class FastServerConnection(asyncssh.SSHServerConnection):
         super().connection_made(transport)
         assert isinstance(transport, asyncio.Transport)
         self._out_transport = transport
-        if isinstance(getattr(transport, "max_size", None), int):
-            # asyncio's selector transport reads 256 KiB at a time: with 256 KiB
-            # packets nearly every one straddled two reads (joined again here) and a
-            # loop turn; a read takes what the socket has, up to this.
-            transport.max_size = RECV_BYTES  # type: ignore[attr-defined]
+        # asyncio's selector transport reads up to its max_size (256 KiB) at a time:
+        # with 256 KiB packets nearly every one straddled two reads (joined again
+        # here) and a loop turn. See data_received.
+        self._reads = transport if isinstance(getattr(transport, "max_size", None), int) else None
         sock = transport.get_extra_info("socket")
         self._sock = sock if hasattr(socket, "TCP_QUICKACK") else None
         fileno = getattr(sock, "fileno", None)
@@ -556,6 +559,11 @@ class FastServerConnection(asyncssh.SSHServerConnection):
     # -- receiving -----------------------------------------------------------------
 
     def data_received(self, data: bytes, datatype: Any = None) -> None:
+        if self._reads is not None:
+            # A read that filled asyncio's buffer (an upload's inflow): the next may
+            # take up to RECV_BYTES; a short one (requests, a download's): back to
+            # asyncio's size, so a small read does not allocate a 4 MiB buffer.
+            self._reads.max_size = RECV_BYTES if len(data) >= SMALL_RECV_BYTES else SMALL_RECV_BYTES
         self._quickack()
         self._rx.append(memoryview(data))
         self._rx_len += len(data)
