@@ -21,10 +21,10 @@ import contextlib
 import hashlib
 import queue
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-from lightd.transfer.stream import HEADER
+from lightd.transfer.stream import HEADER, Buffer
 
 DEPTH = 8
 WAIT = 0.25
@@ -134,11 +134,11 @@ class Outflow:
 
 
 class Inflow:
-    """One stream's payloads, put by the loop, read as a file by a worker thread."""
+    """One stream's payloads, put by the loop, taken by a worker thread as they came
+    (iterating it: the very buffers put, hashed as they are taken, no copy)."""
 
     def __init__(self) -> None:
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=DEPTH)
-        self._view = memoryview(b"")
+        self._queue: queue.Queue[Buffer | None] = queue.Queue(maxsize=DEPTH)
         self._eof = False
         self._aborted = False
         self.digest = hashlib.sha256()
@@ -146,7 +146,7 @@ class Inflow:
 
     # -- the loop side ------------------------------------------------------------------
 
-    async def put(self, payload: bytes) -> None:
+    async def put(self, payload: Buffer) -> None:
         try:
             self._queue.put_nowait(payload)
         except queue.Full:
@@ -171,8 +171,8 @@ class Inflow:
 
     # -- the thread side ----------------------------------------------------------------
 
-    def _fill(self) -> bool:
-        while not self._view and not self._eof:
+    def __iter__(self) -> Iterator[Buffer]:
+        while not self._eof:
             if self._aborted:
                 raise Cancelled()
             item = self._queue.get()
@@ -180,27 +180,13 @@ class Inflow:
                 raise Cancelled()
             if item is None:
                 self._eof = True
-                break
+                return
             self.digest.update(item)
             self.count += len(item)
-            self._view = memoryview(item)
-        return bool(self._view)
-
-    def read(self, size: int = -1) -> bytes:
-        if not self._fill():
-            return b""
-        if size < 0 or size >= len(self._view):
-            out, self._view = bytes(self._view), memoryview(b"")
-            return out
-        out = bytes(self._view[:size])
-        self._view = self._view[size:]
-        return out
-
-    def readable(self) -> bool:
-        return True
+            yield item
 
     def drain(self) -> None:
         """Take (and hash) whatever is left, until the end."""
         with contextlib.suppress(Cancelled):
-            while self._fill():
-                self._view = memoryview(b"")
+            for _ in self:
+                pass
