@@ -28,7 +28,7 @@ import struct
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, cast
 
 import zstandard
 
@@ -441,25 +441,40 @@ def _pieces(archive: IO[bytes] | Iterable[Buffer]) -> Iterator[Buffer]:
         yield piece
 
 
+class _Source:
+    """The compressed pieces as the file zstd's stream reader pulls from."""
+
+    def __init__(self, pieces: Iterator[Buffer]) -> None:
+        self._pieces = pieces
+
+    def read(self, size: int = -1) -> Buffer:
+        return next(self._pieces, b"")
+
+
 def _decompressed(
     archive: IO[bytes] | Iterable[Buffer], compression: Compression
 ) -> Iterator[memoryview]:
-    """The decompressed stream, in the pieces the decompressor gives."""
-    unzip: Any = (
-        zstandard.ZstdDecompressor().decompressobj()
-        if compression == "zstd"
-        else zlib.decompressobj(31)
-    )
+    """The decompressed stream in pieces, each valid until the next is asked for (zstd
+    decompresses straight into one reusable buffer)."""
+    if compression == "zstd":
+        reader = zstandard.ZstdDecompressor().stream_reader(
+            cast(IO[bytes], _Source(_pieces(archive))), read_size=CHUNK
+        )
+        buffer = bytearray(CHUNK)
+        view = memoryview(buffer)
+        while got := reader.readinto(buffer):
+            yield view[:got]
+        return
+    unzip = zlib.decompressobj(31)
     for piece in _pieces(archive):
         if unzip.eof:
             break  # past the end of the compressed stream: nothing more is read
         out = unzip.decompress(piece)
         if out:
             yield memoryview(out)
-    if compression == "gzip":
-        rest = unzip.flush()
-        if rest:
-            yield memoryview(rest)
+    rest = unzip.flush()
+    if rest:
+        yield memoryview(rest)
     if not unzip.eof:
         raise EOFError("the compressed stream ended early")
 
