@@ -108,6 +108,46 @@ def backup(
     return record
 
 
+def wait_restored(api: httpx.Client, volume_id: str, backup_id: str) -> dict[str, Any]:
+    """The backup's record once its restore is no longer ``running``."""
+
+    def ended() -> dict[str, Any] | None:
+        body: dict[str, Any] = api.get(f"/volumes/{volume_id}/backups/{backup_id}").json()
+        return body if body["restore"]["state"] != "running" else None
+
+    found: dict[str, Any] = wait_for(ended, timeout=90, what="the restore")
+    return found
+
+
+def move_with_backups(
+    nodes: Nodes,
+    internal_id: str,
+    volume_id: str,
+    port: dict[str, Any],
+    originals: list[dict[str, Any]],
+) -> None:
+    """Move the container with ``include_backups`` and check what the target lists.
+
+    The port is added to the target's pool first; after the transfer the target's
+    volume is the source's tree and it lists exactly ``originals`` with the same ids,
+    names, adapters, states, sizes, checksums, file counts and creation times.
+    """
+    before = tree(Path(nodes.src.volume_path(volume_id)))
+    assert nodes.dst_api.post("/network/ports", json=port).status_code == 200
+    nodes.dst.ports.append(port["port"])
+    outcome = transfer(nodes, internal_id, token_for(nodes, internal_id), include_backups=True)
+    assert outcome["state"] == "completed", outcome
+    assert tree(Path(nodes.dst.volume_path(volume_id))) == before
+    listed = nodes.dst_api.get(f"/volumes/{volume_id}/backups")
+    assert listed.status_code == 200, listed.text
+    moved = {b["backup_id"]: b for b in listed.json()["backups"]}
+    assert set(moved) == {original["backup_id"] for original in originals}
+    for original in originals:
+        copy = moved[original["backup_id"]]
+        for key in ("name", "adapter", "state", "size", "checksum", "files", "created_at"):
+            assert copy[key] == original[key], key
+
+
 def token_for(nodes: Nodes, internal_id: str, ttl: str = "15m") -> str:
     answer = nodes.dst_api.post("/transfers/tokens", json={"internal_id": internal_id, "ttl": ttl})
     assert answer.status_code == 200, answer.text

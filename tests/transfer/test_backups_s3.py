@@ -19,8 +19,16 @@ from typing import Any
 import pytest
 
 from tests.backups.conftest import ACCESS_KEY, BUCKET, SECRET_KEY, S3Server, s3, snapshot
-from tests.support.daemon import wait_for
-from tests.transfer.helpers import Nodes, backup, running_container, token_for, transfer, tree
+from tests.transfer.helpers import (
+    Nodes,
+    backup,
+    move_with_backups,
+    running_container,
+    token_for,
+    transfer,
+    tree,
+    wait_restored,
+)
 
 __all__ = ["s3"]  # the module's S3 server fixture
 
@@ -69,15 +77,6 @@ def no_records(data_dir: Path) -> bool:
     return not records.exists() or not any(records.iterdir())
 
 
-def wait_restored(nodes: Nodes, volume_id: str, backup_id: str) -> dict[str, Any]:
-    def ended() -> dict[str, Any] | None:
-        body: dict[str, Any] = nodes.dst_api.get(f"/volumes/{volume_id}/backups/{backup_id}").json()
-        return body if body["restore"]["state"] != "running" else None
-
-    found: dict[str, Any] = wait_for(ended, timeout=90, what="the restore on the target")
-    return found
-
-
 def test_s3_backups_move_as_records_to_a_node_on_the_same_store(nodes: Nodes, s3: S3Server) -> None:
     internal_id, volume_id, volume, port = running_container(nodes)
     first_tree = snapshot(volume)  # what a restore keeps: mtimes to the second
@@ -86,22 +85,8 @@ def test_s3_backups_move_as_records_to_a_node_on_the_same_store(nodes: Nodes, s3
     second = s3_backup(nodes, volume_id, "second")
     objects = stored(s3, volume_id)
     assert len(objects) == 2, objects
-    before = tree(volume)
-    assert nodes.dst_api.post("/network/ports", json=port).status_code == 200
-    nodes.dst.ports.append(port["port"])
-
-    outcome = transfer(nodes, internal_id, token_for(nodes, internal_id), include_backups=True)
-    assert outcome["state"] == "completed", outcome
+    move_with_backups(nodes, internal_id, volume_id, port, [first, second])
     target_volume = Path(nodes.dst.volume_path(volume_id))
-    assert tree(target_volume) == before
-    listed = nodes.dst_api.get(f"/volumes/{volume_id}/backups")
-    assert listed.status_code == 200, listed.text
-    moved = {b["backup_id"]: b for b in listed.json()["backups"]}
-    assert set(moved) == {first["backup_id"], second["backup_id"]}
-    for original in (first, second):
-        copy = moved[original["backup_id"]]
-        for key in ("name", "adapter", "state", "size", "checksum", "files", "created_at"):
-            assert copy[key] == original[key], key
     # Records only: the objects are the same ones, untouched; nothing went to local stores.
     assert stored(s3, volume_id) == objects
     assert not any((nodes.target.data_dir / "backups").glob("*.tar.*"))
@@ -126,7 +111,7 @@ def test_s3_backups_move_as_records_to_a_node_on_the_same_store(nodes: Nodes, s3
         f"/volumes/{volume_id}/backups/{first['backup_id']}/restore", json={"truncate": True}
     )
     assert answer.status_code == 202, answer.text
-    result = wait_restored(nodes, volume_id, first["backup_id"])
+    result = wait_restored(nodes.dst_api, volume_id, first["backup_id"])
     assert result["restore"]["state"] == "done", result
     assert (target_volume / "server.properties").read_bytes() == b"motd=moved\n"
     # (but for ``abs-link``, to /etc/hostname: the restore's extractor skips an escaping
@@ -138,7 +123,7 @@ def test_s3_backups_move_as_records_to_a_node_on_the_same_store(nodes: Nodes, s3
         f"/volumes/{volume_id}/backups/{second['backup_id']}/restore", json={"truncate": False}
     )
     assert answer.status_code == 202, answer.text
-    result = wait_restored(nodes, volume_id, second["backup_id"])
+    result = wait_restored(nodes.dst_api, volume_id, second["backup_id"])
     assert result["restore"]["state"] == "done", result
     assert (target_volume / "server.properties").read_bytes() == (
         b"motd=changed after the first backup\n"

@@ -27,10 +27,10 @@ from tests.transfer.helpers import (
     PROTOCOL,
     Nodes,
     backup,
+    move_with_backups,
     running_container,
     token_for,
-    transfer,
-    tree,
+    wait_restored,
 )
 
 
@@ -52,20 +52,7 @@ def test_two_backups_move_with_the_container_and_restore_there(nodes: Nodes) -> 
     second = backup(nodes.src_api, volume_id, "second")
     stored = archives(nodes.source.data_dir)
     assert len(stored) == 2, stored
-    before = tree(volume)
-    assert nodes.dst_api.post("/network/ports", json=port).status_code == 200
-    nodes.dst.ports.append(port["port"])
-    outcome = transfer(nodes, internal_id, token_for(nodes, internal_id), include_backups=True)
-    assert outcome["state"] == "completed", outcome
-    assert tree(Path(nodes.dst.volume_path(volume_id))) == before
-    listed = nodes.dst_api.get(f"/volumes/{volume_id}/backups")
-    assert listed.status_code == 200, listed.text
-    moved = {b["backup_id"]: b for b in listed.json()["backups"]}
-    assert set(moved) == {first["backup_id"], second["backup_id"]}
-    for original in (first, second):
-        copy = moved[original["backup_id"]]
-        for key in ("name", "adapter", "state", "size", "checksum", "files", "created_at"):
-            assert copy[key] == original[key], key
+    move_with_backups(nodes, internal_id, volume_id, port, [first, second])
     assert archives(nodes.target.data_dir) == stored  # byte-identical archives
     # The source keeps neither the records nor the files.
     assert archives(nodes.source.data_dir) == {}
@@ -79,13 +66,7 @@ def test_two_backups_move_with_the_container_and_restore_there(nodes: Nodes) -> 
     )
     assert answer.status_code == 202, answer.text
 
-    def restored() -> dict[str, Any] | None:
-        body: dict[str, Any] = nodes.dst_api.get(
-            f"/volumes/{volume_id}/backups/{first['backup_id']}"
-        ).json()
-        return body if body["restore"]["state"] != "running" else None
-
-    result = wait_for(restored, timeout=90, what="the restore on the target")
+    result = wait_restored(nodes.dst_api, volume_id, first["backup_id"])
     assert result["restore"]["state"] == "done", result
     assert (target_volume / "server.properties").read_bytes() == b"motd=moved\n"
     nodes.dst.wait_state(internal_id, "running", timeout=60)
