@@ -6,8 +6,10 @@ command ``exec sleep 100000`` through ``/bin/sh -c``, 64 MiB memory (no swap) an
 folder at ``/home/container``, no-new-privileges, pids limit 512, ``/tmp`` as a 128 MiB
 tmpfs, an init process, json-file logs capped at 2 x 10 MB, stdin open (what lightd's
 main containers get). In the same run, in ``--rounds`` rounds (default 3) whose order
-rotates (so that no contender always runs first or last, on an engine still removing
-the previous one's containers), each contender once per round:
+rotates (so that no contender always runs first or last; each round's order is
+printed), each contender once per round, each on a settled engine: before every turn
+the engine lists none of any contender's containers and has sent no container event
+for 3 s (the previous turn's removals are finished, not merely asked for):
 
     docker-py   a plain loop of ``containers.create`` + ``start`` on a thread pool
                 (8 workers); time until the last ``start`` returned
@@ -26,9 +28,14 @@ Printed: the median seconds of each contender, the same per container (ms), the
 ratios. Targets (at 30, 100 and 300 containers): lightd no slower than docker-compose,
 within 1.1x of the docker-py loop; idle CPU under 2% of one core. Compose v1 runs with
 ``COMPOSE_PARALLEL_LIMIT=1024`` (with more services than its default limit of 64 it
-deadlocks). ``--profile FILE`` records lightd's rounds with py-spy (collapsed stacks).
+deadlocks). ``--profile FILE`` records lightd's rounds and its idle window with py-spy
+(collapsed stacks).
 Usage: ``.venv/bin/python bench/converge.py [--count 30] [--rounds 3] [--idle-seconds 20]
-[--quick]`` (``--quick``: 10 containers, one round).
+[--quick] [--count-calls] [--contenders lightd]`` (``--quick``: 10 containers, one
+round). Load-insensitive figures of lightd's rounds are printed too: its CPU seconds per
+container, and with ``--count-calls`` its engine calls by kind, per container and while
+idle (a counting proxy on the engine's socket, ``bench/_engine_calls.py``).
+``--contenders`` runs a subset, for diagnosis only (the ratios need all three).
 Every Docker object it makes carries a unique ``lbench-converge-<hex>`` prefix (the
 compose project name too) and is removed at the end, also on Ctrl-C. Not a test.
 """
@@ -53,6 +60,7 @@ import _common as c
 import docker
 import httpx
 import websockets.asyncio.client
+from _engine_calls import CallCounter, per_container
 
 COMMAND = "exec sleep 100000"
 MEMORY = 64 * c.MIB
@@ -183,11 +191,44 @@ async def lightd_run(daemon: c.DaemonProcess, bodies: list[dict[str, Any]]) -> t
             posting.cancel()
 
 
-def round_order(round_index: int) -> list[str]:
+def round_order(round_index: int, contenders: list[str] | None = None) -> list[str]:
     """Contenders of one round, rotated so that none always runs first or last."""
-    order = ["docker-py", "compose", "lightd"]
+    order = contenders or ["docker-py", "compose", "lightd"]
     shift = round_index % len(order)
     return order[shift:] + order[:shift]
+
+
+SETTLE_QUIET_SECONDS = 3.0
+IDLE_SLICE_SECONDS = 5.0
+SETTLE_PATIENCE_SECONDS = 300.0
+
+
+def settle_engine(client: docker.DockerClient, prefixes: tuple[str, ...]) -> float:
+    """Wait until the engine lists none of any contender's containers, then for a quiet
+    period with no event about any of them (their removals and the engine's clean-up
+    after them are over); seconds waited. Every contender gets the same wait. (Other
+    users of a shared engine are not waited for: their events are not ours to judge.)"""
+    started = time.monotonic()
+    deadline = started + SETTLE_PATIENCE_SECONDS
+    while any(c.count_named(client, p) != 0 for p in prefixes):
+        if time.monotonic() > deadline:
+            print("  engine still lists bench containers; going on", file=sys.stderr)
+            return time.monotonic() - started
+        time.sleep(0.2)
+    while time.monotonic() < deadline:
+        since = time.time()
+        time.sleep(SETTLE_QUIET_SECONDS)
+        events = client.api.events(
+            since=since, until=time.time(), filters={"type": "container"}, decode=True
+        )
+        names = (str((e.get("Actor") or {}).get("Attributes", {}).get("name", "")) for e in events)
+        if not any(name.startswith(prefixes) for name in names):
+            break
+    return time.monotonic() - started
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main() -> int:
@@ -200,6 +241,16 @@ def main() -> int:
     )
     parser.add_argument(
         "--lightd-workers", type=int, help="containers.workers for lightd (default: its own)"
+    )
+    parser.add_argument(
+        "--contenders",
+        default="docker-py,compose,lightd",
+        help="comma-separated subset to run (diagnosis; the ratios need all three)",
+    )
+    parser.add_argument(
+        "--count-calls",
+        action="store_true",
+        help="put a counting proxy between lightd and the engine: its calls by kind",
     )
     parser.add_argument(
         "--profile",
@@ -224,6 +275,16 @@ def main() -> int:
     env = {}
     if args.lightd_workers:
         env["LIGHTD_CONTAINERS__WORKERS"] = str(args.lightd_workers)
+    contenders = [k.strip() for k in args.contenders.split(",") if k.strip()]
+    unknown = set(contenders) - set(times)
+    if unknown:
+        parser.error(f"unknown contenders: {sorted(unknown)}")
+    counter: CallCounter | None = None
+    if args.count_calls:
+        counter = CallCounter(work / "engine.sock").start()
+        env["LIGHTD_DOCKER__BASE_URL"] = counter.url
+    # Every name any contender gives its containers (all must be gone before a round).
+    all_prefixes = (f"{prefix}-py-", lightd_prefix, f"{project}_")
     try:
         folders = []
         for index in range(args.count):
@@ -250,8 +311,11 @@ def main() -> int:
                     volumes.append(volume.json()["volume_id"])
             for round_index in range(args.rounds):
                 last = round_index == args.rounds - 1
-                for contender in round_order(round_index):
-                    time.sleep(2.0)  # the engine finishes the previous removals
+                order = round_order(round_index, contenders)
+                print(f"round {round_index + 1} order: {', '.join(order)}")
+                for contender in order:
+                    settled = settle_engine(client, all_prefixes)
+                    print(f"  engine settled in {settled:.1f} s; load {load_average()}")
                     if contender == "docker-py":
                         took = docker_py_run(client, f"{prefix}-py", ports, folders)
                         c.remove_named(client, f"{prefix}-py-")
@@ -272,11 +336,28 @@ def main() -> int:
                         ]
                         spy = start_profile(args.profile, daemon, round_index)
                         try:
+                            assert daemon.proc is not None
+                            calls0 = counter.snapshot() if counter is not None else None
+                            cpu0 = c.cpu_seconds(daemon.proc.pid)
                             posted, took = asyncio.run(lightd_run(daemon, bodies))
+                            cpu = c.cpu_seconds(daemon.proc.pid) - cpu0
                             stop_profile(spy)
                             print(f"  lightd: all POSTs answered in {posted:.2f} s")
+                            print(
+                                f"  lightd CPU {cpu:.2f} s over the round: "
+                                f"{cpu * 1000 / args.count:.1f} ms/container"
+                            )
+                            if counter is not None and calls0 is not None:
+                                calls = counter.snapshot()
+                                calls.subtract(calls0)
+                                print("  lightd's engine calls in the round:")
+                                print(per_container(+calls, args.count))
                             if last:
-                                idle = idle_cpu(daemon, args.count, args.idle_seconds)
+                                spy = start_profile(args.profile, daemon, "idle")
+                                idle = idle_cpu(
+                                    daemon, args.count, args.idle_seconds, counter=counter
+                                )
+                                stop_profile(spy)
                         finally:
                             removed = c.delete_containers(
                                 daemon, client, ids, name_prefix=lightd_prefix
@@ -285,7 +366,10 @@ def main() -> int:
                                 f"  lightd deleted its {args.count} containers in {removed:.1f} s"
                             )
                     times[contender].append(took)
-                    print(f"round {round_index + 1} {contender:<10} {took:.2f} s")
+                    print(
+                        f"round {round_index + 1} {contender:<10} {took:.2f} s "
+                        f"(load {load_average()})"
+                    )
         report(times, idle, args.count)
         return 0
     except KeyboardInterrupt:
@@ -297,14 +381,17 @@ def main() -> int:
         c.remove_named(client, f"{prefix}-py-")
         c.remove_named(client, lightd_prefix)
         c.remove_named(client, f"{project}_")
+        if counter is not None:
+            counter.stop()
         shutil.rmtree(work, ignore_errors=True)
         client.close()
 
 
 def start_profile(
-    path: str | None, daemon: c.DaemonProcess, round_index: int
+    path: str | None, daemon: c.DaemonProcess, round_index: int | str
 ) -> subprocess.Popen[bytes] | None:
-    """py-spy on the daemon for one lightd round (the round's number added to the name)."""
+    """py-spy on the daemon for one lightd round (the round's number added to the name)
+    or for the idle window (``-ridle``)."""
     if path is None or daemon.proc is None:
         return None
     spy_bin = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
@@ -318,6 +405,7 @@ def start_profile(
             str(daemon.proc.pid),
             "--rate",
             "200",
+            "--nonblocking",  # the daemon is not paused for each sample
             "--format",
             "raw",
             "-o",
@@ -353,14 +441,34 @@ def lightd_body(internal_id: str, volume_id: str, port: int) -> dict[str, Any]:
     }
 
 
-def idle_cpu(daemon: c.DaemonProcess, count: int, seconds: float) -> float:
+def idle_cpu(
+    daemon: c.DaemonProcess, count: int, seconds: float, *, counter: CallCounter | None = None
+) -> float:
     """lightd's CPU use (fraction of one core) with its containers running, untouched."""
     assert daemon.proc is not None
     time.sleep(2.0)  # let the last status writes and events settle
+    calls0 = counter.snapshot() if counter is not None else None
     meter = c.CpuMeter(daemon.proc.pid)
-    time.sleep(seconds)
+    slices: list[float] = []
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        part = c.CpuMeter(daemon.proc.pid)
+        time.sleep(min(IDLE_SLICE_SECONDS, left))
+        slices.append(part.read())
     used = meter.read()
-    print(f"  lightd idle with {count} running: {used * 100:.2f}% of one core over {seconds:.0f} s")
+    print(
+        f"  lightd CPU per {IDLE_SLICE_SECONDS:.0f} s of the idle window (% of one core): "
+        + " ".join(f"{x * 100:.1f}" for x in slices)
+    )
+    print(
+        f"  lightd idle with {count} running: {used * 100:.2f}% of one core over "
+        f"{seconds:.0f} s (load {load_average()})"
+    )
+    if counter is not None and calls0 is not None:
+        calls = counter.snapshot()
+        calls.subtract(calls0)
+        print(f"  lightd's engine calls while idle ({seconds:.0f} s):")
+        print(per_container(+calls, count))
     return used
 
 

@@ -171,6 +171,8 @@ class Daemon:
             container_view=self.views.container,
             container_views=self.views.containers,
             port_views=self.views.port_views,
+            port_view=self.views.port_view,
+            port_keys_of=self.views.port_keys_of,
             history=settings.websocket.watch_history,
         )
         self.stats = StatsHub(self.engine, extra=self._stats_extra)
@@ -543,7 +545,7 @@ class Daemon:
     def _desired_changed(self, internal_id: str) -> None:
         self.views.changed()
         self.watch.refresh_container(internal_id)
-        self.watch.refresh_ports_soon()
+        self.watch.refresh_ports_soon(internal_id)
 
     async def _on_desired_change(self, reason: str) -> None:
         await self.ingest.ingest(reason, full=not reason.endswith(FILE_EVENTS))

@@ -312,6 +312,11 @@ def test_node_watch_stream(lab: Lab) -> None:
     time.sleep(0.5)
     with Watcher(lab.daemon, f"{watch_path}&since={mark}") as resumed:
         resumed.until(lambda e: e.get("id") == cid and e["type"] == "DELETED", what="deleted")
+        # The deleted document's port is free again (its own refresh, not a pass over all).
+        resumed.until(
+            lambda e: e.get("id") == port_id and e["object"]["container"] is None,
+            what="port unbound",
+        )
         kinds = [e["type"] for e in resumed.seen if e.get("id") == cid]
         assert kinds[-1] == "DELETED" and "MODIFIED" in kinds
         versions = [e["resource_version"] for e in resumed.seen if "resource_version" in e]

@@ -50,6 +50,8 @@ class PortsReader(Protocol):
 
     def entries(self) -> Sequence[PortEntry]: ...
 
+    def lookup(self, ip: str, port: int) -> PortEntry | None: ...
+
     def view(
         self, entry: PortEntry, bound: Mapping[BindingKey, str] | None = None
     ) -> PortViewLike: ...
@@ -104,6 +106,8 @@ class Views:
         self._observed = observed
         self._ports = ports
         self._list_body: bytes | None = None
+        # The pool's entries by their watch key, for the entries tuple it was built from.
+        self._entry_index: tuple[Sequence[PortEntry], dict[str, PortEntry]] | None = None
 
     def changed(self) -> None:
         """Desired or observed state changed: the cached list is stale."""
@@ -156,16 +160,26 @@ class Views:
         views = {}
         for entry in self._ports.entries():
             view = self._ports.view(entry, bound)
-            key = format_key((view.ip, view.port))
-            views[key] = {
-                "ip": view.ip,
-                "port": view.port,
-                "protocol": view.protocol,
-                "reserved": view.reserved,
-                "in_use": view.in_use,
-                "container": view.container,
-            }
+            views[format_key((view.ip, view.port))] = _port_dict(view)
         return views
+
+    def port_view(self, key: str) -> dict[str, Any] | None:
+        """One entry of :meth:`port_views` (None: no such entry), without the others."""
+        entries = self._ports.entries()
+        if self._entry_index is None or self._entry_index[0] is not entries:
+            self._entry_index = (entries, {format_key(e.key): e for e in entries})
+        entry = self._entry_index[1].get(key)
+        if entry is None:
+            return None
+        return _port_dict(self._ports.view(entry, self._ports.bindings()))
+
+    def port_keys_of(self, internal_id: str) -> set[str]:
+        """The keys of :meth:`port_views` that the container's document binds now."""
+        spec = self._desired.get(internal_id)
+        if spec is None:
+            return set()
+        found = (self._ports.lookup(p.ip, p.port) for p in spec.ports)
+        return {format_key(entry.key) for entry in found if entry is not None}
 
     def state_pairs(self) -> list[tuple[str, str]]:
         """(install_state, state) of every container with a spec, for the gauges."""
@@ -202,3 +216,14 @@ class Views:
             "engine_up": 1 if engine_up else 0,
             "extra": extra,
         }
+
+
+def _port_dict(view: PortViewLike) -> dict[str, Any]:
+    return {
+        "ip": view.ip,
+        "port": view.port,
+        "protocol": view.protocol,
+        "reserved": view.reserved,
+        "in_use": view.in_use,
+        "container": view.container,
+    }

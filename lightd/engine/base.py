@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from lightd.engine.records import (
     ActualContainer,
+    BriefContainer,
     CreateRequest,
     EngineEvent,
     EngineStatus,
@@ -40,6 +41,10 @@ class Engine(Protocol):
 
     async def list_managed(self) -> list[ActualContainer]:
         """This node's containers (lightd's labels and this node's id)."""
+        ...
+
+    async def list_brief(self) -> list[BriefContainer]:
+        """This node's containers as one list call shows them (no inspect each)."""
         ...
 
     async def image_present(self, image: str) -> bool: ...

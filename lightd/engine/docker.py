@@ -6,6 +6,13 @@ tenacity; every docker-py exception leaves this module translated into lightd's 
 tree. The client and the pool are private: nothing outside this module holds them. It
 decides nothing about desired state. Only ``lightd.daemon`` and ``lightd.cli`` import it
 (an import contract keeps it so); everything else takes an ``Engine``.
+
+A start is followed by one inspect whose answer is kept for a moment
+(:class:`_RecentInspects`): the reconciler's look after the start and the console
+follower's look for the log file and the process both read it, instead of asking the
+engine twice more. It is trusted only while this engine's event stream is open, only
+for :data:`RECENT_SECONDS`, and until an event about the container newer than the
+inspect arrives or lightd itself changes the container (kill, remove, start, ...).
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import datetime as dt
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -42,6 +50,7 @@ from lightd.engine.records import (
     LABEL_SPEC_HASH,
     VOLUME_TARGET,
     ActualContainer,
+    BriefContainer,
     CreateRequest,
     EngineEvent,
     EngineStatus,
@@ -64,6 +73,10 @@ MIN_API_VERSION = "1.24"
 SHARED_POOL_KEY = "http+docker://localhost"
 # Inspects in flight at once while listing this node's containers (of the pool's 32).
 LIST_INSPECTS = 8
+# How long the inspect after a start stands in for the next looks at the container:
+# the reconciler's next pass waits behind every key queued (a batch of 100 new
+# containers: over 15 s on a loaded host). Events keep it true meanwhile.
+RECENT_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -122,6 +135,21 @@ def view_of(attrs: dict[str, Any], node_id: str) -> ActualContainer:
     )
 
 
+def brief_of(entry: dict[str, Any]) -> BriefContainer:
+    """A :class:`BriefContainer` from one entry of ``GET /containers/json``."""
+    labels = entry.get("Labels") or {}
+    names = entry.get("Names") or [""]
+    state = str(entry.get("State") or "")
+    return BriefContainer(
+        id=str(entry["Id"]),
+        name=str(names[0]).lstrip("/"),
+        internal_id=labels.get(LABEL_INTERNAL_ID),
+        role=labels.get(LABEL_ROLE),
+        spec_hash=labels.get(LABEL_SPEC_HASH),
+        running=state in ("running", "restarting", "paused"),  # as State.Running
+    )
+
+
 class _SharedUnixAdapter(UnixHTTPAdapter):  # type: ignore[misc]
     """docker-py's Unix-socket adapter with one connection pool for every request.
 
@@ -147,23 +175,139 @@ def _share_unix_pool(api: docker.APIClient) -> None:
     current.close()
 
 
+@dataclass(frozen=True)
+class _Recent:
+    attrs: dict[str, Any]
+    asked_ns: int  # wall clock when the inspect was sent (the engine's clock: same host)
+    asked: float  # monotonic, for the age
+    generation: int  # the event stream it was taken under
+
+
+class _RecentInspects:
+    """Inspect answers of this node's containers, by id and by name, for a moment.
+
+    An entry is valid while the event stream that was open when its inspect was sent is
+    still open (an event newer than the inspect drops it: :meth:`event`), for at most
+    :data:`RECENT_SECONDS`, and until :meth:`drop` (lightd changed the container). Only
+    for an engine on this host: the events' times and the inspect's are one clock.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[str, _Recent] = {}
+        self._generation = 0
+        self._open = 0  # event streams open now
+
+    def stream_opened(self) -> None:
+        with self._lock:
+            self._generation += 1
+            self._open += 1
+            self._entries.clear()
+
+    def stream_closed(self) -> None:
+        with self._lock:
+            self._generation += 1
+            self._open = max(0, self._open - 1)
+            self._entries.clear()
+
+    def ticket(self) -> tuple[int, float, int] | None:
+        """Taken just before an inspect is sent; None: nothing to keep (no stream)."""
+        with self._lock:
+            if not self._open:
+                return None
+            return time.time_ns(), time.monotonic(), self._generation
+
+    def keep(self, attrs: dict[str, Any], ticket: tuple[int, float, int] | None) -> None:
+        if ticket is None:
+            return
+        asked_ns, asked, generation = ticket
+        entry = _Recent(attrs=attrs, asked_ns=asked_ns, asked=asked, generation=generation)
+        with self._lock:
+            if generation != self._generation:
+                return  # the stream broke or restarted meanwhile: events may be lost
+            self._expire(asked)
+            for key in (str(attrs["Id"]), str(attrs.get("Name", "")).lstrip("/")):
+                self._entries.pop(key, None)  # re-added at the end: the order is by age
+                self._entries[key] = entry
+
+    def _expire(self, now: float) -> None:
+        """Drop the oldest entries past their time (kept in the order they came)."""
+        while self._entries:
+            oldest = next(iter(self._entries.values()))
+            if now - oldest.asked <= RECENT_SECONDS:
+                return
+            self._pop(oldest)
+
+    def get(self, name_or_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            entry = self._entries.get(name_or_id)
+            if entry is None:
+                return None
+            if (
+                not self._open
+                or entry.generation != self._generation
+                or time.monotonic() - entry.asked > RECENT_SECONDS
+            ):
+                self._pop(entry)
+                return None
+            return entry.attrs
+
+    def event(self, container_id: str, time_ns: int | None) -> None:
+        """An engine event about the container: entries older than it are dropped."""
+        with self._lock:
+            entry = self._entries.get(container_id)
+            if entry is not None and (time_ns is None or time_ns >= entry.asked_ns):
+                self._pop(entry)
+
+    def drop(self, name_or_id: str) -> None:
+        with self._lock:
+            entry = self._entries.get(name_or_id)
+            if entry is not None:
+                self._pop(entry)
+
+    def _pop(self, entry: _Recent) -> None:
+        for key in (str(entry.attrs["Id"]), str(entry.attrs.get("Name", "")).lstrip("/")):
+            if self._entries.get(key) is entry:
+                del self._entries[key]
+
+
 class _Events:
     """The engine's decoded event feed as :class:`EngineEvent` values."""
 
-    def __init__(self, raw: Stream[dict[str, Any]]) -> None:
+    def __init__(self, raw: Stream[dict[str, Any]], recent: _RecentInspects) -> None:
         self._raw = raw
+        self._recent = recent
+        self._ended = False
+        self._end_lock = threading.Lock()
+        recent.stream_opened()
+
+    def _end(self) -> None:
+        with self._end_lock:
+            ended, self._ended = self._ended, True
+        if not ended:
+            self._recent.stream_closed()
 
     def __iter__(self) -> Iterator[EngineEvent]:
-        for event in self._raw:
-            action = str(event.get("Action") or event.get("status") or "")
-            attributes = (event.get("Actor") or {}).get("Attributes") or {}
-            yield EngineEvent(
-                action=action,
-                internal_id=attributes.get(LABEL_INTERNAL_ID),
-                attributes={str(k): str(v) for k, v in attributes.items()},
-            )
+        try:
+            for event in self._raw:
+                action = str(event.get("Action") or event.get("status") or "")
+                actor = event.get("Actor") or {}
+                attributes = actor.get("Attributes") or {}
+                stamp = event.get("timeNano")
+                self._recent.event(
+                    str(actor.get("ID") or event.get("id") or ""),
+                    int(stamp) if isinstance(stamp, int) else None,
+                )
+                yield EngineEvent(
+                    action=action,
+                    internal_id=attributes.get(LABEL_INTERNAL_ID),
+                    attributes={str(k): str(v) for k, v in attributes.items()},
+                )
+        finally:
+            self._end()
 
     def close(self) -> None:
+        self._end()
         self._raw.close()
 
 
@@ -189,6 +333,8 @@ class DockerEngine:
         # needs a second look under the scoped one only when such a copy exists.
         self._scoped_names: set[str] = set()
         self._scoped_known = False
+        self._recent = _RecentInspects()
+        self._local = False  # the engine listens on a Unix socket (this host's clock)
 
     # -- the private client and pool -----------------------------------------------
 
@@ -216,6 +362,7 @@ class DockerEngine:
                 # neither applies to the engine's API.
                 client.api.trust_env = False
                 _share_unix_pool(client.api)
+                self._local = str(client.api.base_url).startswith("http+docker://")
                 self._client = client
             return self._client.api
 
@@ -269,10 +416,29 @@ class DockerEngine:
             error=None,
         )
 
+    def _inspect_attrs(self, name_or_id: str) -> dict[str, Any]:
+        """``docker inspect`` of a container: the recent answer after a start, if valid."""
+        recent = self._recent.get(name_or_id)
+        if recent is not None:
+            return recent
+        return dict(self._api().inspect_container(name_or_id))
+
+    def _inspect_and_keep(self, container_id: str) -> None:
+        """Inspect a container lightd just changed and keep the answer for a moment."""
+        api = self._api()
+        ticket = self._recent.ticket() if self._local else None
+        try:
+            attrs = dict(api.inspect_container(container_id))
+        except docker.errors.NotFound:
+            return  # gone already: the next look finds out
+        labels = (attrs.get("Config") or {}).get("Labels") or {}
+        if labels.get(LABEL_MANAGED) == "true" and labels.get(LABEL_NODE) == self._node_id:
+            self._recent.keep(attrs, ticket)
+
     def _inspect_view(self, name_or_id: str) -> tuple[ActualContainer | None, bool]:
         """The container and whether another lightd node manages it."""
         try:
-            attrs = self._api().inspect_container(name_or_id)
+            attrs = self._inspect_attrs(name_or_id)
         except docker.errors.NotFound:
             return None, False
         labels = (attrs.get("Config") or {}).get("Labels") or {}
@@ -335,6 +501,16 @@ class DockerEngine:
         )
         self._scoped_known = True
         return views
+
+    async def list_brief(self) -> list[BriefContainer]:
+        def listed() -> list[BriefContainer]:
+            found = self._api().containers(
+                all=True,
+                filters={"label": [f"{LABEL_MANAGED}=true", f"{LABEL_NODE}={self._node_id}"]},
+            )
+            return [brief_of(entry) for entry in found]
+
+        return await self._run(listed)
 
     async def image_present(self, image: str) -> bool:
         def call() -> bool:
@@ -401,6 +577,7 @@ class DockerEngine:
         if request.spec_hash:
             labels[LABEL_SPEC_HASH] = request.spec_hash
         name = container_name(request.internal_id, request.role)
+        self._recent.drop(name)
 
         def create(name: str) -> str:
             created = api.create_container(
@@ -435,10 +612,31 @@ class DockerEngine:
         return create(scoped)
 
     async def start(self, container_id: str) -> None:
-        await self._run(lambda: self._api().start(container_id))
+        """Start, then one inspect kept for the looks that follow every start (the
+        reconciler's, the console follower's): see :class:`_RecentInspects`."""
+
+        def call() -> None:
+            self._recent.drop(container_id)
+            self._api().start(container_id)
+            self._inspect_and_keep(container_id)
+
+        await self._run(call)
+
+    def _changing(self, container_id: str, change: Callable[[], T]) -> T:
+        """Run a call that changes the container: its recent inspect is stale, also
+        before the event that says so arrives."""
+        self._recent.drop(container_id)
+        try:
+            return change()
+        finally:
+            self._recent.drop(container_id)
 
     async def signal(self, container_id: str, signame: str) -> None:
-        await self._run(lambda: self._api().kill(container_id, signal=signame))
+        await self._run(
+            lambda: self._changing(
+                container_id, lambda: self._api().kill(container_id, signal=signame)
+            )
+        )
 
     async def kill(self, container_id: str) -> None:
         def call() -> None:
@@ -449,7 +647,7 @@ class DockerEngine:
                     return
                 raise
 
-        await self._run(call)
+        await self._run(lambda: self._changing(container_id, call))
 
     async def remove(self, container_id: str) -> None:
         def call() -> None:
@@ -458,7 +656,7 @@ class DockerEngine:
             except docker.errors.NotFound:
                 return
 
-        await self._run(call)
+        await self._run(lambda: self._changing(container_id, call))
 
     async def update_limits(self, container_id: str, resources: Resources) -> None:
         # docker-py's update_container lacks NanoCpus/PidsLimit; post the body directly.
@@ -475,7 +673,7 @@ class DockerEngine:
             url = api._url("/containers/{0}/update", container_id)
             api._raise_for_status(api._post_json(url, data=body))
 
-        await self._run(call)
+        await self._run(lambda: self._changing(container_id, call))
 
     async def wait_exit(self, container_id: str, *, seconds: float) -> int | None:
         def call() -> int | None:
@@ -485,7 +683,7 @@ class DockerEngine:
                 return None
             return int(result.get("StatusCode", -1))
 
-        return await self._run(call)
+        return await self._run(lambda: self._changing(container_id, call))
 
     async def logs(self, container_id: str, *, tail: int | str = "all") -> bytes:
         def call() -> bytes:
@@ -533,7 +731,7 @@ class DockerEngine:
         if not self._settings.follow_log_files:
             return None
         try:
-            attrs = self._api().inspect_container(container_id)
+            attrs = self._inspect_attrs(container_id)
         except Exception as exc:
             raise translate(exc) from exc
         path = attrs.get("LogPath") or ""
@@ -562,7 +760,7 @@ class DockerEngine:
                 },
             )
         )
-        return _Events(raw)
+        return _Events(raw, self._recent)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -28,6 +28,7 @@ from lightd.engine.records import (
     LABEL_ROLE,
     LABEL_SPEC_HASH,
     ActualContainer,
+    BriefContainer,
     CreateRequest,
     EngineEvent,
     EngineStatus,
@@ -215,6 +216,21 @@ class FakeEngine:
     async def list_managed(self) -> list[ActualContainer]:
         self._enter("list_managed", "")
         return [self._view(c) for c in self.containers.values() if self._managed(c)]
+
+    async def list_brief(self) -> list[BriefContainer]:
+        self._enter("list_brief", "")
+        return [
+            BriefContainer(
+                id=c.id,
+                name=c.name,
+                internal_id=c.labels.get(LABEL_INTERNAL_ID),
+                role=c.labels.get(LABEL_ROLE),
+                spec_hash=c.labels.get(LABEL_SPEC_HASH),
+                running=c.running,
+            )
+            for c in self.containers.values()
+            if self._managed(c)
+        ]
 
     async def image_present(self, image: str) -> bool:
         self._enter("image_present", image)

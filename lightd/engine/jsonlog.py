@@ -34,11 +34,15 @@ from lightd.engine.inotify import FolderWatch, watch_folder
 READ_BYTES = 256 * 1024
 # Polls of a file at its end: fast while output flows, slower the longer it stays quiet;
 # once at the slowest, the follower sleeps on an inotify watch of the folder instead,
-# woken by the engine's next write, or after QUIET_SECONDS to see whether the
-# container's process still runs (its exit closes the file, which wakes it at once).
+# woken by the engine's next write (its exit closes the file, which wakes it at once),
+# or by the one thread that looks every QUIET_SECONDS at the processes of all sleeping
+# followers (:class:`_Liveness`) and wakes those whose process is gone: a node with 300
+# quiet containers wakes one thread every few seconds, not 300. A sleeper also wakes
+# after SLEEP_MAX_SECONDS by itself.
 POLL_MIN_SECONDS = 0.02
 POLL_MAX_SECONDS = 0.25
 QUIET_SECONDS = 5.0
+SLEEP_MAX_SECONDS = 60.0
 ALIVE_CHECK_SECONDS = 0.25
 NS = 1_000_000_000
 _epoch: dict[str, int] = {}
@@ -88,6 +92,41 @@ def _start_time(pid: int) -> str | None:
     # The command name (field 2) is in parentheses and may hold spaces.
     fields = stat[stat.rfind(b")") + 2 :].split()
     return fields[19].decode() if len(fields) > 19 else None
+
+
+class _Liveness:
+    """One thread for every sleeping follower: every :data:`QUIET_SECONDS` it looks at
+    their containers' processes and sets the waker of each whose process is gone."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sleepers: dict[int, tuple[Process, threading.Event]] = {}
+        self._thread: threading.Thread | None = None
+
+    def add(self, process: Process, waker: threading.Event) -> None:
+        with self._lock:
+            self._sleepers[id(waker)] = (process, waker)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="lightd-log-liveness", daemon=True
+                )
+                self._thread.start()
+
+    def discard(self, waker: threading.Event) -> None:
+        with self._lock:
+            self._sleepers.pop(id(waker), None)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(QUIET_SECONDS)
+            with self._lock:
+                sleepers = list(self._sleepers.values())
+            for process, waker in sleepers:
+                if not process.alive():
+                    waker.set()
+
+
+_liveness = _Liveness()
 
 
 def chain(path: str, max_files: int) -> list[str]:
@@ -197,17 +236,23 @@ class JsonLogFollower:
                         return
                     checked = now
                 if armed and watch is not None:
-                    if watch.waker.wait(QUIET_SECONDS):
-                        watch.disarm()  # written to: read, and poll while it flows
+                    if watch.waker.wait(SLEEP_MAX_SECONDS):
+                        # Written to (read, and poll while it flows) or the process is gone.
+                        watch.disarm()
+                        _liveness.discard(watch.waker)
                         armed = False
                         poll = POLL_MIN_SECONDS
+                        checked = 0.0  # look at the process at once
                     continue
                 if watch is not None and poll >= POLL_MAX_SECONDS and watch.arm():
                     armed = True
+                    _liveness.add(self._process, watch.waker)
                     continue  # one more read first: a write before the arm is not missed
                 self._closed.wait(poll)
                 poll = min(POLL_MAX_SECONDS, poll * 1.5)
         finally:
+            if watch is not None:
+                _liveness.discard(watch.waker)
             if fd is not None:
                 with contextlib.suppress(OSError):
                     os.close(fd)

@@ -69,6 +69,30 @@ class ActualContainer:
 
 
 @dataclass(frozen=True)
+class BriefContainer:
+    """One of this node's containers as the engine's list shows it (no inspect): enough
+    to tell whether an earlier full look at it still holds."""
+
+    id: str
+    name: str
+    internal_id: str | None
+    role: str | None
+    spec_hash: str | None
+    running: bool
+
+    def agrees(self, full: ActualContainer) -> bool:
+        """Whether ``full`` (an inspect of the same container) shows what this shows."""
+        return (
+            self.id == full.id
+            and self.name == full.name
+            and self.internal_id == full.internal_id
+            and self.role == full.role
+            and self.spec_hash == full.spec_hash
+            and self.running == full.running
+        )
+
+
+@dataclass(frozen=True)
 class Actual:
     """The two containers one internal id may have on the engine."""
 

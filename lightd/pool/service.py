@@ -185,10 +185,7 @@ class PortPool:
 
     def lookup(self, ip: str, port: int) -> PortEntry | None:
         """The valid entry for a normalised ``ip`` and ``port``, or None."""
-        for entry in self._pool.entries:
-            if entry.key == (ip, port):
-                return entry
-        return None
+        return self._pool.by_key.get((ip, port))
 
     def view(self, entry: PortEntry, bound: Mapping[BindingKey, str] | None = None) -> PortView:
         bound = self.bindings() if bound is None else bound

@@ -21,13 +21,14 @@ import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from lightd.engine.base import Engine
 from lightd.engine.records import (
     LABEL_ROLE,
     Actual,
     ActualContainer,
+    BriefContainer,
     Role,
     Stream,
     container_name,
@@ -154,6 +155,10 @@ class Controller:
         # engine call, not two).
         self._no_install: set[str] = set()
         self._install_event: dict[str, int] = {}
+        # Each key's last look at the engine: (what was seen, the event serial and the
+        # stream generation then). A resync under the same open stream checks these
+        # against one list call instead of inspecting every container again.
+        self._looks: dict[str, tuple[Actual, int, int]] = {}
 
     # -- hints -----------------------------------------------------------------
 
@@ -272,6 +277,11 @@ class Controller:
 
         The list (one inspect per container) also stands in for each key's first look
         in its next pass, when the event stream was open all along (see :func:`seen_of`).
+        Once this process has looked at the keys under the stream that is still open,
+        the list is one call without inspects: a key whose containers it shows as they
+        were last seen (:func:`confirmed`) keeps that look; the others are inspected by
+        their pass. The work of an idle resync is then one engine call, not one a
+        container.
         """
         if self._engine_up and not self._stream_open.is_set():
             with contextlib.suppress(TimeoutError):
@@ -279,6 +289,29 @@ class Controller:
         generation = self._stream_generation if self._stream_open.is_set() else None
         serial = self._event_serial
         keys = set(self.desired.ids()) | {o.internal_id for o in self.observed.all()}
+        if generation is not None and any(g == generation for _, _, g in self._looks.values()):
+            try:
+                brief = await self._engine.list_brief()
+                self._set_engine_up(True)
+            except EngineError as exc:
+                log.warning("resync could not list containers: %s", exc.message)
+                self._set_engine_up(False)
+            else:
+                keys |= {c.internal_id for c in brief if c.internal_id}
+                if generation == self._stream_generation:
+                    fresh = {
+                        key: look[0]
+                        for key, look in self._looks.items()
+                        if look[2] == generation
+                        and look[1] >= self._last_event.get(key, 0)
+                        and self._last_event.get(key, 0) <= serial
+                    }
+                    self._seen = confirmed(keys, brief, fresh)
+                    self._listed = frozenset(c.internal_id for c in brief if c.internal_id)
+                    self._listed_serial = serial
+            for key in sorted(keys):
+                self.hint(key)
+            return
         try:
             managed = await self._engine.list_managed()
             keys |= {c.internal_id for c in managed if c.internal_id}
@@ -509,8 +542,10 @@ class Controller:
                 return None
             if actual is None:
                 serial = self._event_serial
+                generation = self._stream_generation if self._stream_open.is_set() else -1
                 actual = self._first_look(key) or await self.observe(key)
                 self._looked.add(key)
+                self._looks[key] = (actual, serial, generation)
                 self._note_install(key, actual, serial)
             step = plan(
                 desired=desired,
@@ -595,6 +630,7 @@ class Controller:
     async def _record(self, key: str, outcome: Outcome) -> None:
         """Apply what one action changed (the one place observed state is written)."""
         if outcome.forget:
+            self._looks.pop(key, None)
             await self.observed.forget(key)
             return
         if outcome.patch is not None:
@@ -631,13 +667,15 @@ class Controller:
             await self.observed.patch(key, patch)
 
 
-def seen_of(keys: set[str], managed: list[ActualContainer]) -> dict[str, Actual]:
-    """What two inspects of each key would have found, from one list of this node's
-    containers: its plain-named (or node-scoped) main and install containers, none for
-    a key without any. A key with two containers of one role is left out (inspected)."""
-    found: dict[str, dict[Role, ActualContainer]] = {}
+C = TypeVar("C", ActualContainer, BriefContainer)
+
+
+def _by_key(listed: list[C]) -> tuple[dict[str, dict[Role, C]], set[str]]:
+    """The listed containers by key and role, and the keys whose list is ambiguous (two
+    containers of one role, or one renamed by someone): those are inspected by name."""
+    found: dict[str, dict[Role, C]] = {}
     doubled: set[str] = set()
-    for container in managed:
+    for container in listed:
         key = container.internal_id
         if key is None or container.role not in (Role.MAIN, Role.INSTALL):
             continue
@@ -650,8 +688,43 @@ def seen_of(keys: set[str], managed: list[ActualContainer]) -> dict[str, Actual]
         if role in roles:
             doubled.add(key)
         roles[role] = container
+    return found, doubled
+
+
+def seen_of(keys: set[str], managed: list[ActualContainer]) -> dict[str, Actual]:
+    """What two inspects of each key would have found, from one list of this node's
+    containers: its plain-named (or node-scoped) main and install containers, none for
+    a key without any. A key with two containers of one role is left out (inspected)."""
+    found, doubled = _by_key(managed)
     seen = {}
     for key in keys - doubled:
         roles = found.get(key, {})
         seen[key] = Actual(main=roles.get(Role.MAIN), install=roles.get(Role.INSTALL))
     return seen
+
+
+def confirmed(
+    keys: set[str], brief: list[BriefContainer], looks: dict[str, Actual]
+) -> dict[str, Actual]:
+    """The earlier looks that one brief list of this node's containers confirms: the
+    key's main and install containers are the same ones in the same run state (or
+    absent both times). A key without a look, or listed otherwise, is left out."""
+    found, doubled = _by_key(brief)
+    seen = {}
+    for key in keys - doubled:
+        look = looks.get(key)
+        if look is None:
+            continue
+        roles = found.get(key, {})
+        if all(
+            _agree(roles.get(role), had)
+            for role, had in ((Role.MAIN, look.main), (Role.INSTALL, look.install))
+        ):
+            seen[key] = look
+    return seen
+
+
+def _agree(listed: BriefContainer | None, had: ActualContainer | None) -> bool:
+    if listed is None or had is None:
+        return listed is None and had is None
+    return listed.agrees(had)

@@ -25,6 +25,8 @@ WatchSink = Callable[[dict[str, Any]], None]
 ContainerViews = Callable[[], dict[str, dict[str, Any]]]
 ContainerView = Callable[[str], dict[str, Any] | None]
 PortViews = Callable[[], dict[str, dict[str, Any]]]
+PortView = Callable[[str], dict[str, Any] | None]
+PortKeysOf = Callable[[str], set[str]]
 
 
 class NodeWatch:
@@ -34,15 +36,22 @@ class NodeWatch:
         container_view: ContainerView,
         container_views: ContainerViews,
         port_views: PortViews,
+        port_view: PortView | None = None,
+        port_keys_of: PortKeysOf | None = None,
         history: int = 1000,
     ) -> None:
         self._container_view = container_view
         self._container_views = container_views
         self._port_views = port_views
+        self._port_view = port_view
+        self._port_keys_of = port_keys_of
         self._objects: dict[tuple[str, str], dict[str, Any]] = {}
         self._log: deque[dict[str, Any]] = deque(maxlen=history)
         self._sinks: set[WatchSink] = set()
         self._ports_pending = False
+        self._ports_all = False  # the pending refresh looks at every entry
+        self._ports_of: set[str] = set()  # else at the ports of these containers
+        self._ports_by_container: dict[str, set[str]] = {}  # as last sent
         self.resource_version = 0
 
     def prime(self) -> None:
@@ -50,6 +59,7 @@ class NodeWatch:
         for key, obj in self._container_views().items():
             self._objects[("container", key)] = obj
         for key, obj in self._port_views().items():
+            self._index_port(key, self._objects.get(("port", key)), obj)
             self._objects[("port", key)] = obj
 
     def subscribe(self, sink: WatchSink) -> None:
@@ -88,26 +98,42 @@ class NodeWatch:
         for key in sorted(known | set(current)):
             self._diff("port", key, current.get(key))
 
-    def refresh_ports_soon(self) -> None:
-        """:meth:`refresh_ports` once, :data:`PORTS_DELAY_SECONDS` after the first call of
-        a burst, for every call until then.
+    def refresh_ports_soon(self, internal_id: str | None = None) -> None:
+        """Refresh the ports ``internal_id`` binds now or bound when last sent (None:
+        every entry), :data:`PORTS_DELAY_SECONDS` after the first call of a burst, for
+        every call until then.
 
-        Each desired write asks for it and it looks at every pool entry: a burst of 100
-        POSTs would otherwise cost 100 passes over 100 ports. Off a loop: at once.
+        Each desired write asks for it: a burst of 100 POSTs would otherwise cost 100
+        passes over 100 ports; with the container named, a pass looks at its ports only.
+        Off a loop: at once.
         """
+        if internal_id is None or self._port_view is None or self._port_keys_of is None:
+            self._ports_all = True
+        else:
+            self._ports_of.add(internal_id)
         if self._ports_pending:
             return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            self.refresh_ports()
+            self._refresh_pending_ports()
             return
         self._ports_pending = True
         loop.call_later(PORTS_DELAY_SECONDS, self._refresh_pending_ports)
 
     def _refresh_pending_ports(self) -> None:
         self._ports_pending = False
-        self.refresh_ports()
+        containers, self._ports_of = self._ports_of, set()
+        if self._ports_all or self._port_view is None or self._port_keys_of is None:
+            self._ports_all = False
+            self.refresh_ports()
+            return
+        keys: set[str] = set()
+        for internal_id in containers:
+            keys |= self._ports_by_container.get(internal_id, set())
+            keys |= self._port_keys_of(internal_id)
+        for key in sorted(keys):
+            self._diff("port", key, self._port_view(key))
 
     def refresh_all(self) -> None:
         current = self._container_views()
@@ -124,6 +150,8 @@ class NodeWatch:
         previous = self._objects.get((kind, key))
         if obj == previous:
             return
+        if kind == "port":
+            self._index_port(key, previous, obj)
         if obj is None:
             change = "DELETED"
             del self._objects[(kind, key)]
@@ -142,6 +170,23 @@ class NodeWatch:
         }
         self._log.append(event)
         self._emit([event])
+
+    def _index_port(
+        self, key: str, previous: dict[str, Any] | None, obj: dict[str, Any] | None
+    ) -> None:
+        """Keep :attr:`_ports_by_container` true to the port objects sent."""
+        before = previous.get("container") if previous is not None else None
+        after = obj.get("container") if obj is not None else None
+        if before == after:
+            return
+        if before is not None:
+            held = self._ports_by_container.get(before)
+            if held is not None:
+                held.discard(key)
+                if not held:
+                    del self._ports_by_container[before]
+        if after is not None:
+            self._ports_by_container.setdefault(after, set()).add(key)
 
     def publish(self, kind: str, key: str, obj: dict[str, Any]) -> None:
         """An event that is not a state change (e.g. ``activity``): sent and kept in the ring."""

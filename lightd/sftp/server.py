@@ -36,7 +36,7 @@ import asyncssh
 
 from lightd.errors import ConfigError
 from lightd.fs.paths import Parts
-from lightd.sftp import transport
+from lightd.sftp import protocol, transport
 from lightd.sftp.activity import Action, ActivityBatch
 from lightd.sftp.credentials import (
     Credential,
@@ -330,11 +330,13 @@ class SftpService:
                 host,
                 port,
                 server_factory=lambda: _Connection(self),
+                session_wrapper=protocol.wrap_session,
                 server_host_keys=[self.host_key],
                 encryption_algs=ENCRYPTION_ALGS,
                 sftp_factory=self._sftp_factory,
                 allow_scp=False,
                 allow_pty=False,
+                line_editor=False,  # no pty, no shell: the editor's layer only cost time
                 agent_forwarding=False,
                 x11_forwarding=False,
                 password_auth=True,
@@ -481,6 +483,21 @@ class SftpService:
                 "lightd_sftp_fast_channel_packets",
                 "Of those, packets cut from the channel buffer without asyncssh's copies",
                 transport.Counters.channel_packets,
+            ),
+            (
+                "lightd_sftp_fast_received_packets",
+                "SSH channel data packets lightd received and opened itself, since start",
+                transport.Counters.received_data_packets,
+            ),
+            (
+                "lightd_sftp_fast_received_bytes",
+                "Bytes of data those packets carried, since start",
+                transport.Counters.received_data_bytes,
+            ),
+            (
+                "lightd_sftp_fast_protocol_sessions",
+                "SFTP sessions served by lightd's SFTP packet layer (fewer copies), since start",
+                protocol.Counters.sessions,
             ),
         ]
 

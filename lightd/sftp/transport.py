@@ -8,7 +8,8 @@ after every packet (``self._inpbuf = self._inpbuf[n:]`` copies what is left of a
 256 KiB read each time). :class:`FastServerConnection` keeps asyncssh's own parsing,
 key exchange, authentication and channel logic, and changes only that:
 
-- what one loop turn sends goes out in one ``transport.write``;
+- what one loop turn sends goes out in one ``writev`` (no join) while asyncio's transport
+  has nothing buffered, else in one ``transport.write``;
 - during the handshake every segment is ACKed at once (``TCP_QUICKACK``): the OpenSSH
   client has Nagle on until its session channel opens, and each message it sent before
   lightd's delayed ACK of the previous one waited 40 ms (seen at SERVICE_REQUEST);
@@ -26,7 +27,16 @@ key exchange, authentication and channel logic, and changes only that:
   and sealed in one join (:meth:`FastServerConnection._send_data`) instead of
   asyncssh's six copies, the padding drawn from a random pool rather than a
   ``getrandom`` call per packet.
-  ``lightd_sftp_fast_data_packets`` in ``/metrics`` counts those packets.
+  ``lightd_sftp_fast_data_packets`` in ``/metrics`` counts those packets;
+- with both, a received channel data packet for a session channel is opened here in one
+  decryption of the bytes as they came and its data handed to the channel as a view
+  (:meth:`FastServerConnection._recv_data_packet`; asyncssh sliced, joined and copied
+  it about five times on its generic path); any other packet, and any check that
+  fails, goes to asyncssh's parser from the same bytes (the nonce put back):
+  ``lightd_sftp_fast_received_packets`` and ``_bytes``;
+- a channel keeps the ``bytes`` written to it as they are, not copied into a
+  ``bytearray``; each session asyncssh makes goes through the ``session_wrapper``
+  given to :func:`listen` (lightd's SFTP packet layer, which this module does not know).
 
 It relies on asyncssh's private names (``_recv_handler``, ``_inpbuf``, ``_send`` …);
 :func:`supported` checks they are there and :func:`listen` falls back to asyncssh's
@@ -43,7 +53,8 @@ import os
 import socket
 import time
 from collections import deque
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 import asyncssh
 from asyncssh.constants import MSG_CHANNEL_DATA, MSG_IGNORE
@@ -72,8 +83,12 @@ class Counters:
 
     fast_data_packets = 0  # channel data packets lightd framed and sealed
     channel_packets = 0  # of those, cut from the channel's buffer by FastServerChannel
+    received_data_packets = 0  # channel data packets lightd opened and delivered itself
+    received_data_bytes = 0  # the data they carried
 
 
+# Pieces in one writev (the kernel's IOV_MAX).
+IOV_MAX = 1024
 # Reads during which lightd ACKs at once: the handshake and the first requests.
 QUICKACK_READS = 32
 _PRIVATE = (
@@ -89,9 +104,17 @@ _PRIVATE = (
     "internal_error",
     "reload_config",
 )
-# The connection state _send_data reads and advances as asyncssh would (and _feed reads).
+# The connection state _send_data and _recv_data_packet read and advance as asyncssh
+# would (and _feed reads).
 _SEND_STATE = (
     "_recv_encryption",
+    "_recv_seq",
+    "_recv_blocksize",
+    "_recv_macsize",
+    "_max_recv_pktlen",
+    "_decompressor",
+    "_channels",
+    "_auth_final",
     "create_server_channel",
     "_send_encryption",
     "_send_enchdrlen",
@@ -166,6 +189,25 @@ class FastGCM:
         except InvalidTag:
             return None
 
+    def packet_length(self, seq: int, head: bytes | memoryview) -> int:
+        """The packet length from its first 4 bytes (sent in the clear with AES-GCM)."""
+        return int.from_bytes(head, "big")
+
+    def open_packet(self, seq: int, packet: bytes | memoryview) -> bytes | None:
+        """A whole received packet (length, ciphertext, tag) decrypted; None: bad tag.
+
+        Nothing is joined: the views go to AES-GCM as they are.
+        """
+        try:
+            return self._aead.decrypt(self._nonce(), packet[4:], packet[:4])
+        except InvalidTag:
+            return None
+
+    def rewind(self) -> None:
+        """Undo the last :meth:`open_packet` (asyncssh then decrypts that packet itself)."""
+        self._counter = (self._counter - 1) & _COUNTER_MASK
+        self._cipher._iv = self._fixed + self._counter.to_bytes(8, "big")
+
     @classmethod
     def install(cls, encryption: object) -> FastGCM | None:
         """The FastGCM of an asyncssh ``GCMEncryption`` (made once), or None for others."""
@@ -231,6 +273,23 @@ class FastChacha:
             return None
         return stream.update(first[header_len:]) + stream.update(rest)
 
+    def packet_length(self, seq: int, head: bytes | memoryview) -> int:
+        """The packet length: its first 4 bytes, decrypted with the header key."""
+        return int.from_bytes(chacha20(self._adkey, bytes(head), seq.to_bytes(8, "big"), 0), "big")
+
+    def open_packet(self, seq: int, packet: bytes | memoryview) -> bytes | None:
+        """A whole received packet, MAC checked first, decrypted; None: bad MAC."""
+        stream, poly = self._stream(seq)
+        poly.update(packet[:-_GCM_TAG])
+        try:
+            poly.verify(bytes(packet[-_GCM_TAG:]))
+        except InvalidSignature:
+            return None
+        return stream.update(packet[4:-_GCM_TAG])
+
+    def rewind(self) -> None:
+        """Nothing to undo: the nonce is the sequence number."""
+
     @classmethod
     def install(cls, encryption: object) -> FastChacha | None:
         if type(encryption) is not ChachaEncryption:
@@ -289,12 +348,16 @@ class FastServerConnection(asyncssh.SSHServerConnection):
         self._rx: deque[memoryview] = deque()
         self._feeding = False
         self._sock: socket.socket | None = None
+        self._fd: int | None = None  # the socket's descriptor, for _writev
+        self.session_wrapper: Callable[[Any], Any] | None = None  # see listen()
         self._acks = 0
         self._padding = b""
         self._padding_at = 0
         # (asyncssh's send encryption, lightd's sealer for it)
         self._sealer: tuple[object, FastGCM | FastChacha] | None = None
         self._recv_seen: object = None  # the receive encryption install_fast was tried on
+        self._opener: FastGCM | FastChacha | None = None  # lightd's for _recv_seen
+        self._rx_len = 0  # bytes in _rx
         self._fast_data = _FAST_OK and all(hasattr(self, name) for name in _SEND_STATE)
 
     # -- sending -------------------------------------------------------------------
@@ -305,6 +368,8 @@ class FastServerConnection(asyncssh.SSHServerConnection):
         self._out_transport = transport
         sock = transport.get_extra_info("socket")
         self._sock = sock if hasattr(socket, "TCP_QUICKACK") else None
+        fileno = getattr(sock, "fileno", None)
+        self._fd = fileno() if fileno is not None and hasattr(os, "writev") else None
         self._quickack()
 
     def _quickack(self) -> None:
@@ -332,8 +397,38 @@ class FastServerConnection(asyncssh.SSHServerConnection):
         transport = self._out_transport
         if not out or transport is None or transport.is_closing():
             return
+        if len(out) > 1 and self._fd is not None and not transport.get_write_buffer_size():
+            out = self._writev(out)
+            if not out:
+                return
         with contextlib.suppress(ConnectionError):  # asyncssh's _send ignores these too
             transport.write(out[0] if len(out) == 1 else b"".join(out))
+
+    def _writev(self, out: list[bytes]) -> list[bytes]:
+        """Send ``out`` with ``writev`` (no join); what the socket did not take.
+
+        Only while the transport has nothing buffered (so the order holds); anything
+        left, and any error, goes to ``transport.write`` as before (which reports the
+        error and closes the connection as it would have).
+        """
+        assert self._fd is not None
+        start = 0
+        while start < len(out):
+            chunk = out[start : start + IOV_MAX]
+            try:
+                sent = os.writev(self._fd, chunk)
+            except (BlockingIOError, InterruptedError):
+                return out[start:]
+            except OSError:
+                return out[start:]  # the transport meets the error again and handles it
+            for piece in chunk:
+                if sent < len(piece):
+                    rest = out[start:]
+                    rest[0] = piece[sent:] if sent else piece
+                    return rest
+                sent -= len(piece)
+                start += 1
+        return []
 
     def send_packet(
         self, pkttype: int, *args: bytes, handler: Any = None
@@ -431,7 +526,11 @@ class FastServerConnection(asyncssh.SSHServerConnection):
     def create_server_channel(self, *args: Any, **kwargs: Any) -> Any:
         """asyncssh's session channel, as a :class:`FastServerChannel` (same state)."""
         chan = super().create_server_channel(*args, **kwargs)
-        if type(chan) is asyncssh.SSHServerChannel and self._fast_data:
+        if (
+            type(chan) is asyncssh.SSHServerChannel
+            and self._fast_data
+            and all(hasattr(chan, name) for name in _CHANNEL_STATE)
+        ):
             chan.__class__ = FastServerChannel
         return chan
 
@@ -448,6 +547,7 @@ class FastServerConnection(asyncssh.SSHServerConnection):
     def data_received(self, data: bytes, datatype: Any = None) -> None:
         self._quickack()
         self._rx.append(memoryview(data))
+        self._rx_len += len(data)
         if not self._feeding:
             self._feed()
 
@@ -480,23 +580,126 @@ class FastServerConnection(asyncssh.SSHServerConnection):
             if 0 < size < len(head):
                 pieces.append(head[:size])
                 self._rx[0] = head[size:]
+                self._rx_len -= size
                 break
             pieces.append(self._rx.popleft())
+            self._rx_len -= len(head)
             if size > 0:
                 size -= len(head)
         if len(pieces) == 1:
             return bytes(pieces[0])
         return b"".join(pieces)
 
+    def _peek(self, size: int) -> memoryview:
+        """The first ``size`` bytes of what came (there are that many), as one view.
+
+        A packet split over several reads is joined once (only its own bytes: the rest
+        of the last read stays a view), and stays the first piece until :meth:`_drop`.
+        """
+        rx = self._rx
+        head = rx[0]
+        if len(head) < size:
+            pieces = [rx.popleft()]
+            got = len(head)
+            while got < size and got + len(rx[0]) <= size:
+                pieces.append(rx.popleft())
+                got += len(pieces[-1])
+            if got < size:
+                last = rx[0]
+                pieces.append(last[: size - got])
+                rx[0] = last[size - got :]
+            head = memoryview(b"".join(pieces))
+            rx.appendleft(head)
+        return head[:size]
+
+    def _drop(self, size: int) -> None:
+        """Forget the first ``size`` bytes (all within the first piece, after _peek)."""
+        head = self._rx[0]
+        if len(head) == size:
+            self._rx.popleft()
+        else:
+            self._rx[0] = head[size:]
+        self._rx_len -= size
+
+    def _recv_data_packet(self) -> bool | None:
+        """One received channel data packet opened and delivered here, if it is one.
+
+        What asyncssh's ``_recv_pkthdr``, ``_recv_packet``, ``_process_data`` and
+        ``_finish_recv_packet`` do for it, minus their copies (the packet sliced out of
+        the receive buffer, joined for the cipher, the payload and the data sliced
+        again) and their dispatch: the same length limit, the same checks of the
+        channel's state and window, the same sequence number, and the data handed to
+        the channel's ``_accept_data`` (a view of the decrypted packet).
+
+        True: done, the next one may follow; False: the packet has not fully arrived;
+        None: anything else (another packet type, another channel class, any check
+        failing, a bad MAC), which asyncssh then reads from the same bytes exactly as
+        it would have (the cipher's nonce is put back).
+        """
+        opener = self._opener
+        if (
+            opener is None
+            or not self._auth_complete
+            or self._decompressor
+            or self._recv_macsize != _GCM_TAG
+            or getattr(self._recv_handler, "__func__", None) is not _PKTHDR
+        ):
+            return None
+        if self._rx_len < self._recv_blocksize:
+            return False
+        seq = self._recv_seq
+        pktlen = opener.packet_length(seq, self._peek(4))
+        if pktlen > self._max_recv_pktlen or 4 + pktlen < self._recv_blocksize:
+            return None
+        total = 4 + pktlen + self._recv_macsize
+        if self._rx_len < total:
+            return False
+        plain = opener.open_packet(seq, self._peek(total))
+        if plain is None:
+            opener.rewind()
+            return None
+        padlen = plain[0]
+        chan = None
+        datalen = 0
+        if len(plain) >= 10 and plain[1] == MSG_CHANNEL_DATA:
+            datalen = int.from_bytes(plain[6:10], "big")
+            if padlen and 10 + datalen + padlen == len(plain):
+                chan = self._channels.get(int.from_bytes(plain[2:6], "big"))
+        if (
+            type(chan) is not FastServerChannel
+            or chan._recv_state != "open"
+            or chan._encoding is not None
+            or datalen > chan._recv_window
+        ):
+            opener.rewind()
+            return None
+        self._drop(total)
+        Counters.received_data_packets += 1
+        Counters.received_data_bytes += datalen
+        if getattr(chan.logger, "_debug_level", 3) >= 3:
+            chan.log_received_packet(MSG_CHANNEL_DATA, seq, plain[1:-padlen])
+        self._auth_final = True
+        self._recv_seq = (seq + 1) & 0xFFFFFFFF
+        # A view, not a copy: asyncssh's stream reader joins what it returns (bytes).
+        chan._accept_data(cast(bytes, memoryview(plain)[10 : 10 + datalen]))
+        return True
+
     def _feed(self) -> None:
         """asyncssh's ``_recv_data``, fed exactly what each step of its parser needs."""
         self._feeding = True
         try:
             self._reset_keepalive_timer()
-            if self._fast_data and self._recv_encryption is not self._recv_seen:
-                self._recv_seen = self._recv_encryption
-                install_fast(self._recv_seen)
             while True:
+                if self._fast_data and self._recv_encryption is not self._recv_seen:
+                    # New keys (also mid-read: NEWKEYS was the packet before).
+                    self._recv_seen = self._recv_encryption
+                    self._opener = install_fast(self._recv_seen)
+                if self._opener is not None and not self._inpbuf:
+                    done = self._recv_data_packet()
+                    if done is True:
+                        continue
+                    if done is False:
+                        break
                 wanted = self._wanted()
                 if wanted is None:
                     break
@@ -518,53 +721,120 @@ class FastServerConnection(asyncssh.SSHServerConnection):
             self._feeding = False
 
 
+# A channel's send buffer here: asyncssh's bytearrays, or views of bytes written.
+_SendBuf = list[tuple[bytearray | memoryview, Any]]
+
+
 class FastServerChannel(asyncssh.SSHServerChannel):  # type: ignore[type-arg]
     """asyncssh's server channel whose data goes out without asyncssh's per-packet copies.
 
-    asyncssh cuts each packet out of its send buffer (a copy), wraps it as an SSH string
-    (a copy) and prefixes the recipient (a copy) before the connection frames it. Here
-    each packet is a view of the buffer handed to
+    asyncssh copies what is written into a ``bytearray``, then cuts each packet out of
+    it (a copy), wraps it as an SSH string (a copy) and prefixes the recipient (a copy)
+    before the connection frames it. Here plain ``bytes`` written are kept as they are
+    (a view), and each packet is a view of them handed to
     :meth:`FastServerConnection.send_channel_data`, which joins it into the packet once.
     Window and buffer accounting are asyncssh's (its ``_flush_send_buf`` then does the
     rest: pausing and resuming the writer, a pending EOF or close); anything else
-    (extended data, no fast sealer now) is left to asyncssh's own loop. The instance is
-    asyncssh's, its class swapped at creation: no state of its own.
+    (extended data, no fast sealer now) is left to asyncssh's own loop, given
+    ``bytearray`` pieces as it expects. The instance is asyncssh's, its class swapped at
+    creation: no state of its own.
     """
 
-    _send_buf: list[tuple[bytearray, Any]]
     _send_buf_len: int
     _send_window: int
     _send_pktsize: int
     _send_chan: int | None
+    _send_state: str
+
+    def _wrap_session(self, session: Any) -> Any:
+        """asyncssh's hook, after the session wrapper given to :func:`listen` (if any)."""
+        wrap = getattr(self._conn, "session_wrapper", None)
+        if wrap is not None:
+            session = wrap(session)
+        return super()._wrap_session(session)
+
+    def write(self, data: Any, datatype: Any = None) -> None:
+        """asyncssh's ``write`` for binary data, without copying it into a bytearray."""
+        if (
+            datatype is not None
+            or type(data) is not bytes
+            or self._encoding is not None
+            or self._send_state != "open"
+            or not data
+        ):
+            super().write(data, datatype)
+            return
+        self.logger.debug2("Sending %d data byte%s", len(data), "s" if len(data) > 1 else "")
+        cast(_SendBuf, self._send_buf).append((memoryview(data), None))
+        self._send_buf_len += len(data)
+        self._flush_send_buf()
 
     def _flush_send_buf(self) -> None:
         conn = self._conn
+        send = cast(_SendBuf, self._send_buf)
         if isinstance(conn, FastServerConnection) and self._send_chan is not None:
             recipient = self._send_chan
-            while self._send_buf and self._send_window:
-                buf, datatype = self._send_buf[0]
+            while send and self._send_window:
+                buf, datatype = send[0]
                 if datatype is not None:
                     break
                 size = min(len(buf), self._send_window, self._send_pktsize)
-                with memoryview(buf) as view, view[:size] as piece:
-                    if not conn.send_channel_data(self, recipient, piece):
+                if type(buf) is memoryview:
+                    if not conn.send_channel_data(self, recipient, buf[:size]):
                         break
-                if size == len(buf):
-                    del self._send_buf[0]
+                    if size == len(buf):
+                        del send[0]
+                    else:
+                        send[0] = (buf[size:], None)
                 else:
-                    del buf[:size]
+                    with memoryview(buf) as view, view[:size] as piece:
+                        if not conn.send_channel_data(self, recipient, piece):
+                            break
+                    if size == len(buf):
+                        del send[0]
+                    else:
+                        del buf[:size]
                 self._send_buf_len -= size
                 self._send_window -= size
+        if send and self._send_window:
+            # asyncssh's loop sends the rest: it slices and deletes from bytearrays.
+            send[:] = [
+                (bytearray(buf) if type(buf) is memoryview else buf, datatype)
+                for buf, datatype in send
+            ]
         super()._flush_send_buf()
 
 
+# The channel state FastServerChannel and _recv_data_packet read and advance.
+_CHANNEL_STATE = (
+    "_send_buf",
+    "_send_buf_len",
+    "_send_window",
+    "_send_pktsize",
+    "_send_chan",
+    "_recv_state",
+    "_recv_window",
+    "_encoding",
+    "_accept_data",
+)
 _PKTHDR = getattr(asyncssh.SSHServerConnection, "_recv_pkthdr", None)
 _PACKET = getattr(asyncssh.SSHServerConnection, "_recv_packet", None)
 _VERSION = getattr(asyncssh.SSHServerConnection, "_recv_version", None)
 
 
-async def listen(host: str, port: int, *, backlog: int, **options: Any) -> asyncssh.SSHAcceptor:
-    """``asyncssh.create_server`` with :class:`FastServerConnection` (stock if unsupported)."""
+async def listen(
+    host: str,
+    port: int,
+    *,
+    backlog: int,
+    session_wrapper: Callable[[Any], Any] | None = None,
+    **options: Any,
+) -> asyncssh.SSHAcceptor:
+    """``asyncssh.create_server`` with :class:`FastServerConnection` (stock if unsupported).
+
+    ``session_wrapper`` is applied to each session asyncssh makes for a session channel
+    (it returns the session to use), when this layer is in use.
+    """
     if not supported():
         return await asyncssh.listen(host, port, backlog=backlog, **options)
     loop = asyncio.get_running_loop()
@@ -573,7 +843,9 @@ async def listen(host: str, port: int, *, backlog: int, **options: Any) -> async
     settings.proxy_command = None
 
     def factory() -> FastServerConnection:
-        return FastServerConnection(loop, settings, None, None)
+        conn = FastServerConnection(loop, settings, None, None)
+        conn.session_wrapper = session_wrapper
+        return conn
 
     server = await loop.create_server(
         factory, host, port, backlog=backlog, reuse_address=reuse_address

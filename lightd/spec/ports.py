@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -138,9 +139,18 @@ class ParsedPool:
     slots: tuple[Slot, ...]
     extra: dict[str, Any]
 
-    @property
+    @cached_property
     def entries(self) -> tuple[PortEntry, ...]:
+        """The valid entries (computed once: every admission asks)."""
         return tuple(slot for slot in self.slots if isinstance(slot, PortEntry))
+
+    @cached_property
+    def by_key(self) -> dict[PortKey, PortEntry]:
+        """The valid entries by (ip, port): the first one of a key, as a scan finds it."""
+        found: dict[PortKey, PortEntry] = {}
+        for entry in self.entries:
+            found.setdefault(entry.key, entry)
+        return found
 
     @property
     def problems(self) -> tuple[EntryProblem, ...]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -216,3 +217,43 @@ def test_a_flooding_container_is_followed_whole_across_rotations(
         container.remove(force=True)
     assert ended, "the follow did not end with the container"
     assert texts(chunks) == [f"line-{i}" for i in range(total)] + ["end"]
+
+
+def test_quiet_followers_are_woken_by_one_liveness_thread(tmp_path: Path) -> None:
+    """Followers asleep on their folder's watch (nothing written) end when their
+    process is gone, woken by the one thread that looks at all sleepers' processes,
+    not by a timer of their own."""
+    from lightd.engine import jsonlog
+
+    children = [subprocess.Popen(["sleep", "300"]) for _ in range(2)]
+    followers: list[JsonLogFollower] = []
+    threads: list[threading.Thread] = []
+    try:
+        for index, child in enumerate(children):
+            (tmp_path / f"c{index}").mkdir()
+            log = RotatingLog(tmp_path / f"c{index}" / "c-json.log", max_files=3)
+            log.write(0)
+            log.close()
+            process = Process.of(child.pid)
+            assert process is not None
+            follower = JsonLogFollower(str(log.path), process=process, since_ns=0)
+            followers.append(follower)
+            thread = threading.Thread(target=lambda f=follower: list(f), daemon=True)
+            thread.start()
+            threads.append(thread)
+        time.sleep(2.0)  # past the polls: both sleep on their watch
+        watchers = [t for t in threading.enumerate() if t.name == "lightd-log-liveness"]
+        assert len(watchers) == 1
+        children[0].kill()
+        children[0].wait()
+        threads[0].join(jsonlog.QUIET_SECONDS + 5)
+        assert not threads[0].is_alive()  # woken: its process is gone
+        assert threads[1].is_alive()  # the other one sleeps on
+    finally:
+        for follower in followers:
+            follower.close()
+        for child in children:
+            child.kill()
+            child.wait()
+        for thread in threads:
+            thread.join(5)

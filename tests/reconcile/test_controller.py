@@ -385,3 +385,98 @@ def test_an_install_step_makes_the_next_look_inspect_the_install_container(
         assert seen.install is not None and seen.install.id == install.id
 
     run(tmp_path, scenario)
+
+
+def test_a_resync_under_the_same_open_stream_lists_once_and_inspects_nothing(
+    tmp_path: Path,
+) -> None:
+    """With the event stream open since each key's last look, a resync is one brief
+    list call: keys whose containers it shows as last seen keep that look (no inspect);
+    a container that changed without an event (a lost event) is inspected by its pass."""
+
+    def inspects(rig: Rig) -> int:
+        return sum(1 for kind, _ in rig.fake.calls if kind == "inspect")
+
+    async def work_queue(rig: Rig) -> None:
+        while len(rig.queue):
+            got = await rig.queue.get()
+            assert got is not None
+            try:
+                await rig.controller.work(got)
+            finally:
+                rig.queue.done(got)
+
+    async def scenario(rig: Rig) -> None:
+        rig.controller._engine_back()  # the event stream is open (no thread in the rig)
+        rig.desired.put(spec())
+        await rig.drain("mc-1")
+        assert observed(rig).state is RuntimeState.RUNNING
+        before = list(rig.fake.calls)
+        await rig.controller.resync()
+        await work_queue(rig)
+        new = rig.fake.calls[len(before) :]
+        assert [kind for kind, _ in new] == ["list_brief"]
+        assert observed(rig).state is RuntimeState.RUNNING
+
+        main = rig.fake.named(MAIN)
+        assert main is not None
+        main.running = False  # stopped behind lightd's back, and the event was lost
+        main.exit_code = 0
+        before = list(rig.fake.calls)
+        await rig.controller.resync()
+        await work_queue(rig)
+        kinds = [kind for kind, _ in rig.fake.calls[len(before) :]]
+        assert kinds[:2] == ["list_brief", "inspect"]  # the list disagreed: looked again
+        assert observed(rig).state is RuntimeState.OFFLINE  # the exit was seen: a crash
+        assert observed(rig).crash_count == 1
+
+        rig.controller._engine_lost()  # a new stream: the looks are not trusted
+        rig.controller._engine_back()
+        before = list(rig.fake.calls)
+        await rig.controller.resync()
+        kinds = [kind for kind, _ in rig.fake.calls[len(before) :]]
+        assert "list_managed" in kinds and "list_brief" not in kinds
+
+    run(tmp_path, scenario)
+
+
+def test_a_brief_list_confirms_only_looks_it_shows_unchanged() -> None:
+    """confirmed: same containers in the same run state (or none both times) keep the
+    look; another id, another run state, a new or a missing container do not."""
+    from lightd.engine.records import Actual, ActualContainer, BriefContainer
+    from lightd.reconcile.controller import confirmed
+
+    def full(key: str, role: str, *, cid: str = "", running: bool = True) -> ActualContainer:
+        name = container_name(key, Role(role))
+        return ActualContainer(
+            id=cid or f"id-{name}", name=name, managed=True, internal_id=key, role=role,
+            spec_hash="h", running=running, status="running", exit_code=None,
+            started_at=None, finished_at=None, memory=None, memory_swap=None,
+            nano_cpus=None, pids_limit=None,
+        )  # fmt: skip
+
+    def brief(key: str, role: str, *, cid: str = "", running: bool = True) -> BriefContainer:
+        name = container_name(key, Role(role))
+        return BriefContainer(
+            id=cid or f"id-{name}", name=name, internal_id=key, role=role, spec_hash="h",
+            running=running,
+        )  # fmt: skip
+
+    looks = {
+        "same": Actual(main=full("same", "main"), install=None),
+        "none": Actual(main=None, install=None),
+        "stopped": Actual(main=full("stopped", "main"), install=None),
+        "replaced": Actual(main=full("replaced", "main"), install=None),
+        "gone": Actual(main=full("gone", "main"), install=None),
+        "installing": Actual(main=None, install=None),
+    }
+    listed = [
+        brief("same", "main"),
+        brief("stopped", "main", running=False),
+        brief("replaced", "main", cid="another"),
+        brief("installing", "install"),
+        brief("unlooked", "main"),
+    ]
+    seen = confirmed({*looks, "unlooked"}, listed, looks)
+    assert set(seen) == {"same", "none"}
+    assert seen["same"] is looks["same"]

@@ -81,14 +81,22 @@ def test_wrong_password_is_refused(account: Account, openssh: OpenSSH) -> None:
 
 
 @pytest.mark.timeout(240)
-def fast_packets(api: httpx.Client) -> tuple[float, float]:
-    """(packets lightd sealed itself, those cut from the channel buffer by its channel)."""
+def fast_packets(api: httpx.Client) -> tuple[float, float, float, float]:
+    """(packets lightd sealed itself, those cut from the channel buffer by its channel,
+    bytes of channel data it received in packets it opened itself, SFTP sessions its
+    own packet layer served)."""
+    names = (
+        "lightd_sftp_fast_data_packets",
+        "lightd_sftp_fast_channel_packets",
+        "lightd_sftp_fast_received_bytes",
+        "lightd_sftp_fast_protocol_sessions",
+    )
     found = {}
     for line in api.get("/metrics").text.splitlines():
         name, _, value = line.partition(" ")
-        if name in ("lightd_sftp_fast_data_packets", "lightd_sftp_fast_channel_packets"):
+        if name in names:
             found[name] = float(value)
-    return found["lightd_sftp_fast_data_packets"], found["lightd_sftp_fast_channel_packets"]
+    return found[names[0]], found[names[1]], found[names[2]], found[names[3]]
 
 
 @pytest.mark.parametrize(
@@ -99,9 +107,10 @@ def test_100_mib_file_both_ways(
 ) -> None:
     """The client's default cipher (chacha20-poly1305) and the others lightd offers. With
     chacha20-poly1305 and AES-GCM lightd frames and seals the download's data packets
-    itself and decrypts the upload's (lightd.sftp.transport): the counter shows that path
-    carried the 100 MiB (the client takes 32 KiB packets), the hashes that it did so byte
-    for byte both ways; aes128-ctr stays on asyncssh's path."""
+    itself and opens the upload's (lightd.sftp.transport): the counters show those paths
+    carried the 100 MiB (the client takes packets of at most 32 KiB), the
+    hashes that they did so byte for byte both ways; aes128-ctr stays on asyncssh's
+    path. Every session is served by lightd's SFTP packet layer (lightd.sftp.protocol)."""
     big = openssh.home / "big.bin"
     with big.open("wb") as out:
         for _ in range(100):
@@ -125,12 +134,15 @@ def test_100_mib_file_both_ways(
     assert sha256(account.volume / "big.bin") == expected
     assert sha256(openssh.home / "back.bin") == expected
     after = fast_packets(api)
-    sealed, cut = after[0] - before[0], after[1] - before[1]
+    sealed, cut, opened, sessions = (after[i] - before[i] for i in range(4))
+    assert sessions == 1  # lightd.sftp.protocol's handler, whatever the cipher
     if cipher is None or "gcm" in cipher:
         assert cut >= 100 * 1024 * 1024 / (32 * 1024), (sealed, cut)
         assert sealed >= cut
+        # The upload's data (SFTP requests and their headers) all came that way.
+        assert opened >= 100 * 1024 * 1024, opened
     else:
-        assert (sealed, cut) == (0, 0)  # aes128-ctr: asyncssh's own path
+        assert (sealed, cut, opened) == (0, 0, 0)  # aes128-ctr: asyncssh's own path
 
 
 def test_killed_client_mid_upload_leaves_the_old_file(account: Account, openssh: OpenSSH) -> None:
@@ -201,3 +213,47 @@ def test_packet_layer_sends_no_ignore_messages_and_batches_keep_files_whole(
     assert "Received SSH2_MSG_IGNORE" not in done.stderr
     assert (account.volume / "batches.bin").read_bytes() == data
     assert (openssh.home / "back.bin").read_bytes() == data
+
+
+@pytest.mark.parametrize("cipher", ["aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com"])
+def test_rekeys_mid_transfer_keep_the_fast_paths_byte_for_byte(
+    account: Account, api: httpx.Client, cipher: str
+) -> None:
+    """The asyncssh client renews the keys after every 1 MiB it sends (``rekey_bytes``)
+    while 12 MiB go up: lightd's receive path takes each new key (NEWKEYS arrives in the
+    middle of the packets it opens, its answers wait for each exchange), and the data
+    is the same there and back."""
+    import asyncio
+
+    import asyncssh
+
+    payload = os.urandom(12 * 1024 * 1024)
+    before = fast_packets(api)
+
+    async def run() -> bytes:
+        async with (
+            asyncssh.connect(
+                "127.0.0.1",
+                account.port,
+                username=account.username,
+                password=account.password,
+                known_hosts=None,
+                agent_path=None,
+                preferred_auth="password",
+                encryption_algs=[cipher],
+                rekey_bytes=1024 * 1024,
+            ) as conn,
+            conn.start_sftp_client() as sftp,
+        ):
+            async with sftp.open("rekeyed.bin", "wb") as out:
+                await out.write(payload)
+            async with sftp.open("rekeyed.bin", "rb") as back:
+                return bytes(await back.read())
+
+    assert asyncio.run(run()) == payload
+    assert (account.volume / "rekeyed.bin").read_bytes() == payload
+    after = fast_packets(api)
+    sealed, _cut, opened, sessions = (after[i] - before[i] for i in range(4))
+    assert opened >= len(payload), opened
+    assert sealed > 0
+    assert sessions == 1

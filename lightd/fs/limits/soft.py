@@ -23,6 +23,11 @@ the writes made during the walk is taken (it may count such a write twice until 
 next walk: more, never less). A write announced and never added (refused or failed)
 stops holding walks back after :data:`IN_FLIGHT_SECONDS`.
 
+Between rounds the thread sleeps until the next volume is due (walks due within
+:data:`DUE_SLACK_SECONDS` of each other share a round), at most ``rescan_seconds``,
+and a volume lightd has not accounted before wakes it at once: an idle node with many
+volumes does not look at each of them every second.
+
 The manager stops a container whose volume is over its limit. The accountant also
 answers for volumes another backend cannot measure (an unlimited volume under
 ``image``). It must not decide limits (see :mod:`lightd.fs.limits.decide`).
@@ -53,6 +58,12 @@ IN_FLIGHT_SECONDS = 120.0
 
 def probe() -> Probe:
     return Probe("soft", True, "lightd accounts its writes and rescans in the background")
+
+
+# Volumes due this close together are walked in one round (one look at the list).
+DUE_SLACK_SECONDS = 5.0
+# A round with a volume due and not walked (a dropped walk) is followed this soon.
+RETRY_SECONDS = 1.0
 
 
 @dataclass
@@ -141,6 +152,7 @@ class Accountant:
         self._counts: dict[str, _Count] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._wake = threading.Event()  # a volume lightd did not account before
         self._thread: threading.Thread | None = None
         self.walks = 0  # finished walks since start (tests and the bench read it)
         self.on_walked: Callable[[str], None] = lambda _volume_id: None
@@ -155,17 +167,25 @@ class Accountant:
             count = self._counts.get(volume_id)
             return count is not None and count.scanned_at > 0
 
+    def _count(self, volume_id: str) -> _Count:
+        """The volume's count (the caller holds the lock); a new one wakes the walker."""
+        count = self._counts.get(volume_id)
+        if count is None:
+            count = self._counts[volume_id] = _Count()
+            self._wake.set()
+        return count
+
     def begin(self, volume_id: str) -> None:
         """A lightd write of the volume is about to change it (its :meth:`add` follows)."""
         with self._lock:
-            count = self._counts.setdefault(volume_id, _Count())
+            count = self._count(volume_id)
             count.in_flight += 1
             count.begun_at = time.monotonic()
 
     def add(self, volume_id: str, delta: int) -> None:
         """A lightd write changed the volume by ``delta`` bytes (apparent size)."""
         with self._lock:
-            count = self._counts.setdefault(volume_id, _Count())
+            count = self._count(volume_id)
             count.bytes = max(count.bytes + delta, 0)
             count.during_scan += delta
             count.adds += 1
@@ -183,6 +203,7 @@ class Accountant:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
 
@@ -212,21 +233,39 @@ class Accountant:
             self.walks += 1
             return count.bytes
 
+    def _slack(self) -> float:
+        return min(DUE_SLACK_SECONDS, self.rescan_seconds / 4)
+
     def _due(self, volume_id: str) -> bool:
         with self._lock:
             count = self._counts.get(volume_id)
         return (
             count is None
             or count.scanned_at == 0
-            or time.monotonic() - count.scanned_at >= self.rescan_seconds
+            or time.monotonic() - count.scanned_at >= self.rescan_seconds - self._slack()
         )
+
+    def _sleep_seconds(self, listed: set[str]) -> float:
+        """Until the next of the ``listed`` volumes is due (at most ``rescan_seconds``)."""
+        now = time.monotonic()
+        nearest = self.rescan_seconds
+        with self._lock:
+            for volume_id in listed:
+                count = self._counts.get(volume_id)
+                if count is None or count.scanned_at == 0:
+                    return min(RETRY_SECONDS, self.rescan_seconds)  # not walked yet
+                nearest = min(nearest, count.scanned_at + self.rescan_seconds - now)
+        return max(nearest, min(RETRY_SECONDS, self.rescan_seconds))
 
     def _loop(self, volumes: Callable[[], Iterable[VolumeRef]]) -> None:
         while not self._stop.is_set():
+            self._wake.clear()
             throttle = Throttle(self.entries_per_second, self._stop)
+            listed: set[str] = set()
             for volume in list(volumes()):
                 if self._stop.is_set():
                     return
+                listed.add(volume.id)
                 if not self._due(volume.id):
                     continue
                 try:
@@ -236,7 +275,7 @@ class Accountant:
                     continue
                 if stored is not None:
                     self.on_walked(volume.id)
-            self._stop.wait(min(self.rescan_seconds, 1.0))
+            self._wake.wait(self._sleep_seconds(listed))
 
 
 class SoftBackend:

@@ -1,0 +1,165 @@
+"""The inspect after a start stands in for the looks that follow it: real engine.
+
+While this node's event stream is open, the reconciler's look by name and the console
+follower's look by id after a start cost no engine call; a change lightd makes (kill)
+is seen at once, and one made behind its back is seen as soon as its event arrives.
+Without an open event stream nothing is kept. Engine calls are counted on docker-py's
+inspect itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from lightd.config import DockerSettings
+from lightd.engine.docker import DockerEngine
+from lightd.engine.records import CreateRequest, Resources, Role, container_name
+from tests.support import engine as test_engine
+from tests.support.lab import new_prefix
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    made = new_prefix()
+    try:
+        yield made
+    finally:
+        test_engine.remove_prefixed(made)
+
+
+@pytest.fixture
+def inspects(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every ``inspect_container`` docker-py sends to the engine, by its argument."""
+    sent: list[str] = []
+    real = docker.APIClient.inspect_container
+
+    def counting(self: docker.APIClient, container: str) -> Any:
+        sent.append(container)
+        return real(self, container)
+
+    monkeypatch.setattr(docker.APIClient, "inspect_container", counting)
+    return sent
+
+
+def request(internal_id: str, volume: Path) -> CreateRequest:
+    return CreateRequest(
+        internal_id=internal_id,
+        role=Role.MAIN,
+        image=test_engine.TEST_IMAGE,
+        command=["exec sleep 300"],
+        entrypoint=["/bin/sh", "-c"],
+        volume_path=str(volume),
+        mounts={},
+        extra_binds={},
+        ports=[],
+        environment={},
+        resources=Resources(memory=0, memory_swap=0, nano_cpus=0, pids_limit=64),
+        spec_hash="h",
+        stdin=False,
+    )
+
+
+class Follower:
+    """This node's event stream read on a thread (as the controller does)."""
+
+    def __init__(self, engine: DockerEngine) -> None:
+        self.stream = engine.events()
+        self.actions: list[str] = []
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            for event in self.stream:
+                self.actions.append(event.action)
+        except Exception:  # closed by the test
+            return
+
+    def wait_for(self, action: str, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while action not in self.actions:
+            assert time.monotonic() < deadline, f"no {action} event: {self.actions}"
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self.stream.close()
+        self._thread.join(5)
+
+
+def test_the_looks_after_a_start_come_from_its_inspect(
+    prefix: str, tmp_path: Path, inspects: list[str]
+) -> None:
+    internal_id = f"{prefix}-mc"
+    name = container_name(internal_id, Role.MAIN)
+
+    async def scenario() -> None:
+        engine = DockerEngine(DockerSettings(), node_id=f"{prefix}node")
+        follower = Follower(engine)
+        try:
+            container_id = await engine.create(request(internal_id, tmp_path))
+            await engine.start(container_id)
+            assert inspects == [container_id]  # the one after the start
+            follower.wait_for("start")  # its own event does not make it stale
+            seen = await engine.inspect(name)
+            assert seen is not None and seen.running and seen.id == container_id
+            output = engine.follow_output(container_id, since=None)
+            output.close()
+            assert inspects == [container_id]
+
+            await engine.kill(container_id)  # lightd's own change: looked at again
+            killed = await engine.inspect(container_id)
+            assert killed is not None and not killed.running
+            assert len(inspects) == 2
+
+            await engine.start(container_id)
+            follower.wait_for("start")
+            sent = len(inspects)
+            follower.actions.clear()
+            outside = docker.from_env()
+            try:
+                outside.api.kill(container_id)  # behind lightd's back
+            finally:
+                outside.close()
+            follower.wait_for("die")
+            behind = await engine.inspect(container_id)
+            assert behind is not None and not behind.running
+            assert len(inspects) == sent + 1
+        finally:
+            follower.close()
+            engine.close()
+
+    asyncio.run(scenario())
+
+
+def test_nothing_is_kept_without_an_open_event_stream(
+    prefix: str, tmp_path: Path, inspects: list[str]
+) -> None:
+    internal_id = f"{prefix}-mc"
+    name = container_name(internal_id, Role.MAIN)
+
+    async def scenario() -> None:
+        engine = DockerEngine(DockerSettings(), node_id=f"{prefix}node")
+        try:
+            container_id = await engine.create(request(internal_id, tmp_path))
+            await engine.start(container_id)
+            seen = await engine.inspect(name)
+            assert seen is not None and seen.running
+            assert len(inspects) == 2  # the start's look is not trusted: asked again
+            follower = Follower(engine)
+            follower.close()  # a stream that ended: still nothing kept
+            await engine.kill(container_id)
+            await engine.start(container_id)
+            await engine.inspect(name)
+            assert len(inspects) == 4
+        finally:
+            engine.close()
+
+    asyncio.run(scenario())
