@@ -478,6 +478,11 @@ class Daemon:
             await asyncio.sleep(TRIM_SECONDS)
             await asyncio.to_thread(trim)
 
+    async def _purge_trash(self) -> None:
+        removed = await self.volumes.run_heavy(self.volumes.purge_trash)
+        if removed:
+            log.info("removed %d deleted volumes left in the trash", removed)
+
     async def _watch_disk(self) -> None:
         interval = self.settings.volumes.disk_check_seconds
         while True:
@@ -571,6 +576,9 @@ class Daemon:
         swept += await asyncio.to_thread(self.volumes.sweep)
         if swept:
             log.info("removed %d temp files left by an interrupted write", swept)
+        # Volumes deleted off the critical path (a transfer's source) that a stop or a
+        # kill left in the trash: out of every listing already, removed in the background.
+        self._tasks.append(asyncio.create_task(self._purge_trash(), name="volume-trash"))
         await self.sftp.start()  # first: a taken port is a config error before anything runs
         await asyncio.to_thread(self.tokens.load)
         await asyncio.to_thread(self.transfer_tokens.load)

@@ -14,7 +14,7 @@ import signal
 import socket
 from pathlib import Path
 
-from hypercorn.asyncio import serve
+from hypercorn.asyncio import serve, tcp_server
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.protocol import ws_stream
 from wsproto.extensions import PerMessageDeflate
@@ -76,6 +76,16 @@ def set_websocket_compression(enabled: bool) -> None:
     setattr(ws_stream, "PerMessageDeflate", extension)  # noqa: B010 (not a public name)
 
 
+# What one read of a connection may take (Hypercorn reads 64 KiB at a time): a transfer
+# body arrives in fewer, larger pieces, each costing one pass through h11 and the app.
+RECEIVE_BYTES = 1024 * 1024
+
+
+def set_receive_size(size: int = RECEIVE_BYTES) -> None:
+    """Hypercorn has no setting for it either: its read size is a module constant."""
+    setattr(tcp_server, "MAX_RECV", size)  # noqa: B010 (not a public name)
+
+
 def _reload_on_hangup(daemon: Daemon) -> None:
     try:
         daemon.reload()
@@ -97,6 +107,7 @@ async def run_server(settings: Settings, *, config_path: Path | None) -> None:
     loop.add_signal_handler(signal.SIGHUP, _reload_on_hangup, daemon)
 
     set_websocket_compression(settings.websocket.compression)
+    set_receive_size()
     hconfig = HypercornConfig()
     # Hypercorn takes ownership of the descriptor (and closes it on shutdown).
     hconfig.bind = [f"fd://{sock.detach()}"]

@@ -7,17 +7,23 @@ bytes go straight to orjson, never through a text decode: a body that is not UTF
 not an unexpected error. A number without a fraction (``80.0``) is an integer, as in
 JSON Schema, so the strict models take it where the description promises an integer. Routes that
 stream a raw body (file uploads) get their own size limit instead of the JSON one,
-because Quart fixes a body's limit when the request object is built.
+because Quart fixes a body's limit when the request object is built. A transfer's body
+(a whole volume, read as a stream) is kept as the pieces that arrived
+(:class:`PieceBody`): Quart's own body copies every piece twice on the event loop.
 """
 
 from __future__ import annotations
 
 import re
 import time
+from collections import deque
+from collections.abc import Generator
 from typing import Any, ClassVar
 
 import orjson
 from quart import Request
+from quart.wrappers.request import Body
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from lightd.errors import MalformedBody
 
@@ -61,6 +67,49 @@ def _integral(value: Any) -> Any:
     return value
 
 
+class PieceBody(Body):
+    """A request body iterated as the pieces the server received, never joined or
+    copied (Quart's :class:`Body` appends each to one buffer and copies that out)."""
+
+    def __init__(self, expected_content_length: int | None, max_content_length: int | None) -> None:
+        super().__init__(expected_content_length, max_content_length)
+        self._pieces: deque[bytes] = deque()
+        self._size = 0
+
+    async def __anext__(self) -> bytes:
+        if self._must_raise is not None:
+            raise self._must_raise
+        if not self._pieces and not self._complete.is_set():
+            self._has_data.clear()
+            await self._has_data.wait()
+        if self._must_raise is not None:
+            raise self._must_raise
+        if not self._pieces:
+            raise StopAsyncIteration()
+        return self._pieces.popleft()
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        if self._must_raise is not None:
+            raise self._must_raise
+        yield from self._complete.wait().__await__()
+        if self._must_raise is not None:
+            raise self._must_raise
+        return b"".join(self._pieces)
+
+    def append(self, data: bytes) -> None:
+        if not data or self._must_raise is not None:
+            return
+        self._pieces.append(data)
+        self._size += len(data)
+        self._has_data.set()
+        if self._max_content_length is not None and self._size > self._max_content_length:
+            self._must_raise = RequestEntityTooLarge()
+            self.set_complete()
+
+    def clear(self) -> None:
+        self._pieces.clear()
+
+
 class JsonApiRequest(Request):
     upload_limit: ClassVar[int | None] = None
 
@@ -76,6 +125,7 @@ class JsonApiRequest(Request):
             # A transfer's body is a whole volume, verified by its own checksums.
             kwargs["max_content_length"] = None
             kwargs["body_timeout"] = None
+            self.body_class = PieceBody
         super().__init__(method, scheme, path, *args, **kwargs)
 
     @classmethod

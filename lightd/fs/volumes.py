@@ -13,6 +13,12 @@ Blocking work runs in threads: light calls through :meth:`run`, long ones (copy,
 compress, decompress, tree delete) through :meth:`run_heavy`, a small pool of its own
 so they never starve listings and reads. This module must not know about HTTP or
 containers beyond the ``users_of`` callable it is given.
+
+A volume can also be deleted off the caller's critical path (:meth:`VolumeManager.discard`):
+released from the disk limits, then renamed (atomic, same file system) into
+``<volumes>/.lightd-trash/``, which no listing, lookup or disk accounting sees; the tree
+is removed later by :meth:`VolumeManager.purge_trash` (in the background, and at every
+start for what a killed daemon left there).
 """
 
 from __future__ import annotations
@@ -22,7 +28,9 @@ import contextlib
 import functools
 import os
 import re
+import secrets
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -31,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
-from lightd.errors import InvalidField, InvalidRequest, VolumeInUse, VolumeNotFound
+from lightd.errors import InvalidField, InvalidRequest, LightdError, VolumeInUse, VolumeNotFound
 from lightd.fs import ops
 from lightd.fs.archive import ArchiveLimits
 from lightd.fs.beneath import Root, translate
@@ -42,6 +50,7 @@ from lightd.store import DocumentStore
 VOLUME_ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 VOLUME_REF_RE = re.compile(r"^[0-9a-f][0-9a-f-]{7,35}$")
 MIN_PREFIX = 8
+TRASH = ".lightd-trash"
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -91,6 +100,7 @@ class VolumeManager:
         )
         self.users_of = users_of
         self._heavy = ThreadPoolExecutor(heavy_workers, thread_name_prefix="lightd-fs")
+        self._purging = threading.Lock()
 
     # -- threads -------------------------------------------------------------------
 
@@ -229,6 +239,64 @@ class VolumeManager:
         except OSError as exc:
             raise translate(exc, ()) from exc
         self.meta.delete(f"volume-meta/{volume.id}.json")
+
+    def discard(self, ref: str) -> Path | None:
+        """Delete a volume without waiting for its tree to be removed.
+
+        As :meth:`delete` (VolumeInUse while a container uses it), but once the disk
+        limits released it the folder is renamed into the trash (:data:`TRASH`, in the
+        volumes folder, so on the same file system): from then on no listing, lookup or
+        disk accounting sees it. Returns the trash entry for :meth:`purge_trash`, or
+        None when nothing is left to remove (the backend deleted it, or the rename
+        could not be done and the tree was removed in place).
+        """
+        volume = self.resolve(ref)
+        users = self.users_of(volume.id)
+        if users:
+            raise VolumeInUse(f"Volume is in use by container {', '.join(sorted(users))}")
+        self.disk.release(volume.ref)
+        trash = self.root / TRASH
+        target = trash / f"{volume.id}.{secrets.token_hex(4)}"
+        aside: Path | None = target
+        try:
+            trash.mkdir(mode=0o700, exist_ok=True)
+            os.rename(volume.path, target)
+        except FileNotFoundError:
+            aside = None  # the backend removed it (a btrfs subvolume)
+        except OSError:
+            # Not renameable there (a project-quota root refuses with EXDEV): in place.
+            aside = None
+            self._remove_tree(volume.path)
+        self.meta.delete(f"volume-meta/{volume.id}.json")
+        return aside
+
+    def purge_trash(self) -> int:
+        """Remove every tree in the trash (blocking; one purge at a time); how many."""
+        trash = self.root / TRASH
+        removed = 0
+        with self._purging:
+            try:
+                names = os.listdir(trash)
+            except FileNotFoundError:
+                return 0
+            for name in names:
+                with contextlib.suppress(OSError, LightdError):
+                    self._remove_tree(trash / name)
+                    removed += 1
+        return removed
+
+    @staticmethod
+    def _remove_tree(path: Path) -> None:
+        # rmtree never follows symlinks into the tree on Linux (descriptor-based walk).
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise translate(exc, ()) from exc
 
     def sweep(self) -> int:
         """Remove temporary entries an interrupted operation left in any volume root."""

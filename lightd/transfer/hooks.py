@@ -7,7 +7,8 @@ the target acknowledged the commit but before it recorded ``cleaning``. With
 that point for good (it logs ``transfer <id>: paused at <point> (test hook)`` first),
 until the test kills the daemon. Points: ``ready`` (the target answered ready, nothing
 recorded yet), ``committing`` (``committing`` recorded, the commit not sent),
-``committed`` (the target acknowledged the commit, ``cleaning`` not recorded).
+``committed`` (the target acknowledged the commit, ``cleaning`` not recorded),
+``trashed`` (the old volume renamed into the trash, its tree not removed yet).
 
 Unset (always, outside tests) it costs one environment lookup per point and changes
 nothing. A ``DELETE /transfers/<id>`` still cancels a paused transfer.
@@ -20,7 +21,7 @@ import logging
 import os
 
 ENV = "LIGHTD_TRANSFER_TEST_PAUSE"
-POINTS = frozenset({"ready", "committing", "committed"})
+POINTS = frozenset({"ready", "committing", "committed", "trashed"})
 
 log = logging.getLogger("lightd.transfer")
 

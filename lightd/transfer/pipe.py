@@ -1,9 +1,10 @@
 """The transfer's data path between worker threads and the event loop, both directions.
 
 :class:`Outflow` (source): tar streams are packed and compressed in worker threads
-(one per stream), each hashing its own bytes and framing them (:func:`data_frame`);
+(one per stream), each hashing its own bytes and framing them (:func:`data_header`);
 the event loop only takes finished frames of about 1 MiB off a queue, with at most
-:data:`DEPTH` in flight per stream (back pressure on the threads).
+:data:`DEPTH` in flight per stream (back pressure on the threads), and sends each as
+its header then its payload (never joined: the HTTP layer copies the payload once).
 
 :class:`Inflow` (target): a file-like object the event loop feeds with the payloads of
 one stream and a worker thread reads (decompressing and unpacking as the data arrives,
@@ -21,20 +22,21 @@ import contextlib
 import hashlib
 import queue
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-from lightd.transfer.stream import HEADER
+from lightd.transfer.stream import HEADER, Buffer
 
 DEPTH = 8
 WAIT = 0.25
 
 
-def data_frame(payload: bytes, stream: int | None) -> bytes:
-    """A ``D`` frame; with several streams its payload starts with the stream's index."""
+def data_header(size: int, stream: int | None) -> bytes:
+    """The header of a ``D`` frame of ``size`` bytes of payload; with several streams
+    the payload starts with the stream's index (in the header bytes returned)."""
     if stream is None:
-        return HEADER.pack(b"D", len(payload)) + payload
-    return HEADER.pack(b"D", len(payload) + 1) + bytes((stream,)) + payload
+        return HEADER.pack(b"D", size)
+    return HEADER.pack(b"D", size + 1) + bytes((stream,))
 
 
 def run_in_thread(fn: Callable[[], Any], name: str) -> asyncio.Future[Any]:
@@ -76,7 +78,7 @@ class Outflow:
         self.digests = [hashlib.sha256() for _ in range(streams)]
         self.counts = [0] * streams
         self._room = [threading.Semaphore(DEPTH) for _ in range(streams)]
-        self._queue: asyncio.Queue[tuple[int, bytes] | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[int, bytes, bytes] | None] = asyncio.Queue()
         self._loop = asyncio.get_running_loop()
         self._stopped = threading.Event()
 
@@ -94,7 +96,7 @@ class Outflow:
             if self._stopped.is_set():
                 raise Cancelled()
             self._loop.call_soon_threadsafe(
-                self._queue.put_nowait, (stream, data_frame(piece, index))
+                self._queue.put_nowait, (stream, data_header(len(piece), index), piece)
             )
 
         return put
@@ -114,8 +116,9 @@ class Outflow:
                 if item is None:
                     remaining -= 1
                     continue
-                stream, payload = item
+                stream, header, payload = item
                 self._room[stream].release()
+                yield header
                 yield payload
             for producer in producers:
                 producer.result()
@@ -134,11 +137,11 @@ class Outflow:
 
 
 class Inflow:
-    """One stream's payloads, put by the loop, read as a file by a worker thread."""
+    """One stream's payloads, put by the loop, taken by a worker thread as they came
+    (iterating it: the very buffers put, hashed as they are taken, no copy)."""
 
     def __init__(self) -> None:
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=DEPTH)
-        self._view = memoryview(b"")
+        self._queue: queue.Queue[Buffer | None] = queue.Queue(maxsize=DEPTH)
         self._eof = False
         self._aborted = False
         self.digest = hashlib.sha256()
@@ -146,7 +149,7 @@ class Inflow:
 
     # -- the loop side ------------------------------------------------------------------
 
-    async def put(self, payload: bytes) -> None:
+    async def put(self, payload: Buffer) -> None:
         try:
             self._queue.put_nowait(payload)
         except queue.Full:
@@ -171,8 +174,8 @@ class Inflow:
 
     # -- the thread side ----------------------------------------------------------------
 
-    def _fill(self) -> bool:
-        while not self._view and not self._eof:
+    def __iter__(self) -> Iterator[Buffer]:
+        while not self._eof:
             if self._aborted:
                 raise Cancelled()
             item = self._queue.get()
@@ -180,27 +183,13 @@ class Inflow:
                 raise Cancelled()
             if item is None:
                 self._eof = True
-                break
+                return
             self.digest.update(item)
             self.count += len(item)
-            self._view = memoryview(item)
-        return bool(self._view)
-
-    def read(self, size: int = -1) -> bytes:
-        if not self._fill():
-            return b""
-        if size < 0 or size >= len(self._view):
-            out, self._view = bytes(self._view), memoryview(b"")
-            return out
-        out = bytes(self._view[:size])
-        self._view = self._view[size:]
-        return out
-
-    def readable(self) -> bool:
-        return True
+            yield item
 
     def drain(self) -> None:
         """Take (and hash) whatever is left, until the end."""
         with contextlib.suppress(Cancelled):
-            while self._fill():
-                self._view = memoryview(b"")
+            for _ in self:
+                pass

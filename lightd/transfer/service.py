@@ -91,6 +91,7 @@ from lightd.transfer.records import INTERRUPTED, Transfer, TransferRecords, Tran
 from lightd.transfer.stream import (
     CHUNK,
     COMPRESSIONS,
+    Buffer,
     Compression,
     Folder,
     FrameError,
@@ -290,7 +291,7 @@ class Transfers:
         await self._wait_forgotten(transfer.internal_id)
         if not transfer.keep_source and transfer.volume_id is not None:
             with contextlib.suppress(LightdError, OSError):
-                await self._delete_volume(transfer.volume_id)
+                await self._delete_volume(transfer, transfer.volume_id)
         if transfer.backups and not transfer.keep_source and self.backups is not None:
             await self.backups.let_go(transfer.backups, remove_archives=True)
         transfer.state, transfer.phase = "completed", "done"
@@ -543,16 +544,29 @@ class Transfers:
                 return
             await asyncio.sleep(0.2)
 
-    async def _delete_volume(self, volume_id: str) -> None:
+    async def _delete_volume(self, transfer: Transfer, volume_id: str) -> None:
+        """The volume renamed into the trash (:meth:`VolumeManager.discard`: gone from
+        listings and disk accounting at once; retried while its container is still
+        being removed), its tree removed in the background, or at the next start
+        should this daemon die first."""
         deadline = time.monotonic() + 60
         while True:
             try:
-                await asyncio.to_thread(self._volumes.delete, volume_id)
-                return
+                aside = await asyncio.to_thread(self._volumes.discard, volume_id)
+                break
             except VolumeInUse:
                 if time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(0.2)
+        if aside is not None:
+            self._spawn(self._purge(transfer.id), f"transfer-purge-{transfer.id}")
+
+    async def _purge(self, transfer_id: str) -> None:
+        await pause_point("trashed", transfer_id)
+        try:
+            await self._volumes.run_heavy(self._volumes.purge_trash)
+        except (LightdError, OSError) as exc:
+            log.warning("transfer %s: the old volume could not be removed: %s", transfer_id, exc)
 
     def _manifest(
         self, transfer: Transfer, spec: ContainerSpec, travel: Outgoing
@@ -856,7 +870,7 @@ class Transfers:
 
         def work(index: int) -> None:
             try:
-                unpack(inflows[index], root, compression, folders=folders[index])  # type: ignore[arg-type]
+                unpack(inflows[index], root, compression, folders=folders[index])
             finally:
                 inflows[index].drain()
 
@@ -1043,7 +1057,7 @@ class Transfers:
         await self._wait_forgotten(transfer.internal_id)
         if transfer.volume_id is not None:
             with contextlib.suppress(LightdError, OSError):
-                await self._delete_volume(transfer.volume_id)
+                await self._delete_volume(transfer, transfer.volume_id)
         if transfer.backups and self.backups is not None:
             with contextlib.suppress(LightdError, OSError):
                 await self.backups.let_go(transfer.backups, remove_archives=True)
@@ -1080,7 +1094,7 @@ class _Link:
         return answer
 
 
-async def _next_frame(reader: FrameReader, chunks: AsyncIterator[bytes]) -> tuple[bytes, bytes]:
+async def _next_frame(reader: FrameReader, chunks: AsyncIterator[bytes]) -> tuple[bytes, Buffer]:
     while True:
         try:
             ready = next(reader.feed(b""), None)
@@ -1100,7 +1114,7 @@ async def _next_frame(reader: FrameReader, chunks: AsyncIterator[bytes]) -> tupl
             return found
 
 
-def _loads(payload: bytes) -> dict[str, Any]:
+def _loads(payload: Buffer) -> dict[str, Any]:
     try:
         value = orjson.loads(payload)
     except ValueError:
@@ -1124,7 +1138,7 @@ def _read_file(path: Path, sink: Callable[[bytes], None]) -> None:
 def _write_file(source: Inflow, path: Path) -> None:
     try:
         with open(path, "xb", buffering=0) as handle:
-            while chunk := source.read(CHUNK):
+            for chunk in source:
                 view = memoryview(chunk)
                 while view:
                     view = view[handle.write(view) or 0 :]

@@ -21,13 +21,12 @@ This module must not know about HTTP or containers.
 from __future__ import annotations
 
 import contextlib
-import gzip
+import errno
 import os
 import stat
 import struct
-import tarfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any, Literal, cast
 
@@ -37,13 +36,18 @@ from lightd.errors import ArchiveRejected, LightdError
 from lightd.fs.archive import entry_parts
 from lightd.fs.beneath import DIR_FLAGS, READ_FLAGS, Root, closing_fd, lstat_at
 from lightd.fs.paths import TEMP_PREFIX
+from lightd.transfer import tar
 
 HEADER = struct.Struct(">cQ")
 MAX_META_FRAME = 4 * 1024 * 1024
 MAX_DATA_FRAME = 8 * 1024 * 1024
 CHUNK = 1024 * 1024
+BATCH = 2 * CHUNK  # tar bytes gathered before each compressor call
 MAX_PIECE = 4 * CHUNK
 WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+Buffer = bytes | bytearray | memoryview
 
 
 def frame(kind: bytes, payload: bytes) -> bytes:
@@ -55,37 +59,79 @@ class FrameError(ValueError):
 
 
 class FrameReader:
-    """Frames out of bytes fed in any pieces."""
+    """Frames out of bytes fed in any pieces.
+
+    A frame whole inside a piece is handed out as a view of that piece (no copy); one
+    spread over pieces is assembled once, into a buffer of its exact size. Payloads are
+    bytes-like (``bytes``, ``bytearray`` or ``memoryview``) and stay valid after the
+    next :meth:`feed`.
+    """
 
     def __init__(self) -> None:
-        self._buffer = bytearray()
+        self._rest = memoryview(b"")  # what the last piece holds past the frames taken
+        self._frame = bytearray()  # a frame being assembled (its header first)
+        self._filled = 0
 
-    def feed(self, data: bytes) -> Iterator[tuple[bytes, bytes]]:
-        self._buffer += data
-        while len(self._buffer) >= HEADER.size:
-            kind, length = HEADER.unpack_from(self._buffer)
-            limit = MAX_DATA_FRAME if kind == b"D" else MAX_META_FRAME
-            if kind not in (b"M", b"D", b"E", b"B") or length > limit:
-                raise FrameError(f"bad frame header {kind!r} of {length} bytes")
+    def feed(self, data: Buffer) -> Iterator[tuple[bytes, Buffer]]:
+        if data:
+            # Frames left untaken in the last piece come first (a rare copy).
+            self._rest = memoryview(bytes(self._rest) + bytes(data) if self._rest else data)
+        while True:
+            view, self._rest = self._rest, memoryview(b"")
+            if self._filled or len(view) < HEADER.size:
+                view = self._gather(view)
+                if self._filled < HEADER.size or self._filled < len(self._frame):
+                    return  # all of the piece went into the frame being assembled
+                whole, self._frame, self._filled = self._frame, bytearray(), 0
+                self._rest = view
+                yield bytes(whole[:1]), memoryview(whole)[HEADER.size :]
+                continue
+            kind, length = self._header(view)
             end = HEADER.size + length
-            if len(self._buffer) < end:
+            if len(view) < end:
+                self._gather(view)
                 return
-            payload = bytes(self._buffer[HEADER.size : end])
-            del self._buffer[:end]
-            yield kind, payload
+            self._rest = view[end:]
+            yield kind, view[HEADER.size : end]
+
+    @staticmethod
+    def _header(view: Buffer) -> tuple[bytes, int]:
+        kind, length = HEADER.unpack_from(view)
+        limit = MAX_DATA_FRAME if kind == b"D" else MAX_META_FRAME
+        if kind not in (b"M", b"D", b"E", b"B") or length > limit:
+            raise FrameError(f"bad frame header {kind!r} of {length} bytes")
+        return bytes(kind), int(length)
+
+    def _gather(self, view: memoryview) -> memoryview:
+        """Add ``view`` to the frame being assembled; what is left past that frame."""
+        if self._filled < HEADER.size:  # its header is still incomplete
+            take = min(len(view), HEADER.size - self._filled)
+            self._frame += view[:take]
+            self._filled += take
+            view = view[take:]
+            if self._filled < HEADER.size:
+                return view
+            _, length = self._header(self._frame)
+            self._frame += bytes(length)  # its exact size, filled in place
+        take = min(len(view), len(self._frame) - self._filled)
+        self._frame[self._filled : self._filled + take] = view[:take]
+        self._filled += take
+        return view[take:]
 
     @property
     def pending(self) -> int:
-        return len(self._buffer)
+        return self._filled + len(self._rest)
 
 
 Compression = Literal["zstd", "gzip"]
 COMPRESSIONS: tuple[Compression, ...] = ("zstd", "gzip")
 
 
-class _Compressed:
-    """A write-only file object that compresses into ``sink``: zstd level 1 on every core,
-    or gzip level 1 (the network, not the compressor, should be the limit)."""
+class _Packer:
+    """Tar blocks gathered in one reusable buffer (file data read straight into it),
+    compressed a buffer at a time: zstd level 1 on every core, or gzip level 1 (the
+    network, not the compressor, should be the limit). The output goes to ``sink`` in
+    pieces of at least :data:`CHUNK` (but the last) and at most :data:`MAX_PIECE`."""
 
     def __init__(self, sink: Callable[[bytes], None], compression: Compression) -> None:
         self._sink = sink
@@ -94,30 +140,66 @@ class _Compressed:
             if compression == "zstd"
             else zlib.compressobj(1, zlib.DEFLATED, 31)
         )
-        self._pending = bytearray()
-        self._written = 0
+        self._buffer = bytearray(BATCH)
+        self._view = memoryview(self._buffer)
+        self._used = 0
+        self._out: list[bytes] = []
+        self._out_size = 0
 
-    def tell(self) -> int:
-        return self._written
+    def add(self, data: bytes) -> None:
+        if self._used + len(data) > BATCH:
+            self._compress()
+        if len(data) > BATCH:
+            self._emit(self._zip.compress(data))
+            return
+        self._view[self._used : self._used + len(data)] = data
+        self._used += len(data)
 
-    def write(self, data: bytes) -> int:
-        self._written += len(data)
-        self._pending += self._zip.compress(data)
-        if len(self._pending) >= CHUNK:
+    def add_file(self, fd: int, size: int) -> None:
+        """``size`` bytes of ``fd`` (from its position), then the block padding; OSError
+        if the file ends sooner (it shrank meanwhile: the pass fails)."""
+        left = size
+        while left:
+            if self._used == BATCH:
+                self._compress()
+            room = self._view[self._used : self._used + min(left, BATCH - self._used)]
+            got = os.readv(fd, [room])
+            if got == 0:
+                raise OSError(errno.EIO, "a file shrank while it was being sent")
+            self._used += got
+            left -= got
+        self.add(bytes(tar.padding(size)))
+
+    def _compress(self) -> None:
+        if self._used:
+            self._emit(self._zip.compress(self._view[: self._used]))
+            self._used = 0
+
+    def _emit(self, data: bytes) -> None:
+        if data:
+            self._out.append(data)
+            self._out_size += len(data)
+        if self._out_size >= CHUNK:
             self._hand_off()
-        return len(data)
 
     def _hand_off(self) -> None:
+        whole = self._out[0] if len(self._out) == 1 else b"".join(self._out)
+        self._out, self._out_size = [], 0
         # A multi-threaded zstd job may give several MiB at once: pieces stay well
         # under MAX_DATA_FRAME.
-        while self._pending:
-            piece = bytes(self._pending[:MAX_PIECE])
-            del self._pending[:MAX_PIECE]
-            self._sink(piece)
+        if len(whole) <= MAX_PIECE:
+            self._sink(whole)
+            return
+        view = memoryview(whole)
+        for start in range(0, len(whole), MAX_PIECE):
+            self._sink(bytes(view[start : start + MAX_PIECE]))
 
     def close(self) -> None:
-        self._pending += self._zip.flush()
-        self._hand_off()
+        self.add(tar.END)
+        self._compress()
+        self._emit(self._zip.flush())
+        if self._out:
+            self._hand_off()
 
 
 def _walk(dir_fd: int, prefix: str) -> Iterator[tuple[str, os.stat_result, int, str]]:
@@ -245,52 +327,61 @@ class _Parents:
 def pack_entries(
     root: Root, entries: list[Entry], sink: Callable[[bytes], None], compression: Compression
 ) -> None:
-    """``entries`` (from :func:`plan`) as a compressed PAX tar, handed to ``sink`` in
-    pieces of about :data:`CHUNK`. An entry gone or changed in kind meanwhile is skipped."""
-    out = _Compressed(sink, compression)
+    """``entries`` (from :func:`plan`) as a compressed PAX tar (:mod:`lightd.transfer.tar`),
+    handed to ``sink`` in pieces of about :data:`CHUNK`. An entry gone or changed in kind
+    meanwhile is skipped."""
+    out = _Packer(sink, compression)
     parents = _Parents(root)
     try:
-        with tarfile.open(fileobj=cast(IO[bytes], out), mode="w", format=tarfile.PAX_FORMAT) as tar:
-            tar.copybufsize = CHUNK  # type: ignore[attr-defined]  # missing from typeshed
-            for item in entries:
-                _add(tar, parents, item)
+        for item in entries:
+            _add(out, parents, item)
     finally:
         parents.close()
     out.close()
 
 
-def _add(tar: tarfile.TarFile, parents: _Parents, item: Entry) -> None:
+def _add(out: _Packer, parents: _Parents, item: Entry) -> None:
     info = item.info
-    entry = tarfile.TarInfo(item.name)
-    entry.mtime = info.st_mtime
-    # Exact to the nanosecond (a float of the seconds is not).
-    seconds, nanos = divmod(info.st_mtime_ns, 1_000_000_000)
-    entry.pax_headers = {"mtime": f"{seconds}.{nanos:09d}"}
-    entry.mode = stat.S_IMODE(info.st_mode)
-    entry.uid, entry.gid = info.st_uid, info.st_gid
-    if stat.S_ISDIR(info.st_mode):
-        entry.type = tarfile.DIRTYPE
-        tar.addfile(entry)
-        return
-    if stat.S_ISLNK(info.st_mode):
-        entry.type = tarfile.SYMTYPE
-        entry.linkname = item.link
-        tar.addfile(entry)
+    mode = stat.S_IMODE(info.st_mode)
+    if stat.S_ISDIR(info.st_mode) or stat.S_ISLNK(info.st_mode):
+        kind = tar.DIRECTORY if stat.S_ISDIR(info.st_mode) else tar.SYMLINK
+        out.add(
+            tar.entry_header(
+                item.name,
+                kind=kind,
+                mode=mode,
+                uid=info.st_uid,
+                gid=info.st_gid,
+                size=0,
+                mtime_ns=info.st_mtime_ns,
+                link=item.link,
+            )
+        )
         return
     parts = tuple(item.name.split("/"))
     try:
         fd = os.open(parts[-1], READ_FLAGS, dir_fd=parents.fd(parts[:-1]))
     except (OSError, LightdError):
         return
-    with os.fdopen(fd, "rb", buffering=0) as handle:
+    with closing_fd(fd):
         now = os.fstat(fd)
         if not stat.S_ISREG(now.st_mode):
             return
         os.set_blocking(fd, True)
-        entry.size = now.st_size
-        # A file that grows meanwhile is cut at the size in its header; one that shrinks
-        # ends the tar with an error (tarfile), which fails the pass.
-        tar.addfile(entry, cast(IO[bytes], handle))
+        out.add(
+            tar.entry_header(
+                item.name,
+                kind=tar.REGULAR,
+                mode=mode,
+                uid=info.st_uid,
+                gid=info.st_gid,
+                size=now.st_size,
+                mtime_ns=info.st_mtime_ns,
+            )
+        )
+        # A file that grows meanwhile is cut at the size in its header; one that
+        # shrinks fails the pass.
+        out.add_file(fd, now.st_size)
 
 
 def pack(
@@ -339,117 +430,175 @@ def remove(staging: Root, names: list[str]) -> None:
             continue  # its folder is gone already
 
 
-def mtime_ns(member: tarfile.TarInfo) -> int:
-    """The entry's mtime in nanoseconds, exact when the PAX header gives it."""
-    text = member.pax_headers.get("mtime", "")
-    whole, _, fraction = text.partition(".")
-    if whole.lstrip("-").isdigit() and (not fraction or fraction.isdigit()):
-        return int(whole) * 1_000_000_000 + int((fraction + "000000000")[:9])
-    return int(member.mtime * 1_000_000_000)
-
-
-class _Forward:
-    """A decompressed stream as a file tarfile can use in ``r:`` mode: full reads, and
-    seeks forward only (by reading past); a seek backwards is a damaged archive."""
-
-    def __init__(self, raw: Any) -> None:
-        self._raw = raw
-        self._position = 0
-
-    def read(self, size: int = -1) -> bytes:
-        if size is None or size < 0:
-            data = bytes(self._raw.read())
-            self._position += len(data)
-            return data
-        pieces: list[bytes] = []
-        wanted = size
-        while wanted > 0:
-            piece = self._raw.read(wanted)
-            if not piece:
-                break
-            pieces.append(piece)
-            wanted -= len(piece)
-        data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-        self._position += len(data)
-        return data
-
-    def tell(self) -> int:
-        return self._position
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        target = offset if whence == os.SEEK_SET else self._position + offset
-        if whence not in (os.SEEK_SET, os.SEEK_CUR) or target < self._position:
-            raise tarfile.ReadError("the transfer archive cannot be read backwards")
-        while self._position < target:
-            if not self.read(min(CHUNK, target - self._position)):
-                break
-        return self._position
-
-
 Folder = tuple[tuple[str, ...], int, int]  # parts, mode, mtime in nanoseconds
 
 
+def _pieces(archive: IO[bytes] | Iterable[Buffer]) -> Iterator[Buffer]:
+    if isinstance(archive, Iterable):
+        yield from archive
+        return
+    while piece := archive.read(CHUNK):
+        yield piece
+
+
+class _Source:
+    """The compressed pieces as the file zstd's stream reader pulls from."""
+
+    def __init__(self, pieces: Iterator[Buffer]) -> None:
+        self._pieces = pieces
+
+    def read(self, size: int = -1) -> Buffer:
+        return next(self._pieces, b"")
+
+
+def _decompressed(
+    archive: IO[bytes] | Iterable[Buffer], compression: Compression
+) -> Iterator[memoryview]:
+    """The decompressed stream in pieces, each valid until the next is asked for (zstd
+    decompresses straight into one reusable buffer)."""
+    if compression == "zstd":
+        reader = zstandard.ZstdDecompressor().stream_reader(
+            cast(IO[bytes], _Source(_pieces(archive))), read_size=CHUNK
+        )
+        buffer = bytearray(CHUNK)
+        view = memoryview(buffer)
+        while got := reader.readinto(buffer):
+            yield view[:got]
+        return
+    unzip = zlib.decompressobj(31)
+    for piece in _pieces(archive):
+        if unzip.eof:
+            break  # past the end of the compressed stream: nothing more is read
+        out = unzip.decompress(piece)
+        if out:
+            yield memoryview(out)
+    rest = unzip.flush()
+    if rest:
+        yield memoryview(rest)
+    if not unzip.eof:
+        raise EOFError("the compressed stream ended early")
+
+
+class _Writer:
+    """Creates the entries below ``staging``: parents opened without following (the
+    last one kept while only files are written into it), files exclusively."""
+
+    def __init__(self, staging: Root, pending: list[Folder]) -> None:
+        self._staging = staging
+        self._pending = pending
+        self._parts: tuple[str, ...] | None = None
+        self._fd = -1
+        self._file = -1
+        self._file_member: tar.Member | None = None
+
+    def _parent(self, parts: tuple[str, ...]) -> int:
+        if parts != self._parts:
+            self._forget()
+            self._fd = self._staging.open_dir(parts, create=True)
+            self._parts = parts
+        return self._fd
+
+    def _forget(self) -> None:
+        """Drop the kept parent: the tree changed shape (a folder, a link, a removal)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._fd, self._parts = -1, None
+
+    def begin(self, member: tar.Member) -> bool:
+        """Create the entry (a file stays open for its data); False for the root."""
+        parts = entry_parts(member.name)
+        if not parts:
+            return False
+        mode = member.mode & 0o7777 & ~0o7000
+        if member.kind == tar.REGULAR:
+            parent = self._parent(parts[:-1])
+            name = parts[-1]
+            try:
+                fd = os.open(name, WRITE_FLAGS, 0o600, dir_fd=parent)
+            except FileExistsError:
+                _clear(parent, name)  # a later pass replaces what an earlier wrote
+                fd = os.open(name, WRITE_FLAGS, 0o600, dir_fd=parent)
+            self._file, self._file_member = fd, member
+            if member.size == 0:
+                self.end_file()
+            return True
+        self._forget()
+        if member.kind not in (tar.DIRECTORY, tar.SYMLINK):
+            raise ArchiveRejected(f"Archive entry {member.name!r} is refused")
+        with self._staging.dir(parts[:-1], create=True) as parent:
+            name = parts[-1]
+            found = lstat_at(parent, name)
+            if found is not None and not (
+                member.kind == tar.DIRECTORY and stat.S_ISDIR(found.st_mode)
+            ):
+                _clear(parent, name)  # a later pass replaces what an earlier wrote
+            if member.kind == tar.DIRECTORY:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(name, 0o700, dir_fd=parent)
+                if not stat.S_ISDIR(os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode):
+                    raise ArchiveRejected(f"Archive entry {member.name!r} is refused")
+                self._pending.append((parts, mode, member.mtime_ns))
+            else:
+                os.symlink(member.link, name, dir_fd=parent)
+                stamp = member.mtime_ns
+                os.utime(name, ns=(stamp, stamp), dir_fd=parent, follow_symlinks=False)
+        return True
+
+    def write(self, data: memoryview) -> None:
+        if self._file < 0:
+            return  # the data of an entry without a name (the root)
+        while data:
+            data = data[os.write(self._file, data) :]
+
+    def end_file(self) -> None:
+        member, fd = self._file_member, self._file
+        if member is None:
+            return
+        self._file, self._file_member = -1, None
+        with closing_fd(fd):
+            os.fchmod(fd, member.mode & 0o7777 & ~0o7000)
+            os.utime(fd, ns=(member.mtime_ns, member.mtime_ns))
+
+    def close(self) -> None:
+        if self._file >= 0:
+            os.close(self._file)
+            self._file, self._file_member = -1, None
+        self._forget()
+
+
 def unpack(
-    archive: IO[bytes],
+    archive: IO[bytes] | Iterable[Buffer],
     staging: Root,
     compression: Compression = "zstd",
     *,
     folders: list[Folder] | None = None,
 ) -> int:
-    """Write the compressed tar read from ``archive`` below ``staging``; entries written.
+    """Write the compressed tar read from ``archive`` (a file, or an iterable of
+    pieces) below ``staging``; entries written.
 
     Folders get their mode and mtime at the end; with ``folders`` given they are
     appended there instead, for :func:`finish_folders` once every stream of a pass is in.
     """
     pending: list[Folder] = [] if folders is None else folders
     count = 0
-    raw: Any = (
-        zstandard.ZstdDecompressor().stream_reader(archive)
-        if compression == "zstd"
-        else gzip.GzipFile(fileobj=archive, mode="rb")
-    )
+    reader = tar.Reader()
+    writer = _Writer(staging, pending)
     try:
-        # "r:" over a forward-only reader: tarfile reads file data in large pieces
-        # straight from the decompressor (its stream mode copies every 10 KiB block).
-        with tarfile.open(fileobj=cast(IO[bytes], _Forward(raw)), mode="r:") as tar:
-            for member in tar:
-                parts = entry_parts(member.name)
-                if not parts:
+        for piece in _decompressed(archive, compression):
+            for item in reader.feed(piece):
+                if isinstance(item, memoryview):
+                    writer.write(item)
                     continue
-                count += 1
-                mode = member.mode & 0o7777 & ~0o7000
-                with staging.dir(parts[:-1], create=True) as parent:
-                    name = parts[-1]
-                    found = lstat_at(parent, name)
-                    if found is not None and not (member.isdir() and stat.S_ISDIR(found.st_mode)):
-                        _clear(parent, name)  # a later pass replaces what an earlier wrote
-                    if member.isdir():
-                        with contextlib.suppress(FileExistsError):
-                            os.mkdir(name, 0o700, dir_fd=parent)
-                        if not stat.S_ISDIR(
-                            os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode
-                        ):
-                            raise ArchiveRejected(f"Archive entry {member.name!r} is refused")
-                        pending.append((parts, mode, mtime_ns(member)))
-                    elif member.isreg():
-                        source = tar.extractfile(member)
-                        assert source is not None
-                        fd = os.open(name, WRITE_FLAGS, 0o600, dir_fd=parent)
-                        with closing_fd(fd):
-                            while chunk := source.read(CHUNK):
-                                view = memoryview(chunk)
-                                while view:
-                                    view = view[os.write(fd, view) :]
-                            os.fchmod(fd, mode)
-                            os.utime(fd, ns=(mtime_ns(member), mtime_ns(member)))
-                    elif member.issym():
-                        os.symlink(member.linkname, name, dir_fd=parent)
-                        stamp = mtime_ns(member)
-                        os.utime(name, ns=(stamp, stamp), dir_fd=parent, follow_symlinks=False)
-                    else:
-                        raise ArchiveRejected(f"Archive entry {member.name!r} is refused")
-    except (tarfile.TarError, zstandard.ZstdError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
+                writer.end_file()
+                count += writer.begin(item)
+            if reader.ended:
+                break
+        writer.end_file()
+        reader.close()
+    except (tar.TarError, zstandard.ZstdError, EOFError, zlib.error) as exc:
         raise ArchiveRejected(f"Transfer archive is damaged: {exc}") from exc
+    finally:
+        writer.close()
     if folders is None:
         finish_folders(staging, pending)
     return count

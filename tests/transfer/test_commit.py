@@ -259,3 +259,43 @@ def test_a_target_unreachable_in_committing_leaves_the_source_stopped(nodes: Nod
     target_clean(nodes, internal_id, volume_id)
     assert engine_holders(nodes, internal_id, running=True) == set()
     assert tree(Path(nodes.src.volume_path(volume_id))) == before
+
+
+@pytest.mark.parametrize("node_env", [{"source": {PAUSE: "trashed"}}])
+def test_source_killed_while_deleting_its_old_volume_sweeps_it_at_its_start(
+    nodes: Nodes,
+) -> None:
+    """After the commit the source renames its old volume into the trash (out of every
+    listing and of the disk accounting at once) and ends the transfer; the tree goes
+    in the background. Killed before that delete, the source lists no such volume and
+    its next start removes the rest."""
+    internal_id, volume_id, before = prepared(nodes)
+    transfer_id = start_transfer(nodes, internal_id)
+    paused(nodes, transfer_id, "trashed")
+    record = wait_ended(nodes.src_api, transfer_id)
+    assert record["state"] == "completed", record
+    trash = nodes.source.data_dir / "volumes" / ".lightd-trash"
+    left = list(trash.iterdir())
+    assert [entry.name.split(".")[0] for entry in left] == [volume_id]
+    assert (left[0] / "big.bin").stat().st_size == 8 * 1024 * 1024  # not deleted yet
+    listed = nodes.src_api.get("/volumes").json()["volumes"]
+    assert volume_id not in [volume["volume_id"] for volume in listed]
+    assert nodes.src_api.get(f"/volumes/{volume_id}").status_code == 404
+    assert not (nodes.source.data_dir / "volumes" / volume_id).exists()
+    kill_and_start(nodes, "source", drop_env=(PAUSE,))
+    wait_for(lambda: not any(trash.iterdir()), timeout=30, what="the trash swept")
+    assert volume_id not in [
+        v["volume_id"] for v in nodes.src_api.get("/volumes").json()["volumes"]
+    ]
+    only_one_runs(nodes, internal_id, volume_id, "target")
+    assert tree(Path(nodes.dst.volume_path(volume_id))) == before
+
+
+def test_the_old_volume_leaves_no_trash_behind(nodes: Nodes) -> None:
+    """Without a pause the background delete empties the trash soon after the end."""
+    internal_id, volume_id, _ = prepared(nodes)
+    transfer_id = start_transfer(nodes, internal_id)
+    assert wait_ended(nodes.src_api, transfer_id)["state"] == "completed"
+    trash = nodes.source.data_dir / "volumes" / ".lightd-trash"
+    wait_for(lambda: not any(trash.iterdir()), timeout=30, what="the trash emptied")
+    only_one_runs(nodes, internal_id, volume_id, "target")

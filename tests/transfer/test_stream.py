@@ -149,3 +149,92 @@ def test_pieces_stay_under_the_frame_limit(tmp_path: Path) -> None:
         pack(root, lambda piece: sizes.append(len(piece)))
     assert sum(sizes) > 40 * 1024 * 1024
     assert max(sizes) <= MAX_PIECE < MAX_DATA_FRAME - 1
+
+
+def tricky_tree(source: Path) -> None:
+    """Long and non-ASCII names, a long link, big ids, odd modes, exact mtimes."""
+    deep = source / ("d" * 90) / ("e" * 90) / "f"
+    deep.mkdir(parents=True)
+    (deep / ("n" * 150)).write_bytes(os.urandom(5000))
+    (source / "héllo wörld.txt").write_bytes(b"")
+    (source / "exact").write_bytes(b"x" * 512)
+    os.utime(source / "exact", ns=(1, 1_600_000_000_123_456_789))
+    os.chmod(source / "exact", 0o751)
+    os.symlink("x" * 200, source / "long-link")
+    os.symlink("/etc/passwd", source / "out-link")
+
+
+@pytest.mark.parametrize("compression", ["zstd", "gzip"])
+def test_the_lean_tar_is_read_by_tarfile(tmp_path: Path, compression: Compression) -> None:
+    """The writer's PAX tar is what tarfile reads (an older lightd unpacks with it)."""
+    import zlib
+
+    import zstandard
+
+    source = tmp_path / "src"
+    source.mkdir()
+    tricky_tree(source)
+    data = bytearray()
+    with Root(source) as root:
+        pack(root, data.extend, compression=compression)
+    raw = (
+        zstandard.ZstdDecompressor().decompressobj().decompress(bytes(data))
+        if compression == "zstd"
+        else zlib.decompress(bytes(data), 31)
+    )
+    with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
+        members = {member.name: member for member in tar}
+        name = f"{'d' * 90}/{'e' * 90}/f/{'n' * 150}"
+        assert tar.extractfile(members[name]).read() == (source / name).read_bytes()  # type: ignore[union-attr]
+    assert members["long-link"].linkname == "x" * 200
+    assert members["out-link"].issym()
+    assert members["exact"].pax_headers["mtime"] == "1600000000.123456789"
+    assert members["exact"].mode == 0o751
+    assert "héllo wörld.txt" in members
+
+
+def test_a_tarfile_pax_archive_is_unpacked(tmp_path: Path) -> None:
+    """What an older lightd sent (tarfile's PAX, exact mtimes in the headers) arrives
+    whole, long names, links and modes included."""
+    source, target = tmp_path / "src", tmp_path / "dst"
+    source.mkdir()
+    target.mkdir()
+    tricky_tree(source)
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
+        for folder, dirs, files in os.walk(source):
+            for name in sorted(dirs + files):
+                path = Path(folder) / name
+                info = tar.gettarinfo(str(path), str(path.relative_to(source)))
+                stamp = os.lstat(path).st_mtime_ns
+                info.pax_headers = {"mtime": f"{stamp // 10**9}.{stamp % 10**9:09d}"}
+                if info.isreg():
+                    with path.open("rb") as handle:
+                        tar.addfile(info, handle)
+                else:
+                    tar.addfile(info)
+    with Root(target) as root:
+        unpack(io.BytesIO(raw.getvalue()), root, "gzip")
+    assert snapshot(target) == snapshot(source)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda raw: raw[:700], id="cut inside an entry"),
+        pytest.param(lambda raw: raw[:1024] + b"x" + raw[1025:], id="a header byte changed"),
+    ],
+)
+def test_damaged_tars_are_refused(tmp_path: Path, damage: object) -> None:
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "a.txt").write_bytes(b"a" * 3000)
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        tar.add(str(source / "a.txt"), "a.txt")
+    import gzip
+
+    broken = gzip.compress(damage(raw.getvalue()))  # type: ignore[operator]
+    (tmp_path / "dst").mkdir()
+    with Root(tmp_path / "dst") as root, pytest.raises(ArchiveRejected, match="damaged"):
+        unpack(io.BytesIO(broken), root, "gzip")
