@@ -18,7 +18,6 @@ from lightd.config import DockerSettings
 from lightd.engine.docker import DockerEngine
 from lightd.engine.records import (
     CreateRequest,
-    Resources,
     Role,
     container_name,
     node_scoped_name,
@@ -37,21 +36,7 @@ def prefix() -> Iterator[str]:
 
 
 def request(internal_id: str, volume: Path) -> CreateRequest:
-    return CreateRequest(
-        internal_id=internal_id,
-        role=Role.MAIN,
-        image=test_engine.TEST_IMAGE,
-        command=["sleep 30"],
-        entrypoint=["/bin/sh", "-c"],
-        volume_path=str(volume),
-        mounts={},
-        extra_binds={},
-        ports=[],
-        environment={},
-        resources=Resources(memory=0, memory_swap=0, nano_cpus=0, pids_limit=64),
-        spec_hash="h",
-        stdin=False,
-    )
+    return test_engine.sleeping_request(internal_id, str(volume), "sleep 30")
 
 
 def test_second_node_gets_a_scoped_name(prefix: str, tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ import pytest
 
 from lightd.config import DockerSettings
 from lightd.engine.docker import DockerEngine
-from lightd.engine.records import CreateRequest, Resources, Role, container_name
+from lightd.engine.records import CreateRequest, Role, container_name
 from tests.support import engine as test_engine
 from tests.support.lab import new_prefix
 
@@ -50,21 +50,7 @@ def inspects(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def request(internal_id: str, volume: Path) -> CreateRequest:
-    return CreateRequest(
-        internal_id=internal_id,
-        role=Role.MAIN,
-        image=test_engine.TEST_IMAGE,
-        command=["exec sleep 300"],
-        entrypoint=["/bin/sh", "-c"],
-        volume_path=str(volume),
-        mounts={},
-        extra_binds={},
-        ports=[],
-        environment={},
-        resources=Resources(memory=0, memory_swap=0, nano_cpus=0, pids_limit=64),
-        spec_hash="h",
-        stdin=False,
-    )
+    return test_engine.sleeping_request(internal_id, str(volume), "exec sleep 300")
 
 
 class Follower:

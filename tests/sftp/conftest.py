@@ -65,7 +65,9 @@ async def session(
     password: str | None = None,
     *,
     client_keys: list[asyncssh.SSHKey] | None = None,
+    **options: Any,
 ) -> AsyncIterator[asyncssh.SFTPClient]:
+    """An asyncssh SFTP session as that user; ``options`` go to ``asyncssh.connect``."""
     async with (
         asyncssh.connect(
             "127.0.0.1",
@@ -76,6 +78,7 @@ async def session(
             known_hosts=None,
             agent_path=None,
             preferred_auth="publickey" if client_keys else "password",
+            **options,
         ) as conn,
         conn.start_sftp_client() as sftp,
     ):

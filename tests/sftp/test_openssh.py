@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.sftp.conftest import Account, OpenSSH, make_account
+from tests.sftp.conftest import Account, OpenSSH, make_account, session
 from tests.support.lab import Lab
 
 
@@ -190,17 +190,16 @@ def test_killed_client_mid_upload_leaves_the_old_file(account: Account, openssh:
         time.sleep(0.05)
 
 
-def test_packet_layer_sends_no_ignore_messages_and_batches_keep_files_whole(
-    account: Account, openssh: OpenSSH
-) -> None:
-    """lightd's asyncssh connection (lightd.sftp.transport): no empty SSH_MSG_IGNORE before
-    each packet, and a file of a few write batches plus a partial one lands whole."""
-    data = os.urandom(3 * 1024 * 1024 + 12345)
-    (openssh.home / "batches.bin").write_bytes(data)
+def put_and_get(
+    openssh: OpenSSH, account: Account, name: str, data: bytes, *options: str
+) -> subprocess.CompletedProcess[str]:
+    """``put`` then ``get`` of ``name`` (holding ``data``) with the OpenSSH client and
+    ``options`` before its other arguments; the upload and the copy back must equal it."""
+    (openssh.home / name).write_bytes(data)
     args, env = openssh.command(account.port, account.username, password=account.password)
     done = subprocess.run(
-        [args[0], "-vvv", *args[1:]],
-        input="put batches.bin batches.bin\nget batches.bin back.bin\n",
+        [args[0], *options, *args[1:]],
+        input=f"put {name} {name}\nget {name} back-{name}\n",
         capture_output=True,
         text=True,
         env=env,
@@ -209,10 +208,20 @@ def test_packet_layer_sends_no_ignore_messages_and_batches_keep_files_whole(
         start_new_session=True,
     )
     assert done.returncode == 0, done.stderr[-2000:]
+    assert (account.volume / name).read_bytes() == data
+    assert (openssh.home / f"back-{name}").read_bytes() == data
+    return done
+
+
+def test_packet_layer_sends_no_ignore_messages_and_batches_keep_files_whole(
+    account: Account, openssh: OpenSSH
+) -> None:
+    """lightd's asyncssh connection (lightd.sftp.transport): no empty SSH_MSG_IGNORE before
+    each packet, and a file of a few write batches plus a partial one lands whole."""
+    data = os.urandom(3 * 1024 * 1024 + 12345)
+    done = put_and_get(openssh, account, "batches.bin", data, "-vvv")
     assert "Authenticated to" in done.stderr
     assert "Received SSH2_MSG_IGNORE" not in done.stderr
-    assert (account.volume / "batches.bin").read_bytes() == data
-    assert (openssh.home / "back.bin").read_bytes() == data
 
 
 @pytest.mark.parametrize("cipher", ["aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com"])
@@ -225,26 +234,17 @@ def test_rekeys_mid_transfer_keep_the_fast_paths_byte_for_byte(
     is the same there and back."""
     import asyncio
 
-    import asyncssh
-
     payload = os.urandom(12 * 1024 * 1024)
     before = fast_packets(api)
 
     async def run() -> bytes:
-        async with (
-            asyncssh.connect(
-                "127.0.0.1",
-                account.port,
-                username=account.username,
-                password=account.password,
-                known_hosts=None,
-                agent_path=None,
-                preferred_auth="password",
-                encryption_algs=[cipher],
-                rekey_bytes=1024 * 1024,
-            ) as conn,
-            conn.start_sftp_client() as sftp,
-        ):
+        async with session(
+            account.port,
+            account.username,
+            account.password,
+            encryption_algs=[cipher],
+            rekey_bytes=1024 * 1024,
+        ) as sftp:
             async with sftp.open("rekeyed.bin", "wb") as out:
                 await out.write(payload)
             async with sftp.open("rekeyed.bin", "rb") as back:
@@ -267,21 +267,7 @@ def test_reads_of_many_packets_keep_an_upload_whole(
     ends inside one (aes128-gcm, opened by lightd's receive path); the file lands whole
     and comes back the same."""
     data = os.urandom(32 * 1024 * 1024 + 4321)
-    (openssh.home / "many.bin").write_bytes(data)
     before = fast_packets(api)
-    args, env = openssh.command(account.port, account.username, password=account.password)
-    done = subprocess.run(
-        [args[0], "-c", "aes128-gcm@openssh.com", *args[1:]],
-        input="put many.bin many.bin\nget many.bin back.bin\n",
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=openssh.home,
-        timeout=120,
-        start_new_session=True,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert (account.volume / "many.bin").read_bytes() == data
-    assert (openssh.home / "back.bin").read_bytes() == data
+    put_and_get(openssh, account, "many.bin", data, "-c", "aes128-gcm@openssh.com")
     opened = fast_packets(api)[2] - before[2]
     assert opened >= len(data), opened

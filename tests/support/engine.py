@@ -14,7 +14,29 @@ from typing import Any
 import docker
 import docker.errors
 
+from lightd.engine.records import CreateRequest, Resources, Role
+
 TEST_IMAGE = os.environ.get("LIGHTD_TEST_IMAGE", "lightd-test/busybox:latest")
+
+
+def sleeping_request(internal_id: str, volume: str, command: str) -> CreateRequest:
+    """An engine-level create of a main container of the test image running ``command``
+    (a shell line), the volume mounted, no ports, mounts or environment."""
+    return CreateRequest(
+        internal_id=internal_id,
+        role=Role.MAIN,
+        image=TEST_IMAGE,
+        command=[command],
+        entrypoint=["/bin/sh", "-c"],
+        volume_path=volume,
+        mounts={},
+        extra_binds={},
+        ports=[],
+        environment={},
+        resources=Resources(memory=0, memory_swap=0, nano_cpus=0, pids_limit=64),
+        spec_hash="h",
+        stdin=False,
+    )
 
 
 @contextmanager
