@@ -9,10 +9,7 @@ that no lightd manages stays a conflict (answered as it is).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from lightd.config import DockerSettings
 from lightd.engine.docker import DockerEngine
@@ -23,16 +20,6 @@ from lightd.engine.records import (
     node_scoped_name,
 )
 from tests.support import engine as test_engine
-from tests.support.lab import new_prefix
-
-
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    made = new_prefix()
-    try:
-        yield made
-    finally:
-        test_engine.remove_prefixed(made)
 
 
 def request(internal_id: str, volume: Path) -> CreateRequest:

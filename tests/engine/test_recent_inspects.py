@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +22,6 @@ from lightd.config import DockerSettings
 from lightd.engine.docker import DockerEngine
 from lightd.engine.records import CreateRequest, Role, container_name
 from tests.support import engine as test_engine
-from tests.support.lab import new_prefix
-
-
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    made = new_prefix()
-    try:
-        yield made
-    finally:
-        test_engine.remove_prefixed(made)
 
 
 @pytest.fixture
