@@ -204,7 +204,7 @@ def test_kill_9_during_a_resize_leaves_a_usable_volume(rig: DiskRig) -> None:
     killed.kill()
     killed.wait()
     rig.start()
-    assert is_mounted(path)
+    assert is_mounted(path), rig.daemon.log_path.read_text()[-6000:]  # why it did not mount
     assert not undo.exists()
     for name, text in (("keep", "kept"), ("keep2", "k2")):
         shown = rig.http.get(f"{url}/files/content", params={"path": name})
