@@ -154,3 +154,16 @@ def per_container(counts: Counter[str], containers: int) -> str:
         rows.append(f"    {n:>7} {n / max(containers, 1):>10.2f}  {kind}")
     rows.append(f"    {total:>7} {total / max(containers, 1):>10.2f}  (all)")
     return "\n".join(rows)
+
+
+def print_since(
+    counter: CallCounter | None, before: Counter[str] | None, containers: int, title: str
+) -> None:
+    """Print ``title`` and the calls counted since ``before`` per container (no counter:
+    nothing)."""
+    if counter is None or before is None:
+        return
+    calls = counter.snapshot()
+    calls.subtract(before)
+    print(title)
+    print(per_container(+calls, containers))

@@ -60,7 +60,7 @@ import _common as c
 import docker
 import httpx
 import websockets.asyncio.client
-from _engine_calls import CallCounter, per_container
+from _engine_calls import CallCounter, print_since
 
 COMMAND = "exec sleep 100000"
 MEMORY = 64 * c.MIB
@@ -347,11 +347,9 @@ def main() -> int:
                                 f"  lightd CPU {cpu:.2f} s over the round: "
                                 f"{cpu * 1000 / args.count:.1f} ms/container"
                             )
-                            if counter is not None and calls0 is not None:
-                                calls = counter.snapshot()
-                                calls.subtract(calls0)
-                                print("  lightd's engine calls in the round:")
-                                print(per_container(+calls, args.count))
+                            print_since(
+                                counter, calls0, args.count, "  lightd's engine calls in the round:"
+                            )
                             if last:
                                 spy = start_profile(args.profile, daemon, "idle")
                                 idle = idle_cpu(
@@ -464,11 +462,7 @@ def idle_cpu(
         f"  lightd idle with {count} running: {used * 100:.2f}% of one core over "
         f"{seconds:.0f} s (load {load_average()})"
     )
-    if counter is not None and calls0 is not None:
-        calls = counter.snapshot()
-        calls.subtract(calls0)
-        print(f"  lightd's engine calls while idle ({seconds:.0f} s):")
-        print(per_container(+calls, count))
+    print_since(counter, calls0, count, f"  lightd's engine calls while idle ({seconds:.0f} s):")
     return used
 
 
