@@ -232,6 +232,7 @@ class Daemon:
             tokens=self.transfer_tokens,
             admit=self._admit_error,
             seed_install=self.controller.seed_install,
+            drop_seed=self.controller.drop_seed,
             changed=lambda key, view: self.watch.set_object("transfer", key, view),
             finished=self._transfer_finished,
             hand_over=self._hand_transferred,

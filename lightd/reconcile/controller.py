@@ -109,6 +109,9 @@ class Controller:
         self._refusals: set[str] = set()
         # Keys kept stopped whatever their power (a restore of their volume runs).
         self._kept_stopped: set[str] = set()  # volumes being restored (lightd.backups)
+        # Keys whose install was seeded before their document exists (a transfer's
+        # target): held, not forgotten, until the document comes or the seed is dropped.
+        self._seeded: set[str] = set()
         self._engine = engine
         self.desired = desired
         self.observed = observed
@@ -186,7 +189,12 @@ class Controller:
         exit_code: int | None,
     ) -> None:
         """Record an install done elsewhere (a transfer's source) before the document exists,
-        so a transferred-in container is not installed again over its copied volume."""
+        so a transferred-in container is not installed again over its copied volume.
+
+        Until the document is written (or :meth:`drop_seed`), a pass over ``key`` holds
+        the record as the deletion guard would: an engine event or a resync in between
+        must not forget it, or the copy would be installed again."""
+        self._seeded.add(key)
         await self.observed.patch(
             key,
             ObservedPatch(
@@ -196,6 +204,11 @@ class Controller:
                 install_exit_code=exit_code,
             ),
         )
+
+    def drop_seed(self, key: str) -> None:
+        """End :meth:`seed_install`'s hold without a document: the record is forgotten."""
+        self._seeded.discard(key)
+        self.hint(key)
 
     def keep_stopped(self, key: str) -> None:
         """Converge ``key`` as if its power were ``stopped`` until :meth:`let_run`."""
@@ -529,6 +542,8 @@ class Controller:
         actual: Actual | None = None  # looked at once per pass: record-only steps keep it
         for _step in range(MAX_STEPS):
             desired = self.desired.get(key)
+            if desired is not None:
+                self._seeded.discard(key)  # the seeded record is the document's now
             if desired is not None and key in self._kept_stopped:
                 desired = desired.model_copy(update={"power": Power.STOPPED})
             observed = self.observed.get(key)
@@ -596,7 +611,7 @@ class Controller:
         return Gates(
             disk_limit=limit,
             disk_over=over,
-            held=desired is None and self.desired.deletion_held(key),
+            held=desired is None and (key in self._seeded or self.desired.deletion_held(key)),
             refusal=refusal,
             known_refusals=frozenset(self._refusals),
             revision=self.desired.digest(key),

@@ -172,6 +172,7 @@ class Transfers:
         tokens: TransferTokens,
         admit: Callable[[ContainerSpec], LightdError | None],
         seed_install: SeedInstall,
+        drop_seed: Callable[[str], None],
         changed: Callable[[str, dict[str, Any]], None] | None = None,
         finished: Callable[[str, dict[str, Any]], None] | None = None,
         hand_over: Callable[[ContainerSpec, Path], Awaitable[None]] | None = None,
@@ -186,6 +187,7 @@ class Transfers:
         self._tokens = tokens
         self._admit = admit
         self._seed_install = seed_install
+        self._drop_seed = drop_seed
         self._changed = changed
         self._finished = finished
         self._records = TransferRecords(data)
@@ -1047,7 +1049,9 @@ class Transfers:
 
     async def _withdraw(self, transfer: Transfer) -> None:
         """Delete the document a failed target published (the reconciler removes its
-        engine container); nothing when it is gone already."""
+        engine container); nothing when it is gone already. A seeded install record
+        without a document is let go too."""
+        self._drop_seed(transfer.internal_id)
         with contextlib.suppress(LightdError):
             await self._containers.delete(transfer.internal_id)
 

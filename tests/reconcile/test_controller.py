@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from lightd.engine.records import Role, container_name
+from lightd.spec.container import install_key
 from lightd.spec.observed import InstallState, ObservedContainer, RuntimeState
 from tests.reconcile.rig import IMAGE, Rig, make_rig, spec
 
@@ -244,6 +245,51 @@ def test_a_deleted_document_removes_then_forgets(tmp_path: Path) -> None:
         rig.desired.held.clear()
         await rig.drain("mc-1")
         assert rig.fake.named(MAIN) is None
+        assert rig.observed.get("mc-1") is None
+
+    run(tmp_path, scenario)
+
+
+def test_a_seeded_install_outlives_passes_before_its_document_and_is_not_run_again(
+    tmp_path: Path,
+) -> None:
+    """A transfer's target seeds the install record, then writes the document: a pass
+    over the key in between (an engine event, a resync) must not forget the record."""
+
+    async def scenario(rig: Rig) -> None:
+        rig.fake.installs_run = True
+        moved = spec(install_script="echo hi")
+        await rig.controller.seed_install(
+            "mc-1",
+            state=InstallState.READY,
+            install_key=install_key(moved),
+            image=IMAGE,
+            exit_code=0,
+        )
+        await rig.drain("mc-1")  # no document yet
+        assert observed(rig).install_state is InstallState.READY
+        rig.desired.put(moved)
+        await rig.drain("mc-1")
+        assert rig.fake.named(INSTALL) is None  # not installed again
+        main = rig.fake.named(MAIN)
+        assert main is not None and main.running
+        # Once the document came, its deletion forgets the record as ever.
+        del rig.desired.specs["mc-1"]
+        await rig.drain("mc-1")
+        assert rig.observed.get("mc-1") is None
+
+    run(tmp_path, scenario)
+
+
+def test_a_dropped_seed_is_forgotten(tmp_path: Path) -> None:
+    async def scenario(rig: Rig) -> None:
+        await rig.controller.seed_install(
+            "mc-1", state=InstallState.READY, install_key="k", image=IMAGE, exit_code=0
+        )
+        await rig.drain("mc-1")
+        assert rig.observed.get("mc-1") is not None
+        rig.controller.drop_seed("mc-1")
+        await rig.drain("mc-1")
         assert rig.observed.get("mc-1") is None
 
     run(tmp_path, scenario)
