@@ -304,21 +304,24 @@ def split(entries: list[Entry], streams: int) -> list[list[Entry]]:
 
 
 class _Parents:
-    """Descriptors of the folders entries live in, the last one kept open (walk order)."""
+    """Descriptors of the folders entries live in, the last one kept open (walk order);
+    with ``create``, missing folders are made (the writer's staging)."""
 
-    def __init__(self, root: Root) -> None:
+    def __init__(self, root: Root, *, create: bool = False) -> None:
         self._root = root
+        self._create = create
         self._parts: tuple[str, ...] | None = None
         self._fd = -1
 
     def fd(self, parts: tuple[str, ...]) -> int:
         if parts != self._parts:
             self.close()
-            self._fd = self._root.open_dir(parts)
+            self._fd = self._root.open_dir(parts, create=self._create)
             self._parts = parts
         return self._fd
 
     def close(self) -> None:
+        """Drop the kept descriptor (for the writer: the tree changed shape)."""
         if self._fd >= 0:
             os.close(self._fd)
         self._fd, self._parts = -1, None
@@ -486,23 +489,9 @@ class _Writer:
     def __init__(self, staging: Root, pending: list[Folder]) -> None:
         self._staging = staging
         self._pending = pending
-        self._parts: tuple[str, ...] | None = None
-        self._fd = -1
+        self._parents = _Parents(staging, create=True)
         self._file = -1
         self._file_member: tar.Member | None = None
-
-    def _parent(self, parts: tuple[str, ...]) -> int:
-        if parts != self._parts:
-            self._forget()
-            self._fd = self._staging.open_dir(parts, create=True)
-            self._parts = parts
-        return self._fd
-
-    def _forget(self) -> None:
-        """Drop the kept parent: the tree changed shape (a folder, a link, a removal)."""
-        if self._fd >= 0:
-            os.close(self._fd)
-        self._fd, self._parts = -1, None
 
     def begin(self, member: tar.Member) -> bool:
         """Create the entry (a file stays open for its data); False for the root."""
@@ -511,7 +500,7 @@ class _Writer:
             return False
         mode = member.mode & 0o7777 & ~0o7000
         if member.kind == tar.REGULAR:
-            parent = self._parent(parts[:-1])
+            parent = self._parents.fd(parts[:-1])
             name = parts[-1]
             try:
                 fd = os.open(name, WRITE_FLAGS, 0o600, dir_fd=parent)
@@ -522,7 +511,7 @@ class _Writer:
             if member.size == 0:
                 self.end_file()
             return True
-        self._forget()
+        self._parents.close()  # the tree changes shape (a folder, a link, a removal)
         if member.kind not in (tar.DIRECTORY, tar.SYMLINK):
             raise ArchiveRejected(f"Archive entry {member.name!r} is refused")
         with self._staging.dir(parts[:-1], create=True) as parent:
@@ -563,7 +552,7 @@ class _Writer:
         if self._file >= 0:
             os.close(self._file)
             self._file, self._file_member = -1, None
-        self._forget()
+        self._parents.close()
 
 
 def unpack(
