@@ -75,6 +75,12 @@ class DaemonProcess:
         return env
 
     def start(self, *, timeout: float = 30.0) -> DaemonProcess:
+        self.spawn()
+        return self.wait_started(timeout=timeout)
+
+    def spawn(self) -> None:
+        """Start the process without waiting for it to listen (:meth:`wait_started`):
+        two daemons started side by side import at the same time."""
         self.root.mkdir(parents=True, exist_ok=True)
         args = [sys.executable, "-m", "lightd", "serve"]
         if self.config is not None:
@@ -86,6 +92,10 @@ class DaemonProcess:
             args, cwd=REPO, env=self.environment(), stdout=log, stderr=subprocess.STDOUT
         )
         log.close()
+
+    def wait_started(self, *, timeout: float = 30.0) -> DaemonProcess:
+        """Until the spawned daemon says where it listens (killed after ``timeout``)."""
+        assert self.proc is not None, "spawn() first"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             text = self.new_log()

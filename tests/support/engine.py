@@ -56,17 +56,22 @@ def inspect(name: str) -> dict[str, Any] | None:
             return None
 
 
-def managed_names(prefix: str) -> list[str]:
-    """Names of lightd-managed containers whose internal_id starts with ``prefix``."""
+def managed_names(prefix: str, node: str | None = None) -> list[str]:
+    """Names of lightd-managed containers whose internal_id starts with ``prefix`` (of
+    the node ``node`` only, when given: two daemons share the engine in some tests)."""
+    labels = ["io.lightd.managed=true"] + ([f"io.lightd.node={node}"] if node else [])
     with client() as c:
-        found = c.api.containers(all=True, filters={"label": "io.lightd.managed=true"})
+        found = c.api.containers(all=True, filters={"label": labels})
     names = [str(entry["Names"][0]).lstrip("/") for entry in found]
     return sorted(name for name in names if name.startswith(f"lightd-{prefix}"))
 
 
-def remove_prefixed(prefix: str) -> None:
+def remove_prefixed(prefix: str, node: str | None = None) -> None:
+    """Force-remove the containers named ``lightd-<prefix>...`` (of ``node`` only, when
+    given)."""
+    filters = {"label": [f"io.lightd.node={node}"]} if node else {}
     with client() as c:
-        for entry in c.api.containers(all=True):
+        for entry in c.api.containers(all=True, filters=filters):
             name = str(entry["Names"][0]).lstrip("/")
             if name.startswith(f"lightd-{prefix}"):
                 with suppress(docker.errors.NotFound):

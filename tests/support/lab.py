@@ -105,22 +105,30 @@ class Lab:
         folder = self.daemon.data_dir / "state" / "containers"
         return any(folder.glob(f"{self.prefix}-*.json")) if folder.is_dir() else False
 
+    def _node(self) -> str | None:
+        """This daemon's node id: the engine may hold another node's namesakes."""
+        try:
+            return (self.daemon.data_dir / "node.id").read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
     def cleanup(self) -> None:
         for internal_id in self.created:
             self.api.delete(f"/containers/{internal_id}")
+        node = self._node()
         deadline = time.monotonic() + 30
         quiet_since: float | None = None
         # Quiet twice in a row: a reconcile that read the document before its deletion
         # may still create the container, then remove it on its next look.
         while time.monotonic() < deadline:
-            if engine.managed_names(self.prefix) or self._state_left():
+            if engine.managed_names(self.prefix, node) or self._state_left():
                 quiet_since = None
             elif quiet_since is None:
                 quiet_since = time.monotonic()
             elif time.monotonic() - quiet_since > 1.0:
                 break
             time.sleep(0.2)
-        engine.remove_prefixed(self.prefix)
+        engine.remove_prefixed(self.prefix, node)
         for port in self.ports:
             self.api.delete(f"/network/ports/127.0.0.1/{port}")
 

@@ -36,9 +36,11 @@ def nodes(tmp_path: Path, node_env: dict[str, Any]) -> Iterator[Nodes]:
         env={**FAST_RECONCILER, **node_env.get("target", {})},
         token="lightd_" + "b2" * 16,
     )
-    source.start()
+    source.spawn()
     try:
-        target.start()
+        target.spawn()
+        source.wait_started()
+        target.wait_started()
         prefix = new_prefix()
         with source.client() as src_api, target.client() as dst_api:
             pair = Nodes(
