@@ -106,12 +106,11 @@ class Proxy:
                 await writer.drain()
 
         tasks = [asyncio.ensure_future(upstream()), asyncio.ensure_future(downstream())]
-        await asyncio.wait(
-            [*tasks, asyncio.ensure_future(cut.wait())], return_when="FIRST_COMPLETED"
-        )
+        waiter = asyncio.ensure_future(cut.wait())
+        await asyncio.wait([*tasks, waiter], return_when="FIRST_COMPLETED")
         if cut.is_set():
             self.cuts += 1
-        for task in tasks:
+        for task in (*tasks, waiter):  # none left pending when the loop closes
             task.cancel()
         for side in (writer, up_writer):
             sock = side.get_extra_info("socket")
