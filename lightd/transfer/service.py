@@ -105,6 +105,7 @@ from lightd.transfer.stream import (
     remove,
     split,
     unpack,
+    zstd_threads,
 )
 from lightd.transfer.tokens import TransferTokens
 
@@ -617,7 +618,14 @@ class Transfers:
             outflow = Outflow(streams)
             producers = [
                 run_in_thread(
-                    functools.partial(pack_entries, root, group, outflow.sink(index), compression),
+                    functools.partial(
+                        pack_entries,
+                        root,
+                        group,
+                        outflow.sink(index),
+                        compression,
+                        threads=zstd_threads(streams),
+                    ),
                     f"transfer-pack-{transfer.id}-{index}",
                 )
                 for index, group in enumerate(split(entries, streams))

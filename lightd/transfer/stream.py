@@ -129,14 +129,17 @@ COMPRESSIONS: tuple[Compression, ...] = ("zstd", "gzip")
 
 class _Packer:
     """Tar blocks gathered in one reusable buffer (file data read straight into it),
-    compressed a buffer at a time: zstd level 1 on every core, or gzip level 1 (the
-    network, not the compressor, should be the limit). The output goes to ``sink`` in
-    pieces of at least :data:`CHUNK` (but the last) and at most :data:`MAX_PIECE`."""
+    compressed a buffer at a time: zstd level 1 (as the ``zstd -1 -T0`` peer) with
+    ``threads`` workers (see :func:`zstd_threads`), or gzip level 1 (the network, not
+    the compressor, should be the limit). The output goes to ``sink`` in pieces of at
+    least :data:`CHUNK` (but the last) and at most :data:`MAX_PIECE`."""
 
-    def __init__(self, sink: Callable[[bytes], None], compression: Compression) -> None:
+    def __init__(
+        self, sink: Callable[[bytes], None], compression: Compression, threads: int = -1
+    ) -> None:
         self._sink = sink
         self._zip: Any = (
-            zstandard.ZstdCompressor(level=1, threads=-1).compressobj()
+            zstandard.ZstdCompressor(level=1, threads=threads).compressobj()
             if compression == "zstd"
             else zlib.compressobj(1, zlib.DEFLATED, 31)
         )
@@ -327,13 +330,28 @@ class _Parents:
         self._fd, self._parts = -1, None
 
 
+def zstd_threads(streams: int, cpus: int | None = None) -> int:
+    """zstd workers per stream when ``streams`` are packed at once: the cores shared out;
+    0 (compressing in the packing thread itself, no hand-off to a worker) once the
+    streams alone occupy every core; -1 (every core) for a single stream."""
+    if streams <= 1:
+        return -1
+    share = (cpus or os.cpu_count() or 1) // streams
+    return share if share >= 2 else 0
+
+
 def pack_entries(
-    root: Root, entries: list[Entry], sink: Callable[[bytes], None], compression: Compression
+    root: Root,
+    entries: list[Entry],
+    sink: Callable[[bytes], None],
+    compression: Compression,
+    *,
+    threads: int = -1,
 ) -> None:
     """``entries`` (from :func:`plan`) as a compressed PAX tar (:mod:`lightd.transfer.tar`),
-    handed to ``sink`` in pieces of about :data:`CHUNK`. An entry gone or changed in kind
-    meanwhile is skipped."""
-    out = _Packer(sink, compression)
+    handed to ``sink`` in pieces of about :data:`CHUNK`, zstd with ``threads`` workers
+    (-1: every core, 0: none). An entry gone or changed in kind meanwhile is skipped."""
+    out = _Packer(sink, compression, threads)
     parents = _Parents(root)
     try:
         for item in entries:

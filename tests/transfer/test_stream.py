@@ -30,6 +30,7 @@ from lightd.transfer.stream import (
     remove,
     split,
     unpack,
+    zstd_threads,
 )
 
 
@@ -130,7 +131,7 @@ def test_unpacking_gives_every_entry_to_the_owner(tmp_path: Path) -> None:
         entries, _ = plan(root)
         streams = [bytearray(), bytearray()]
         for data, group in zip(streams, split(entries, 2), strict=True):
-            pack_entries(root, group, data.extend, "zstd")
+            pack_entries(root, group, data.extend, "zstd", threads=zstd_threads(2, 2))
     for top, given in ((target, owner), (plain, None)):
         folders: list[Folder] = []
         with Root(top) as root:
@@ -142,6 +143,16 @@ def test_unpacking_gives_every_entry_to_the_owner(tmp_path: Path) -> None:
     assert owners(plain) == {(os.getuid(), os.getgid())}
     expected = snapshot(source)
     assert snapshot(target) == expected == snapshot(plain)
+
+
+def test_zstd_workers_share_the_cores() -> None:
+    """One stream compresses on every core; concurrent streams share them out, and
+    compress in their own thread once they alone fill the cores."""
+    assert zstd_threads(1, 2) == -1
+    assert zstd_threads(2, 2) == 0
+    assert zstd_threads(4, 4) == 0
+    assert zstd_threads(3, 8) == 2
+    assert zstd_threads(2, 8) == 4
 
 
 def hostile(entries: list[tuple[str, bytes | str]]) -> bytes:
