@@ -140,10 +140,11 @@ def phase_text(outcome: dict[str, Any]) -> str:
     return ", ".join(f"{name} {seconds:.2f} s" for name, seconds in outcome["phases"].items())
 
 
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU seconds of ``pid`` and its threads so far."""
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of ``pid`` and its threads so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def load() -> str:
@@ -223,7 +224,13 @@ def main() -> int:
             )
             before = [cpu_seconds(pid) for pid in pids]
             seconds, outcome = move(src, dst, target.base_url, cold, live=False)
-            spent = [cpu_seconds(pid) - b for pid, b in zip(pids, before, strict=True)]
+            split_cpu = [
+                (user - b[0], system - b[1])
+                for (user, system), b in zip(
+                    (cpu_seconds(pid) for pid in pids), before, strict=True
+                )
+            ]
+            spent = [user + system for user, system in split_cpu]
             for spy in spies:
                 spy.send_signal(2)
                 spy.wait()
@@ -240,7 +247,8 @@ def main() -> int:
             gib = size / (1024 * MIB)
             print(
                 f"  CPU: source {spent[0]:.2f} s ({spent[0] / gib:.2f} s/GiB), target "
-                f"{spent[1]:.2f} s ({spent[1] / gib:.2f} s/GiB); load average {load()}"
+                f"{spent[1]:.2f} s ({spent[1] / gib:.2f} s/GiB); of which system: source "
+                f"{split_cpu[0][1]:.2f} s, target {split_cpu[1][1]:.2f} s; load average {load()}"
             )
             # Removed only now: right after deleting 10,000 files, creating as many on the
             # same file system costs several seconds more (ext4 without a journal skips
