@@ -236,6 +236,7 @@ class Daemon:
             changed=lambda key, view: self.watch.set_object("transfer", key, view),
             finished=self._transfer_finished,
             hand_over=self._hand_transferred,
+            owner_of=self._transfer_owner,
             commit_seconds=lambda: self.settings.transfers.commit_timeout_seconds,
         )
         # SFTP (lightd.sftp): sessions on container volumes; activity to /watch and the panel.
@@ -324,20 +325,32 @@ class Daemon:
         }
         self.remote.notify(internal_id, Notification("transfer", body))
 
-    async def _hand_transferred(self, spec: ContainerSpec, volume: Path) -> None:
+    def _transfer_owner(self, spec: ContainerSpec) -> tuple[int, int] | None:
+        """The uid:gid a volume moved in for ``spec`` goes to (None for a user name)."""
+        user = spec.user or self.settings.containers.user
+        return numeric_owner(user) if user is not None else None
+
+    async def _hand_transferred(
+        self, spec: ContainerSpec, volume: Path, given: tuple[int, int] | None
+    ) -> None:
         """A volume a transfer moved in goes to the document's user once, recorded.
 
-        As after an install (the planner's ``HandVolume``): one walk, then
+        As after an install (the planner's ``HandVolume``): one walk (none when the
+        unpacker gave every entry to that owner already: ``given``), then
         ``volume_owner`` in the observed state, so neither the first reconcile nor later
         starts walk the tree again. Users that are names (not uid:gid) are left alone, and
         so is a volume whose install did not come along (the install hands it over).
         """
         user = spec.user or self.settings.containers.user
-        owner = numeric_owner(user)
+        owner = self._transfer_owner(spec)
         observed = self.observed.get(spec.internal_id)
         if user is None or owner is None or observed is None:
             return
         if observed.install_state is not InstallState.READY:
+            return
+        if given == owner:
+            log.info("%s: transferred volume unpacked as %s", spec.internal_id, user)
+            await self.observed.patch(spec.internal_id, ObservedPatch(volume_owner=user))
             return
 
         def work() -> int:

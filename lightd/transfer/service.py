@@ -47,7 +47,7 @@ import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeGuard
 
 import orjson
 
@@ -96,6 +96,7 @@ from lightd.transfer.stream import (
     Folder,
     FrameError,
     FrameReader,
+    Owner,
     Signature,
     finish_folders,
     frame,
@@ -104,6 +105,7 @@ from lightd.transfer.stream import (
     remove,
     split,
     unpack,
+    zstd_threads,
 )
 from lightd.transfer.tokens import TransferTokens
 
@@ -175,11 +177,15 @@ class Transfers:
         drop_seed: Callable[[str], None],
         changed: Callable[[str, dict[str, Any]], None] | None = None,
         finished: Callable[[str, dict[str, Any]], None] | None = None,
-        hand_over: Callable[[ContainerSpec, Path], Awaitable[None]] | None = None,
+        hand_over: Callable[[ContainerSpec, Path, Owner | None], Awaitable[None]] | None = None,
+        owner_of: Callable[[ContainerSpec], Owner | None] | None = None,
         commit_seconds: Callable[[], float] = lambda: DEFAULT_COMMIT_SECONDS,
     ) -> None:
-        # The volume moved in goes to the document's user once, recorded (as after installs).
+        # The volume moved in goes to the document's user once, recorded (as after installs):
+        # the unpacker gives every entry to ``owner_of``'s answer as it makes it (when the
+        # install came along), and ``hand_over`` learns which owner that was (no walk then).
         self._hand_over = hand_over
+        self._owner_of = owner_of
         self._data_dir = data_dir
         self._containers = containers
         self._observed = observed
@@ -612,7 +618,14 @@ class Transfers:
             outflow = Outflow(streams)
             producers = [
                 run_in_thread(
-                    functools.partial(pack_entries, root, group, outflow.sink(index), compression),
+                    functools.partial(
+                        pack_entries,
+                        root,
+                        group,
+                        outflow.sink(index),
+                        compression,
+                        threads=zstd_threads(streams),
+                    ),
                     f"transfer-pack-{transfer.id}-{index}",
                 )
                 for index, group in enumerate(split(entries, streams))
@@ -725,7 +738,10 @@ class Transfers:
             tree = staging / "volume"
             if staged is None:
                 await asyncio.to_thread(_make_staging, staging, tree)
-            await self._receive_volume(transfer, reader, chunks, tree, streams, compression)
+            owner = self._unpack_owner(spec, manifest)
+            if staged is not None and staged.owner != owner:
+                owner = None  # the first pass gave its entries to another: the walk decides
+            await self._receive_volume(transfer, reader, chunks, tree, streams, compression, owner)
             files: dict[str, Path] = dict(staged.files) if staged is not None else {}
             if staged is None:
                 files = await self._receive_backups(transfer, reader, chunks, staging, records)
@@ -737,6 +753,7 @@ class Transfers:
                     staging=staging,
                     records=records,
                     files=files,
+                    owner=owner,
                     expiry=asyncio.get_running_loop().call_later(
                         STAGE_SECONDS, self._expire, secret_hash(secret)
                     ),
@@ -756,7 +773,7 @@ class Transfers:
                 await self.backups.take_in(records, files)
             await self._seed(internal_id, manifest.get("install"))
             if self._hand_over is not None:
-                await self._hand_over(spec, self._volumes.root / spec.volume_id)
+                await self._hand_over(spec, self._volumes.root / spec.volume_id, owner)
             # On disk before this node says ready: the source deletes its copy on that.
             await asyncio.to_thread(
                 sync_filesystems, [self._volumes.root / spec.volume_id, self._data_dir]
@@ -863,16 +880,18 @@ class Transfers:
         tree: Path,
         streams: int,
         compression: Compression,
+        owner: Owner | None,
     ) -> None:
         """The volume's streams unpacked into ``tree`` as they arrive, each verified at
-        the end (a mismatch is reported as such, whatever the unpacker made of it)."""
+        the end (a mismatch is reported as such, whatever the unpacker made of it); with
+        ``owner``, every entry goes to it as it is written."""
         root = await asyncio.to_thread(Root, tree)
         inflows = [Inflow() for _ in range(streams)]
         folders: list[list[Folder]] = [[] for _ in range(streams)]
 
         def work(index: int) -> None:
             try:
-                unpack(inflows[index], root, compression, folders=folders[index])
+                unpack(inflows[index], root, compression, folders=folders[index], owner=owner)
             finally:
                 inflows[index].drain()
 
@@ -916,7 +935,11 @@ class Transfers:
             if not isinstance(deleted, list) or not all(isinstance(n, str) for n in deleted):
                 raise InvalidRequest("Transfer refused: bad end frame")
             await asyncio.to_thread(remove, root, deleted)
-            await asyncio.to_thread(finish_folders, root, [f for fs in folders for f in fs])
+            await asyncio.to_thread(
+                functools.partial(
+                    finish_folders, root, [f for fs in folders for f in fs], owner=owner
+                )
+            )
             transfer.bytes_total = transfer.bytes_done
         except BaseException:
             for inflow in inflows:
@@ -1036,8 +1059,15 @@ class Transfers:
         if refusal is not None:
             raise refusal
 
+    def _unpack_owner(self, spec: ContainerSpec, manifest: dict[str, Any]) -> Owner | None:
+        """Who the entries go to while unpacking: the hand-over's owner when the install
+        comes along (a copy still to install is handed over by its install), else None."""
+        if self._owner_of is None or not _install_ready(manifest.get("install")):
+            return None
+        return self._owner_of(spec)
+
     async def _seed(self, internal_id: str, install: object) -> None:
-        if isinstance(install, dict) and install.get("state") == InstallState.READY.value:
+        if _install_ready(install):
             code = install.get("exit_code")
             await self._seed_install(
                 internal_id,
@@ -1161,6 +1191,12 @@ class _Staged:
     expiry: asyncio.TimerHandle
     records: list[BackupRecord] = field(default_factory=list)
     files: dict[str, Path] = field(default_factory=dict)
+    owner: Owner | None = None  # who the first pass gave its entries to
+
+
+def _install_ready(install: object) -> TypeGuard[dict[str, Any]]:
+    """Whether a manifest's ``install`` says the copy is installed (it is seeded so)."""
+    return isinstance(install, dict) and install.get("state") == InstallState.READY.value
 
 
 def _text(value: object) -> str | None:

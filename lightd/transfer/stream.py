@@ -129,14 +129,17 @@ COMPRESSIONS: tuple[Compression, ...] = ("zstd", "gzip")
 
 class _Packer:
     """Tar blocks gathered in one reusable buffer (file data read straight into it),
-    compressed a buffer at a time: zstd level 1 on every core, or gzip level 1 (the
-    network, not the compressor, should be the limit). The output goes to ``sink`` in
-    pieces of at least :data:`CHUNK` (but the last) and at most :data:`MAX_PIECE`."""
+    compressed a buffer at a time: zstd level 1 (as the ``zstd -1 -T0`` peer) with
+    ``threads`` workers (see :func:`zstd_threads`), or gzip level 1 (the network, not
+    the compressor, should be the limit). The output goes to ``sink`` in pieces of at
+    least :data:`CHUNK` (but the last) and at most :data:`MAX_PIECE`."""
 
-    def __init__(self, sink: Callable[[bytes], None], compression: Compression) -> None:
+    def __init__(
+        self, sink: Callable[[bytes], None], compression: Compression, threads: int = -1
+    ) -> None:
         self._sink = sink
         self._zip: Any = (
-            zstandard.ZstdCompressor(level=1, threads=-1).compressobj()
+            zstandard.ZstdCompressor(level=1, threads=threads).compressobj()
             if compression == "zstd"
             else zlib.compressobj(1, zlib.DEFLATED, 31)
         )
@@ -327,13 +330,28 @@ class _Parents:
         self._fd, self._parts = -1, None
 
 
+def zstd_threads(streams: int, cpus: int | None = None) -> int:
+    """zstd workers per stream when ``streams`` are packed at once: the cores shared out;
+    0 (compressing in the packing thread itself, no hand-off to a worker) once the
+    streams alone occupy every core; -1 (every core) for a single stream."""
+    if streams <= 1:
+        return -1
+    share = (cpus or os.cpu_count() or 1) // streams
+    return share if share >= 2 else 0
+
+
 def pack_entries(
-    root: Root, entries: list[Entry], sink: Callable[[bytes], None], compression: Compression
+    root: Root,
+    entries: list[Entry],
+    sink: Callable[[bytes], None],
+    compression: Compression,
+    *,
+    threads: int = -1,
 ) -> None:
     """``entries`` (from :func:`plan`) as a compressed PAX tar (:mod:`lightd.transfer.tar`),
-    handed to ``sink`` in pieces of about :data:`CHUNK`. An entry gone or changed in kind
-    meanwhile is skipped."""
-    out = _Packer(sink, compression)
+    handed to ``sink`` in pieces of about :data:`CHUNK`, zstd with ``threads`` workers
+    (-1: every core, 0: none). An entry gone or changed in kind meanwhile is skipped."""
+    out = _Packer(sink, compression, threads)
     parents = _Parents(root)
     try:
         for item in entries:
@@ -482,13 +500,19 @@ def _decompressed(
         raise EOFError("the compressed stream ended early")
 
 
+Owner = tuple[int, int]  # uid, gid
+
+
 class _Writer:
     """Creates the entries below ``staging``: parents opened without following (the
-    last one kept while only files are written into it), files exclusively."""
+    last one kept while only files are written into it), files exclusively; with
+    ``owner``, files and links go to it as they are made (folders in
+    :func:`finish_folders`)."""
 
-    def __init__(self, staging: Root, pending: list[Folder]) -> None:
+    def __init__(self, staging: Root, pending: list[Folder], owner: Owner | None) -> None:
         self._staging = staging
         self._pending = pending
+        self._owner = owner
         self._parents = _Parents(staging, create=True)
         self._file = -1
         self._file_member: tar.Member | None = None
@@ -529,6 +553,8 @@ class _Writer:
                 self._pending.append((parts, mode, member.mtime_ns))
             else:
                 os.symlink(member.link, name, dir_fd=parent)
+                if self._owner is not None:
+                    os.chown(name, *self._owner, dir_fd=parent, follow_symlinks=False)
                 stamp = member.mtime_ns
                 os.utime(name, ns=(stamp, stamp), dir_fd=parent, follow_symlinks=False)
         return True
@@ -545,6 +571,8 @@ class _Writer:
             return
         self._file, self._file_member = -1, None
         with closing_fd(fd):
+            if self._owner is not None:
+                os.fchown(fd, *self._owner)
             os.fchmod(fd, member.mode & 0o7777 & ~0o7000)
             os.utime(fd, ns=(member.mtime_ns, member.mtime_ns))
 
@@ -561,17 +589,20 @@ def unpack(
     compression: Compression = "zstd",
     *,
     folders: list[Folder] | None = None,
+    owner: Owner | None = None,
 ) -> int:
     """Write the compressed tar read from ``archive`` (a file, or an iterable of
     pieces) below ``staging``; entries written.
 
     Folders get their mode and mtime at the end; with ``folders`` given they are
     appended there instead, for :func:`finish_folders` once every stream of a pass is in.
+    With ``owner`` (uid, gid) every entry written goes to it instead of staying lightd's
+    (the archive's owners are never applied), so no walk is needed afterwards.
     """
     pending: list[Folder] = [] if folders is None else folders
     count = 0
     reader = tar.Reader()
-    writer = _Writer(staging, pending)
+    writer = _Writer(staging, pending, owner)
     try:
         for piece in _decompressed(archive, compression):
             for item in reader.feed(piece):
@@ -589,13 +620,18 @@ def unpack(
     finally:
         writer.close()
     if folders is None:
-        finish_folders(staging, pending)
+        finish_folders(staging, pending, owner=owner)
     return count
 
 
-def finish_folders(staging: Root, folders: list[Folder]) -> None:
-    """Give the unpacked folders their mode and mtime, deepest first."""
+def finish_folders(staging: Root, folders: list[Folder], *, owner: Owner | None = None) -> None:
+    """Give the unpacked folders their mode and mtime, deepest first; with ``owner``,
+    them and ``staging`` itself to that owner too."""
+    if owner is not None:
+        os.fchown(staging.fd, *owner)
     for parts, mode, stamp in sorted(folders, key=lambda f: -len(f[0])):
         with staging.dir(parts) as fd:
+            if owner is not None:
+                os.fchown(fd, *owner)
             os.fchmod(fd, mode)
             os.utime(fd, ns=(stamp, stamp))

@@ -19,12 +19,18 @@ from lightd.transfer.stream import (
     MAX_DATA_FRAME,
     MAX_PIECE,
     Compression,
+    Folder,
     FrameReader,
     Signature,
+    finish_folders,
     frame,
     pack,
+    pack_entries,
+    plan,
     remove,
+    split,
     unpack,
+    zstd_threads,
 )
 
 
@@ -93,6 +99,60 @@ def test_two_passes_give_an_identical_tree(tmp_path: Path, compression: Compress
     expected = snapshot(source)
     del expected["fifo"]
     assert snapshot(target) == expected
+
+
+def owners(top: Path) -> set[tuple[int, int]]:
+    """The (uid, gid) of ``top`` and of every entry below it, links themselves."""
+    found = {(os.lstat(top).st_uid, os.lstat(top).st_gid)}
+    for folder, dirs, files in os.walk(top):
+        for name in dirs + files:
+            info = os.lstat(Path(folder) / name)
+            found.add((info.st_uid, info.st_gid))
+    return found
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving entries to another user needs root")
+def test_unpacking_gives_every_entry_to_the_owner(tmp_path: Path) -> None:
+    """With an owner every entry written (the root, folders, files, empty files, links,
+    on the second stream too) goes to it as it is made, whatever owners the archive
+    names; modes and mtimes stay the archive's. Without one, lightd's own stay."""
+    source, target, plain = tmp_path / "src", tmp_path / "dst", tmp_path / "plain"
+    for top in (source, target, plain):
+        top.mkdir()
+    tricky_tree(source)
+    (source / "a" / "b").mkdir(parents=True)
+    (source / "a" / "b" / "big").write_bytes(os.urandom(200_000))
+    (source / "a" / "empty").write_bytes(b"")
+    os.chown(source / "a" / "empty", 4321, 4321)
+    os.chmod(source / "a", 0o750)
+    os.utime(source / "a", ns=(1, 1_500_000_000_000_000_007))
+    owner = (12345, 23456)
+    with Root(source) as root:
+        entries, _ = plan(root)
+        streams = [bytearray(), bytearray()]
+        for data, group in zip(streams, split(entries, 2), strict=True):
+            pack_entries(root, group, data.extend, "zstd", threads=zstd_threads(2, 2))
+    for top, given in ((target, owner), (plain, None)):
+        folders: list[Folder] = []
+        with Root(top) as root:
+            for data in streams:
+                unpack(io.BytesIO(bytes(data)), root, "zstd", folders=folders, owner=given)
+            finish_folders(root, folders, owner=given)
+    assert owners(target) == {owner}
+    assert os.stat("/etc/passwd").st_uid == 0  # a link's target is never touched
+    assert owners(plain) == {(os.getuid(), os.getgid())}
+    expected = snapshot(source)
+    assert snapshot(target) == expected == snapshot(plain)
+
+
+def test_zstd_workers_share_the_cores() -> None:
+    """One stream compresses on every core; concurrent streams share them out, and
+    compress in their own thread once they alone fill the cores."""
+    assert zstd_threads(1, 2) == -1
+    assert zstd_threads(2, 2) == 0
+    assert zstd_threads(4, 4) == 0
+    assert zstd_threads(3, 8) == 2
+    assert zstd_threads(2, 8) == 4
 
 
 def hostile(entries: list[tuple[str, bytes | str]]) -> bytes:

@@ -53,6 +53,11 @@ def test_a_running_container_moves(nodes: Nodes) -> None:
     assert moved["volume_id"] == volume_id
     target_volume = Path(nodes.dst.volume_path(volume_id))
     assert tree(target_volume) == before  # not installed again over the copy
+    # Every entry went to the container's user while it was unpacked: no walk after it.
+    entries = [target_volume, *target_volume.rglob("*")]
+    assert {(os.lstat(p).st_uid, os.lstat(p).st_gid) for p in entries} == {(988, 988)}
+    assert f"{internal_id}: transferred volume unpacked as 988:988" in nodes.target.log()
+    assert f"{internal_id}: transferred volume handed to" not in nodes.target.log()
     # The source has nothing left: document, Docker object, volume.
     assert nodes.src_api.get(f"/containers/{internal_id}").status_code == 404
     wait_for(lambda: not volume.exists(), timeout=30, what="the source volume gone")
