@@ -86,12 +86,13 @@ def test_a_transferred_volume_is_handed_to_the_user_once(nodes: Nodes) -> None: 
     found = owners(moved)
     assert "root-owned.txt" in found and "world/region/r.0.0.mca" in found
     assert found == dict.fromkeys(found, USER), found
-    # Recorded once: the target's observed state names the owner, and only the transfer
-    # walked the tree (its reconcile did not hand the volume over again).
+    # Recorded once: the target's observed state names the owner, given while unpacking
+    # (no walk after it), and its reconcile did not hand the volume over again.
     state = orjson.loads(
         (nodes.target.data_dir / "state" / "containers" / f"{internal_id}.json").read_bytes()
     )
     assert state["volume_owner"] == "988:988"
     log = nodes.target.log()
-    assert log.count("transferred volume handed to 988:988") == 1
+    assert log.count("transferred volume unpacked as 988:988") == 1
+    assert "transferred volume handed to" not in log
     assert f"{internal_id}: volume handed to" not in log
