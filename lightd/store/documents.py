@@ -6,9 +6,9 @@ that Git diffs stay small, and replaced atomically: temp file in the same folder
 therefore sees the old or the new version, never a mix. Durable writes that arrive
 together share a group commit: one writer leads, stages every waiting document (temp
 file, fsync), replaces them all and fsyncs each folder once; each writer returns only
-after its own document is durable, and a failing document fails only its own writer. One writer at a time per
-document (a lock per name), and a content hash per document so that writing identical
-content is recognised as no change and touches nothing on disk.
+after its own document is durable, and a failing document fails only its own writer.
+One writer at a time per document (a lock per name), and a content hash per document so
+that writing identical content is recognised as no change and touches nothing on disk.
 
 The store is blocking and thread-safe; async callers run it with ``asyncio.to_thread``.
 It must not interpret documents (validation belongs to ``lightd.spec``) and must not
@@ -121,9 +121,7 @@ class DocumentStore:
         raw = self.read_bytes(name)
         return None if raw is None else digest(raw)
 
-    def write(
-        self, name: str, value: Any, *, durable: bool = True, compare: bool = True
-    ) -> bool:
+    def write(self, name: str, value: Any, *, durable: bool = True, compare: bool = True) -> bool:
         """Write ``value`` atomically; False when the stored content was already identical.
 
         ``durable=False`` skips the two fsyncs: the replace stays atomic for readers and
