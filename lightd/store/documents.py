@@ -217,6 +217,7 @@ class DocumentStore:
         """Stage, replace and make durable every document of ``batch``; each failure is
         its own document's (recorded on it), the others go on."""
         staged: list[tuple[_Waiting, str]] = []
+        finished = False
         try:
             for item in batch:
                 try:
@@ -241,8 +242,12 @@ class DocumentStore:
                         if item.path.parent == folder:
                             item.error = exc
             self.groups += 1
+            finished = True
         finally:
             for item in batch:
+                if not finished and item.error is None:
+                    # The leader was interrupted: not known durable, so not answered so.
+                    item.error = OSError(errno.EIO, "the group commit was interrupted")
                 item.done.set()
 
     def delete(self, name: str) -> bool:
