@@ -193,38 +193,42 @@ class DesiredContainers:
         return self._specs.get(internal_id)
 
     def bindings(self) -> Mapping[tuple[str, int, str], str]:
-        """(ip, port, protocol) -> internal_id of every spec; rebuilt only after a change
-        (the pool and the node watch ask on every write: not a walk of every document)."""
+        """(ip, port, protocol) -> internal_id of every spec and staged spec; the index of
+        the specs is rebuilt only after a change (the pool and the node watch ask on every
+        write: not a walk of every document), the few staged ones are laid over it."""
         generation, found = self._bindings
-        if generation == self._generation:
+        if generation != self._generation:
+            generation = self._generation
+            found = {}
+            for key in sorted(self._specs):
+                spec = self._specs.get(key)
+                if spec is None:
+                    continue
+                for binding in spec.ports:
+                    found[(binding.ip, binding.port, binding.protocol)] = spec.internal_id
+            self._bindings = (generation, found)
+        staged = tuple(self._staged.values())
+        if not staged:
             return found
-        generation = self._generation
-        bound: dict[tuple[str, int, str], str] = {}
-        staged = dict(self._staged)
-        for key in sorted(set(self._specs) | set(staged)):
-            spec = staged.get(key) or self._specs.get(key)
-            if spec is None:
-                continue
+        merged = dict(found)
+        for spec in staged:
             for binding in spec.ports:
-                bound[(binding.ip, binding.port, binding.protocol)] = spec.internal_id
-        self._bindings = (generation, bound)
-        return bound
+                merged[(binding.ip, binding.port, binding.protocol)] = spec.internal_id
+        return merged
 
     def stage(self, spec: ContainerSpec) -> bool:
-        """Count ``spec``'s ports as bound and its id as taken until :meth:`unstage`
+        """Count a new ``spec``'s ports as bound and its id as taken until :meth:`unstage`
         (the API's write path, under the pool's lock); False when one is staged already."""
         with self._lock:
             if spec.internal_id in self._staged:
                 return False
             self._staged[spec.internal_id] = spec
-            self._generation += 1
         return True
 
     def unstage(self, internal_id: str) -> None:
         """End :meth:`stage` (the write is done, or failed)."""
         with self._lock:
-            if self._staged.pop(internal_id, None) is not None:
-                self._generation += 1
+            self._staged.pop(internal_id, None)
 
     def staged(self, internal_id: str) -> bool:
         return internal_id in self._staged
