@@ -10,7 +10,13 @@ measured too). Figures:
 - upload and download of one file (default 256 MiB), MiB/s, both sides;
 - 16 parallel sessions, each uploading then downloading a file (default 16 MiB):
   failures and aggregate MiB/s;
-- connect + authenticate + ``ls`` + close over 50 sessions: p50 and p99 in ms.
+- connect + authenticate + ``ls`` + close over 50 sessions: p50 and p99 in ms;
+- per transfer, the CPU per MiB of each side's whole pipeline: the client's processes
+  (``sftp`` and ``ssh``; for the peer ``sftp`` and ``sftp-server``) and lightd's, and
+  how long lightd's event loop waited for a core (run-queue wait, from schedstat).
+  Three busy processes share the 2 cores here (``sftp``, ``ssh``, lightd) against two for
+  the peer, so once the cores are busy the throughput ratio follows the ratio of the
+  CPU sums (the "CPU-bound ratio" line), not lightd's CPU alone.
 
 Targets: throughput at least 0.5x of sftp-server both ways, connect p99 under 200 ms,
 16 sessions with no failure. Prints lightd beside the peer and exits 0 (the figures are
@@ -24,6 +30,7 @@ import argparse
 import concurrent.futures
 import hashlib
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -89,6 +96,15 @@ class Side:
         self.remote = remote  # the folder remote paths are relative to
 
     def run(self, commands: str, *, cwd: Path, timeout: float = 600) -> float:
+        return self.measured(commands, cwd=cwd, timeout=timeout)[0]
+
+    def measured(self, commands: str, *, cwd: Path, timeout: float = 600) -> tuple[float, float]:
+        """(wall seconds, CPU seconds of the client and its children) of one run.
+
+        The CPU comes from this process's reaped children: call it from one thread at
+        a time (``parallel`` uses :meth:`run`).
+        """
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         done = subprocess.run(
             self.args,
@@ -105,7 +121,9 @@ class Side:
             raise RuntimeError(
                 f"{self.name}: sftp failed ({done.returncode}): {done.stderr[-400:]}"
             )
-        return took
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+        return took, cpu
 
 
 def peer_side(server: str, home: Path) -> Side:
@@ -150,6 +168,15 @@ def remote_path(side: Side, name: str) -> str:
 
 # Per transfer: lightd's CPU as a share of one core, and the wall time per MiB (ms).
 CPU: dict[str, tuple[float, float]] = {}
+# Per transfer (both sides): the client's CPU per MiB (ms), with its children.
+CLIENT_CPU: dict[str, float] = {}
+# Per lightd transfer: its event loop's run-queue wait per MiB (ms).
+RUNQ_WAIT: dict[str, float] = {}
+
+
+def runq_wait_seconds(pid: int) -> float:
+    """Time the process's main thread (lightd's event loop) waited for a core, seconds."""
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
 
 
 def transfer(
@@ -162,19 +189,25 @@ def transfer(
     less with the machine's load than the wall-clock figures.
     """
     expected = sha256(local)
-    meter = CpuMeter(pid) if pid else None
-    up = side.run(f"put {local} {remote_path(side, 'big.bin')}\n", cwd=work)
-    if meter:
-        CPU[f"{side.name} up"] = (meter.read(), up * 1000 / size_mb)
     back = work / f"back-{os.getpid()}.bin"
-    meter = CpuMeter(pid) if pid else None
-    down = side.run(f"get {remote_path(side, 'big.bin')} {back}\n", cwd=work)
-    if meter:
-        CPU[f"{side.name} down"] = (meter.read(), down * 1000 / size_mb)
+    commands = {
+        "up": f"put {local} {remote_path(side, 'big.bin')}\n",
+        "down": f"get {remote_path(side, 'big.bin')} {back}\n",
+    }
+    took: dict[str, float] = {}
+    for way, command in commands.items():
+        label = f"{side.name} {way}"
+        meter = CpuMeter(pid) if pid else None
+        waited = runq_wait_seconds(pid) if pid else 0.0
+        took[way], client_cpu = side.measured(command, cwd=work)
+        CLIENT_CPU[label] = client_cpu * 1000 / size_mb
+        if meter and pid:
+            CPU[label] = (meter.read(), took[way] * 1000 / size_mb)
+            RUNQ_WAIT[label] = (runq_wait_seconds(pid) - waited) * 1000 / size_mb
     if sha256(back) != expected:
         raise RuntimeError(f"{side.name}: downloaded file differs")
     back.unlink()
-    return size_mb / up, size_mb / down
+    return size_mb / took["up"], size_mb / took["down"]
 
 
 def parallel(side: Side, local: Path, size_mb: int, work: Path) -> tuple[int, float]:
@@ -245,6 +278,22 @@ def row(
     print(
         f"{label:<40} {ours:>10.1f} {peer:>12.1f}  {unit:<6} {ratio:>6.2f}x  {target(ours, peer)}"
     )
+
+
+def cpu_bound(peer: str, sides: list[str]) -> None:
+    """Each transfer's CPU per MiB, client and server, and the ratio the CPU sums give."""
+    for way in ("up", "down"):
+        peer_cpu = CLIENT_CPU[f"{peer} {way}"]
+        print(f"CPU per MiB {way}: sftp-server side (sftp + sftp-server) {peer_cpu:.2f} ms")
+        for name in sides:
+            label = f"{name} {way}"
+            client = CLIENT_CPU[label]
+            share, wall = CPU[label]
+            server = share * wall
+            print(
+                f"  {name}: client (sftp + ssh) {client:.2f} + lightd {server:.2f} = "
+                f"{client + server:.2f} ms; CPU-bound ratio {peer_cpu / (client + server):.2f}x"
+            )
 
 
 def main() -> int:
@@ -344,8 +393,10 @@ def main() -> int:
                 for label, (share, wall) in CPU.items():
                     print(
                         f"lightd CPU during {label}: {share * 100:.0f}% of a core, "
-                        f"{share * wall:.2f} ms of CPU per MiB"
+                        f"{share * wall:.2f} ms of CPU per MiB; its event loop waited "
+                        f"{RUNQ_WAIT[label]:.2f} ms per MiB for a core"
                     )
+                cpu_bound(peer.name, [ours.name, default.name])
             finally:
                 with suppress(Exception):
                     api.delete(f"/containers/{internal_id}")
