@@ -159,6 +159,9 @@ class DesiredContainers:
         # internal_ids whose deletion is held back by the deletion guard.
         self._held: set[str] = set()
         self._present: set[str] = set()  # file keys seen by the last scan
+        # Specs admitted by the API whose write is under way: their ports count as bound
+        # and their ids as taken (not visible to readers nor to the reconciler).
+        self._staged: dict[str, ContainerSpec] = {}
         # (inode, size, mtime, ctime) of each file when last read: a scan reads only the
         # files whose identity changed (atomic writes make a new inode every time).
         self._stats: dict[str, tuple[int, int, int, int]] = {}
@@ -190,21 +193,45 @@ class DesiredContainers:
         return self._specs.get(internal_id)
 
     def bindings(self) -> Mapping[tuple[str, int, str], str]:
-        """(ip, port, protocol) -> internal_id of every spec; rebuilt only after a change
-        (the pool and the node watch ask on every write: not a walk of every document)."""
+        """(ip, port, protocol) -> internal_id of every spec and staged spec; the index of
+        the specs is rebuilt only after a change (the pool and the node watch ask on every
+        write: not a walk of every document), the few staged ones are laid over it."""
         generation, found = self._bindings
-        if generation == self._generation:
+        if generation != self._generation:
+            generation = self._generation
+            found = {}
+            for key in sorted(self._specs):
+                spec = self._specs.get(key)
+                if spec is None:
+                    continue
+                for binding in spec.ports:
+                    found[(binding.ip, binding.port, binding.protocol)] = spec.internal_id
+            self._bindings = (generation, found)
+        staged = tuple(self._staged.values())
+        if not staged:
             return found
-        generation = self._generation
-        bound: dict[tuple[str, int, str], str] = {}
-        for key in sorted(self._specs):
-            spec = self._specs.get(key)
-            if spec is None:
-                continue
+        merged = dict(found)
+        for spec in staged:
             for binding in spec.ports:
-                bound[(binding.ip, binding.port, binding.protocol)] = spec.internal_id
-        self._bindings = (generation, bound)
-        return bound
+                merged[(binding.ip, binding.port, binding.protocol)] = spec.internal_id
+        return merged
+
+    def stage(self, spec: ContainerSpec) -> bool:
+        """Count a new ``spec``'s ports as bound and its id as taken until :meth:`unstage`
+        (the API's write path, under the pool's lock); False when one is staged already."""
+        with self._lock:
+            if spec.internal_id in self._staged:
+                return False
+            self._staged[spec.internal_id] = spec
+        return True
+
+    def unstage(self, internal_id: str) -> None:
+        """End :meth:`stage` (the write is done, or failed)."""
+        with self._lock:
+            self._staged.pop(internal_id, None)
+
+    def staged(self, internal_id: str) -> bool:
+        return internal_id in self._staged
 
     def volume_users(self, volume_id: str) -> list[str]:
         """The containers whose documents use the volume ``volume_id`` (a full id), sorted.

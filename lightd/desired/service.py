@@ -90,6 +90,15 @@ class ContainerService:
         return spec
 
     async def _write_with_ports(self, spec: ContainerSpec, *, must_be_new: bool) -> None:
+        """Admit under the pool's lock; a new document is written outside it.
+
+        A new document is staged (its ports count as bound, its id as taken) before the
+        lock is released, so concurrent creates are judged against it while its write
+        waits for its group commit (concurrent POSTs share fsyncs); a failed write
+        unstages it. An edit (rebind) is written under the lock, as one step with its
+        admission. Either way the answer comes only after the document is durable.
+        """
+        keys = [(p.ip, p.port) for p in spec.ports]
         async with self._pool.lock:
             await self._pool.refresh()
             refusal = admit(
@@ -102,13 +111,30 @@ class ContainerService:
             # The answer's precedence: the host's limits, then an existing id, then ports.
             if refusal is not None and refusal.check == "host":
                 raise refusal.error
-            if must_be_new and self._desired.get(spec.internal_id) is not None:
+            if must_be_new and (
+                self._desired.get(spec.internal_id) is not None
+                or self._desired.staged(spec.internal_id)
+            ):
                 raise ContainerExists(f"Container {spec.internal_id} already exists")
             if refusal is not None:
                 raise refusal.error
+            if not must_be_new:
+                await asyncio.to_thread(self._desired.write, spec)
+                await self._pool.release_reservations_locked(keys)
+                self._hint(spec.internal_id)
+                return
+            if not self._desired.stage(spec):  # a concurrent create of this id
+                raise ContainerExists(f"Container {spec.internal_id} already exists")
+            reserved = self._pool.any_reserved(keys)
+        try:
             await asyncio.to_thread(self._desired.write, spec)
+        finally:
+            self._desired.unstage(spec.internal_id)
+        if reserved:
             # A binding supersedes a reservation: the panel reserved, then created.
-            await self._pool.release_reservations_locked([(p.ip, p.port) for p in spec.ports])
+            async with self._pool.lock:
+                await self._pool.refresh()
+                await self._pool.release_reservations_locked(keys)
         self._hint(spec.internal_id)
 
     async def create(self, body: dict[str, Any]) -> ContainerSpec:

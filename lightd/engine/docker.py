@@ -294,14 +294,15 @@ class _Events:
                 actor = event.get("Actor") or {}
                 attributes = actor.get("Attributes") or {}
                 stamp = event.get("timeNano")
-                self._recent.event(
-                    str(actor.get("ID") or event.get("id") or ""),
-                    int(stamp) if isinstance(stamp, int) else None,
-                )
+                container_id = str(actor.get("ID") or event.get("id") or "")
+                nanos = int(stamp) if isinstance(stamp, int) else None
+                self._recent.event(container_id, nanos)
                 yield EngineEvent(
                     action=action,
                     internal_id=attributes.get(LABEL_INTERNAL_ID),
                     attributes={str(k): str(v) for k, v in attributes.items()},
+                    container_id=container_id or None,
+                    at=None if nanos is None else nanos / 1e9,
                 )
         finally:
             self._end()

@@ -456,6 +456,8 @@ class FakeEngine:
             action=action,
             internal_id=container.labels.get(LABEL_INTERNAL_ID),
             attributes=dict(container.labels),  # the engine sends the labels along
+            container_id=container.id,
+            at=self.now,
         )
         for stream in self._event_streams:
             stream.push(event)

@@ -148,6 +148,8 @@ class EngineEvent:
     action: str
     internal_id: str | None
     attributes: dict[str, str] = field(default_factory=dict)
+    container_id: str | None = None  # the container the event is about
+    at: float | None = None  # when, on the engine's clock (seconds)
 
 
 T_co = TypeVar("T_co", covariant=True)

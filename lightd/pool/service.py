@@ -345,6 +345,11 @@ class PortPool:
                 await self._replace(self._require(chosen[0], chosen[1]), entry)
             return self.view(entry, bound)
 
+    def any_reserved(self, keys: list[PortKey]) -> bool:
+        """Whether one of these ports is reserved in the pool as last read (no I/O)."""
+        wanted = set(keys)
+        return any(entry.reserved and entry.key in wanted for entry in self._pool.entries)
+
     async def release_reservations_locked(self, keys: list[PortKey]) -> None:
         """Clear ``reserved`` on these ports (a container now binds them).
 

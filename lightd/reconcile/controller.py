@@ -61,6 +61,10 @@ NOTHING_THERE = Actual(main=None, install=None)  # known without a look: no cont
 # How long a resync waits for the engine's event stream to be open before it lists: a
 # look taken while the stream is open can stand in for each key's first inspect.
 STREAM_WAIT_SECONDS = 1.0
+# A start event matches a look's run when stamped this close after the run's StartedAt
+# (the engine stamps both within one start call), allowing for the seconds' rounding.
+START_SLACK_SECONDS = 0.001
+START_MATCH_SECONDS = 5.0
 QUIET_EVENTS = frozenset(
     {"create", "attach", "detach", "resize", "top", "export", "commit", "copy", "archive-path"}
 )
@@ -382,6 +386,10 @@ class Controller:
                     install = role is None or role == Role.INSTALL.value
                     if action in QUIET_EVENTS or action.startswith("exec_"):
                         loop.call_soon_threadsafe(self._engine_noted, key, install)
+                    elif action == "start" and not install:
+                        loop.call_soon_threadsafe(
+                            self._engine_started, key, event.container_id, event.at
+                        )
                     else:
                         loop.call_soon_threadsafe(self._engine_hint, key, install)
             except Exception as exc:
@@ -412,6 +420,29 @@ class Controller:
         if install:
             self._install_event[key] = self._event_serial
             self._no_install.discard(key)
+
+    def _engine_started(self, key: str, container_id: str | None, at: float | None) -> None:
+        """A main container's ``start`` event: nothing to do when the key's last look,
+        under the stream still open, already saw that run (the same container running,
+        started no later than the event: the engine stamps a run's start before it sends
+        its event, and an earlier run's event is older than the run seen). Else a hint.
+        A later die or start of the container sends its own event after this one."""
+        look = self._looks.get(key)
+        if look is not None and container_id is not None and at is not None:
+            actual, _serial, generation = look
+            main = actual.main
+            if (
+                self._stream_open.is_set()
+                and generation == self._stream_generation
+                and main is not None
+                and main.running
+                and main.id == container_id
+                and main.started_at is not None
+                and main.started_at <= at + START_SLACK_SECONDS
+                and at - main.started_at < START_MATCH_SECONDS
+            ):
+                return
+        self._engine_hint(key, install=False)
 
     def _engine_hint(self, key: str, install: bool = True) -> None:
         self._engine_noted(key, install)

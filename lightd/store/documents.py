@@ -3,9 +3,12 @@
 Documents are written with orjson (two-space indent, sorted keys, trailing newline) so
 that Git diffs stay small, and replaced atomically: temp file in the same folder, fsync,
 ``os.replace``, fsync the folder (records lightd can rebuild skip the fsyncs). A reader
-therefore sees the old or the new version, never a mix. One writer at a time per
-document (a lock per name), and a content hash per document so that writing identical
-content is recognised as no change and touches nothing on disk.
+therefore sees the old or the new version, never a mix. Durable writes that arrive
+together share a group commit: one writer leads, stages every waiting document (temp
+file, fsync), replaces them all and fsyncs each folder once; each writer returns only
+after its own document is durable, and a failing document fails only its own writer.
+One writer at a time per document (a lock per name), and a content hash per document so
+that writing identical content is recognised as no change and touches nothing on disk.
 
 The store is blocking and thread-safe; async callers run it with ``asyncio.to_thread``.
 It must not interpret documents (validation belongs to ``lightd.spec``) and must not
@@ -21,6 +24,7 @@ import os
 import tempfile
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -55,6 +59,17 @@ def _storage_error(exc: OSError, action: str, name: str) -> Exception:
     return StoreError(f"Database operation failed: cannot {action} {name}: {exc.strerror}")
 
 
+@dataclass(eq=False)
+class _Waiting:
+    """One durable replace waiting for a group commit."""
+
+    path: Path
+    data: bytes
+    done: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+    lead: bool = False  # woken to lead the next group, not because it is done
+
+
 class DocumentStore:
     """JSON documents under ``root``, addressed by relative names like ``containers/a.json``."""
 
@@ -63,6 +78,12 @@ class DocumentStore:
         self._file_mode = file_mode
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        self._group: list[_Waiting] = []
+        self._group_guard = threading.Lock()
+        self._group_leading = False
+        # Groups committed and fsyncs issued by group commits (read by tests and benches).
+        self.groups = 0
+        self.group_fsyncs = 0
 
     def path_of(self, name: str) -> Path:
         pure = PurePosixPath(name)
@@ -100,21 +121,24 @@ class DocumentStore:
         raw = self.read_bytes(name)
         return None if raw is None else digest(raw)
 
-    def write(self, name: str, value: Any, *, durable: bool = True) -> bool:
+    def write(self, name: str, value: Any, *, durable: bool = True, compare: bool = True) -> bool:
         """Write ``value`` atomically; False when the stored content was already identical.
 
         ``durable=False`` skips the two fsyncs: the replace stays atomic for readers and
         against a crash of the process, but a power loss may keep the previous version.
         Only for records lightd can rebuild (observed state), never for what a user wrote.
+        ``compare=False`` writes without reading the stored version first: only for
+        records no person edits and whose writer knows the content changed.
         """
-        return self.write_bytes(name, encode_document(value), durable=durable)
+        return self.write_bytes(name, encode_document(value), durable=durable, compare=compare)
 
-    def write_bytes(self, name: str, data: bytes, *, durable: bool = True) -> bool:
+    def write_bytes(
+        self, name: str, data: bytes, *, durable: bool = True, compare: bool = True
+    ) -> bool:
         path = self.path_of(name)
-        new_digest = digest(data)
         with self.lock(name):
             # Always compare with the file itself: a person may have edited it.
-            if self.digest_of(name) == new_digest:
+            if compare and self.digest_of(name) == digest(data):
                 return False
             try:
                 self._replace(path, data, durable=durable)
@@ -123,6 +147,19 @@ class DocumentStore:
             return True
 
     def _replace(self, path: Path, data: bytes, *, durable: bool = True) -> None:
+        if durable:
+            self._replace_grouped(path, data)
+            return
+        tmp_name = self._stage(path, data, durable=False)
+        try:
+            os.replace(tmp_name, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp_name)
+            raise
+
+    def _stage(self, path: Path, data: bytes, *, durable: bool) -> str:
+        """A temp file beside ``path`` holding ``data`` (fsynced when ``durable``)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(
             dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX
@@ -134,13 +171,84 @@ class DocumentStore:
                 os.fchmod(handle.fileno(), self._file_mode)
                 if durable:
                     os.fsync(handle.fileno())
-            os.replace(tmp_name, path)
+                    self.group_fsyncs += 1
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp_name)
             raise
-        if durable:
-            _fsync_dir(path.parent)
+        return tmp_name
+
+    def _replace_grouped(self, path: Path, data: bytes) -> None:
+        """Replace ``path`` durably, in a group with the writers waiting meanwhile.
+
+        The caller holds the document's lock, so one group never holds two versions
+        of one document. The first writer to find no group under way leads: it commits
+        what is waiting, then wakes the first writer that came meanwhile to lead the
+        next group (so no writer waits behind an endless stream of others).
+        """
+        mine = _Waiting(path, data)
+        with self._group_guard:
+            self._group.append(mine)
+            lead = not self._group_leading
+            self._group_leading = True
+        while not lead:
+            mine.done.wait()
+            if not mine.lead:
+                break
+            mine.lead, lead = False, True
+            mine.done.clear()
+        if lead:
+            with self._group_guard:
+                batch, self._group = self._group, []
+            try:
+                self._commit(batch)
+            finally:
+                with self._group_guard:
+                    if self._group:
+                        nxt = self._group[0]
+                        nxt.lead = True
+                        nxt.done.set()
+                    else:
+                        self._group_leading = False
+        if mine.error is not None:
+            raise mine.error
+
+    def _commit(self, batch: list[_Waiting]) -> None:
+        """Stage, replace and make durable every document of ``batch``; each failure is
+        its own document's (recorded on it), the others go on."""
+        staged: list[tuple[_Waiting, str]] = []
+        finished = False
+        try:
+            for item in batch:
+                try:
+                    staged.append((item, self._stage(item.path, item.data, durable=True)))
+                except BaseException as exc:
+                    item.error = exc
+            replaced: list[_Waiting] = []
+            for item, tmp_name in staged:
+                try:
+                    os.replace(tmp_name, item.path)
+                    replaced.append(item)
+                except BaseException as exc:
+                    item.error = exc
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(tmp_name)
+            for folder in sorted({item.path.parent for item in replaced}):
+                try:
+                    _fsync_dir(folder)
+                    self.group_fsyncs += 1
+                except BaseException as exc:
+                    for item in replaced:
+                        if item.path.parent == folder:
+                            item.error = exc
+            self.groups += 1
+            finished = True
+        finally:
+            for item in batch:
+                if not finished and item.error is None:
+                    # The leader was interrupted: not known durable, so not answered so.
+                    item.error = OSError(errno.EIO, "the group commit was interrupted")
+                item.done.set()
 
     def delete(self, name: str) -> bool:
         """Remove a document; False when it did not exist."""

@@ -35,6 +35,12 @@ class ObservedStore:
         self._items: dict[str, ObservedContainer] = {}
         self._listeners: list[Listener] = []
         self.loaded = False
+        # Per key: one file write at a time; a patch whose change an earlier patch's
+        # write already carried writes nothing (versions count the patches).
+        self._write_locks: dict[str, asyncio.Lock] = {}
+        self._version: dict[str, int] = {}
+        self._written: dict[str, int] = {}
+        self.writes = 0  # files written (read by tests and benches)
 
     def load(self) -> None:
         self.loaded = True
@@ -66,17 +72,47 @@ class ObservedStore:
         ):
             return old
         self._items[internal_id] = new
-        # Observations are rebuilt from the engine after a restart: atomic, not fsynced
-        # (they change at every start, stop and crash, on the reconciler's path).
-        await asyncio.to_thread(
-            self._store.write, _name(internal_id), new.model_dump(mode="json"), durable=False
-        )
+        version = self._version.get(internal_id, 0) + 1
+        self._version[internal_id] = version
+        await self._persist(internal_id, version)
         self._notify(old, new)
         return new
 
+    def _write_lock(self, internal_id: str) -> asyncio.Lock:
+        found = self._write_locks.get(internal_id)
+        if found is None:
+            found = self._write_locks[internal_id] = asyncio.Lock()
+        return found
+
+    async def _persist(self, internal_id: str, version: int) -> None:
+        """Write the key's record as it is now, unless a write since ``version`` did.
+
+        Observations are rebuilt from the engine after a restart: atomic, not fsynced
+        (they change at every start, stop and crash, on the reconciler's path), and
+        written without reading the old file first (lightd is their one writer and
+        :meth:`patch` writes only a changed record).
+        """
+        async with self._write_lock(internal_id):
+            if self._written.get(internal_id, 0) >= version:
+                return  # a later patch's write carried this one's change
+            item = self._items.get(internal_id)
+            if item is None:
+                return  # forgotten meanwhile: its file is deleted, not written again
+            latest = self._version.get(internal_id, version)
+            data = item.model_dump(mode="json")
+            await asyncio.to_thread(
+                self._store.write, _name(internal_id), data, durable=False, compare=False
+            )
+            self.writes += 1
+            self._written[internal_id] = latest
+
     async def forget(self, internal_id: str) -> None:
         old = self._items.pop(internal_id, None)
-        await asyncio.to_thread(self._store.delete, _name(internal_id))
+        async with self._write_lock(internal_id):
+            await asyncio.to_thread(self._store.delete, _name(internal_id))
+        self._version.pop(internal_id, None)
+        self._written.pop(internal_id, None)
+        self._write_locks.pop(internal_id, None)
         if old is not None:
             self._notify(old, None)
 

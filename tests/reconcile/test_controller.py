@@ -527,3 +527,38 @@ def test_a_brief_list_confirms_only_looks_it_shows_unchanged() -> None:
     seen = confirmed({*looks, "unlooked"}, listed, looks)
     assert set(seen) == {"same", "none"}
     assert seen["same"] is looks["same"]
+
+
+def test_a_start_event_of_the_run_already_seen_asks_for_no_pass(tmp_path: Path) -> None:
+    """A main container's ``start`` event that arrives after the pass that looked at the
+    started container (late, under load) hints nothing; one of a run not seen (another
+    container, a later start, an earlier run's late event, a look not under the open
+    stream) hints the key."""
+
+    async def scenario(rig: Rig) -> None:
+        rig.controller._engine_back()  # the event stream is open (no thread in the rig)
+        rig.desired.put(spec())
+        await rig.drain("mc-1")
+        main = rig.fake.named(MAIN)
+        assert main is not None and main.running and main.started_at is not None
+        assert len(rig.queue) == 0
+        at = main.started_at
+        rig.controller._engine_started("mc-1", main.id, at)
+        assert len(rig.queue) == 0  # the look already saw this run
+        rig.controller._engine_started("mc-1", main.id, at + 0.2)
+        assert len(rig.queue) == 0  # stamped just after its StartedAt: still this run
+        for container_id, when in (
+            ("another", at),  # another container of the key
+            (main.id, at - 60),  # an earlier run's late event
+            (main.id, at + 600),  # a later start than the run seen
+            (main.id, None),  # no time on the event
+        ):
+            rig.controller._engine_started("mc-1", container_id, when)
+            assert len(rig.queue) == 1, (container_id, when)
+            assert await rig.drain("mc-1") == ["converged"]
+        rig.controller._engine_lost()  # a new stream: the looks are not trusted
+        rig.controller._engine_back()
+        rig.controller._engine_started("mc-1", main.id, at)
+        assert len(rig.queue) == 1
+
+    run(tmp_path, scenario)
