@@ -629,7 +629,9 @@ class Daemon:
         # Before the reconciler converges anything: unfinished transfers end
         # (``Interrupted``) and a target's uncommitted copy loses its document, so a
         # copy that stopped while lightd was down is never started again.
-        await self.transfers.recover()
+        if await self.transfers.recover():
+            # A seeded record it dropped counted as a container the folder lacked.
+            await self.ingest.ingest("start")
         await self.controller.start()
         await self.remote.start()
         await self.watcher.start()

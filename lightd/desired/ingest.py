@@ -124,7 +124,11 @@ class DesiredIngest:
                 for key in self._observed_ids()
                 if self._desired.get(key) is None and not self._desired.deletion_held(key)
             }
-        self._orphans = {key for key in self._orphans if self._desired.get(key) is None}
+        if self._orphans:  # an orphan whose record was forgotten meanwhile is none
+            observed = set(self._observed_ids())
+            self._orphans = {
+                key for key in self._orphans if self._desired.get(key) is None and key in observed
+            }
         deletions = decide_deletions(
             scan.gone,
             known=set(self._desired.ids()),

@@ -209,10 +209,26 @@ class Controller:
             ),
         )
 
-    def drop_seed(self, key: str) -> None:
-        """End :meth:`seed_install`'s hold without a document: the record is forgotten."""
+    async def drop_seed(self, key: str) -> bool:
+        """End :meth:`seed_install`'s hold; True when a seeded record was forgotten.
+
+        A record with no document and no main container recorded (a seed whose document
+        was never written, maybe before a restart) is forgotten at once: nothing on the
+        engine was made for it, and no pass would forget it while the deletion guard
+        counts it as a container lightd had (a new node's missing desired folder).
+        """
         self._seeded.discard(key)
+        found = self.observed.get(key)
+        stale = (
+            self.desired.get(key) is None
+            and found is not None
+            and found.container_id is None
+            and found.install_state is InstallState.READY
+        )
+        if stale:
+            await self.observed.forget(key)
         self.hint(key)
+        return stale
 
     def keep_stopped(self, key: str) -> None:
         """Converge ``key`` as if its power were ``stopped`` until :meth:`let_run`."""

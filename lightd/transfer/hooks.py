@@ -1,4 +1,4 @@
-"""Test-only pause points of a source transfer, so a test can ``kill -9`` it at one.
+"""Test-only pause points of a transfer, so a test can ``kill -9`` it at one.
 
 Some interleavings of the commit step are races a test cannot hit by timing: the source
 killed after the target answered ready but before it recorded ``committing``, or after
@@ -8,7 +8,8 @@ that point for good (it logs ``transfer <id>: paused at <point> (test hook)`` fi
 until the test kills the daemon. Points: ``ready`` (the target answered ready, nothing
 recorded yet), ``committing`` (``committing`` recorded, the commit not sent),
 ``committed`` (the target acknowledged the commit, ``cleaning`` not recorded),
-``trashed`` (the old volume renamed into the trash, its tree not removed yet).
+``trashed`` (the old volume renamed into the trash, its tree not removed yet); and of
+a target transfer: ``seeded`` (the install record seeded, the document not written).
 
 Unset (always, outside tests) it costs one environment lookup per point and changes
 nothing. A ``DELETE /transfers/<id>`` still cancels a paused transfer.
@@ -21,7 +22,7 @@ import logging
 import os
 
 ENV = "LIGHTD_TRANSFER_TEST_PAUSE"
-POINTS = frozenset({"ready", "committing", "committed", "trashed"})
+POINTS = frozenset({"ready", "committing", "committed", "trashed", "seeded"})
 
 log = logging.getLogger("lightd.transfer")
 

@@ -174,7 +174,7 @@ class Transfers:
         tokens: TransferTokens,
         admit: Callable[[ContainerSpec], LightdError | None],
         seed_install: SeedInstall,
-        drop_seed: Callable[[str], None],
+        drop_seed: Callable[[str], Awaitable[bool]],
         changed: Callable[[str, dict[str, Any]], None] | None = None,
         finished: Callable[[str, dict[str, Any]], None] | None = None,
         hand_over: Callable[[ContainerSpec, Path, Owner | None], Awaitable[None]] | None = None,
@@ -243,7 +243,7 @@ class Transfers:
 
     # -- recovery ------------------------------------------------------------------------
 
-    async def recover(self) -> None:
+    async def recover(self) -> int:
         """After a crash: drop staging, end interrupted transfers (``Interrupted``).
 
         A source killed after the target acknowledged the commit (phase ``cleaning``)
@@ -260,6 +260,7 @@ class Transfers:
         the rest (waiting for the engine container to go, the volume, the backups) runs
         on once the reconciler does.
         """
+        dropped = 0
         staging = self._data_dir / STAGING
         if staging.exists():
             await asyncio.to_thread(shutil.rmtree, staging, True)
@@ -289,9 +290,13 @@ class Transfers:
                 continue
             transfer.state, transfer.error = "failed", INTERRUPTED
             if transfer.published:
+                # Killed between the seeded install record and the document: the record
+                # alone is dropped (see Controller.drop_seed), else the document goes.
+                dropped += await self._drop_seed(transfer.internal_id)
                 await self._withdraw(transfer)
                 self._spawn(self._unpublish(transfer), f"transfer-clean-{transfer.id}")
             await self._end(transfer)
+        return dropped
 
     async def _finish_source(self, transfer: Transfer) -> None:
         with contextlib.suppress(ContainerNotFound):
@@ -772,6 +777,7 @@ class Transfers:
             if records and self.backups is not None:
                 await self.backups.take_in(records, files)
             await self._seed(internal_id, manifest.get("install"))
+            await pause_point("seeded", transfer.id)
             if self._hand_over is not None:
                 await self._hand_over(spec, self._volumes.root / spec.volume_id, owner)
             # On disk before this node says ready: the source deletes its copy on that.
@@ -1081,7 +1087,7 @@ class Transfers:
         """Delete the document a failed target published (the reconciler removes its
         engine container); nothing when it is gone already. A seeded install record
         without a document is let go too."""
-        self._drop_seed(transfer.internal_id)
+        await self._drop_seed(transfer.internal_id)
         with contextlib.suppress(LightdError):
             await self._containers.delete(transfer.internal_id)
 

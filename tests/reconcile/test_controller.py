@@ -288,7 +288,7 @@ def test_a_dropped_seed_is_forgotten(tmp_path: Path) -> None:
         )
         await rig.drain("mc-1")
         assert rig.observed.get("mc-1") is not None
-        rig.controller.drop_seed("mc-1")
+        assert await rig.controller.drop_seed("mc-1")
         await rig.drain("mc-1")
         assert rig.observed.get("mc-1") is None
 

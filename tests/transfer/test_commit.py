@@ -128,6 +128,30 @@ def test_source_killed_after_the_commit_finishes_cleaning(nodes: Nodes) -> None:
     assert tree(Path(nodes.dst.volume_path(volume_id))) == before
 
 
+@pytest.mark.parametrize("node_env", [{"target": {PAUSE: "seeded"}}])
+def test_target_killed_between_the_seed_and_the_document_keeps_nothing(nodes: Nodes) -> None:
+    """The target is killed after it seeded the install record and before it wrote the
+    document (a new node: its desired folder was never made). At its start the record
+    alone goes, at once: no deletion held for it, no record left, and the source runs
+    its server again."""
+    internal_id, volume_id, before = prepared(nodes)
+    transfer_id = start_transfer(nodes, internal_id)
+    wait_log(nodes.target, f"transfer {transfer_id}: paused at seeded (test hook)")
+    record_file = nodes.target.data_dir / "state" / "containers" / f"{internal_id}.json"
+    assert record_file.exists()  # the seeded record, on disk before the document
+    kill_and_start(nodes, "target", drop_env=(PAUSE,))
+    record = wait_ended(nodes.dst_api, transfer_id)
+    assert record["state"] == "failed" and record["error"] == "Interrupted", record
+    desired = nodes.dst_api.get("/desired").json()
+    assert desired["deletion_blocked"] is None, desired
+    assert internal_id not in desired["held"], desired
+    assert not record_file.exists()
+    target_clean(nodes, internal_id, volume_id)
+    assert wait_ended(nodes.src_api, transfer_id)["state"] == "failed"
+    nodes.src.wait_state(internal_id, "running", timeout=60)
+    assert tree(Path(nodes.src.volume_path(volume_id))) == before
+
+
 @pytest.mark.parametrize("node_env", [{"source": {PAUSE: "ready"}}])
 def test_target_killed_awaiting_the_commit_never_starts_its_copy_again(nodes: Nodes) -> None:
     """The target is killed (``kill -9``) while its copy awaits the commit, and the copy
