@@ -80,13 +80,22 @@ def _write_all(
     return results
 
 
-def test_concurrent_writers_share_fsyncs_and_each_is_durable(
+def _grouping_store(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+) -> tuple[DocumentStore, SyncLog]:
+    """A store with a ``containers`` folder whose fsyncs are logged (and held until the
+    other writers queue behind the leader)."""
     store = DocumentStore(tmp_path)
     (tmp_path / "containers").mkdir()
     sync = SyncLog(_queue_watch(store, WRITERS - 1))
     monkeypatch.setattr(os, "fsync", sync)
+    return store, sync
+
+
+def test_concurrent_writers_share_fsyncs_and_each_is_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, sync = _grouping_store(tmp_path, monkeypatch)
     names = [f"containers/c{index:02d}.json" for index in range(WRITERS)]
     results = _write_all(store, names, sync)
     assert results == dict.fromkeys(names, True)
@@ -106,10 +115,7 @@ def test_concurrent_writers_share_fsyncs_and_each_is_durable(
 def test_one_failing_document_does_not_lose_the_others(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = DocumentStore(tmp_path)
-    (tmp_path / "containers").mkdir()
-    sync = SyncLog(_queue_watch(store, WRITERS - 1))
-    monkeypatch.setattr(os, "fsync", sync)
+    store, sync = _grouping_store(tmp_path, monkeypatch)
     real_replace = os.replace
     broken = "containers/broken.json"
 
