@@ -184,6 +184,10 @@ def test_kill_9_leaves_the_source_authoritative(
     on = "target" if phase == "converging" else "source"
     wait_phase(nodes, transfer_id, {phase}, on=on)
     killed = nodes.source if victim == "source" else nodes.target
+    # The killed node's record of the transfer is on disk (a target killed before it
+    # wrote one knows nothing of the transfer: nothing to end, nothing kept).
+    record_file = killed.data_dir / "state" / "transfers" / f"{transfer_id}.json"
+    wait_for(record_file.exists, timeout=30, what="the killed node's transfer record")
     assert killed.proc is not None
     killed.proc.kill()
     killed.proc.wait(timeout=10)
