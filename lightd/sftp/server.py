@@ -499,6 +499,16 @@ class SftpService:
                 "SFTP sessions served by lightd's SFTP packet layer (fewer copies), since start",
                 protocol.Counters.sessions,
             ),
+            (
+                "lightd_sftp_inline_writes",
+                "SFTP WRITE requests cut from the channel data and answered inline, since start",
+                protocol.Counters.inline_writes,
+            ),
+            (
+                "lightd_sftp_joined_requests",
+                "Of the requests lightd cut itself, those that spanned pieces of data",
+                protocol.Counters.joined_packets,
+            ),
         ]
 
     # -- sessions ------------------------------------------------------------------
