@@ -325,9 +325,13 @@ class Daemon:
         }
         self.remote.notify(internal_id, Notification("transfer", body))
 
+    def _run_user(self, spec: ContainerSpec) -> str | None:
+        """The user ``spec``'s container runs as: its own, else the node's default."""
+        return spec.user or self.settings.containers.user
+
     def _transfer_owner(self, spec: ContainerSpec) -> tuple[int, int] | None:
         """The uid:gid a volume moved in for ``spec`` goes to (None for a user name)."""
-        user = spec.user or self.settings.containers.user
+        user = self._run_user(spec)
         return numeric_owner(user) if user is not None else None
 
     async def _hand_transferred(
@@ -341,7 +345,7 @@ class Daemon:
         starts walk the tree again. Users that are names (not uid:gid) are left alone, and
         so is a volume whose install did not come along (the install hands it over).
         """
-        user = spec.user or self.settings.containers.user
+        user = self._run_user(spec)
         owner = self._transfer_owner(spec)
         observed = self.observed.get(spec.internal_id)
         if user is None or owner is None or observed is None:

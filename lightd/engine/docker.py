@@ -7,12 +7,14 @@ tree. The client and the pool are private: nothing outside this module holds the
 decides nothing about desired state. Only ``lightd.daemon`` and ``lightd.cli`` import it
 (an import contract keeps it so); everything else takes an ``Engine``.
 
-A start is followed by one inspect whose answer is kept for a moment
-(:class:`_RecentInspects`): the reconciler's look after the start and the console
-follower's look for the log file and the process both read it, instead of asking the
-engine twice more. It is trusted only while this engine's event stream is open, only
-for :data:`RECENT_SECONDS`, and until an event about the container newer than the
-inspect arrives or lightd itself changes the container (kill, remove, start, ...).
+The first look at a container after lightd started it (the console follower's for
+the log file and the process, or the reconciler's pass after the start, whichever comes
+first) is kept for a moment (:class:`_RecentInspects`) and answers the other, instead of
+asking the engine twice. The start itself does not wait for that look: the reconcile
+worker goes on to the next key while the follower's thread inspects. The answer is
+trusted only while this engine's event stream is open, only for :data:`RECENT_SECONDS`,
+and until an event about the container newer than the inspect arrives or lightd itself
+changes the container (kill, remove, start, ...).
 """
 
 from __future__ import annotations
@@ -71,6 +73,9 @@ T = TypeVar("T")
 MIN_API_VERSION = "1.24"
 # The URL every Unix-socket request is pooled under (docker-py's own base URL for them).
 SHARED_POOL_KEY = "http+docker://localhost"
+# Started containers whose first look is still to come (bounded: a look that never
+# comes, the follower reading through the API and the key deleted, is forgotten).
+STARTED_KEPT = 4096
 # Inspects in flight at once while listing this node's containers (of the pool's 32).
 LIST_INSPECTS = 8
 # How long the inspect after a start stands in for the next looks at the container:
@@ -195,6 +200,8 @@ class _RecentInspects:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._entries: dict[str, _Recent] = {}
+        # Ids lightd started whose first look is to be kept (see :meth:`claim`).
+        self._started: dict[str, None] = {}
         self._generation = 0
         self._open = 0  # event streams open now
 
@@ -203,12 +210,29 @@ class _RecentInspects:
             self._generation += 1
             self._open += 1
             self._entries.clear()
+            self._started.clear()
 
     def stream_closed(self) -> None:
         with self._lock:
             self._generation += 1
             self._open = max(0, self._open - 1)
             self._entries.clear()
+            self._started.clear()
+
+    def started(self, container_id: str) -> None:
+        """lightd started the container: the first look at it that follows is kept."""
+        with self._lock:
+            if not self._open:
+                return
+            self._started.pop(container_id, None)
+            self._started[container_id] = None
+            while len(self._started) > STARTED_KEPT:
+                del self._started[next(iter(self._started))]
+
+    def claim(self, container_id: str) -> bool:
+        """True once for a container :meth:`started` marked (its first look is kept)."""
+        with self._lock:
+            return self._started.pop(container_id, 0) is None
 
     def ticket(self) -> tuple[int, float, int] | None:
         """Taken just before an inspect is sent; None: nothing to keep (no stream)."""
@@ -261,6 +285,7 @@ class _RecentInspects:
 
     def drop(self, name_or_id: str) -> None:
         with self._lock:
+            self._started.pop(name_or_id, None)
             entry = self._entries.get(name_or_id)
             if entry is not None:
                 self._pop(entry)
@@ -418,23 +443,23 @@ class DockerEngine:
         )
 
     def _inspect_attrs(self, name_or_id: str) -> dict[str, Any]:
-        """``docker inspect`` of a container: the recent answer after a start, if valid."""
+        """``docker inspect`` of a container: the recent answer after a start, if valid;
+        else the engine's, kept when it is the first look at a container lightd started."""
         recent = self._recent.get(name_or_id)
         if recent is not None:
             return recent
-        return dict(self._api().inspect_container(name_or_id))
-
-    def _inspect_and_keep(self, container_id: str) -> None:
-        """Inspect a container lightd just changed and keep the answer for a moment."""
         api = self._api()
         ticket = self._recent.ticket() if self._local else None
-        try:
-            attrs = dict(api.inspect_container(container_id))
-        except docker.errors.NotFound:
-            return  # gone already: the next look finds out
+        attrs = dict(api.inspect_container(name_or_id))
         labels = (attrs.get("Config") or {}).get("Labels") or {}
-        if labels.get(LABEL_MANAGED) == "true" and labels.get(LABEL_NODE) == self._node_id:
+        if (
+            ticket is not None
+            and labels.get(LABEL_MANAGED) == "true"
+            and labels.get(LABEL_NODE) == self._node_id
+            and self._recent.claim(str(attrs["Id"]))
+        ):
             self._recent.keep(attrs, ticket)
+        return attrs
 
     def _inspect_view(self, name_or_id: str) -> tuple[ActualContainer | None, bool]:
         """The container and whether another lightd node manages it."""
@@ -613,13 +638,13 @@ class DockerEngine:
         return create(scoped)
 
     async def start(self, container_id: str) -> None:
-        """Start, then one inspect kept for the looks that follow every start (the
-        reconciler's, the console follower's): see :class:`_RecentInspects`."""
+        """Start; the first look that follows (the console follower's or the
+        reconciler's) is kept for the other: see :class:`_RecentInspects`."""
 
         def call() -> None:
             self._recent.drop(container_id)
             self._api().start(container_id)
-            self._inspect_and_keep(container_id)
+            self._recent.started(container_id)
 
         await self._run(call)
 

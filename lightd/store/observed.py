@@ -10,9 +10,10 @@ change. It must not decide anything and must not touch the engine.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from pydantic import ValidationError
 
@@ -38,6 +39,9 @@ class ObservedStore:
         # Per key: one file write at a time; a patch whose change an earlier patch's
         # write already carried writes nothing (versions count the patches).
         self._write_locks: dict[str, asyncio.Lock] = {}
+        self._lock_users: dict[str, int] = {}  # holders and waiters of each key's lock
+        # Versions stay while anyone holds or awaits the key's lock, across a forget: a
+        # patch queued behind the forget's delete must not be outnumbered by a later one.
         self._version: dict[str, int] = {}
         self._written: dict[str, int] = {}
         self.writes = 0  # files written (read by tests and benches)
@@ -78,11 +82,27 @@ class ObservedStore:
         self._notify(old, new)
         return new
 
-    def _write_lock(self, internal_id: str) -> asyncio.Lock:
+    @contextlib.asynccontextmanager
+    async def _write_lock(self, internal_id: str) -> AsyncIterator[None]:
+        """Hold the key's write lock; it is dropped once nobody holds or awaits it (a
+        lock dropped with a waiter left would let a later writer past that waiter)."""
         found = self._write_locks.get(internal_id)
         if found is None:
             found = self._write_locks[internal_id] = asyncio.Lock()
-        return found
+        self._lock_users[internal_id] = self._lock_users.get(internal_id, 0) + 1
+        try:
+            async with found:
+                yield
+        finally:
+            left = self._lock_users[internal_id] - 1
+            if left:
+                self._lock_users[internal_id] = left
+            else:
+                del self._lock_users[internal_id]
+                del self._write_locks[internal_id]
+                if internal_id not in self._items:  # forgotten: versions start again
+                    self._version.pop(internal_id, None)
+                    self._written.pop(internal_id, None)
 
     async def _persist(self, internal_id: str, version: int) -> None:
         """Write the key's record as it is now, unless a write since ``version`` did.
@@ -110,9 +130,6 @@ class ObservedStore:
         old = self._items.pop(internal_id, None)
         async with self._write_lock(internal_id):
             await asyncio.to_thread(self._store.delete, _name(internal_id))
-        self._version.pop(internal_id, None)
-        self._written.pop(internal_id, None)
-        self._write_locks.pop(internal_id, None)
         if old is not None:
             self._notify(old, None)
 

@@ -35,6 +35,7 @@ import zstandard
 from lightd.errors import ArchiveRejected, LightdError
 from lightd.fs.archive import entry_parts
 from lightd.fs.beneath import DIR_FLAGS, READ_FLAGS, Root, closing_fd, lstat_at
+from lightd.fs.durable import start_writeback
 from lightd.fs.paths import TEMP_PREFIX
 from lightd.transfer import tar
 
@@ -45,6 +46,7 @@ CHUNK = 1024 * 1024
 BATCH = 2 * CHUNK  # tar bytes gathered before each compressor call
 MAX_PIECE = 4 * CHUNK
 WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+WRITEBACK_STEP = 8 * CHUNK  # a file's bytes written before their writeback is started
 
 
 Buffer = bytes | bytearray | memoryview
@@ -507,7 +509,9 @@ class _Writer:
     """Creates the entries below ``staging``: parents opened without following (the
     last one kept while only files are written into it), files exclusively; with
     ``owner``, files and links go to it as they are made (folders in
-    :func:`finish_folders`)."""
+    :func:`finish_folders`). Every :data:`WRITEBACK_STEP` bytes of a file, the writeback
+    of those bytes is started, so the flush before *ready* has little left of large files
+    (small ones are left to it: a call per small file costs more than it saves)."""
 
     def __init__(self, staging: Root, pending: list[Folder], owner: Owner | None) -> None:
         self._staging = staging
@@ -516,6 +520,8 @@ class _Writer:
         self._parents = _Parents(staging, create=True)
         self._file = -1
         self._file_member: tar.Member | None = None
+        self._written = 0  # bytes of the open file so far
+        self._flushed = 0  # of which their writeback is started
 
     def begin(self, member: tar.Member) -> bool:
         """Create the entry (a file stays open for its data); False for the root."""
@@ -532,6 +538,7 @@ class _Writer:
                 _clear(parent, name)  # a later pass replaces what an earlier wrote
                 fd = os.open(name, WRITE_FLAGS, 0o600, dir_fd=parent)
             self._file, self._file_member = fd, member
+            self._written = self._flushed = 0
             if member.size == 0:
                 self.end_file()
             return True
@@ -563,7 +570,12 @@ class _Writer:
         if self._file < 0:
             return  # the data of an entry without a name (the root)
         while data:
-            data = data[os.write(self._file, data) :]
+            done = os.write(self._file, data)
+            self._written += done
+            data = data[done:]
+        if self._written - self._flushed >= WRITEBACK_STEP:
+            start_writeback(self._file, self._flushed, self._written - self._flushed)
+            self._flushed = self._written
 
     def end_file(self) -> None:
         member, fd = self._file_member, self._file
@@ -571,6 +583,8 @@ class _Writer:
             return
         self._file, self._file_member = -1, None
         with closing_fd(fd):
+            if self._flushed and self._written > self._flushed:
+                start_writeback(fd, self._flushed, self._written - self._flushed)
             if self._owner is not None:
                 os.fchown(fd, *self._owner)
             os.fchmod(fd, member.mode & 0o7777 & ~0o7000)

@@ -1,7 +1,8 @@
-"""The inspect after a start stands in for the looks that follow it: real engine.
+"""The first look after a start stands in for the next one: real engine.
 
-While this node's event stream is open, the reconciler's look by name and the console
-follower's look by id after a start cost no engine call; a change lightd makes (kill)
+A start sends no inspect (the reconcile worker does not wait for one). While this node's
+event stream is open, the first look after it, the console follower's by id or the
+reconciler's by name, is kept and answers the other; a change lightd makes (kill)
 is seen at once, and one made behind its back is seen as soon as its event arrives.
 Without an open event stream nothing is kept. Engine calls are counted on docker-py's
 inspect itself.
@@ -81,21 +82,35 @@ def test_the_looks_after_a_start_come_from_its_inspect(
         try:
             container_id = await engine.create(request(internal_id, tmp_path))
             await engine.start(container_id)
-            assert inspects == [container_id]  # the one after the start
-            follower.wait_for("start")  # its own event does not make it stale
-            seen = await engine.inspect(name)
+            assert inspects == []  # the start does not wait for a look
+            follower.wait_for("start")
+            seen = await engine.inspect(name)  # the first look: kept
             assert seen is not None and seen.running and seen.id == container_id
+            assert inspects == [name]
             output = engine.follow_output(container_id, since=None)
             output.close()
-            assert inspects == [container_id]
+            assert inspects == [name]
+            again = await engine.inspect(name)  # its own start event does not make it stale
+            assert again is not None and again.running
+            assert inspects == [name]
 
             await engine.kill(container_id)  # lightd's own change: looked at again
             killed = await engine.inspect(container_id)
             assert killed is not None and not killed.running
             assert len(inspects) == 2
+            killed_again = await engine.inspect(container_id)  # not a start's look: not kept
+            assert killed_again is not None and not killed_again.running
+            assert len(inspects) == 3
 
+            follower.actions.clear()
             await engine.start(container_id)
+            output = engine.follow_output(container_id, since=None)  # the follower first
+            output.close()
+            assert len(inspects) == 4
             follower.wait_for("start")
+            seen = await engine.inspect(name)  # the reconciler's pass reads the same look
+            assert seen is not None and seen.running and seen.id == container_id
+            assert len(inspects) == 4
             sent = len(inspects)
             follower.actions.clear()
             outside = docker.from_env()
@@ -127,11 +142,13 @@ def test_nothing_is_kept_without_an_open_event_stream(
             await engine.start(container_id)
             seen = await engine.inspect(name)
             assert seen is not None and seen.running
-            assert len(inspects) == 2  # the start's look is not trusted: asked again
+            await engine.inspect(name)
+            assert len(inspects) == 2  # the first look was not kept: asked again
             follower = Follower(engine)
             follower.close()  # a stream that ended: still nothing kept
             await engine.kill(container_id)
             await engine.start(container_id)
+            await engine.inspect(name)
             await engine.inspect(name)
             assert len(inspects) == 4
         finally:

@@ -7,6 +7,7 @@ refused; special files are not sent.
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import tarfile
 from pathlib import Path
@@ -15,9 +16,11 @@ import pytest
 
 from lightd.errors import ArchiveRejected, PathTraversal
 from lightd.fs.beneath import Root
+from lightd.transfer import stream
 from lightd.transfer.stream import (
     MAX_DATA_FRAME,
     MAX_PIECE,
+    WRITEBACK_STEP,
     Compression,
     Folder,
     FrameReader,
@@ -143,6 +146,39 @@ def test_unpacking_gives_every_entry_to_the_owner(tmp_path: Path) -> None:
     assert owners(plain) == {(os.getuid(), os.getgid())}
     expected = snapshot(source)
     assert snapshot(target) == expected == snapshot(plain)
+
+
+def test_large_files_start_their_writeback_in_steps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Unpacking starts the writeback of a large file's bytes every WRITEBACK_STEP, in
+    ranges that cover the whole file once; small files are left to the final flush."""
+    started: list[tuple[str, int, int]] = []
+    real = stream.start_writeback
+
+    def spy(fd: int, offset: int, length: int) -> None:
+        started.append((Path(os.readlink(f"/proc/self/fd/{fd}")).name, offset, length))
+        real(fd, offset, length)
+
+    monkeypatch.setattr(stream, "start_writeback", spy)
+    source, target = tmp_path / "src", tmp_path / "dst"
+    source.mkdir()
+    target.mkdir()
+    size = 2 * WRITEBACK_STEP + WRITEBACK_STEP // 2 + 123
+    (source / "big").write_bytes(os.urandom(size))
+    (source / "step").write_bytes(os.urandom(WRITEBACK_STEP))
+    for index in range(5):
+        (source / f"small{index}").write_bytes(os.urandom(5000))
+    send(source, target, "zstd")
+    assert snapshot(target) == snapshot(source)
+    assert {name for name, _, _ in started} == {"big", "step"}
+    for name, length in (("big", size), ("step", WRITEBACK_STEP)):
+        ranges = [(offset, count) for found, offset, count in started if found == name]
+        ends = itertools.accumulate(count for _, count in ranges[:-1])
+        assert [offset for offset, _ in ranges] == [0, *ends]
+        assert sum(count for _, count in ranges) == length
+        assert all(count >= WRITEBACK_STEP for _, count in ranges[:-1])
+    assert len([name for name, _, _ in started if name == "big"]) == 3
 
 
 def test_zstd_workers_share_the_cores() -> None:

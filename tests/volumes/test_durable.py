@@ -1,7 +1,9 @@
-"""lightd.fs.durable: syncfs(2) on a folder's file system, once per file system."""
+"""lightd.fs.durable: syncfs(2) on a folder's file system, once per file system; a
+file's writeback started early (sync_file_range(2))."""
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -33,3 +35,31 @@ def test_sync_filesystems_flushes_each_file_system_once(
     devices = {os.stat(p).st_dev for p in paths}
     assert len(synced) == len(devices)
     assert synced[0] == tmp_path / "a"
+
+
+def test_start_writeback_passes_its_range_and_refuses_what_the_kernel_refuses(
+    tmp_path: Path,
+) -> None:
+    data = os.urandom(4 << 20)
+    fd = os.open(tmp_path / "file", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, data)
+        durable.start_writeback(fd, 0, 1 << 20)  # real sync_file_range calls
+        durable.start_writeback(fd, 1 << 20, 0)
+        with pytest.raises(OSError) as negative:  # the offset arrives as the kernel's loff_t
+            durable.start_writeback(fd, -1, 0)
+        assert negative.value.errno == errno.EINVAL
+    finally:
+        os.close(fd)
+    assert (tmp_path / "file").read_bytes() == data
+    with pytest.raises(OSError) as closed:
+        durable.start_writeback(fd, 0, 0)
+    assert closed.value.errno == errno.EBADF
+    read, write = os.pipe()
+    try:
+        with pytest.raises(OSError) as pipe:
+            durable.start_writeback(write, 0, 0)
+        assert pipe.value.errno == errno.ESPIPE
+    finally:
+        os.close(read)
+        os.close(write)
