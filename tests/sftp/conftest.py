@@ -69,20 +69,32 @@ async def session(
 ) -> AsyncIterator[asyncssh.SFTPClient]:
     """An asyncssh SFTP session as that user; ``options`` go to ``asyncssh.connect``."""
     async with (
-        asyncssh.connect(
-            "127.0.0.1",
-            port,
-            username=username,
-            password=password,
-            client_keys=client_keys or None,
-            known_hosts=None,
-            agent_path=None,
-            preferred_auth="publickey" if client_keys else "password",
-            **options,
-        ) as conn,
+        connect(port, username, password, client_keys=client_keys, **options) as conn,
         conn.start_sftp_client() as sftp,
     ):
         yield sftp
+
+
+def connect(
+    port: int,
+    username: str,
+    password: str | None = None,
+    *,
+    client_keys: list[asyncssh.SSHKey] | None = None,
+    **options: Any,
+) -> asyncssh.SSHClientConnection:
+    """An asyncssh connection to lightd's SFTP server as that user (``async with``)."""
+    return asyncssh.connect(
+        "127.0.0.1",
+        port,
+        username=username,
+        password=password,
+        client_keys=client_keys or None,
+        known_hosts=None,
+        agent_path=None,
+        preferred_auth="publickey" if client_keys else "password",
+        **options,
+    )
 
 
 def session_of(account: Account) -> contextlib.AbstractAsyncContextManager[asyncssh.SFTPClient]:

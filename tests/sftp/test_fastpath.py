@@ -33,7 +33,7 @@ from asyncssh.sftp import (
     SFTPInvalidHandle,
 )
 
-from tests.sftp.conftest import Account
+from tests.sftp.conftest import Account, connect
 
 _WRITE_CREATE_TRUNCATE = 0x02 | 0x08 | 0x10  # FXF_WRITE | FXF_CREAT | FXF_TRUNC
 # A status answer's tail after the code: empty message and language tag (asyncssh's OK).
@@ -92,15 +92,7 @@ class Raw:
 
 @asynccontextmanager
 async def raw_session(account: Account) -> AsyncIterator[Raw]:
-    async with asyncssh.connect(
-        "127.0.0.1",
-        account.port,
-        username=account.username,
-        password=account.password,
-        known_hosts=None,
-        agent_path=None,
-        preferred_auth="password",
-    ) as conn:
+    async with connect(account.port, account.username, account.password) as conn:
         writer, reader, _ = await conn.open_session(subsystem="sftp", encoding=None)
         raw = Raw(reader, writer)
         writer.write((5).to_bytes(4, "big") + bytes((FXP_INIT,)) + (3).to_bytes(4, "big"))

@@ -13,7 +13,7 @@ import asyncssh
 import httpx
 import pytest
 
-from tests.sftp.conftest import Account, issue, make_account, session, session_of
+from tests.sftp.conftest import Account, connect, issue, make_account, session, session_of
 from tests.support.daemon import DaemonProcess, wait_for
 from tests.support.lab import Lab
 from tests.support.ws import Watcher
@@ -212,14 +212,7 @@ def test_six_tries_per_connection(account: Account) -> None:
 
 def test_no_shell_exec_or_forwarding(account: Account) -> None:
     async def run() -> None:
-        async with asyncssh.connect(
-            "127.0.0.1",
-            account.port,
-            username=account.username,
-            password=account.password,
-            known_hosts=None,
-            agent_path=None,
-        ) as conn:
+        async with connect(account.port, account.username, account.password) as conn:
             with pytest.raises(asyncssh.ChannelOpenError):
                 await conn.create_process("id")
             with pytest.raises(asyncssh.ChannelOpenError):
