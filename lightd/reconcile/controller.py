@@ -457,6 +457,9 @@ class Controller:
                 and main.started_at <= at + START_SLACK_SECONDS
                 and at - main.started_at < START_MATCH_SECONDS
             ):
+                # Not noted either (deliberately): the look that saw this run stays
+                # valid, so the event must not bump the key's serial or drop its
+                # resync entry, or the next pass would inspect again for nothing.
                 return
         self._engine_hint(key, install=False)
 
